@@ -1,0 +1,5 @@
+"""``python -m mergelang`` runs the command line."""
+
+from mergelang.cli import run
+
+run()

@@ -1,0 +1,44 @@
+"""Rich rendering of diagnostics on stderr. The library never imports this module.
+
+rich honours ``NO_COLOR`` and plain (non-terminal) streams by itself, so a redirected stderr
+gets the same text as :func:`mergelang.errors.format_diagnostic`, without escapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rich.console import Console
+from rich.markup import escape
+
+from mergelang.errors import Diagnostic, MergelangError, caret_lines
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def stdout_console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def print_diagnostics(console: Console, diagnostics: Iterable[Diagnostic]) -> None:
+    for diag in diagnostics:
+        style = "bold red" if diag.severity == "error" else "bold yellow"
+        where = diag.location()
+        head = f"[bold]{escape(where)}:[/bold] " if where else ""
+        key = f" (key {escape(diag.key)})" if diag.key is not None else ""
+        console.print(f"{head}[{style}]{diag.severity}:[/{style}] {escape(diag.message)}{key}")
+        caret = caret_lines(diag)
+        if caret:
+            console.print(escape(caret[0]), style="dim")
+            console.print(escape(caret[1]), style="bold red")
+        if diag.hint:
+            console.print(f"  [cyan]hint:[/cyan] {escape(diag.hint)}")
+
+
+def print_error(console: Console, exc: MergelangError) -> None:
+    print_diagnostics(console, exc.diagnostics)
+    errors = len(exc.errors)
+    if errors > 1:
+        console.print(f"[bold red]{errors} errors[/bold red]")

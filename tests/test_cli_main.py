@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import pytest
+
+from mergelang._version import __version__
+from mergelang.cli import main
+
+
+def test_help_lists_delivered_verbs_only(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for verb in ("check", "fmt", "show"):
+        assert verb in out
+    assert "{check,fmt,show}" in out
+
+
+@pytest.mark.parametrize("verb", ["check", "fmt", "show"])
+def test_every_verb_has_help(verb: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([verb, "--help"]) == 0
+    assert f"usage: mergelang {verb}" in capsys.readouterr().out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"mergelang {__version__}"
+
+
+def test_unknown_verb_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["frobnicate"]) == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_missing_verb_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "required" in capsys.readouterr().err
