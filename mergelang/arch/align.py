@@ -1,0 +1,237 @@
+"""How the keys of several input checkpoints line up, decided before any tensor is read.
+
+For every key of the union of the inputs (the first input's order, then keys new in later
+inputs) a :class:`KeyPlan` says what the output gets:
+
+``merge``
+    every input has the key with the same shape: the merge method combines them.
+``copy``
+    only some inputs have it: the output takes it from the first input that has it. Keys
+    that exist in one model only are kept rather than dropped (as SuperMerger keeps B-only
+    keys), so merging a file that lacks optional text-encoder keys loses nothing.
+``merge_channels``
+    ``input_blocks.0.0.weight`` of an inpainting (9 input channels) or instruct-pix2pix (8)
+    U-Net next to a normal one (4): channels ``0:4`` of dim 1 are merged, the remaining
+    channels come from the first input that has them, and the output has its shape.
+``skip_merge``
+    the key is never merged (:meth:`Architecture.block_of` gives None: EMA copies, schedule
+    buffers, markers, ``position_ids``, parts the block convention leaves alone): the output
+    takes it from the first input that has it, whatever the other inputs hold.
+
+Any other difference in shape, and inputs of different architectures, are errors naming the
+key, the files and their shapes (or architectures).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mergelang.arch.base import VARIANT_IN_CHANNELS, Architecture, get_architecture
+from mergelang.arch.conventions import DEFAULT_CONVENTION, Convention, get_convention
+from mergelang.arch.detect import Detected, detect
+from mergelang.errors import CheckpointError
+
+Action = Literal["merge", "copy", "merge_channels", "skip_merge"]
+ACTIONS: tuple[Action, ...] = ("merge", "copy", "merge_channels", "skip_merge")
+
+CHANNEL_MERGE_KEY = "input_blocks.0.0.weight"
+"""The U-Net key (without prefix) whose input channels differ between variants."""
+
+
+@dataclass(frozen=True)
+class KeyPlan:
+    """What the output does with one key.
+
+    ``present_in`` lists the indices of the inputs that have the key; ``shape`` is the output
+    shape. ``source`` is the input the output copies from (``copy``, ``skip_merge``) or that
+    supplies the channels beyond ``merged_channels`` (``merge_channels``); for ``merge`` it is
+    the first input. ``block`` is the key's merge block (None when never merged).
+    """
+
+    key: str
+    present_in: tuple[int, ...]
+    shape: tuple[int, ...]
+    action: Action
+    block: str | None = None
+    source: int = 0
+    merged_channels: int | None = None
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """The plan for every key of the inputs, with each input's detected architecture."""
+
+    arch: Architecture
+    convention: Convention
+    paths: tuple[str, ...]
+    detected: tuple[Detected, ...]
+    plans: tuple[KeyPlan, ...]
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {p.key: i for i, p in enumerate(self.plans)})
+
+    def __iter__(self) -> Iterator[KeyPlan]:
+        return iter(self.plans)
+
+    def __len__(self) -> int:
+        return len(self.plans)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
+    def plan(self, key: str) -> KeyPlan:
+        """The plan for ``key``; ``KeyError`` when no input has it."""
+        return self.plans[self._index[key]]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(p.key for p in self.plans)
+
+    def counts(self) -> dict[Action, int]:
+        """Number of keys per action (every action listed, zeros included)."""
+        counts: dict[Action, int] = dict.fromkeys(ACTIONS, 0)
+        for plan in self.plans:
+            counts[plan.action] += 1
+        return counts
+
+    def output_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {p.key: p.shape for p in self.plans}
+
+
+def align(
+    inputs: Sequence[tuple[str, Mapping[str, Sequence[int]]]],
+    arch: Architecture | str | None = None,
+    *,
+    convention: Convention | str = DEFAULT_CONVENTION,
+) -> Alignment:
+    """Line up the keys of ``inputs`` (``(path, key -> shape)`` pairs) for a merge.
+
+    ``arch`` is the architecture every input must be (detected from the first input when
+    None). Raises :class:`CheckpointError` with code ``architecture-mismatch`` when the inputs
+    are of different architectures, ``shape-mismatch`` when a key's shapes differ in a way no
+    rule covers, and the detection error of an input whose layout is unknown.
+    """
+    if not inputs:
+        raise ValueError("align needs at least one input")
+    conv = get_convention(convention)
+    paths = tuple(path for path, _ in inputs)
+    tables = [{k: tuple(int(d) for d in s) for k, s in shapes.items()} for _, shapes in inputs]
+    detected = tuple(detect(table, path=path) for path, table in zip(paths, tables, strict=True))
+    target = get_architecture(arch) if arch is not None else detected[0].arch
+    _check_architectures(paths, detected, target, explicit=arch is not None)
+
+    union: dict[str, None] = {}
+    for table in tables:
+        union.update(dict.fromkeys(table))
+    plans: list[KeyPlan] = []
+    mismatches: list[tuple[str, int, int]] = []
+    for key in union:
+        present = tuple(i for i, table in enumerate(tables) if key in table)
+        block = target.block_of(key, conv)
+        first = present[0]
+        shape = tables[first][key]
+        if block is None:
+            plans.append(KeyPlan(key, present, shape, "skip_merge", None, first))
+            continue
+        if len(present) < len(tables):
+            plans.append(KeyPlan(key, present, shape, "copy", block, first))
+            continue
+        other = next((i for i in present if tables[i][key] != shape), None)
+        if other is None:
+            plans.append(KeyPlan(key, present, shape, "merge", block, first))
+            continue
+        channel_plan = _channel_plan(target, key, present, tables, block, paths)
+        if channel_plan is None:
+            mismatches.append((key, first, other))
+        else:
+            plans.append(channel_plan)
+    if mismatches:
+        raise _shape_error(mismatches, paths, tables)
+    return Alignment(target, conv, paths, detected, tuple(plans))
+
+
+def _check_architectures(
+    paths: Sequence[str], detected: Sequence[Detected], target: Architecture, *, explicit: bool
+) -> None:
+    if all(d.arch == target for d in detected):
+        return
+    listing = ", ".join(
+        f"{p} is {d.arch.name} ({d.arch.title})" for p, d in zip(paths, detected, strict=True)
+    )
+    culprit = next(p for p, d in zip(paths, detected, strict=True) if d.arch != target)
+    if explicit:
+        message = f"every input must be {target.name} ({target.title}): {listing}"
+    else:
+        message = f"the inputs are of different architectures: {listing}"
+    raise CheckpointError(
+        culprit,
+        message,
+        code="architecture-mismatch",
+        hint="merge checkpoints of one architecture (SD1 with SD1, SDXL with SDXL)",
+    )
+
+
+def _channel_plan(
+    arch: Architecture,
+    key: str,
+    present: tuple[int, ...],
+    tables: Sequence[Mapping[str, tuple[int, ...]]],
+    block: str,
+    paths: Sequence[str],
+) -> KeyPlan | None:
+    """The ``merge_channels`` plan for a normal vs inpainting/pix2pix input conv, or None."""
+    if arch.unet_local(key) != CHANNEL_MERGE_KEY:
+        return None
+    shapes = [tables[i][key] for i in present]
+    if any(len(s) != 4 for s in shapes):
+        return None
+    base = shapes[0]
+    if any(s[0] != base[0] or s[2:] != base[2:] for s in shapes):
+        return None
+    channels = {s[1] for s in shapes}
+    normal = VARIANT_IN_CHANNELS["normal"]
+    wider = channels - {normal}
+    if normal not in channels or len(wider) != 1:
+        special = {VARIANT_IN_CHANNELS["inpainting"], VARIANT_IN_CHANNELS["pix2pix"]}
+        if special <= channels:
+            by_channels = {s[1]: paths[i] for i, s in zip(present, shapes, strict=True)}
+            raise CheckpointError(
+                by_channels[VARIANT_IN_CHANNELS["pix2pix"]],
+                "cannot merge an inpainting U-Net "
+                f"({by_channels[VARIANT_IN_CHANNELS['inpainting']]}, 9 input channels) with an "
+                f"instruct-pix2pix one ({by_channels[VARIANT_IN_CHANNELS['pix2pix']]}, "
+                "8 input channels)",
+                code="shape-mismatch",
+                key=key,
+            )
+        return None
+    (extra,) = wider
+    source = next(i for i, s in zip(present, shapes, strict=True) if s[1] == extra)
+    return KeyPlan(
+        key,
+        present,
+        tables[source][key],
+        "merge_channels",
+        block,
+        source,
+        merged_channels=normal,
+    )
+
+
+def _shape_error(
+    mismatches: Sequence[tuple[str, int, int]],
+    paths: Sequence[str],
+    tables: Sequence[Mapping[str, tuple[int, ...]]],
+) -> CheckpointError:
+    key, first, other = mismatches[0]
+    message = (
+        f"tensor shapes differ: {paths[first]} has {list(tables[first][key])} but "
+        f"{paths[other]} has {list(tables[other][key])}"
+    )
+    if len(mismatches) > 1:
+        more = len(mismatches) - 1
+        message += f" ({more} more key{'s' if more > 1 else ''} differ in shape)"
+    return CheckpointError(paths[other], message, code="shape-mismatch", key=key)

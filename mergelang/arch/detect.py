@@ -1,0 +1,280 @@
+"""Which architecture a checkpoint is, from its key names first and its shapes second.
+
+Each registered architecture scores the file: one point per key whose name and number of
+dimensions match the architecture's layout, penalties for keys that do not belong, for
+expected keys that are missing from a part the file has, and for a wrong number of
+dimensions; plus the architecture's own :class:`~mergelang.arch.base.KeyRule` clues (e.g. SD2
+is SD1's U-Net with linear ``proj_in``). Names and ranks do not change when widths are scaled,
+so tiny fixtures are detected like full-size files. The best score wins if it covers the U-Net
+well and leaves few keys unexplained; otherwise the file is an unknown layout and the error
+names the closest architecture and the keys that differ. The variant (inpainting,
+instruct-pix2pix) is read from the input channels of ``input_blocks.0.0.weight``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+
+from mergelang.arch.base import (
+    VARIANT_IN_CHANNELS,
+    Architecture,
+    Variant,
+    architectures,
+    classify_role,
+)
+from mergelang.arch.layout import checkpoint_layout, optional_keys
+from mergelang.errors import CheckpointError
+
+UNET_COVERAGE = 0.9
+"""Share of the architecture's U-Net keys a file must have (name and rank) to be detected."""
+UNEXPECTED_SHARE = 0.1
+"""Largest share of a file's model keys that may be foreign to the detected architecture."""
+EXAMPLES = 5
+"""How many differing keys an error or note quotes."""
+
+_NOT_MODEL = ("ema", "schedule", "marker")
+
+
+@dataclass(frozen=True)
+class Detected:
+    """The result of :func:`detect`: the architecture, the U-Net variant, and remarks worth
+    showing a user (EMA present, parts missing, optional keys left out...)."""
+
+    arch: Architecture
+    variant: Variant
+    notes: tuple[str, ...] = ()
+    in_channels: int | None = None
+
+
+@dataclass(frozen=True)
+class _Expected:
+    ndims: dict[str, int]
+    component: dict[str, str]
+    optional: frozenset[str]
+    unet_total: int
+
+
+@cache
+def _expected(arch: Architecture) -> _Expected:
+    layout = checkpoint_layout(arch)
+    component: dict[str, str] = {}
+    for key in layout:
+        role = arch.role(key)
+        if role == "text_encoder":
+            spec = next(s for s in arch.text_encoders if key.startswith(s.prefix))
+            component[key] = f"text encoder {spec.title}"
+        else:
+            component[key] = "VAE" if role == "vae" else "U-Net"
+    unet_total = sum(1 for c in component.values() if c == "U-Net")
+    ndims = {key: len(shape) for key, shape in layout.items()}
+    return _Expected(ndims, component, optional_keys(arch), unet_total)
+
+
+@dataclass
+class _Match:
+    arch: Architecture
+    score: float = 0.0
+    matched: int = 0
+    unet_matched: int = 0
+    considered: int = 0
+    rank_mismatch: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    optional_missing: int = 0
+    components: set[str] = field(default_factory=set)
+    aliased: int = 0
+    bare_unet: int = 0
+
+    @property
+    def unet_coverage(self) -> float:
+        total = _expected(self.arch).unet_total
+        return self.unet_matched / total if total else 0.0
+
+    @property
+    def acceptable(self) -> bool:
+        if self.unet_coverage < UNET_COVERAGE:
+            return False
+        return len(self.unexpected) <= UNEXPECTED_SHARE * max(self.considered, 1)
+
+
+def normalize_key(arch: Architecture, key: str) -> str:
+    """``key`` as it would be named in the architecture's current layout: a bare U-Net key
+    gets the U-Net prefix, an older prefix (``key_aliases``) the current one."""
+    if not key.startswith(arch.unet_prefix) and arch.unet_local(key) is not None:
+        return arch.unet_prefix + key
+    for old, new in arch.key_aliases:
+        if key.startswith(old) and not key.startswith(new):
+            return new + key[len(old) :]
+    return key
+
+
+def _score(arch: Architecture, shapes: Mapping[str, tuple[int, ...]]) -> _Match:
+    expected = _expected(arch)
+    match = _Match(arch)
+    present: dict[str, tuple[int, ...]] = {}
+    for key, shape in shapes.items():
+        if arch.role(key) in _NOT_MODEL:
+            continue
+        match.considered += 1
+        name = normalize_key(arch, key)
+        if name != key:
+            if name.startswith(arch.unet_prefix) and not key.startswith(arch.unet_prefix):
+                match.bare_unet += 1
+            else:
+                match.aliased += 1
+        present[name] = shape
+        ndim = expected.ndims.get(name)
+        if ndim is None:
+            match.unexpected.append(key)
+        elif ndim != len(shape):
+            match.rank_mismatch.append(key)
+        else:
+            match.matched += 1
+            component = expected.component[name]
+            match.components.add(component)
+            if component == "U-Net":
+                match.unet_matched += 1
+    for key, component in expected.component.items():
+        if key in present:
+            continue
+        if key in expected.optional:
+            if component in match.components:
+                match.optional_missing += 1
+        elif component in match.components or component == "U-Net":
+            match.missing.append(key)
+    bonus = 0.0
+    for rule in arch.signature:
+        found = present.get(rule.key)
+        if found is None:
+            continue
+        bonus += rule.weight if rule.ndim is None or rule.ndim == len(found) else -rule.weight
+    match.score = (
+        match.matched
+        - 2 * len(match.rank_mismatch)
+        - len(match.unexpected)
+        - len(match.missing)
+        + bonus
+    )
+    return match
+
+
+def _examples(keys: Sequence[str]) -> str:
+    shown = ", ".join(keys[:EXAMPLES])
+    return shown + (", ..." if len(keys) > EXAMPLES else "")
+
+
+def _variant(
+    arch: Architecture, shapes: Mapping[str, tuple[int, ...]]
+) -> tuple[Variant, int | None]:
+    conv_in = None
+    for key, shape in shapes.items():
+        if normalize_key(arch, key) == arch.unet_prefix + "input_blocks.0.0.weight":
+            conv_in = shape
+            break
+    if conv_in is None or len(conv_in) != 4:
+        return "normal", None
+    channels = conv_in[1]
+    for variant, count in VARIANT_IN_CHANNELS.items():
+        if count == channels:
+            return variant, channels  # type: ignore[return-value]
+    return "normal", channels
+
+
+def _notes(match: _Match, shapes: Mapping[str, tuple[int, ...]], channels: int | None) -> list[str]:
+    arch = match.arch
+    notes: list[str] = []
+    roles: dict[str, int] = {}
+    markers: list[str] = []
+    for key in shapes:
+        role = arch.role(key)
+        roles[role] = roles.get(role, 0) + 1
+        if role == "marker":
+            markers.append(key)
+    if roles.get("ema"):
+        notes.append(f"EMA copy of the U-Net (model_ema.*): {roles['ema']} keys")
+    if roles.get("schedule"):
+        notes.append(f"DDPM schedule buffers: {roles['schedule']} keys")
+    if markers:
+        notes.append(f"prediction markers: {_examples(markers)}")
+    absent = [
+        c for c in dict.fromkeys(_expected(arch).component.values()) if c not in match.components
+    ]
+    if absent:
+        notes.append("no " + " and no ".join(absent) + " in this file")
+    if match.bare_unet:
+        notes.append("U-Net keys saved without the model.diffusion_model. prefix")
+    if match.aliased:
+        notes.append(f"{match.aliased} keys in an older naming (read as the current names)")
+    if match.optional_missing:
+        notes.append(f"{match.optional_missing} optional text-encoder keys left out")
+    if match.missing:
+        notes.append(f"{len(match.missing)} keys missing, e.g. {_examples(match.missing)}")
+    if match.unexpected:
+        notes.append(
+            f"{len(match.unexpected)} keys unknown to {arch.name}, "
+            f"e.g. {_examples(match.unexpected)}"
+        )
+    if match.rank_mismatch:
+        notes.append(
+            f"{len(match.rank_mismatch)} keys with an unexpected number of dimensions, "
+            f"e.g. {_examples(match.rank_mismatch)}"
+        )
+    if channels is not None and channels not in VARIANT_IN_CHANNELS.values():
+        notes.append(f"unusual U-Net input channels: {channels}")
+    return notes
+
+
+def detect(shapes: Mapping[str, Sequence[int]], *, path: str | None = None) -> Detected:
+    """The architecture and variant of a checkpoint given its key -> shape map.
+
+    Raises :class:`CheckpointError` (code ``unknown-architecture``) when no known architecture
+    fits, naming the closest one and a few of the keys that differ.
+    """
+    where = path if path is not None else "<checkpoint>"
+    norm = {key: tuple(int(d) for d in shape) for key, shape in shapes.items()}
+    known = architectures()
+    if not norm:
+        raise CheckpointError(where, "the file holds no tensors", code="unknown-architecture")
+    if all(classify_role(key) in _NOT_MODEL for key in norm):
+        raise CheckpointError(
+            where,
+            "the file holds no model weights (only EMA, schedule or marker keys)",
+            code="unknown-architecture",
+        )
+    matches = [_score(arch, norm) for arch in known]
+    best = max(matches, key=lambda m: m.score)
+    if not best.acceptable:
+        raise _unknown(where, best, known)
+    variant, channels = _variant(best.arch, norm)
+    return Detected(best.arch, variant, tuple(_notes(best, norm, channels)), channels)
+
+
+def _unknown(where: str, best: _Match, known: Sequence[Architecture]) -> CheckpointError:
+    arch = best.arch
+    total = _expected(arch).unet_total
+    if best.unet_coverage < UNET_COVERAGE:
+        reason = f"only {best.unet_matched} of its {total} U-Net keys match"
+    else:
+        reason = f"{len(best.unexpected)} of the file's {best.considered} keys are foreign to it"
+    parts = [
+        f"unknown checkpoint layout; the closest known architecture is {arch.name} "
+        f"({arch.title}), but {reason}"
+    ]
+    if best.missing:
+        parts.append(f"{len(best.missing)} keys missing, e.g. {_examples(best.missing)}")
+    if best.unexpected:
+        parts.append(f"{len(best.unexpected)} keys unexpected, e.g. {_examples(best.unexpected)}")
+    if best.rank_mismatch:
+        parts.append(
+            f"{len(best.rank_mismatch)} keys with another number of dimensions, "
+            f"e.g. {_examples(best.rank_mismatch)}"
+        )
+    names = ", ".join(f"{a.name} ({a.title})" for a in known)
+    return CheckpointError(
+        where,
+        "; ".join(parts),
+        code="unknown-architecture",
+        hint=f"mergelang knows {names}",
+    )
