@@ -1,0 +1,259 @@
+"""Pickle checkpoints (``.ckpt``, ``.pt``, ``.pth``, ``.bin``): weights-only loading and saving.
+
+A pickle can run arbitrary code when it is loaded, so mergelang loads these files only with
+torch's weights-only unpickler (``torch.load(..., weights_only=True)``), which rebuilds plain
+containers, numbers, strings and tensors and refuses everything else. A file that needs more
+is refused with the code ``unsafe-pickle``; mergelang never falls back to a full unpickler.
+
+Zip-format files (everything ``torch.save`` wrote since torch 1.6) are memory-mapped
+(``mmap=True``), so their tensors load lazily like a safetensors file's; legacy files are read
+into memory. The state dict is unwrapped from ``{"state_dict": ...}`` (and ``"model"`` /
+``"module"`` wrappers); entries that are not tensors (``global_step``, ``epoch``, the wrappers'
+other entries...) are dropped and listed in :attr:`CkptReader.dropped`.
+
+:func:`save_ckpt` writes the legacy output format ``{"state_dict": tensors}``. Unlike the
+safetensors writer it holds the whole dict in memory and serialises it in one go, as
+``torch.save`` requires; it goes through the same atomic-file policy.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+
+import torch
+
+from mergelang.errors import CheckpointError, OutputError
+from mergelang.io.dtypes import code_for_torch
+from mergelang.io.safetensors_header import open_regular_file
+from mergelang.io.writer import AtomicFile
+
+WRAPPER_KEYS = ("state_dict", "model", "module")
+"""Keys whose dict value holds the real state dict, looked into in this order."""
+
+UNSAFE_HINT = "convert it to .safetensors with a tool you trust"
+_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+@dataclass(frozen=True)
+class CkptTensorInfo:
+    """Dtype code and shape of one tensor of a pickle checkpoint."""
+
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _refusal(where: str, exc: BaseException) -> CheckpointError:
+    found = _GLOBAL.search(str(exc))
+    detail = f" (it asks for {found.group(1)})" if found else ""
+    return CheckpointError(
+        where,
+        "mergelang refuses to run code from a pickle: this file needs more than plain "
+        f"tensors to load{detail}",
+        code="unsafe-pickle",
+        hint=UNSAFE_HINT,
+    )
+
+
+def load_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Load the tensors of a pickle checkpoint safely; returns (tensors, dropped keys)."""
+    where = Path(path)
+    name = str(where)
+    with open_regular_file(where) as (handle, size):
+        try:
+            magic = handle.read(4)
+        except OSError as exc:
+            raise CheckpointError(name, f"cannot read: {exc.strerror}", code="unreadable") from None
+    if size == 0:
+        raise CheckpointError(name, "the file is empty (0 bytes)", code="empty-file")
+    is_zip = magic == b"PK\x03\x04"
+    try:
+        if name.endswith(".safetensors"):
+            # torch.load hands paths with this extension to the safetensors loader.
+            with where.open("rb") as handle:
+                loaded = torch.load(handle, map_location="cpu", weights_only=True)
+        else:
+            loaded = torch.load(where, map_location="cpu", weights_only=True, mmap=is_zip)
+    except pickle.UnpicklingError as exc:
+        raise _refusal(name, exc) from None
+    except MemoryError:
+        raise
+    except EOFError:
+        raise CheckpointError(
+            name, "the file ends early (truncated pickle)", code="corrupt-ckpt"
+        ) from None
+    except Exception as exc:
+        raise CheckpointError(
+            name, f"not a readable torch checkpoint: {_first_line(exc)}", code="corrupt-ckpt"
+        ) from None
+    return _tensors_of(name, loaded)
+
+
+def _unwrap(loaded: object) -> tuple[object, list[str]]:
+    """The state dict inside the wrappers, and the names of the wrappers' other entries."""
+    current = loaded
+    siblings: list[str] = []
+    for _ in range(len(WRAPPER_KEYS) + 1):
+        if not isinstance(current, Mapping):
+            break
+        for wrapper in WRAPPER_KEYS:
+            inner = current.get(wrapper)
+            if isinstance(inner, Mapping):
+                siblings += [str(key) for key in current if key != wrapper]
+                current = inner
+                break
+        else:
+            break
+    return current, siblings
+
+
+def _tensors_of(name: str, loaded: object) -> tuple[dict[str, torch.Tensor], list[str]]:
+    state, dropped = _unwrap(loaded)
+    if not isinstance(state, Mapping):
+        raise CheckpointError(
+            name,
+            f"the pickle holds a {type(state).__name__}, not a dict of tensors",
+            code="not-a-state-dict",
+        )
+    tensors: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            dropped.append(str(key))
+            continue
+        if not isinstance(key, str):
+            raise CheckpointError(
+                name, f"tensor name {key!r} is not a string", code="not-a-state-dict"
+            )
+        if value.layout != torch.strided or code_for_torch(value.dtype) is None:
+            raise CheckpointError(
+                name,
+                f"unsupported tensor type {value.dtype} ({value.layout})",
+                code="unsupported-dtype",
+                key=key,
+            )
+        tensors[key] = value
+    if not tensors:
+        raise CheckpointError(name, "the checkpoint holds no tensors", code="not-a-state-dict")
+    return tensors, dropped
+
+
+class CkptReader:
+    """A pickle checkpoint loaded weights-only; same interface as the safetensors reader.
+
+    ``metadata`` is always empty (the format has none); ``dropped`` lists the non-tensor
+    entries that were left out.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        tensors, dropped = load_state_dict(self.path)
+        self._tensors: dict[str, torch.Tensor] | None = tensors
+        self._infos = {
+            key: CkptTensorInfo(code_for_torch(t.dtype) or "", tuple(t.shape))
+            for key, t in tensors.items()
+        }
+        self.dropped: tuple[str, ...] = tuple(dropped)
+        self.metadata: Mapping[str, str] = MappingProxyType({})
+
+    def keys(self) -> list[str]:
+        return list(self._infos)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._infos
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._infos)
+
+    def __len__(self) -> int:
+        return len(self._infos)
+
+    def info(self, key: str) -> CkptTensorInfo:
+        try:
+            return self._infos[key]
+        except KeyError:
+            raise CheckpointError(
+                str(self.path), "the checkpoint has no such key", code="missing-key", key=key
+            ) from None
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {key: info.shape for key, info in self._infos.items()}
+
+    def get(self, key: str) -> torch.Tensor:
+        self.info(key)
+        if self._tensors is None:
+            raise ValueError(f"{self.path}: the reader is closed")
+        return self._tensors[key]
+
+    def close(self) -> None:
+        self._tensors = None
+
+    def __enter__(self) -> CkptReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"CkptReader({str(self.path)!r}, {len(self)} keys)"
+
+
+def _standalone(tensor: torch.Tensor) -> torch.Tensor:
+    """A CPU tensor that owns exactly its bytes.
+
+    ``torch.save`` stores a view's whole storage, so a view into a memory-mapped input (or a
+    slice of a bigger tensor) is copied first.
+    """
+    data = tensor.detach()
+    if data.device.type != "cpu":
+        data = data.to("cpu")
+    nbytes = data.numel() * data.element_size()
+    if (
+        not data.is_contiguous()
+        or data.storage_offset() != 0
+        or data.untyped_storage().nbytes() != nbytes
+    ):
+        data = data.clone(memory_format=torch.contiguous_format)
+    return data
+
+
+def save_ckpt(
+    path: str | os.PathLike[str],
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    overwrite: bool = False,
+    protected: Iterable[str | os.PathLike[str]] = (),
+) -> Path:
+    """Write ``{"state_dict": tensors}`` with ``torch.save``, atomically; returns the path."""
+    state = {key: _standalone(t) for key, t in tensors.items()}
+    target = AtomicFile(path, overwrite=overwrite, protected=protected)
+    try:
+        with os.fdopen(os.dup(target.fd), "wb") as handle:
+            torch.save({"state_dict": state}, handle)
+    except OSError as exc:
+        raise target.fail(exc, "writing the checkpoint") from None
+    except RuntimeError as exc:
+        target.abort()
+        raise OutputError(
+            str(target.path),
+            f"cannot write the checkpoint ({_first_line(exc)}); the partial file was removed",
+            code="write-failed",
+        ) from None
+    except BaseException:
+        target.abort()
+        raise
+    return target.commit()

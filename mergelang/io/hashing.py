@@ -1,0 +1,166 @@
+"""Model hashes as the web UIs compute them, with an on-disk cache.
+
+- ``sha256``: of the whole file (hex).
+- ``autov2``: the first 10 hex digits of ``sha256`` (A1111's "AutoV2" model hash).
+- ``legacy``: the first 8 hex digits of the sha256 of the 64 KiB at offset 0x100000 (A1111's
+  old model hash). For a file shorter than 0x110000 bytes it is the hash of whatever lies
+  past 0x100000 (possibly nothing: the sha256 of no bytes), which is what A1111's seek-and-read
+  gives too.
+
+Hashing a 7 GB model takes a while, so results are cached in ``<cache dir>/hashes.json``,
+keyed by the file's resolved path and checked against its size, modification time (ns) and
+inode: any change to the file invalidates its entry. The cache file is replaced atomically;
+a corrupt or unreadable one is ignored and rewritten; failing to write it never fails a run.
+The cache folder is ``$MERGELANG_CACHE``, else ``$XDG_CACHE_HOME/mergelang``, else
+``~/.cache/mergelang`` (:func:`default_cache_dir`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from mergelang.io.safetensors_header import open_regular_file
+
+BLOCK_SIZE = 8 * 1024 * 1024
+LEGACY_OFFSET = 0x100000
+LEGACY_LENGTH = 0x10000
+CACHE_FILE = "hashes.json"
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class FileHashes:
+    sha256: str
+    autov2: str
+    legacy: str
+    size: int
+
+    @classmethod
+    def from_digests(cls, sha256: str, legacy_sha256: str, size: int) -> FileHashes:
+        return cls(sha256, sha256[:10], legacy_sha256[:8], size)
+
+
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$MERGELANG_CACHE``, else ``$XDG_CACHE_HOME/mergelang``, else ``~/.cache/mergelang``."""
+    environ = os.environ if env is None else env
+    explicit = environ.get("MERGELANG_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "mergelang"
+    return Path.home() / ".cache" / "mergelang"
+
+
+def compute_hashes(path: str | os.PathLike[str]) -> FileHashes:
+    """Read the file once, in 8 MiB blocks, and compute every hash (no cache)."""
+    whole = hashlib.sha256()
+    legacy = hashlib.sha256()
+    buffer = bytearray(BLOCK_SIZE)
+    view = memoryview(buffer)
+    position = 0
+    with open_regular_file(Path(path)) as (handle, _):
+        if hasattr(os, "posix_fadvise"):
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        while True:
+            count = handle.readinto(buffer)
+            if not count:
+                break
+            chunk = view[:count]
+            whole.update(chunk)
+            low = max(LEGACY_OFFSET, position)
+            high = min(LEGACY_OFFSET + LEGACY_LENGTH, position + count)
+            if low < high:
+                legacy.update(chunk[low - position : high - position])
+            position += count
+    return FileHashes.from_digests(whole.hexdigest(), legacy.hexdigest(), position)
+
+
+def _cache_key(path: Path) -> str:
+    return os.path.realpath(path)
+
+
+def _fingerprint(st: os.stat_result) -> dict[str, int]:
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+
+
+def load_cache(cache_dir: Path) -> dict[str, dict[str, object]]:
+    """The cache's entries; empty when the file is missing, unreadable or corrupt."""
+    try:
+        document = json.loads((cache_dir / CACHE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(document, dict) or document.get("format") != CACHE_FORMAT:
+        return {}
+    files = document.get("files")
+    if not isinstance(files, dict):
+        return {}
+    return {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, dict)}
+
+
+def _store(cache_dir: Path, key: str, entry: dict[str, object]) -> None:
+    """Add one entry, re-reading the file first so other processes' entries survive."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        files = load_cache(cache_dir)
+        files[key] = entry
+        document = {"format": CACHE_FORMAT, "files": files}
+        temp = cache_dir / f".{CACHE_FILE}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        try:
+            temp.write_text(json.dumps(document, indent=1, sort_keys=True), encoding="utf-8")
+            os.replace(temp, cache_dir / CACHE_FILE)
+        finally:
+            if temp.exists():
+                temp.unlink()
+    except OSError:
+        return
+
+
+def _cached(entry: object, fingerprint: dict[str, int]) -> FileHashes | None:
+    if not isinstance(entry, dict):
+        return None
+    if any(entry.get(name) != value for name, value in fingerprint.items()):
+        return None
+    sha256, legacy = entry.get("sha256"), entry.get("legacy")
+    if not isinstance(sha256, str) or not isinstance(legacy, str) or len(sha256) != 64:
+        return None
+    return FileHashes(sha256, sha256[:10], legacy, fingerprint["size"])
+
+
+def file_hashes(
+    path: str | os.PathLike[str], *, cache_dir: Path | None = None, use_cache: bool = True
+) -> FileHashes:
+    """The hashes of ``path``, from the cache when the file is unchanged since last time.
+
+    ``cache_dir`` defaults to :func:`default_cache_dir`; ``use_cache=False`` always reads the
+    file and leaves the cache alone.
+    """
+    where = Path(path)
+    if not use_cache:
+        return compute_hashes(where)
+    folder = default_cache_dir() if cache_dir is None else cache_dir
+    key = _cache_key(where)
+    try:
+        before = _fingerprint(os.stat(where))
+    except OSError:
+        return compute_hashes(where)  # reports the problem with the path
+    hit = _cached(load_cache(folder).get(key), before)
+    if hit is not None:
+        return hit
+    hashes = compute_hashes(where)
+    try:
+        after = _fingerprint(os.stat(where))
+    except OSError:
+        return hashes
+    if after == before:
+        entry: dict[str, object] = {**after, "sha256": hashes.sha256, "legacy": hashes.legacy}
+        _store(folder, key, entry)
+    return hashes

@@ -1,0 +1,251 @@
+"""What an output keeps and how it is stored: dtype, EMA, schedule, baked-in VAE, position_ids.
+
+:func:`output_layout` turns a model's header and the :class:`SaveOptions` into the list of
+output keys (name, dtype, shape, where the data comes from) before any tensor is read; the
+streaming writer needs exactly that to lay out its header. :func:`save_checkpoint` streams one
+model through the options (prune, convert, bake a VAE, fix ``position_ids``); the executor
+uses the same building blocks for merged outputs.
+
+Rules:
+
+- ``dtype``: floating-point keys are cast to it; integer and boolean keys keep their type;
+  ``None`` keeps every key's own type.
+- ``ema="drop"`` leaves out keys whose role is ``ema`` (``model_ema.*``);
+  ``schedule="drop"`` leaves out the DDPM buffers (``betas``, ``alphas_cumprod``...).
+- ``vae=PATH`` replaces every key of role ``vae`` with the tensor of the same name in the VAE
+  file, whose keys may carry the ``first_stage_model.`` prefix or not. A missing key or a
+  different shape is an error naming the VAE file and the key. A replaced key keeps the
+  model's dtype (then the save dtype applies); a model without VAE keys gets the VAE file's
+  ``encoder``/``decoder``/``quant_conv``/``post_quant_conv`` keys added under the prefix.
+- ``position_ids="reset"`` writes int64 ``0..n-1`` (``arange(77)[None]`` for CLIP) for every
+  key ending in ``embeddings.position_ids``, whatever its stored type: this also repairs the
+  float ``position_ids`` some merges leave behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from mergelang.errors import CheckpointError, UsageError
+from mergelang.io.dtypes import SAVE_DTYPES, output_code, torch_dtype
+from mergelang.io.writer import OutputEntry
+
+if TYPE_CHECKING:
+    import torch
+
+    from mergelang.io.readers import CheckpointReader, TensorMeta
+
+Source = Literal["model", "vae", "position_ids"]
+VAE_PREFIX = "first_stage_model."
+VAE_PARTS = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
+POSITION_IDS_SUFFIX = "embeddings.position_ids"
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "ema": ("keep", "drop"),
+    "schedule": ("keep", "drop"),
+    "position_ids": ("keep", "reset"),
+    "format": ("safetensors", "ckpt"),
+}
+
+
+class KeyRoles(Protocol):
+    """The part of an architecture the save options need: the role of each key."""
+
+    def role(self, key: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class SaveOptions:
+    """How to store one output. ``dtype`` is ``fp16``, ``bf16``, ``fp32`` or ``None``."""
+
+    dtype: str | None = None
+    ema: Literal["keep", "drop"] = "drop"
+    schedule: Literal["keep", "drop"] = "keep"
+    vae: Path | None = None
+    position_ids: Literal["keep", "reset"] = "keep"
+    format: Literal["safetensors", "ckpt"] = "safetensors"
+
+    def __post_init__(self) -> None:
+        if self.dtype is not None and self.dtype not in SAVE_DTYPES:
+            raise UsageError(f"unknown save dtype {self.dtype!r}", hint="use fp16, bf16 or fp32")
+        for name, choices in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices:
+                raise UsageError(
+                    f"unknown {name} option {value!r}", hint="use " + " or ".join(choices)
+                )
+        if self.vae is not None and not isinstance(self.vae, Path):
+            object.__setattr__(self, "vae", Path(self.vae))
+
+    @property
+    def dtype_code(self) -> str | None:
+        """The safetensors code floats are saved as, or ``None`` to keep each key's."""
+        return None if self.dtype is None else SAVE_DTYPES[self.dtype]
+
+
+@dataclass(frozen=True)
+class OutputKey:
+    """One key of the output: its dtype and shape, and where its data comes from.
+
+    ``source_key`` is the key to read from the source when it differs from ``key`` (a VAE
+    file's key without the ``first_stage_model.`` prefix).
+    """
+
+    key: str
+    dtype: str
+    shape: tuple[int, ...]
+    source: Source
+    source_key: str | None = None
+
+    @property
+    def read_key(self) -> str:
+        return self.key if self.source_key is None else self.source_key
+
+    def entry(self) -> OutputEntry:
+        return OutputEntry(self.key, self.dtype, self.shape)
+
+
+def _vae_index(vae_header: Mapping[str, TensorMeta]) -> dict[str, str]:
+    """VAE-local name (``encoder.conv_in.weight``) -> key in the VAE file."""
+    index: dict[str, str] = {}
+    for key in vae_header:
+        if key.startswith(VAE_PREFIX):
+            index[key[len(VAE_PREFIX) :]] = key
+    for key in vae_header:
+        if not key.startswith(VAE_PREFIX):
+            index.setdefault(key, key)
+    return index
+
+
+def output_layout(
+    header: Mapping[str, TensorMeta],
+    arch: KeyRoles,
+    options: SaveOptions,
+    vae_header: Mapping[str, TensorMeta] | None,
+) -> list[OutputKey]:
+    """The output's keys in the model's order (added VAE keys last)."""
+    save_code = options.dtype_code
+    vae_name = str(options.vae)
+    if options.vae is not None and vae_header is None:
+        raise ValueError("output_layout: a VAE file is set but its header was not given")
+    vae_meta = vae_header if options.vae is not None else None
+    index = _vae_index(vae_meta) if vae_meta is not None else {}
+    layout: list[OutputKey] = []
+    has_vae = False
+    for key, info in header.items():
+        role = arch.role(key)
+        if role == "ema" and options.ema == "drop":
+            continue
+        if role == "schedule" and options.schedule == "drop":
+            continue
+        if key.endswith(POSITION_IDS_SUFFIX) and options.position_ids == "reset":
+            layout.append(OutputKey(key, "I64", tuple(info.shape), "position_ids"))
+            continue
+        if role == "vae" and vae_meta is not None:
+            has_vae = True
+            local = key[len(VAE_PREFIX) :] if key.startswith(VAE_PREFIX) else key
+            source = index.get(local)
+            if source is None:
+                raise CheckpointError(
+                    vae_name,
+                    f"the VAE file has no {local!r}, which the model's {key!r} needs",
+                    code="vae-missing-key",
+                    key=local,
+                )
+            shape = tuple(vae_meta[source].shape)
+            if shape != tuple(info.shape):
+                raise CheckpointError(
+                    vae_name,
+                    f"shape {list(shape)} in the VAE file, but {list(info.shape)} for "
+                    f"{key!r} in the model",
+                    code="vae-shape-mismatch",
+                    key=source,
+                )
+            dtype = output_code(info.dtype, save_code)
+            layout.append(OutputKey(key, dtype, shape, "vae", source))
+            continue
+        dtype = output_code(info.dtype, save_code)
+        layout.append(OutputKey(key, dtype, tuple(info.shape), "model"))
+    if vae_meta is not None and not has_vae:
+        taken = {item.key for item in layout}
+        for local, source in index.items():
+            key = VAE_PREFIX + local
+            if local.startswith(VAE_PARTS) and key not in taken:
+                meta = vae_meta[source]
+                dtype = output_code(meta.dtype, save_code)
+                layout.append(OutputKey(key, dtype, tuple(meta.shape), "vae", source))
+    return layout
+
+
+def reset_position_ids(shape: Sequence[int]) -> torch.Tensor:
+    """int64 ``0..n-1`` along the last dimension, broadcast to ``shape``."""
+    import torch
+
+    size = tuple(int(d) for d in shape)
+    if not size:
+        return torch.zeros((), dtype=torch.int64)
+    return torch.arange(size[-1], dtype=torch.int64).expand(size).contiguous()
+
+
+def output_tensor(
+    item: OutputKey, model: CheckpointReader, vae: CheckpointReader | None = None
+) -> torch.Tensor:
+    """The data of one output key, read from its source and converted to its dtype."""
+    if item.source == "position_ids":
+        return reset_position_ids(item.shape)
+    if item.source == "vae":
+        if vae is None:
+            raise ValueError(f"output key {item.key!r} needs the VAE reader")
+        tensor = vae.get(item.read_key)
+    else:
+        tensor = model.get(item.read_key)
+    dtype = torch_dtype(item.dtype)
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
+def save_checkpoint(
+    reader: CheckpointReader,
+    path: str | os.PathLike[str],
+    options: SaveOptions,
+    *,
+    overwrite: bool = False,
+    metadata: Mapping[str, str] | None = None,
+    arch: KeyRoles | None = None,
+) -> Path:
+    """Stream one model through ``options`` into ``path``; returns the written path.
+
+    ``metadata`` defaults to the input's own (a ``.ckpt`` output has none). ``arch`` defaults
+    to the detected architecture of the input. The input and the VAE file are protected: the
+    output may not replace either.
+    """
+    from mergelang.io.ckpt import save_ckpt
+    from mergelang.io.readers import open_checkpoint
+    from mergelang.io.writer import SafetensorsWriter
+
+    if arch is None:
+        from mergelang.arch import detect
+
+        arch = detect(reader.shapes(), path=str(reader.path)).arch
+    vae = open_checkpoint(options.vae) if options.vae is not None else None
+    try:
+        header = {key: reader.info(key) for key in reader.keys()}  # noqa: SIM118
+        vae_header = None if vae is None else {k: vae.info(k) for k in vae.keys()}  # noqa: SIM118
+        layout = output_layout(header, arch, options, vae_header)
+        protected = [reader.path] + ([options.vae] if options.vae is not None else [])
+        if options.format == "ckpt":
+            tensors = {item.key: output_tensor(item, reader, vae) for item in layout}
+            return save_ckpt(path, tensors, overwrite=overwrite, protected=protected)
+        meta = dict(reader.metadata) if metadata is None else dict(metadata)
+        entries = [item.entry() for item in layout]
+        with SafetensorsWriter(
+            path, entries, metadata=meta, overwrite=overwrite, protected=protected
+        ) as writer:
+            for item in layout:
+                writer.write(item.key, output_tensor(item, reader, vae))
+        return writer.path
+    finally:
+        if vae is not None:
+            vae.close()
