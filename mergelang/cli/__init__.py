@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from mergelang._version import __version__
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from mergelang.cli.console import print_error, stderr_console
+
+    # torch warns at import when numpy is absent; mergelang never needs numpy.
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
     parser = build_parser()
     try:
