@@ -639,7 +639,7 @@ def test_examples_check_cleanly(example: Path) -> None:
 
 
 def test_there_are_examples() -> None:
-    assert 3 <= len(list((ROOT / "examples").glob("*.merge"))) <= 5
+    assert len(list((ROOT / "examples").glob("*.merge"))) >= 3
     assert len(_doc_blocks()) >= 8
 
 
