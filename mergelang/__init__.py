@@ -1,11 +1,13 @@
 """mergelang: a small language and streaming interpreter for merging Stable Diffusion checkpoints.
 
-The public API. Everything is imported lazily, so ``import mergelang`` stays cheap and never
-pulls in torch until a function that reads tensors is used.
+The public API. ``import mergelang`` stays cheap and never pulls in torch: what reads
+tensors is imported on first use.
 
 Front end (no torch): :func:`parse`, :func:`parse_file`, :func:`check`, :func:`format_recipe`,
-:func:`format_text`. Checkpoints: :func:`open_checkpoint`, :func:`read_safetensors_header`,
-:func:`detect`, :func:`file_hashes`. Errors are :class:`MergelangError` subclasses carrying
+:func:`format_text`. These are imported eagerly: ``check`` is both a module and a function,
+and binding the function here keeps ``mergelang.check`` the function whatever is imported
+later. Checkpoints: :func:`open_checkpoint`, :func:`read_safetensors_header`, :func:`detect`,
+:func:`file_hashes`. Errors are :class:`MergelangError` subclasses carrying
 structured :class:`Diagnostic` objects.
 """
 
@@ -15,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from mergelang._version import __version__
+from mergelang.check import check
 from mergelang.errors import (
     CheckpointError,
     Diagnostic,
@@ -24,23 +27,17 @@ from mergelang.errors import (
     Span,
     UsageError,
 )
+from mergelang.format import format_recipe, format_text
+from mergelang.parser import parse, parse_file
 
 if TYPE_CHECKING:
     from mergelang.arch import detect
-    from mergelang.check import check
-    from mergelang.format import format_recipe, format_text
     from mergelang.io.hashing import file_hashes
     from mergelang.io.readers import open_checkpoint
     from mergelang.io.safetensors_header import read_safetensors_header
-    from mergelang.parser import parse, parse_file
     from mergelang.weights import BlockWeights
 
 _LAZY: dict[str, str] = {
-    "parse": "mergelang.parser",
-    "parse_file": "mergelang.parser",
-    "check": "mergelang.check",
-    "format_recipe": "mergelang.format",
-    "format_text": "mergelang.format",
     "BlockWeights": "mergelang.weights",
     "open_checkpoint": "mergelang.io.readers",
     "read_safetensors_header": "mergelang.io.safetensors_header",

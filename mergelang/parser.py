@@ -1,35 +1,36 @@
 """Recipe text -> :class:`mergelang.ast.Recipe`.
 
 Three passes: lark's LALR parser (grammar ``grammar/mergelang.lark``, contextual lexer) builds
-a parse tree while :class:`_LinePostLexer` turns indentation into ``_INDENT``/``_DEDENT``
-tokens and collects comments; then :class:`_TreeToAst` turns the tree into frozen dataclasses
-with spans, splitting Merge Board lines into their parts with exact columns.
+a parse tree while :class:`~mergelang.tokens.LinePostLexer` turns indentation into
+``_INDENT``/``_DEDENT`` tokens and collects comments; then :class:`_TreeToAst` turns the tree
+into frozen dataclasses with spans, splitting Merge Board lines into their parts with exact
+columns.
 
 A syntax error stops parsing: it becomes a :class:`~mergelang.errors.RecipeError` holding one
 diagnostic with a friendly message (missing comma, unclosed bracket pointing at the opener,
-``=`` written for ``:`` in a weight map...). Problems found while building the tree (a lone
-brace in a template, a misplaced Merge Board flag) are collected and raised together.
+``=`` written for ``:`` in a weight map...; see :mod:`mergelang.syntax_errors`). Problems
+found while building the tree (a lone brace in a template, a misplaced Merge Board flag) are
+collected and raised together.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.resources
 import math
 import re
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
-from lark.lark import PostLex
+from lark.exceptions import UnexpectedInput
 from lark.tree import Meta
 
 from mergelang import ast
 from mergelang.errors import Diagnostic, RecipeError, Span
+from mergelang.syntax_errors import ParseProblem, explain_syntax_error, recipe_error
+from mergelang.tokens import BadDedent, LinePostLexer, token_span
 
 __all__ = ["parse", "parse_file", "read_recipe_text"]
 
@@ -41,14 +42,6 @@ DTYPE_FLAGS = ("fp16", "bf16", "fp32")
 FORMAT_FLAGS = ("safetensors", "ckpt")
 """Merge Board flags that pick the file format (without one, Merge Board writes ``.ckpt``)."""
 
-_OPENERS = {"LPAR": "(", "LSQB": "[", "LBRACE": "{"}
-_CLOSERS = {"RPAR": "(", "RSQB": "[", "RBRACE": "{"}
-_CLOSING_CHAR = {"(": ")", "[": "]", "{": "}"}
-_EXPRESSION_STARTS = frozenset(
-    {"NAME", "NUMBER", "STRING", "DOLLAR_VAR", "DUNDER_VAR", "LPAR", "LSQB", "LBRACE", "MINUS"}
-)
-_NEVER_IN_BRACKETS = frozenset({"TO", "AS", "WITH"})
-"""Keywords that only follow a complete expression: meeting one means a bracket is open."""
 _DUNDER = re.compile(r"__(?=[A-Za-z0-9])([A-Za-z0-9_]*[A-Za-z0-9])__")
 _OUTPUT_REF = re.compile(r"__O([1-9][0-9]*)__")
 _DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -70,12 +63,12 @@ def grammar_text() -> str:
 
 class _Parser(NamedTuple):
     lark: Lark
-    postlex: _LinePostLexer
+    postlex: LinePostLexer
 
 
 @functools.cache
 def _parser() -> _Parser:
-    postlex = _LinePostLexer()
+    postlex = LinePostLexer()
     lark = Lark(
         grammar_text(),
         parser="lalr",
@@ -91,109 +84,6 @@ def _parser() -> _Parser:
 _PARSE_LOCK = threading.Lock()
 
 
-# ---- the postlexer: indentation and comments ----------------------------------------------
-
-
-class _BadDedent(Exception):
-    def __init__(self, message: str, span: Span) -> None:
-        super().__init__(message)
-        self.message = message
-        self.span = span
-
-
-class _LinePostLexer(PostLex):
-    """Turns the indentation after each newline into ``_INDENT``/``_DEDENT`` tokens.
-
-    Newlines inside brackets are dropped (a list may span lines). Every ``_NL`` token also
-    carries the comments and blank lines it covers: they are collected into ``comments``.
-    ``brackets`` holds the opening brackets not yet closed, which the syntax error messages
-    use to point at an unclosed one.
-    """
-
-    always_accept = ("_NL",)
-    tab_size = 8
-
-    def __init__(self) -> None:
-        self.comments: list[ast.Comment] = []
-        self.brackets: list[Token] = []
-        self._indents: list[int] = [0]
-        self._last_code_line = 0
-
-    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
-        self.comments = []
-        self.brackets = []
-        self._indents = [0]
-        self._last_code_line = 0
-        return self._process(stream)
-
-    def _process(self, stream: Iterator[Token]) -> Iterator[Token]:
-        last: Token | None = None
-        for token in stream:
-            last = token
-            if token.type == "_NL":
-                self._collect_comments(token)
-                if self.brackets:
-                    continue
-                yield token
-                yield from self._indentation(token)
-                continue
-            yield token
-            self._last_code_line = token.end_line or token.line or 0
-            if token.type in _OPENERS:
-                self.brackets.append(token)
-            elif token.type in _CLOSERS and self.brackets:
-                self.brackets.pop()
-        while len(self._indents) > 1:
-            self._indents.pop()
-            yield (
-                Token.new_borrow_pos("_DEDENT", "", last)
-                if last is not None
-                else Token("_DEDENT", "", 0, 1, 1)
-            )
-
-    def _indentation(self, newline: Token) -> Iterator[Token]:
-        text = str(newline)
-        indent_text = text.rsplit("\n", 1)[1] if "\n" in text else ""
-        width = len(indent_text.expandtabs(self.tab_size))
-        if width > self._indents[-1]:
-            self._indents.append(width)
-            yield Token.new_borrow_pos("_INDENT", indent_text, newline)
-            return
-        while width < self._indents[-1]:
-            self._indents.pop()
-            yield Token.new_borrow_pos("_DEDENT", indent_text, newline)
-        if width != self._indents[-1]:
-            line = newline.end_line or 1
-            raise _BadDedent(
-                "this line's indentation matches no enclosing block",
-                Span(line, 1, line, width + 1),
-            )
-
-    def _collect_comments(self, token: Token) -> None:
-        text = str(token)
-        line = token.line or 1
-        column = token.column or 1
-        index = 0
-        while index < len(text):
-            char = text[index]
-            if char == "\n":
-                line += 1
-                column = 1
-                index += 1
-            elif char == "#":
-                end = text.find("\n", index)
-                end = len(text) if end < 0 else end
-                body = text[index:end].rstrip()
-                span = Span(line, column, line, column + len(body))
-                trailing = line == self._last_code_line
-                self.comments.append(ast.Comment(body, trailing, span=span))
-                column += end - index
-                index = end
-            else:
-                column += 1
-                index += 1
-
-
 # ---- parse tree -> AST ----------------------------------------------------------------------
 
 
@@ -201,14 +91,6 @@ def _meta_span(meta: Meta) -> Span:
     if getattr(meta, "empty", True):
         return ast.NO_SPAN
     return Span(meta.line, meta.column, meta.end_line, meta.end_column)
-
-
-def _token_span(token: Token) -> Span:
-    line = token.line or 0
-    column = token.column or 0
-    end_line = token.end_line or line
-    end_column = token.end_column or column + len(token)
-    return Span(line, column, end_line, end_column)
 
 
 def _sub_span(token: Token, start: int, end: int) -> Span:
@@ -234,23 +116,16 @@ def _unescape(raw: str) -> str:
     return "".join(out)
 
 
-class _Problem(NamedTuple):
-    message: str
-    code: str
-    span: Span
-    hint: str | None
-
-
 @v_args(meta=True)
 class _TreeToAst(Transformer[Token, Any]):
     """Builds AST nodes bottom-up; collects problems instead of raising mid-way."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.problems: list[_Problem] = []
+        self.problems: list[ParseProblem] = []
 
     def _problem(self, message: str, code: str, span: Span, hint: str | None = None) -> None:
-        self.problems.append(_Problem(message, code, span, hint))
+        self.problems.append(ParseProblem(message, code, span, hint))
 
     # -- statements
 
@@ -259,14 +134,14 @@ class _TreeToAst(Transformer[Token, Any]):
 
     def model_decl(self, meta: Meta, children: list[Any]) -> ast.ModelDecl:
         name, source = children
-        return ast.ModelDecl(str(name), source, span=_meta_span(meta), name_span=_token_span(name))
+        return ast.ModelDecl(str(name), source, span=_meta_span(meta), name_span=token_span(name))
 
     def model_source(self, meta: Meta, children: list[Any]) -> ast.String | ast.Variable:
         (token,) = children
         if token.type == "STRING":
             return self._string(token)
         if token.type == "DOLLAR_VAR":
-            return ast.Variable(str(token)[1:], "dollar", span=_token_span(token))
+            return ast.Variable(str(token)[1:], "dollar", span=token_span(token))
         node = self._variable(token)
         if isinstance(node, ast.OutputRef):
             self._problem(
@@ -280,12 +155,12 @@ class _TreeToAst(Transformer[Token, Any]):
 
     def assign(self, meta: Meta, children: list[Any]) -> ast.Assign:
         name, value = children
-        return ast.Assign(str(name), value, span=_meta_span(meta), name_span=_token_span(name))
+        return ast.Assign(str(name), value, span=_meta_span(meta), name_span=token_span(name))
 
     def cache_assign(self, meta: Meta, children: list[Any]) -> ast.Assign:
         name, value = children
         return ast.Assign(
-            str(name), value, cached=True, span=_meta_span(meta), name_span=_token_span(name)
+            str(name), value, cached=True, span=_meta_span(meta), name_span=token_span(name)
         )
 
     def save_stmt(self, meta: Meta, children: list[Any]) -> ast.Save:
@@ -301,14 +176,14 @@ class _TreeToAst(Transformer[Token, Any]):
 
     def save_dtype(self, meta: Meta, children: list[Any]) -> tuple[str, ast.Name]:
         (token,) = children
-        return ("dtype", ast.Name(str(token), span=_token_span(token)))
+        return ("dtype", ast.Name(str(token), span=token_span(token)))
 
     def save_with(self, meta: Meta, children: list[Any]) -> tuple[str, tuple[ast.SaveOption, ...]]:
         return ("with", tuple(children))
 
     def save_option(self, meta: Meta, children: list[Any]) -> ast.SaveOption:
         key, value = children
-        return ast.SaveOption(str(key), value, span=_meta_span(meta), key_span=_token_span(key))
+        return ast.SaveOption(str(key), value, span=_meta_span(meta), key_span=token_span(key))
 
     def save_value(self, meta: Meta, children: list[Any]) -> ast.SaveValue:
         (token,) = children
@@ -316,7 +191,7 @@ class _TreeToAst(Transformer[Token, Any]):
             return self._string(token)
         if token.type == "NUMBER":
             return self._number(token)
-        return ast.Name(str(token), span=_token_span(token))
+        return ast.Name(str(token), span=token_span(token))
 
     def negative_save_value(self, meta: Meta, children: list[Any]) -> ast.Number:
         number = self._number(children[0])
@@ -327,7 +202,7 @@ class _TreeToAst(Transformer[Token, Any]):
 
     def convention_stmt(self, meta: Meta, children: list[Any]) -> ast.ConventionChoice:
         (token,) = children
-        name = ast.Name(str(token), span=_token_span(token))
+        name = ast.Name(str(token), span=token_span(token))
         return ast.ConventionChoice(name, span=_meta_span(meta))
 
     def var_doc(self, meta: Meta, children: list[Any]) -> ast.VarDoc:
@@ -341,7 +216,7 @@ class _TreeToAst(Transformer[Token, Any]):
         first = _meta_span(meta)
         last = body[-1].span
         span = Span(first.line, first.column, last.end_line, last.end_column)
-        return ast.For(str(var), iterable, tuple(body), span=span, var_span=_token_span(var))
+        return ast.For(str(var), iterable, tuple(body), span=span, var_span=token_span(var))
 
     def merge_board(self, meta: Meta, children: list[Any]) -> ast.MergeBoard:
         head, *parts = children
@@ -430,11 +305,11 @@ class _TreeToAst(Transformer[Token, Any]):
 
     def name(self, meta: Meta, children: list[Any]) -> ast.Name:
         (token,) = children
-        return ast.Name(str(token), span=_token_span(token))
+        return ast.Name(str(token), span=token_span(token))
 
     def dollar_var(self, meta: Meta, children: list[Any]) -> ast.Variable:
         (token,) = children
-        return ast.Variable(str(token)[1:], "dollar", span=_token_span(token))
+        return ast.Variable(str(token)[1:], "dollar", span=token_span(token))
 
     def dunder_var(self, meta: Meta, children: list[Any]) -> ast.Variable | ast.OutputRef:
         return self._variable(children[0])
@@ -453,14 +328,14 @@ class _TreeToAst(Transformer[Token, Any]):
                     arg.span,
                     hint="put positional arguments first, then name=value ones",
                 )
-        return ast.Call(str(func), args, span=_meta_span(meta), func_span=_token_span(func))
+        return ast.Call(str(func), args, span=_meta_span(meta), func_span=token_span(func))
 
     def arguments(self, meta: Meta, children: list[Any]) -> list[Any]:
         return children
 
     def keyword(self, meta: Meta, children: list[Any]) -> ast.Keyword:
         name, value = children
-        return ast.Keyword(str(name), value, span=_meta_span(meta), name_span=_token_span(name))
+        return ast.Keyword(str(name), value, span=_meta_span(meta), name_span=token_span(name))
 
     def add(self, meta: Meta, children: list[Any]) -> ast.BinaryOp:
         return ast.BinaryOp("+", children[0], children[1], span=_meta_span(meta))
@@ -496,8 +371,8 @@ class _TreeToAst(Transformer[Token, Any]):
             str(start),
             str(end),
             span=_meta_span(meta),
-            start_span=_token_span(start),
-            end_span=_token_span(end),
+            start_span=token_span(start),
+            end_span=token_span(end),
         )
 
     # -- tokens
@@ -505,13 +380,13 @@ class _TreeToAst(Transformer[Token, Any]):
     def _number(self, token: Token) -> ast.Number:
         value = float(str(token))
         if not math.isfinite(value):
-            self._problem(f"the number {token} is too large", "number", _token_span(token))
+            self._problem(f"the number {token} is too large", "number", token_span(token))
             value = 0.0
-        return ast.Number(value, span=_token_span(token))
+        return ast.Number(value, span=token_span(token))
 
     def _variable(self, token: Token) -> ast.Variable | ast.OutputRef:
         text = str(token)
-        span = _token_span(token)
+        span = token_span(token)
         ref = _OUTPUT_REF.fullmatch(text)
         if ref is not None:
             return ast.OutputRef(int(ref.group(1)), span=span)
@@ -536,7 +411,7 @@ class _TreeToAst(Transformer[Token, Any]):
                 )
                 continue
             placeholders.append(ast.Placeholder(piece[1:-1], span=span))
-        return ast.String(_unescape(raw), tuple(placeholders), span=_token_span(token))
+        return ast.String(_unescape(raw), tuple(placeholders), span=token_span(token))
 
 
 def _operand(text: str, span: Span) -> ast.MergeBoardOperand:
@@ -552,182 +427,6 @@ def _operand(text: str, span: Span) -> ast.MergeBoardOperand:
     return ast.ModelLiteral(text, span=span)
 
 
-# ---- syntax errors ---------------------------------------------------------------------------
-
-_TERMINAL_WORDS = {
-    "NAME": "a name",
-    "NUMBER": "a number",
-    "STRING": 'a "string"',
-    "DOLLAR_VAR": "a $VARIABLE",
-    "DUNDER_VAR": "a __VARIABLE__",
-    "MB_HEAD": "a Merge Board line",
-    "_NL": "the end of the line",
-    "_INDENT": "an indented block",
-    "_DEDENT": "the end of the indented block",
-    "$END": "the end of the file",
-}
-
-
-def _describe_expected(lark: Lark, expected: set[str]) -> str:
-    words: set[str] = set()
-    for name in expected:
-        if name in _TERMINAL_WORDS:
-            words.add(_TERMINAL_WORDS[name])
-            continue
-        try:
-            pattern = lark.get_terminal(name).pattern
-        except KeyError:
-            words.add(name)
-            continue
-        words.add(f"'{pattern.value}'" if pattern.type == "str" else name)
-    ordered = sorted(words, key=lambda w: (not w.startswith("'"), w))
-    if len(ordered) > 8:
-        ordered = [*ordered[:8], "..."]
-    return ", ".join(ordered)
-
-
-def _describe_token(token: Token) -> str:
-    kind = token.type
-    if kind in ("$END", "_NL", "_INDENT", "_DEDENT"):
-        return _TERMINAL_WORDS[kind]
-    if kind == "NAME":
-        return f"name '{token}'"
-    if kind == "NUMBER":
-        return f"number {token}"
-    if kind == "STRING":
-        return f"string {token}"
-    if kind in ("DOLLAR_VAR", "DUNDER_VAR"):
-        return f"variable {token}"
-    if kind == "MB_HEAD":
-        return "a Merge Board line"
-    return f"'{token}'"
-
-
-def _starts_line(source_lines: list[str], token: Token) -> bool:
-    line = token.line or 0
-    if not 0 < line <= len(source_lines):
-        return False
-    return source_lines[line - 1][: (token.column or 1) - 1].strip() == ""
-
-
-def _indent_of(source_lines: list[str], line: int) -> int:
-    if not 0 < line <= len(source_lines):
-        return 0
-    text = source_lines[line - 1]
-    return len(text) - len(text.lstrip())
-
-
-def _syntax_problem(
-    exc: UnexpectedInput, lark: Lark, brackets: list[Token], source: str
-) -> _Problem:
-    lines = source.splitlines()
-    if isinstance(exc, UnexpectedCharacters):
-        span = Span.point(exc.line, exc.column)
-        char = exc.char
-        if char == '"':
-            return _Problem(
-                "this string is never closed",
-                "unclosed-string",
-                span,
-                'end it with " on the same line',
-            )
-        if char == "'":
-            return _Problem(
-                "strings use double quotes", "syntax", span, 'write "path/to/file.safetensors"'
-            )
-        if char == "\\":
-            return _Problem(
-                "a statement cannot continue on the next line with '\\'",
-                "syntax",
-                span,
-                "inside ( ), [ ] or { } a statement may span lines",
-            )
-        return _Problem(f"unexpected character '{char}'", "syntax", span, None)
-    assert isinstance(exc, UnexpectedToken)
-    token: Token = exc.token
-    expected: set[str] = set(exc.expected)
-    if exc.interactive_parser is not None:
-        with contextlib.suppress(UnexpectedInput):
-            accepted = exc.interactive_parser.accepts()  # type: ignore[no-untyped-call]
-            expected = set(accepted) or expected
-    span = _token_span(token) if token.type != "$END" else Span.point(exc.line, exc.column)
-    innermost = brackets[-1] if brackets else None
-    opener = _OPENERS[innermost.type] if innermost is not None else None
-
-    if innermost is not None and opener is not None:
-        at_end = token.type == "$END"
-        later_line = (token.line or 0) > (innermost.line or 0)
-        new_statement = (
-            later_line
-            and _starts_line(lines, token)
-            and (token.column or 1) - 1 <= _indent_of(lines, innermost.line or 0)
-        )
-        if at_end or new_statement or token.type in _NEVER_IN_BRACKETS:
-            return _Problem(
-                f"'{opener}' is never closed",
-                "unclosed-bracket",
-                _token_span(innermost),
-                f"close it with '{_CLOSING_CHAR[opener]}'",
-            )
-        if token.type == "EQUAL" and "COLON" in expected and opener == "{":
-            return _Problem(
-                "weight maps use ':' between a block and its weight, not '='",
-                "map-colon",
-                span,
-                "write {IN00: 0.5, default: 1}",
-            )
-        if token.type == "COLON" and opener == "(":
-            return _Problem(
-                "keyword arguments use '=', not ':'",
-                "keyword-equals",
-                span,
-                "write alpha=0.5",
-            )
-        if "COMMA" in expected and token.type in _EXPRESSION_STARTS:
-            what = {"(": "arguments", "[": "list items", "{": "map entries"}[opener]
-            return _Problem(
-                f"missing ',' between {what}", "missing-comma", span, f"add ',' before {token}"
-            )
-    if token.type == "_INDENT":
-        line = token.end_line or span.line
-        width = len(str(token).expandtabs(_LinePostLexer.tab_size))
-        return _Problem(
-            "unexpected indentation",
-            "indentation",
-            Span(line, 1, line, width + 1),
-            "only the body of a for loop is indented",
-        )
-    if token.type == "_NL" and "COLON" in expected:
-        return _Problem(
-            "missing ':' at the end of the for line",
-            "syntax",
-            span,
-            "for blk in IN00..OUT11:",
-        )
-    if token.type == "COMMA" and innermost is None:
-        line_text = lines[token.line - 1] if token.line and token.line <= len(lines) else ""
-        comma_hint = "a statement holds one value; lists go in [ ]"
-        if "=" in line_text and "+" in line_text:
-            comma_hint = (
-                "a Merge Board line separates its models with ' + ' (spaces around +): "
-                "OUTPUT = A + B, 0.5"
-            )
-        return _Problem("unexpected ','", "syntax", span, comma_hint)
-    message = f"unexpected {_describe_token(token)}"
-    if expected:
-        message += f"; expected {_describe_expected(lark, expected)}"
-    hint: str | None = None
-    if "EQUAL" in expected and innermost is None and token.type != "_NL":
-        hint = "a statement is NAME = value, model, save, for, presets or convention"
-    elif token.type in _EXPRESSION_STARTS and innermost is None:
-        hint = "two values in a row: is an operator missing?"
-    elif innermost is not None and opener is not None:
-        hint = (
-            f"the '{opener}' at line {innermost.line}, column {innermost.column} is not closed yet"
-        )
-    return _Problem(message, "syntax", span, hint)
-
-
 # ---- public API ----------------------------------------------------------------------------
 
 
@@ -740,15 +439,6 @@ def _normalise(text: str) -> str:
     return text
 
 
-def _error(problems: list[_Problem], path: str | None, source: str) -> RecipeError:
-    lines = source.splitlines()
-    diagnostics = []
-    for p in sorted(problems, key=lambda p: (p.span.line, p.span.column)):
-        line = lines[p.span.line - 1] if 0 < p.span.line <= len(lines) else None
-        diagnostics.append(Diagnostic(p.message, p.code, path, p.span, p.hint, "error", line))
-    return RecipeError(diagnostics)
-
-
 def parse(text: str, *, path: str | None = None) -> ast.Recipe:
     """Parse recipe text. Raises :class:`RecipeError` (with line and column) on bad syntax."""
     source = _normalise(text)
@@ -757,18 +447,18 @@ def parse(text: str, *, path: str | None = None) -> ast.Recipe:
         try:
             tree = parser.lark.parse(source)
         except UnexpectedInput as exc:
-            problem = _syntax_problem(exc, parser.lark, list(parser.postlex.brackets), source)
-            raise _error([problem], path, source) from None
-        except _BadDedent as exc:
-            problem = _Problem(
+            problem = explain_syntax_error(exc, parser.lark, list(parser.postlex.brackets), source)
+            raise recipe_error([problem], path, source) from None
+        except BadDedent as exc:
+            problem = ParseProblem(
                 exc.message, "indentation", exc.span, "indent a block's lines the same way"
             )
-            raise _error([problem], path, source) from None
+            raise recipe_error([problem], path, source) from None
         comments = tuple(parser.postlex.comments)
     builder = _TreeToAst()
     statements = builder.transform(tree)
     if builder.problems:
-        raise _error(builder.problems, path, source)
+        raise recipe_error(builder.problems, path, source)
     end_line = source.count("\n")
     return ast.Recipe(
         statements,

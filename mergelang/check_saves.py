@@ -1,0 +1,207 @@
+"""Checking ``save`` statements: the model, the path, the dtype and the ``with`` options.
+
+Each save becomes a :class:`~mergelang.checked.SaveTarget` (one per loop iteration, templates
+filled); two saves to the same file are an error. :data:`SAVE_DTYPES` and
+:data:`SAVE_OPTIONS` say what ``save ... as DTYPE`` and ``save ... with KEY=VALUE`` accept.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from mergelang import ast
+from mergelang.check_expressions import ExpressionChecker
+from mergelang.check_scope import InvalidValue, ModelValue, describe, did_you_mean, template_text
+from mergelang.checked import ModelSource, SaveTarget
+from mergelang.errors import Span
+from mergelang.weights import format_number
+
+__all__ = ["SAVE_DTYPES", "SAVE_OPTIONS", "SaveChecker"]
+
+SAVE_DTYPES: tuple[str, ...] = ("fp16", "bf16", "fp32")
+"""What ``save ... as DTYPE`` accepts."""
+
+SAVE_OPTIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "ema": ("keep", "drop"),
+        "schedule": ("keep", "drop"),
+        "position_ids": ("keep", "reset"),
+        "format": ("safetensors", "ckpt"),
+        "vae": (),
+    }
+)
+"""``save ... with KEY=VALUE``: the keys and their allowed values (``vae`` takes a path in
+quotes or a declared model's name). The first value listed is not always the default: see
+:class:`SaveTarget`."""
+
+_CKPT_SUFFIXES = (".ckpt", ".pt", ".pth")
+
+
+class SaveChecker(ExpressionChecker):
+    """``save`` statements, and the output files Merge Board lines add."""
+
+    def _save(self, stmt: ast.Save) -> None:
+        value = self._eval(stmt.value, "model")
+        model: ModelValue | None = None
+        if isinstance(value, ModelValue):
+            model = value
+        elif not isinstance(value, InvalidValue):
+            self.sink.error(
+                f"save needs a model, but this is {describe(value)}",
+                stmt.value.span,
+                code="type",
+            )
+        path = self._render(stmt.path)
+        dtype: str | None = None
+        if stmt.dtype is not None:
+            dtype = stmt.dtype.name
+            if dtype not in SAVE_DTYPES:
+                hint = did_you_mean(dtype, SAVE_DTYPES) or ""
+                self.sink.error(
+                    f"unknown dtype '{dtype}'",
+                    stmt.dtype.span,
+                    code="unknown-dtype",
+                    hint=(hint + " " if hint else "") + "choose fp16, bf16 or fp32",
+                )
+        options = self._save_options(stmt, path)
+        if model is None or path is None or options is None:
+            return
+        chosen, vae = options
+        self._add_save(
+            SaveTarget(
+                model.expr,
+                path,
+                dtype,
+                ema=chosen.get("ema", "drop"),
+                schedule=chosen.get("schedule", "keep"),
+                position_ids=chosen.get("position_ids", "keep"),
+                format=chosen["format"],
+                vae=vae,
+                bindings=tuple((v, template_text(self.loop[v])) for v in self.loop_names),
+                span=stmt.span,
+            ),
+            stmt.path.span,
+        )
+
+    def _add_save(self, target: SaveTarget, span: Span) -> None:
+        key = posixpath.normpath(target.path.replace("\\", "/"))
+        previous = self.save_paths.get(key)
+        if previous is not None:
+            where = (
+                f"line {previous.line}"
+                if previous.line != span.line
+                else "an earlier iteration of this loop"
+            )
+            self.sink.error(
+                f"'{target.path}' is already saved by {where}",
+                span,
+                code="duplicate-save",
+                hint="each output needs its own path; in a loop, use {name} templates",
+            )
+            return
+        self.save_paths[key] = span
+        self.saves.append(target)
+
+    def _save_options(
+        self, stmt: ast.Save, path: str | None
+    ) -> tuple[dict[str, str], ModelSource | None] | None:
+        """The ``with`` options by key (``format`` always set), and the VAE to bake in."""
+        chosen: dict[str, str] = {}
+        vae: ModelSource | None = None
+        seen: dict[str, ast.SaveOption] = {}
+        ok = True
+        for option in stmt.options:
+            key = option.key
+            if key not in SAVE_OPTIONS:
+                hint = did_you_mean(key, list(SAVE_OPTIONS))
+                self.sink.error(
+                    f"unknown save option '{key}'",
+                    option.key_span,
+                    code="unknown-save-option",
+                    hint=(hint + " " if hint else "") + "options: " + ", ".join(SAVE_OPTIONS),
+                )
+                ok = False
+                continue
+            if key in seen:
+                self.sink.error(
+                    f"save option '{key}' is given twice",
+                    option.key_span,
+                    code="duplicate-save-option",
+                )
+                ok = False
+                continue
+            seen[key] = option
+            if key == "vae":
+                vae = self._vae(option)
+                ok = ok and vae is not None
+                continue
+            allowed = SAVE_OPTIONS[key]
+            value = option.value
+            if not isinstance(value, ast.Name) or value.name not in allowed:
+                shown = value.name if isinstance(value, ast.Name) else _source_text(value)
+                self.sink.error(
+                    f"save option {key} is {' or '.join(allowed)}, not {shown}",
+                    value.span,
+                    code="bad-save-option",
+                    hint=f"write {key}={allowed[0]}",
+                )
+                ok = False
+                continue
+            chosen[key] = value.name
+        if path is not None:
+            implied = "ckpt" if path.lower().endswith(_CKPT_SUFFIXES) else "safetensors"
+            given = chosen.get("format")
+            if (
+                given is not None
+                and given != implied
+                and path.lower().endswith((".safetensors", *_CKPT_SUFFIXES))
+            ):
+                self.sink.error(
+                    f"format={given} does not match the file extension of '{path}'",
+                    seen["format"].span,
+                    code="format-conflict",
+                    hint="change the extension or drop the format option",
+                )
+                ok = False
+            chosen.setdefault("format", implied)
+        return (chosen, vae) if ok else None
+
+    def _vae(self, option: ast.SaveOption) -> ModelSource | None:
+        value = option.value
+        if isinstance(value, ast.String):
+            path = self._render(value)
+            if path is None:
+                return None
+            return ModelSource(path, "path", path, span=value.span)
+        if isinstance(value, ast.Name):
+            binding = self._lookup(value.name)
+            if binding is not None and binding.kind == "model":
+                self._mark_used(binding)
+                return self.models.get(value.name)
+            hint = did_you_mean(
+                value.name, [n for n, b in self.globals.items() if b.kind == "model"]
+            )
+            self.sink.error(
+                f"vae= takes a path in quotes or a declared model, and '{value.name}' is not a "
+                "declared model",
+                value.span,
+                code="bad-save-option",
+                hint=hint or 'write vae="path/to/vae.safetensors"',
+            )
+            return None
+        self.sink.error(
+            "vae= takes a path in quotes or a declared model",
+            value.span,
+            code="bad-save-option",
+        )
+        return None
+
+
+def _source_text(node: ast.SaveValue) -> str:
+    if isinstance(node, ast.String):
+        return f'"{node.value}"'
+    if isinstance(node, ast.Number):
+        return format_number(node.value)
+    return node.name

@@ -1,0 +1,312 @@
+"""Checking statements: models, assignments, ``for`` loops, conventions, Merge Board lines.
+
+Each statement defines names, adds steps or saves, or sets the convention. A ``for`` loop's
+body is checked once per iteration with the loop variable bound (so its steps and saves are
+per iteration). A Merge Board line (``OUTPUT = A + B, 0.5``) becomes a weighted_sum or
+add_difference step, defines ``OUTPUT`` when it is a name, and saves it as
+:func:`~mergelang.checked.merge_board_output_path` says.
+"""
+
+from __future__ import annotations
+
+from mergelang import ast
+from mergelang.arch.blocks import GROUPS, SD_BLOCKS
+from mergelang.check_calls import Unconverted
+from mergelang.check_saves import SaveChecker
+from mergelang.check_scope import (
+    BlockValue,
+    InvalidValue,
+    ModelValue,
+    Usage,
+    Value,
+    WeightsValue,
+    describe,
+    did_you_mean,
+    is_block_word,
+)
+from mergelang.checked import (
+    BoundArg,
+    InputRef,
+    MethodCall,
+    ModelSource,
+    SaveTarget,
+    Step,
+    StepRef,
+    merge_board_output_path,
+)
+from mergelang.errors import Span
+from mergelang.methods import get_method
+
+try:
+    from mergelang.arch.conventions import CONVENTION_NAMES, DEFAULT_CONVENTION
+except ImportError:  # pragma: no cover - the architectures package ships with mergelang
+    CONVENTION_NAMES = ("mbw", "supermerger", "sd_mecha", "kohya")
+    DEFAULT_CONVENTION = "mbw"
+
+__all__ = ["StatementChecker"]
+
+
+class StatementChecker(SaveChecker):
+    """Statements, one at a time, ``for`` loop bodies once per iteration."""
+
+    convention: str = DEFAULT_CONVENTION
+    convention_span: Span | None = None  # where the convention statement chose it
+
+    def _statement(self, stmt: ast.Statement, *, top_level: bool) -> None:
+        if isinstance(stmt, ast.ModelDecl):
+            if self._at_top(stmt, top_level, "model declarations"):
+                self._model_decl(stmt)
+        elif isinstance(stmt, ast.Assign):
+            self._assign(stmt)
+        elif isinstance(stmt, ast.Save):
+            self._save(stmt)
+        elif isinstance(stmt, ast.For):
+            self._for(stmt)
+        elif isinstance(stmt, ast.MergeBoard):
+            if self._at_top(stmt, top_level, "Merge Board lines"):
+                self._merge_board(stmt)
+        elif isinstance(stmt, ast.PresetsImport):
+            self._at_top(stmt, top_level, "presets statements")
+        elif isinstance(stmt, ast.ConventionChoice) and self._at_top(
+            stmt, top_level, "convention statements"
+        ):
+            self._convention(stmt)
+        # ast.VarDoc documents a variable and checks nothing.
+
+    def _at_top(self, stmt: ast.Node, top_level: bool, what: str) -> bool:
+        if not top_level:
+            self.sink.error(
+                f"{what} belong at the top level, not inside a for loop",
+                stmt.span,
+                code="not-in-loop",
+                hint="move it above the for loop",
+            )
+        return top_level
+
+    def _model_decl(self, stmt: ast.ModelDecl) -> None:
+        source = stmt.source
+        if isinstance(source, ast.String):
+            if source.placeholders:
+                self._unbound_placeholders(source)
+                self._define_invalid(stmt.name, stmt)
+                return
+            ref = source.render()
+            if not ref.strip():
+                self.sink.error("the model path is empty", source.span, code="empty-path")
+                self._define_invalid(stmt.name, stmt)
+                return
+            model = ModelSource(stmt.name, "path", ref, span=source.span)
+        else:
+            value = self._variable_value(source)
+            if value is None:
+                self._define_invalid(stmt.name, stmt)
+                return
+            model = ModelSource(stmt.name, "variable", value, source.name, span=source.span)
+        if self._define(
+            stmt.name, stmt.name_span, ModelValue(InputRef(stmt.name), stmt.name), "model", stmt
+        ):
+            self.models[stmt.name] = model
+            self.usage[id(stmt)] = Usage(stmt.name, "model", stmt.name_span)
+
+    def _assign(self, stmt: ast.Assign) -> None:
+        value = self._eval(stmt.value, "any")
+        if isinstance(value, InvalidValue):
+            self._define_invalid(stmt.name, stmt)
+            return
+        step_name = self._step_name(stmt.name)
+        if isinstance(value, ModelValue):
+            step = Step(step_name, "model", value.expr, stmt.cached, "assign", span=stmt.span)
+            bound: ModelValue | WeightsValue = ModelValue(StepRef(step_name), stmt.name)
+        elif isinstance(value, WeightsValue):
+            if stmt.cached:
+                self.sink.error(
+                    "only models are cached; this is block weights",
+                    stmt.span,
+                    code="type",
+                    hint=f"write {stmt.name} = ... without cache",
+                )
+            step = Step(step_name, "weights", value.weights, False, "assign", span=stmt.span)
+            bound = value
+        else:
+            self.sink.error(
+                f"'{stmt.name}' would hold {describe(value)}; a name holds a model or weights",
+                stmt.value.span,
+                code="type",
+            )
+            self._define_invalid(stmt.name, stmt)
+            return
+        if self._define(stmt.name, stmt.name_span, bound, "intermediate", stmt):
+            self.steps.append(step)
+            self.usage.setdefault(id(stmt), Usage(stmt.name, "intermediate", stmt.name_span))
+
+    def _for(self, stmt: ast.For) -> None:
+        values = self._iterable(stmt.iterable)
+        var = stmt.var
+        problem = None
+        if is_block_word(var):
+            problem = f"'{var}' is a block name and cannot be a loop variable"
+        elif var in self.loop:
+            problem = f"'{var}' is already the variable of an enclosing loop"
+        elif self._lookup(var) is not None or var in self.later:
+            problem = f"the loop variable '{var}' hides a model or intermediate of that name"
+        elif self.presets.get(var) is not None:
+            problem = f"the loop variable '{var}' hides the preset of that name"
+        if problem is not None:
+            self.sink.error(
+                problem,
+                stmt.var_span,
+                code="loop-variable",
+                hint="pick another name, e.g. blk or v",
+            )
+            return
+        if values is None:
+            return
+        for value in values:
+            self.loop[var] = value
+            self.loop_names.append(var)
+            self.locals.append({})
+            try:
+                for body_stmt in stmt.body:
+                    self._statement(body_stmt, top_level=False)
+            finally:
+                self.locals.pop()
+                self.loop_names.pop()
+                del self.loop[var]
+
+    def _iterable(self, iterable: ast.Iterable) -> list[Value] | None:
+        if isinstance(iterable, ast.BlockRange):
+            blocks = self._block_range(iterable)
+            return None if blocks is None else [BlockValue(b) for b in blocks]
+        if isinstance(iterable, ast.Name):
+            if iterable.name in GROUPS:
+                return [BlockValue(b) for b in GROUPS[iterable.name]]
+            self.sink.error(
+                f"a for loop iterates a block range, a group or a list, not '{iterable.name}'",
+                iterable.span,
+                code="bad-iterable",
+                hint="for blk in IN00..OUT11:  /  for blk in OUT:  /  for v in [0.25, 0.5]:",
+            )
+            return None
+        if not iterable.items:
+            self.sink.error("the list is empty", iterable.span, code="bad-iterable")
+            return None
+        values: list[Value] = []
+        for item in iterable.items:
+            if isinstance(item, ast.Name) and item.name in SD_BLOCKS:
+                values.append(BlockValue(item.name))
+                continue
+            value = self._eval(item, "any")
+            if isinstance(value, InvalidValue):
+                return None
+            values.append(value)
+        return values
+
+    def _convention(self, stmt: ast.ConventionChoice) -> None:
+        name = stmt.name.name
+        if self.convention_span is not None:
+            self.sink.error(
+                f"the convention is already chosen on line {self.convention_span.line}",
+                stmt.span,
+                code="duplicate-convention",
+            )
+            return
+        self.convention_span = stmt.span
+        if name not in CONVENTION_NAMES:
+            hint = did_you_mean(name, CONVENTION_NAMES)
+            self.sink.error(
+                f"unknown convention '{name}'",
+                stmt.name.span,
+                code="unknown-convention",
+                hint=(hint + " " if hint else "") + "conventions: " + ", ".join(CONVENTION_NAMES),
+            )
+            return
+        self.convention = name
+
+    # -- Merge Board lines
+
+    def _merge_board(self, stmt: ast.MergeBoard) -> None:
+        if not self._merge_board_line(stmt):
+            self._define_invalid(stmt.output, stmt)
+
+    def _merge_board_line(self, stmt: ast.MergeBoard) -> bool:
+        """Check a Merge Board line, define its output and save it; ``False`` if it fails."""
+        index = self.merge_board_lines.index(stmt) + 1
+        self.merge_board_steps[index] = None
+        count = len(stmt.operands)
+        method_name = {2: "weighted_sum", 3: "add_difference"}.get(count)
+        models = [self._operand(op, index) for op in stmt.operands]
+        if method_name is None:
+            self.sink.error(
+                f"a Merge Board line merges 2 models (weighted sum) or 3 (add difference), "
+                f"not {count}",
+                stmt.operands[min(count, 4) - 1].span,
+                code="merge-board",
+            )
+            return False
+        spec = get_method(method_name)
+        if spec is None:  # pragma: no cover - the linear methods always register
+            self.sink.error(f"method {method_name} is not available", stmt.span, code="method")
+            return False
+        alpha = self._eval(stmt.multiplier, "weights")
+        base = self._eval(stmt.base, "weights") if stmt.base is not None else None
+        args: list[BoundArg] = []
+        ok = True
+        for param, model, operand in zip(spec.model_params, models, stmt.operands, strict=False):
+            if model is None:
+                ok = False
+                continue
+            args.append(BoundArg(param.name, model.expr, span=operand.span))
+        for param_name, value, node in (
+            ("alpha", alpha, stmt.multiplier),
+            ("base", base, stmt.base),
+        ):
+            scalar_param = spec.param(param_name)
+            assert scalar_param is not None
+            if value is None or node is None:
+                args.append(BoundArg(param_name, None))
+                continue
+            converted = self._convert(spec, scalar_param, value, node.span)
+            if isinstance(converted, Unconverted):
+                ok = False
+                continue
+            args.append(BoundArg(param_name, converted, span=node.span))
+        output = stmt.output
+        duplicate = next(
+            (mb for mb in self.merge_board_lines[: index - 1] if mb.output == output), None
+        )
+        if duplicate is not None:
+            self.sink.error(
+                f"the output '{output}' is already made on line {duplicate.span.line}",
+                stmt.output_span,
+                code="duplicate-name",
+            )
+            return False
+        path = merge_board_output_path(
+            output, safetensors=stmt.format is not None and stmt.format.name == "safetensors"
+        )
+        if ".." in path.split("/") or not path.split("/")[0] or path.startswith("."):
+            self.sink.error(
+                f"the output name '{output}' makes no usable file name",
+                stmt.output_span,
+                code="merge-board",
+                hint="use letters, digits, spaces, - and _; / makes sub-folders",
+            )
+            return False
+        if not ok:
+            return False
+        expr = MethodCall(method_name, tuple(args), span=stmt.span)
+        step_name = output
+        binding = ModelValue(StepRef(output), output)
+        if output.isidentifier() and not self._define(
+            output, stmt.output_span, binding, "merge_board", stmt
+        ):
+            return False
+        self.steps.append(Step(step_name, "model", expr, False, "merge_board", span=stmt.span))
+        self.merge_board_steps[index] = step_name
+        dtype = stmt.dtype.name if stmt.dtype is not None else "fp32"
+        file_format = "safetensors" if path.endswith(".safetensors") else "ckpt"
+        self._add_save(
+            SaveTarget(StepRef(step_name), path, dtype, format=file_format, span=stmt.span),
+            stmt.output_span,
+        )
+        return True
