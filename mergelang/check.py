@@ -14,8 +14,9 @@ vector, a map, a preset, or arithmetic on those, evaluated here with
 
 Every error goes to one :class:`~mergelang.errors.DiagnosticSink`; :class:`RecipeError` is
 raised once at the end with all of them, warnings included. Checks that need to know the
-architecture (a 19-value SDXL vector used with an SD1 model) are the planner's: the evaluated
-:class:`BlockWeights` and their spans are kept for it.
+architecture (a 19-value SDXL vector used with an SD1 model) need the inputs' headers: they are
+made by :func:`mergelang.check_inputs.check_inputs` from the evaluated :class:`BlockWeights`
+and the spans kept here.
 
 This module holds the entry point and the pass over the whole recipe (preset files first,
 then each statement, then the unused-name warnings). The result types are in

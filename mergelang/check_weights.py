@@ -230,7 +230,11 @@ def _terms(model: ModelValue, span: Span) -> tuple[Term, ...]:
 
 
 def _scale(model: ModelValue, weight: BlockWeights, node: ast.BinaryOp) -> ModelValue:
-    terms = tuple(Term(t.weight * weight, t.model, span=t.span) for t in _terms(model, node.span))
+    terms = tuple(
+        # 1 * w is w exactly; keeping w itself keeps its description for messages.
+        Term(weight if t.weight.is_scalar == 1.0 else t.weight * weight, t.model, span=t.span)
+        for t in _terms(model, node.span)
+    )
     return ModelValue(LinearCombination(terms, span=node.span), "model arithmetic")
 
 

@@ -159,11 +159,13 @@ def test_check_unreadable_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_check_models_dir_finds_models(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from mergelang.testing import make_checkpoint
+
     models = tmp_path / "models"
     (models / "sub").mkdir(parents=True)
-    (models / "sub" / "SD1.5.safetensors").write_bytes(b"x")
-    (models / "WD1.3.ckpt").write_bytes(b"x")
-    (tmp_path / "local.safetensors").write_bytes(b"x")
+    make_checkpoint(models / "sub" / "SD1.5.safetensors", "sd1", scale=1 / 80)
+    (models / "WD1.3.ckpt").write_bytes(b"x")  # found, but a .ckpt is not inspected
+    make_checkpoint(tmp_path / "local.safetensors", "sd1", scale=1 / 80, seed=1)
     recipe = write(
         tmp_path / "r.merge",
         'model local = "local.safetensors"\n'
@@ -172,7 +174,9 @@ def test_check_models_dir_finds_models(
     )
     monkeypatch.delenv("MERGELANG_MODELS", raising=False)
     assert main(["check", str(recipe), "--models-dir", str(models)]) == 0
-    assert capsys.readouterr().out == f"{recipe}: ok: 3 models, 1 step, 2 outputs\n"
+    assert capsys.readouterr().out == (
+        f"{recipe}: ok: 3 models (sd1; 1 .ckpt not inspected), 1 step, 2 outputs\n"
+    )
 
 
 def test_check_models_dir_reports_missing_models_at_their_place(

@@ -1,22 +1,28 @@
 """``mergelang check RECIPE``: parse and check a recipe without loading any model.
 
 Prints a one-line summary on success (``recipe.merge: ok: 3 models, 5 steps, 2 outputs``)
-and every diagnostic on stderr otherwise. With ``--models-dir`` it also checks that every
-input model can be found. Imports no torch.
+and every diagnostic on stderr otherwise. With ``--inputs`` (or ``--models-dir``) it also
+finds every input checkpoint, reads the header of each safetensors file and checks the recipe
+against the architectures found (:mod:`mergelang.check_inputs`); the summary then names them
+(``recipe.merge: ok: 2 models (sd1), 1 step, 1 output``). No tensor is read and no torch is
+imported.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mergelang import ast
-from mergelang.check import CheckedRecipe, ModelSource, check
-from mergelang.errors import CheckpointError, Diagnostic, RecipeError, UsageError
+from mergelang.check import CheckedRecipe, check
+from mergelang.errors import Diagnostic, RecipeError, UsageError
 from mergelang.parser import parse, read_recipe_text
+
+if TYPE_CHECKING:
+    from mergelang.check_inputs import InputsReport
 
 STDIN_NAME = "<stdin>"
 
@@ -27,8 +33,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="check a recipe (names, arguments, types, weights) without loading models",
         description=(
             "Parse and check a recipe and report every problem at once, with its line and "
-            "column. Loads no model; with --models-dir it also checks that every input "
-            "model can be found."
+            "column. Reads no tensor. With --inputs or --models-dir it also finds every "
+            "input checkpoint, reads the header of each safetensors file, detects its "
+            "architecture and checks the recipe against it (models of different "
+            "architectures merged together, block weights that do not fit the "
+            "architecture); .ckpt files are found but not inspected."
         ),
     )
     parser.add_argument("recipe", metavar="RECIPE", help="the .merge file, or - for stdin")
@@ -41,7 +50,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         metavar="DIR",
         help="a folder to look models up by name in (repeatable; also $MERGELANG_MODELS); "
-        "makes check verify that every input model can be found",
+        "implies --inputs",
+    )
+    parser.add_argument(
+        "--inputs",
+        action="store_true",
+        help="also find every input checkpoint and check it against the recipe by reading "
+        "its header; no tensor is read",
     )
     parser.set_defaults(handler=run_check)
 
@@ -94,56 +109,23 @@ def load_recipe(argument: str) -> ast.Recipe:
     return parse(read_recipe_text(argument), path=argument)
 
 
-def locate_models(
-    checked: CheckedRecipe,
-    search_dirs: Sequence[Path],
-    *,
-    env: Mapping[str, str] = os.environ,
-) -> list[Diagnostic]:
-    """A diagnostic, at the model's place in the recipe, for every input that cannot be
-    found (paths relative to the recipe's folder; variable values relative to the working
-    folder; names searched in ``search_dirs`` and ``$MERGELANG_MODELS``)."""
-    from mergelang.io.locate import ModelLocator
-
-    locator = ModelLocator(search_dirs, env=env)
-    recipe_dir = checked.base_dir or Path.cwd()
-    problems: list[Diagnostic] = []
-    sources: list[ModelSource] = list(checked.models.values())
-    sources += [s.vae for s in checked.saves if s.vae is not None and s.vae.kind == "path"]
-    seen: set[tuple[str, str]] = set()
-    lines = (checked.recipe.source or "").splitlines()
-    for source in sources:
-        if (source.kind, source.ref) in seen:
-            continue
-        seen.add((source.kind, source.ref))
-        relative = Path.cwd() if source.kind == "variable" else recipe_dir
-        try:
-            locator.find(source.ref, relative_to=relative)
-        except CheckpointError as exc:
-            span = source.span
-            line = lines[span.line - 1] if 0 < span.line <= len(lines) else None
-            for diag in exc.diagnostics:
-                problems.append(
-                    Diagnostic(
-                        f"model '{source.name}': {diag.message}",
-                        diag.code,
-                        checked.path,
-                        span,
-                        diag.hint,
-                        source_line=line,
-                    )
-                )
-    return problems
-
-
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def summary(name: str, checked: CheckedRecipe) -> str:
-    """``recipe.merge: ok: 3 models, 5 steps, 2 outputs`` (plus the warnings, if any)."""
+def summary(name: str, checked: CheckedRecipe, inputs: InputsReport | None = None) -> str:
+    """``recipe.merge: ok: 3 models, 5 steps, 2 outputs`` (plus the warnings, if any); with
+    the inputs inspected, the models' architectures: ``2 models (sd1)``, ``3 models (sd1;
+    1 .ckpt not inspected)``."""
+    models = _plural(len(checked.models), "model")
+    if inputs is not None:
+        parts = [", ".join(inputs.architectures)] if inputs.architectures else []
+        if inputs.not_inspected:
+            parts.append(f"{len(inputs.not_inspected)} .ckpt not inspected")
+        if parts:
+            models += f" ({'; '.join(parts)})"
     text = (
-        f"{name}: ok: {_plural(len(checked.models), 'model')}, "
+        f"{name}: ok: {models}, "
         f"{_plural(len(checked.steps), 'step')}, {_plural(len(checked.saves), 'output')}"
     )
     if checked.warnings:
@@ -158,13 +140,14 @@ def run_check(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     base_dir = Path.cwd() if args.recipe == "-" else None
     checked = check(recipe, variables=variables, base_dir=base_dir)
-    if args.models_dirs:
-        missing = locate_models(checked, args.models_dirs)
-        if missing:
-            everything = [*missing, *checked.warnings]
-            raise RecipeError(sorted(everything, key=lambda d: (d.line or 0, d.column or 0)))
+    inputs = None
+    if args.inputs or args.models_dirs:
+        from mergelang.check_inputs import check_inputs
+        from mergelang.io.locate import ModelLocator
+
+        inputs = check_inputs(checked, ModelLocator(args.models_dirs))
     if checked.warnings:
         print_diagnostics(stderr_console(), checked.warnings)
     name = STDIN_NAME if args.recipe == "-" else args.recipe
-    sys.stdout.write(summary(name, checked) + "\n")
+    sys.stdout.write(summary(name, checked, inputs) + "\n")
     return 0

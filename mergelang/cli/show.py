@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 
     from mergelang.io.metadata import Provenance
 
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-PICKLE_MAGICS = (b"PK\x03\x04", b"\x80")
 PROVENANCE_KEYS = frozenset({"sd_merge_recipe", "sd_merge_models"})
 VALUE_WIDTH = 160
 """Metadata values longer than this are shortened in the human-readable output."""
@@ -66,24 +64,6 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sniff(path: Path) -> str:
-    """``"safetensors"`` or ``"ckpt"``, by the first bytes, then the extension."""
-    from mergelang.io.safetensors_header import open_regular_file
-
-    with open_regular_file(path) as (handle, _size):
-        try:
-            head = handle.read(9)
-        except OSError as exc:
-            raise CheckpointError(
-                str(path), f"cannot read: {exc.strerror}", code="unreadable"
-            ) from None
-    if head[8:9] == b"{":
-        return "safetensors"
-    if head.startswith(PICKLE_MAGICS) or path.suffix.lower() in PICKLE_SUFFIXES:
-        return "ckpt"
-    return "safetensors"
-
-
 def _read(
     path: Path, fmt: str
 ) -> tuple[dict[str, tuple[int, ...]], dict[str, str], dict[str, str], int]:
@@ -108,9 +88,10 @@ def _read(
 def describe_checkpoint(path: Path, *, hashes: bool = True) -> dict[str, Any]:
     """Everything ``show`` reports, as a JSON-ready dict with a fixed set of keys."""
     from mergelang.arch import ROLES, classify_role, detect
+    from mergelang.io.formats import sniff_format
     from mergelang.io.metadata import read_provenance
 
-    fmt = _sniff(path)
+    fmt = "ckpt" if sniff_format(path) == "pickle" else "safetensors"
     shapes, dtypes, metadata, size = _read(path, fmt)
 
     architecture: dict[str, Any] | None = None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,12 +79,15 @@ def load_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
         raise CheckpointError(name, "the file is empty (0 bytes)", code="empty-file")
     is_zip = magic == b"PK\x03\x04"
     try:
-        if name.endswith(".safetensors"):
-            # torch.load hands paths with this extension to the safetensors loader.
-            with where.open("rb") as handle:
-                loaded = torch.load(handle, map_location="cpu", weights_only=True)
-        else:
-            loaded = torch.load(where, map_location="cpu", weights_only=True, mmap=is_zip)
+        with warnings.catch_warnings():
+            # torch notes pickle protocols it did not write; the refusal below says what matters.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            if name.endswith(".safetensors"):
+                # torch.load hands paths with this extension to the safetensors loader.
+                with where.open("rb") as handle:
+                    loaded = torch.load(handle, map_location="cpu", weights_only=True)
+            else:
+                loaded = torch.load(where, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as exc:
         raise _refusal(name, exc) from None
     except MemoryError:

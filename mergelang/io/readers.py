@@ -39,17 +39,13 @@ import torch
 
 from mergelang.errors import CheckpointError
 from mergelang.io.dtypes import item_size, torch_dtype
+from mergelang.io.formats import sniff_format
 from mergelang.io.safetensors_header import (
     SafetensorsHeader,
     TensorInfo,
     open_regular,
-    open_regular_file,
     read_header_from,
 )
-
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-SAFETENSORS_SUFFIXES = (".safetensors",)
-ZIP_MAGIC = b"PK\x03\x04"
 
 
 class TensorMeta(Protocol):
@@ -187,43 +183,6 @@ class SafetensorsReader:
 
     def __repr__(self) -> str:
         return f"SafetensorsReader({str(self.path)!r}, {len(self)} keys)"
-
-
-def sniff_format(path: str | os.PathLike[str]) -> str:
-    """``"safetensors"`` or ``"pickle"``, by content first and extension second.
-
-    A safetensors file starts with a little-endian length that fits the file, followed by
-    ``{``; a ``torch.save`` file is a zip archive (``PK\\x03\\x04``) or, in the legacy format,
-    a pickle (protocol 2+ starts with ``\\x80``). Files that match neither are judged by their
-    extension, so that the right parser reports what is wrong with them.
-    """
-    where = Path(path)
-    with open_regular_file(where) as (handle, size):
-        try:
-            head = handle.read(9)
-        except OSError as exc:
-            raise CheckpointError(
-                str(where), f"cannot read: {exc.strerror}", code="unreadable"
-            ) from None
-    if len(head) == 9 and head[8:9] == b"{":
-        length = int.from_bytes(head[:8], "little")
-        if 8 + length <= size:
-            return "safetensors"
-    if head.startswith(ZIP_MAGIC) or head.startswith(b"\x80"):
-        return "pickle"
-    suffix = where.suffix.lower()
-    if suffix in SAFETENSORS_SUFFIXES:
-        return "safetensors"
-    if suffix in PICKLE_SUFFIXES:
-        return "pickle"
-    if size < 8:
-        return "safetensors"
-    raise CheckpointError(
-        str(where),
-        "not a checkpoint: neither a safetensors header nor a torch pickle",
-        code="unknown-format",
-        hint="mergelang reads .safetensors and weights-only .ckpt/.pt/.pth/.bin files",
-    )
 
 
 def open_checkpoint(path: str | os.PathLike[str]) -> CheckpointReader:

@@ -1,0 +1,437 @@
+"""Checking a recipe against its input checkpoints, reading their headers only.
+
+:func:`check_inputs` takes a :class:`~mergelang.checked.CheckedRecipe` and, for every input
+model (and every VAE a save names by path):
+
+1. finds the file (:class:`~mergelang.io.locate.ModelLocator`: paths relative to the recipe's
+   folder, ``--set`` values relative to the working folder, names in the model folders);
+2. decides its format by content first and extension second, like the readers do;
+3. for a safetensors file, reads and validates the header
+   (:func:`~mergelang.io.safetensors_header.read_safetensors_header`: a truncated or corrupt
+   file is refused here, with the header reader's error code) and detects the architecture
+   from the key names and shapes (:func:`mergelang.arch.detect`; no fitting architecture is
+   ``unknown-architecture``). A VAE file is only validated: it is not a whole checkpoint.
+
+Pickle files (``.ckpt``, ``.pt``, ``.pth``, ``.bin``) are found but not inspected: reading
+their key names needs torch and loads the whole file, which is the run's job. Their
+architecture is ``None``, and the checks below leave them out.
+
+With the architectures known, it checks the model expressions of every step and save:
+
+- ``architecture-mismatch``: one expression (a call, model arithmetic) draws on inputs of more
+  than one architecture. It is reported at the innermost expression that mixes them.
+- ``weights-architecture``: block weights that cannot be resolved for the architecture of the
+  call's inputs, e.g. a 19-value SDXL vector given to a call on SD1 models (at the argument),
+  or a weight in model arithmetic that sets no BASE (at the term).
+
+Every problem is collected and one :class:`~mergelang.errors.RecipeError` is raised with all
+of them (and the recipe's warnings), sorted by position. Nothing here reads a tensor or
+imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TypeAlias
+
+from mergelang import ast
+from mergelang.arch import Architecture, detect, get_architecture
+from mergelang.checked import (
+    BoundArg,
+    CheckedRecipe,
+    InputRef,
+    LinearCombination,
+    MethodCall,
+    ModelExpr,
+    ModelSource,
+    StepRef,
+)
+from mergelang.errors import CheckpointError, Diagnostic, RecipeError, Span
+from mergelang.io.formats import CheckpointFormat, sniff_format
+from mergelang.io.locate import ModelLocator
+from mergelang.io.safetensors_header import read_safetensors_header
+from mergelang.methods.registry import MethodSpec, get_method
+from mergelang.weights import BlockWeights, WeightsError
+
+__all__ = ["InputFormat", "InputInfo", "InputsReport", "check_inputs"]
+
+InputFormat: TypeAlias = CheckpointFormat
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """One input file: where it is, its format and (safetensors only) its architecture.
+
+    ``architecture`` is the registered name (``sd1``, ``sd2``, ``sdxl``) and ``variant`` the
+    U-Net variant (``normal``, ``inpainting``, ``pix2pix``); both are ``None`` for a pickle
+    file, which is not inspected, and for a VAE file.
+    """
+
+    source: ModelSource
+    path: Path
+    format: InputFormat
+    architecture: str | None = None
+    variant: str | None = None
+
+    @property
+    def inspected(self) -> bool:
+        return self.format == "safetensors"
+
+
+@dataclass(frozen=True)
+class InputsReport:
+    """What :func:`check_inputs` found: the inputs by model name, the VAE files by the path
+    written in the recipe, and the model steps, so that the architecture of any model
+    expression of the recipe can be asked for."""
+
+    inputs: Mapping[str, InputInfo]
+    vaes: Mapping[str, InputInfo] = field(default_factory=lambda: MappingProxyType({}))
+    steps: Mapping[str, ModelExpr] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False, repr=False
+    )
+
+    @property
+    def architectures(self) -> tuple[str, ...]:
+        """The distinct known architectures of the inputs, in declaration order."""
+        found = (info.architecture for info in self.inputs.values())
+        return tuple(dict.fromkeys(a for a in found if a is not None))
+
+    @property
+    def not_inspected(self) -> tuple[str, ...]:
+        """The inputs whose architecture is unknown because they are pickle files."""
+        return tuple(name for name, info in self.inputs.items() if not info.inspected)
+
+    def inputs_of(self, expr: ModelExpr) -> tuple[str, ...]:
+        """The input models ``expr`` draws on (through earlier steps too), first use first."""
+        return tuple(_inputs_of(expr, self.steps, {}))
+
+    def architectures_of(self, expr: ModelExpr) -> tuple[str, ...]:
+        """The distinct known architectures of the inputs of ``expr``."""
+        found = (self.inputs[n].architecture for n in self.inputs_of(expr) if n in self.inputs)
+        return tuple(dict.fromkeys(a for a in found if a is not None))
+
+    def architecture_of(self, expr: ModelExpr) -> str | None:
+        """The architecture of ``expr``, or ``None`` if no input of it was inspected.
+
+        A report is only returned when no expression mixes architectures, so there is at
+        most one; an expression built afterwards that does raises :class:`ValueError`."""
+        found = self.architectures_of(expr)
+        if len(found) > 1:
+            raise ValueError(f"the expression mixes architectures: {', '.join(found)}")
+        return found[0] if found else None
+
+
+def check_inputs(checked: CheckedRecipe, locator: ModelLocator) -> InputsReport:
+    """Find and inspect every input of ``checked`` and check the recipe against them.
+
+    Raises :class:`RecipeError` with every problem found (and the recipe's warnings), each at
+    its place in the recipe; returns the :class:`InputsReport` otherwise.
+    """
+    return _InputsChecker(checked, locator).run()
+
+
+# ---------------------------------------------------------------------------------------------
+# Walking model expressions
+
+
+def _model_args(call: MethodCall) -> Iterator[ModelExpr]:
+    for bound in call.args:
+        value = bound.value
+        if isinstance(value, tuple):
+            yield from value
+        elif isinstance(value, InputRef | StepRef | MethodCall | LinearCombination):
+            yield value
+
+
+def _children(expr: ModelExpr) -> Iterator[ModelExpr]:
+    if isinstance(expr, MethodCall):
+        yield from _model_args(expr)
+    elif isinstance(expr, LinearCombination):
+        for term in expr.terms:
+            yield term.model
+
+
+def _inputs_of(
+    expr: ModelExpr, steps: Mapping[str, ModelExpr], memo: dict[str, dict[str, None]]
+) -> dict[str, None]:
+    """The input names of ``expr`` as an ordered set; ``memo`` caches each step's."""
+    if isinstance(expr, InputRef):
+        return {expr.model: None}
+    if isinstance(expr, StepRef):
+        cached = memo.get(expr.step)
+        if cached is None:
+            value = steps.get(expr.step)
+            cached = {} if value is None else _inputs_of(value, steps, memo)
+            memo[expr.step] = cached
+        return cached
+    found: dict[str, None] = {}
+    for child in _children(expr):
+        found.update(_inputs_of(child, steps, memo))
+    return found
+
+
+def _expression_name(expr: ModelExpr) -> str:
+    return expr.method if isinstance(expr, MethodCall) else "model arithmetic"
+
+
+# ---------------------------------------------------------------------------------------------
+# The pass
+
+
+class _InputsChecker:
+    def __init__(self, checked: CheckedRecipe, locator: ModelLocator) -> None:
+        self.checked = checked
+        self.locator = locator
+        self.lines = (checked.recipe.source or "").splitlines()
+        self.problems: list[Diagnostic] = []
+        self.seen: set[tuple[str, Span, str]] = set()
+        self.steps: dict[str, ModelExpr] = {}
+        for step in checked.model_steps:
+            if not isinstance(step.value, BlockWeights):
+                self.steps[step.name] = step.value
+        self.inputs: dict[str, InputInfo] = {}
+        self.vaes: dict[str, InputInfo] = {}
+        self.by_path: dict[tuple[Path, bool], tuple[InputFormat, str | None, str | None]] = {}
+        self.memo: dict[str, dict[str, None]] = {}
+        self.mixed_steps: dict[str, bool] = {}
+
+    def run(self) -> InputsReport:
+        self._inspect_files()
+        for name, expr in self.steps.items():
+            self._step_mixed(name, expr)
+            self._check_weights(expr)
+        for save in self.checked.saves:
+            self._mixed(save.model)
+            self._check_weights(save.model)
+        if self.problems:
+            everything = [*self.problems, *self.checked.warnings]
+            raise RecipeError(sorted(everything, key=lambda d: (d.line or 0, d.column or 0)))
+        return InputsReport(
+            MappingProxyType(dict(self.inputs)),
+            MappingProxyType(dict(self.vaes)),
+            MappingProxyType(dict(self.steps)),
+        )
+
+    # -- reporting
+
+    def _report(
+        self,
+        message: str,
+        code: str,
+        span: Span,
+        hint: str | None = None,
+        key: str | None = None,
+        same: str | None = None,
+    ) -> None:
+        """Add a diagnostic unless an equal one (same code, place, and ``same``, by default
+        the message) was added: loops repeat the same expressions."""
+        identity = (code, span, message if same is None else same)
+        if identity in self.seen:
+            return
+        self.seen.add(identity)
+        line = self.lines[span.line - 1] if 0 < span.line <= len(self.lines) else None
+        self.problems.append(
+            Diagnostic(message, code, self.checked.path, span, hint, source_line=line, key=key)
+        )
+
+    # -- files
+
+    def _inspect_files(self) -> None:
+        used = self._models_in_expressions()
+        models = self.checked.models
+        vaes = [s.vae for s in self.checked.saves if s.vae is not None]
+        declared_vaes = {v.name for v in vaes if models.get(v.name) == v}
+        for name, source in models.items():
+            whole = name in used or name not in declared_vaes
+            info = self._inspect(source, "model", whole=whole)
+            if info is not None:
+                self.inputs[name] = info
+        for vae in vaes:
+            if vae.name in declared_vaes or vae.ref in self.vaes:
+                continue
+            info = self._inspect(vae, "VAE", whole=False)
+            if info is not None:
+                self.vaes[vae.ref] = info
+
+    def _models_in_expressions(self) -> set[str]:
+        used: set[str] = set()
+        for expr in [*self.steps.values(), *(s.model for s in self.checked.saves)]:
+            used.update(_inputs_of(expr, self.steps, self.memo))
+        return used
+
+    def _inspect(self, source: ModelSource, what: str, *, whole: bool) -> InputInfo | None:
+        """Locate ``source`` and, for safetensors, validate its header and (``whole``)
+        detect its architecture; a problem is reported at the source's span."""
+        label = f"{what} '{source.name}'"
+        relative = Path.cwd() if source.kind == "variable" else self.checked.base_dir
+        try:
+            path = self.locator.find(source.ref, relative_to=relative or Path.cwd())
+        except CheckpointError as exc:
+            for diag in exc.diagnostics:
+                self._report(f"{label}: {diag.message}", diag.code, source.span, diag.hint)
+            return None
+        known = self.by_path.get((path, whole))
+        if known is None:
+            try:
+                known = self._read(path, whole=whole)
+            except CheckpointError as exc:
+                for diag in exc.diagnostics:
+                    self._report(
+                        f"{label}: {path}: {diag.message}",
+                        diag.code,
+                        source.span,
+                        diag.hint,
+                        key=diag.key,
+                    )
+                return None
+            self.by_path[path, whole] = known
+        fmt, arch, variant = known
+        return InputInfo(source, path, fmt, arch, variant)
+
+    @staticmethod
+    def _read(path: Path, *, whole: bool) -> tuple[InputFormat, str | None, str | None]:
+        fmt = sniff_format(path)
+        if fmt != "safetensors":
+            return fmt, None, None
+        header = read_safetensors_header(path)
+        if not whole:
+            return fmt, None, None
+        found = detect(header.shapes(), path=str(path))
+        return fmt, found.arch.name, found.variant
+
+    # -- architectures of expressions
+
+    def _arch(self, name: str) -> str | None:
+        info = self.inputs.get(name)
+        return None if info is None else info.architecture
+
+    def _by_architecture(self, expr: ModelExpr) -> dict[str, list[str]]:
+        """Architecture -> the input models of ``expr`` that have it, first use first."""
+        groups: dict[str, list[str]] = {}
+        for name in _inputs_of(expr, self.steps, self.memo):
+            arch = self._arch(name)
+            if arch is not None:
+                groups.setdefault(arch, []).append(name)
+        return groups
+
+    def _step_mixed(self, name: str, expr: ModelExpr) -> bool:
+        done = self.mixed_steps.get(name)
+        if done is None:
+            done = self._mixed(expr)
+            self.mixed_steps[name] = done
+        return done
+
+    def _mixed(self, expr: ModelExpr) -> bool:
+        """Whether ``expr`` mixes architectures; reports the innermost expressions that do."""
+        if isinstance(expr, InputRef):
+            return False
+        if isinstance(expr, StepRef):
+            value = self.steps.get(expr.step)
+            return False if value is None else self._step_mixed(expr.step, value)
+        below = [self._mixed(child) for child in _children(expr)]
+        groups = self._by_architecture(expr)
+        if len(groups) < 2:
+            return False
+        if not any(below):
+            self._report_mismatch(expr, groups)
+        return True
+
+    def _report_mismatch(
+        self, expr: MethodCall | LinearCombination, groups: dict[str, list[str]]
+    ) -> None:
+        parts = [f"{arch} ({', '.join(names)})" for arch, names in groups.items()]
+        listed = ", ".join(parts[:-1]) + " and " + parts[-1]
+        titles = ", ".join(f"{a} is {get_architecture(a).title}" for a in groups)
+        self._report(
+            f"{_expression_name(expr)} mixes {listed}",
+            "architecture-mismatch",
+            expr.span,
+            hint=f"merge models of one architecture ({titles})",
+        )
+
+    # -- weights against the architecture
+
+    def _check_weights(self, expr: ModelExpr) -> None:
+        """Resolve the weights of every call and term in ``expr`` (not through step
+        references: each step is checked on its own) for its inputs' architecture."""
+        if isinstance(expr, InputRef | StepRef):
+            return
+        for child in _children(expr):
+            self._check_weights(child)
+        groups = self._by_architecture(expr)
+        if len(groups) != 1:
+            return
+        arch = get_architecture(next(iter(groups)))
+        if isinstance(expr, MethodCall):
+            spec = get_method(expr.method)
+            if spec is not None:
+                self._call_weights(expr, spec, arch)
+        else:
+            self._term_weights(expr, arch)
+
+    def _call_weights(self, call: MethodCall, spec: MethodSpec, arch: Architecture) -> None:
+        for bound in call.args:
+            param = spec.param(bound.param)
+            if param is None or param.kind != "weights":
+                continue
+            weights = _as_weights(bound.value)
+            if weights is None:
+                continue
+            base_param = spec.base_param_for(param.name)
+            base = None if base_param is None else _as_number(_argument(call, base_param.name))
+            try:
+                spec.resolve_weights(param.name, weights, arch.blocks, base=base)
+            except WeightsError as exc:
+                prefix = f"{param.name} of {spec.name}: "
+                reason = exc.message.removeprefix(prefix)
+                self._report(
+                    f"{param.name} of {spec.name} with {arch.name} models: {reason}",
+                    "weights-architecture",
+                    _span_of(bound, call.span),
+                    hint=exc.hint,
+                    same=arch.name,
+                )
+
+    def _term_weights(self, expr: LinearCombination, arch: Architecture) -> None:
+        for term in expr.terms:
+            try:
+                term.weight.resolve(arch.blocks, base=None)
+            except WeightsError as exc:
+                hint = exc.hint
+                if "sets no BASE" in exc.message:
+                    hint = "give 26 values, a BASE: entry or a default: entry"
+                self._report(
+                    f"model arithmetic with {arch.name} models: {exc.message}",
+                    "weights-architecture",
+                    term.span if term.span != ast.NO_SPAN else expr.span,
+                    hint=hint,
+                    same=arch.name,
+                )
+
+
+def _argument(call: MethodCall, name: str) -> object:
+    for bound in call.args:
+        if bound.param == name:
+            return bound.value
+    return None
+
+
+def _span_of(bound: BoundArg, fallback: Span) -> Span:
+    return fallback if bound.span == ast.NO_SPAN else bound.span
+
+
+def _as_weights(value: object) -> BlockWeights | None:
+    if isinstance(value, BlockWeights):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return BlockWeights.scalar(float(value))
+    return None
+
+
+def _as_number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
