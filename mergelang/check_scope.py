@@ -15,6 +15,7 @@ statements (:mod:`mergelang.check_statements`).
 
 from __future__ import annotations
 
+import abc
 import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -163,7 +164,7 @@ class Usage:
 # ---- the state every part of the checker shares ----------------------------------------------
 
 
-class CheckerState:
+class CheckerState(abc.ABC):
     """What the checker has collected so far, the names in scope, and how names are bound.
 
     ``globals`` holds the top-level names; ``locals`` one scope per enclosing ``for``
@@ -202,9 +203,9 @@ class CheckerState:
         self.literal_warned: set[str] = set()
         self.unbound_reported: set[str] = set()
 
+    @abc.abstractmethod
     def _eval(self, expr: ast.Expr, want: Want) -> Value:
-        """The value of ``expr``, every problem in it reported."""
-        raise NotImplementedError  # ExpressionChecker evaluates expressions
+        """The value of ``expr``, every problem in it reported (see ExpressionChecker)."""
 
     # -- names in scope
 
