@@ -13,6 +13,7 @@ instruct-pix2pix) is read from the input channels of ``input_blocks.0.0.weight``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -35,6 +36,8 @@ EXAMPLES = 5
 """How many differing keys an error or note quotes."""
 
 _NOT_MODEL = ("ema", "schedule", "marker")
+_LORA = re.compile(r"(?:^|[._])(?:lora|lokr|hada|oft)_")
+"""Key segments of LoRA-style networks (kohya ``lora_unet_...``, PEFT ``lora_A``, LyCORIS)."""
 
 
 @dataclass(frozen=True)
@@ -246,9 +249,47 @@ def detect(shapes: Mapping[str, Sequence[int]], *, path: str | None = None) -> D
     matches = [_score(arch, norm) for arch in known]
     best = max(matches, key=lambda m: m.score)
     if not best.acceptable:
-        raise _unknown(where, best, known)
+        raise _partial(where, best, norm) or _unknown(where, best, known)
     variant, channels = _variant(best.arch, norm)
     return Detected(best.arch, variant, tuple(_notes(best, norm, channels)), channels)
+
+
+def _partial(
+    where: str, best: _Match, shapes: Mapping[str, tuple[int, ...]]
+) -> CheckpointError | None:
+    """The error for a file that is not a whole checkpoint (a LoRA, a VAE or text encoder
+    on its own), or ``None`` when the file has U-Net keys of its own."""
+    keys = [key for key in shapes if classify_role(key) not in _NOT_MODEL]
+    lora = [key for key in keys if _LORA.search(key)]
+    if lora and 2 * len(lora) >= len(keys):
+        return CheckpointError(
+            where,
+            f"not a checkpoint: {len(lora)} of the file's {len(keys)} keys are LoRA-style "
+            f"network weights, e.g. {_examples(lora)}",
+            code="unknown-architecture",
+            hint="mergelang merges whole checkpoints; apply the LoRA to a checkpoint first",
+        )
+    arch = best.arch
+    if any(arch.role(normalize_key(arch, key)) == "unet" for key in keys):
+        return None
+    vae_names = _expected(arch).component
+    if all(vae_names.get(arch.vae.prefix + key) == "VAE" for key in keys):
+        held = "a VAE on its own (without the first_stage_model. prefix)"
+    elif best.components:
+        held = "only the " + " and the ".join(sorted(best.components))
+    else:
+        return None
+    vae_only = held.startswith("a VAE") or best.components == {"VAE"}
+    return CheckpointError(
+        where,
+        f"not a whole checkpoint: the file has no U-Net keys; it holds {held} ({len(keys)} keys)",
+        code="unknown-architecture",
+        hint=(
+            "a VAE file is baked into an output with the save's vae= option"
+            if vae_only
+            else "mergelang merges whole checkpoints (at least a U-Net)"
+        ),
+    )
 
 
 def _unknown(where: str, best: _Match, known: Sequence[Architecture]) -> CheckpointError:

@@ -138,6 +138,13 @@ def _tensors_of(name: str, loaded: object) -> tuple[dict[str, torch.Tensor], lis
             raise CheckpointError(
                 name, f"tensor name {key!r} is not a string", code="not-a-state-dict"
             )
+        if value.device.type == "meta":
+            raise CheckpointError(
+                name,
+                "the tensor is on the meta device: the file holds its shape but no data",
+                code="unsupported-dtype",
+                key=key,
+            )
         if value.layout != torch.strided or code_for_torch(value.dtype) is None:
             raise CheckpointError(
                 name,

@@ -170,12 +170,21 @@ def modelspec_architecture(architecture: str, variant: str = "normal") -> str:
     return base + _VARIANT_SUFFIX.get(variant, "")
 
 
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _json_or_text(text: str | None) -> object:
+    """``text`` parsed as strict JSON, or ``text`` itself when it is not.
+
+    ``NaN`` and ``Infinity`` are refused so that what is read back can be printed as valid
+    JSON again (``mergelang show --json``); nesting too deep for the parser is not JSON either.
+    """
     if text is None:
         return None
     try:
-        return json.loads(text)
-    except ValueError:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
         return text
 
 

@@ -21,8 +21,10 @@ code                          problem
 ``truncated-header``          fewer than the 8 bytes of the length field
 ``header-too-large``          a header length over 100 MB (not a safetensors file)
 ``header-out-of-bounds``      a header longer than the rest of the file
-``header-not-utf8``           header bytes that are not UTF-8
-``header-not-json``           header text that is not JSON
+``header-not-utf8``           header bytes that are not UTF-8, or a name or metadata value
+                              that is a lone surrogate escape
+``header-not-json``           header text that is not JSON (nested too deeply, or an
+                              integer of thousands of digits, included)
 ``header-not-object``         JSON that is not an object
 ``duplicate-key``             a name given twice in one JSON object
 ``metadata-not-object``       ``__metadata__`` that is not an object
@@ -30,7 +32,8 @@ code                          problem
 ``entry-not-object``          a tensor entry that is not an object
 ``entry-missing-field``       an entry without ``dtype``, ``shape`` or ``data_offsets``
 ``unknown-dtype``             a dtype code mergelang does not know
-``bad-shape``                 a shape that is not a list of integers
+``bad-shape``                 a shape that is not a list of integers, or a dimension
+                              over 2**63 - 1
 ``negative-dimension``        a shape with a negative dimension
 ``bad-offsets``               offsets that are not two ordered, non-negative integers
 ``size-mismatch``             a byte count other than elements x item size
@@ -61,6 +64,10 @@ from mergelang.io.dtypes import ITEM_SIZES, is_known_code
 MAX_HEADER_BYTES = 100 * 1000 * 1000
 """Header lengths above this are refused: no real checkpoint comes close (the same limit as
 the reference safetensors implementation)."""
+
+MAX_DIMENSION = 2**63 - 1
+"""The largest dimension a tensor can have (torch sizes are signed 64-bit); a larger one can
+only be declared by a zero-element shape, which no reader could create."""
 
 METADATA_KEY = "__metadata__"
 _FIELDS = ("dtype", "shape", "data_offsets")
@@ -229,6 +236,15 @@ def parse_header(raw: bytes, *, path: Path, file_size: int) -> SafetensorsHeader
             f"the header is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
             code="header-not-json",
         ) from None
+    except RecursionError:
+        raise CheckpointError(
+            name, "the header is not valid JSON: it is nested too deeply", code="header-not-json"
+        ) from None
+    except ValueError as exc:
+        # Python refuses integers of more than 4300 digits while parsing.
+        raise CheckpointError(
+            name, f"the header is not valid JSON: {_first_clause(exc)}", code="header-not-json"
+        ) from None
     if not isinstance(document, dict):
         raise CheckpointError(
             name,
@@ -247,10 +263,31 @@ def parse_header(raw: bytes, *, path: Path, file_size: int) -> SafetensorsHeader
     return SafetensorsHeader(path, tensors, metadata, data_offset, file_size)
 
 
+def _first_clause(exc: BaseException) -> str:
+    return str(exc).split(";")[0].strip() or type(exc).__name__
+
+
+def is_utf8_text(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8: JSON escapes can spell lone surrogates
+    (``"\\ud800"``), which no UTF-8 file, terminal or other safetensors reader accepts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _reject_duplicates(name: str) -> Any:
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for key, value in pairs:
+            if not is_utf8_text(key):
+                raise CheckpointError(
+                    name,
+                    f"the header has the name {key!r}, which is not valid Unicode "
+                    "(a lone surrogate escape)",
+                    code="header-not-utf8",
+                )
             if key in result:
                 raise CheckpointError(
                     name, f"the header names {key!r} twice", code="duplicate-key", key=key
@@ -287,6 +324,12 @@ def _parse_metadata(name: str, entry: object) -> dict[str, str]:
                 f"__metadata__ value {meta_key!r} is JSON {_json_kind(value)}; "
                 "safetensors metadata values must be strings",
                 code="metadata-not-string",
+            )
+        if not is_utf8_text(value):
+            raise CheckpointError(
+                name,
+                f"__metadata__ value {meta_key!r} is not valid Unicode (a lone surrogate escape)",
+                code="header-not-utf8",
             )
     return dict(entry)
 
@@ -330,6 +373,13 @@ def _parse_entry(name: str, key: str, entry: object, data_size: int) -> TensorIn
             name,
             f"shape {list(shape)} has a negative dimension",
             code="negative-dimension",
+            key=key,
+        )
+    if any(d > MAX_DIMENSION for d in shape):
+        raise CheckpointError(
+            name,
+            f"shape {list(shape)} has a dimension over 2**63 - 1",
+            code="bad-shape",
             key=key,
         )
     offsets = entry["data_offsets"]

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 
 from mergelang.errors import OutputError
 from mergelang.io.dtypes import code_for_torch, is_known_code, item_size
+from mergelang.io.safetensors_header import MAX_DIMENSION, is_utf8_text
 
 if TYPE_CHECKING:
     import torch
@@ -305,7 +306,14 @@ def build_header(
             raise OutputError(
                 path, f"unknown dtype {entry.dtype!r} for key {entry.key!r}", code="bad-entry"
             )
-        if any(not isinstance(d, int) or isinstance(d, bool) or d < 0 for d in entry.shape):
+        if not is_utf8_text(entry.key):
+            raise OutputError(
+                path, f"key {entry.key!r} is not valid Unicode text", code="bad-entry"
+            )
+        if any(
+            not isinstance(d, int) or isinstance(d, bool) or not 0 <= d <= MAX_DIMENSION
+            for d in entry.shape
+        ):
             raise OutputError(
                 path, f"bad shape {entry.shape!r} for key {entry.key!r}", code="bad-entry"
             )
@@ -321,6 +329,12 @@ def build_header(
                 raise OutputError(
                     path,
                     f"metadata value for {meta_key!r} is not a string",
+                    code="bad-metadata",
+                )
+            if not is_utf8_text(meta_key) or not is_utf8_text(value):
+                raise OutputError(
+                    path,
+                    f"metadata entry {meta_key!r} is not valid Unicode text",
                     code="bad-metadata",
                 )
         document["__metadata__"] = {k: metadata[k] for k in sorted(metadata)}
