@@ -54,6 +54,14 @@ class SaveChecker(ExpressionChecker):
                 code="type",
             )
         path = self._render(stmt.path)
+        if path is not None and _names_no_file(path):
+            self.sink.error(
+                f"the save path '{path}' names no file" if path else "the save path is empty",
+                stmt.path.span,
+                code="save-path",
+                hint='give a file name: "out/mix.safetensors"',
+            )
+            path = None
         dtype: str | None = None
         if stmt.dtype is not None:
             dtype = stmt.dtype.name
@@ -197,6 +205,12 @@ class SaveChecker(ExpressionChecker):
             code="bad-save-option",
         )
         return None
+
+
+def _names_no_file(path: str) -> bool:
+    """Whether ``path`` is empty or a folder (``out/``, ``.``, ``..``) rather than a file."""
+    last = path.replace("\\", "/").rsplit("/", 1)[-1]
+    return last.strip() in ("", ".", "..")
 
 
 def _source_text(node: ast.SaveValue) -> str:

@@ -27,6 +27,7 @@ from mergelang.arch.blocks import BASE, GROUPS, SD_BLOCKS
 from mergelang.checked import ModelExpr, ModelSource, SaveTarget, Step, StepRef
 from mergelang.errors import DiagnosticSink, Span
 from mergelang.presets import PresetTable
+from mergelang.syntax_errors import RESERVED_WORDS
 from mergelang.weights import BlockWeights, format_number
 
 __all__ = [
@@ -235,6 +236,15 @@ class CheckerState(abc.ABC):
                 code="reserved-name",
                 hint="block names, groups (IN, M, OUT), BASE and default are reserved",
             )
+            return False
+        if name in RESERVED_WORDS:
+            self.sink.error(
+                f"'{name}' is a reserved word and cannot name a value",
+                span,
+                code="reserved-name",
+                hint="reserved words: " + ", ".join(RESERVED_WORDS),
+            )
+            self._define_invalid(name, stmt)
             return False
         if name in self.loop:
             self.sink.error(

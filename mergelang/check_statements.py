@@ -36,6 +36,7 @@ from mergelang.checked import (
 )
 from mergelang.errors import Span
 from mergelang.methods import get_method
+from mergelang.syntax_errors import RESERVED_WORDS
 
 try:
     from mergelang.arch.conventions import CONVENTION_NAMES, DEFAULT_CONVENTION
@@ -145,6 +146,8 @@ class StatementChecker(SaveChecker):
         problem = None
         if is_block_word(var):
             problem = f"'{var}' is a block name and cannot be a loop variable"
+        elif var in RESERVED_WORDS:
+            problem = f"'{var}' is a reserved word and cannot be a loop variable"
         elif var in self.loop:
             problem = f"'{var}' is already the variable of an enclosing loop"
         elif self._lookup(var) is not None or var in self.later:
@@ -297,9 +300,9 @@ class StatementChecker(SaveChecker):
         expr = MethodCall(method_name, tuple(args), span=stmt.span)
         step_name = output
         binding = ModelValue(StepRef(output), output)
-        if output.isidentifier() and not self._define(
-            output, stmt.output_span, binding, "merge_board", stmt
-        ):
+        # An output that is no plain name (or is a reserved word) only names a file.
+        nameable = output.isidentifier() and output not in RESERVED_WORDS
+        if nameable and not self._define(output, stmt.output_span, binding, "merge_board", stmt):
             return False
         self.steps.append(Step(step_name, "model", expr, False, "merge_board", span=stmt.span))
         self.merge_board_steps[index] = step_name

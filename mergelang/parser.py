@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedInput
 from lark.tree import Meta
 
@@ -47,6 +47,13 @@ _OUTPUT_REF = re.compile(r"__O([1-9][0-9]*)__")
 _DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _PLUS_SEPARATOR = re.compile(r"[ \t]+\+[ \t]+")
 _TEMPLATE_TOKEN = re.compile(r"\{\{|\}\}|\{[A-Za-z_][A-Za-z0-9_]*\}|[{}]")
+
+MAX_NESTING = 100
+"""How deeply expressions may nest (brackets, calls, operators: ``a + b + c`` is two levels).
+Parsing, checking and formatting walk expressions recursively; deeper ones are a syntax error
+rather than a Python RecursionError."""
+
+_NESTING_RULES = frozenset({"add", "sub", "mul", "div", "neg", "call", "vector", "weight_map"})
 
 
 # ---- grammar loading ----------------------------------------------------------------------
@@ -427,6 +434,25 @@ def _operand(text: str, span: Span) -> ast.MergeBoardOperand:
     return ast.ModelLiteral(text, span=span)
 
 
+def _too_deep(tree: Tree[Token]) -> ParseProblem | None:
+    """A problem at the first expression nested more than :data:`MAX_NESTING` levels deep
+    (the tree is walked without recursion, so any depth is safe)."""
+    stack: list[tuple[Tree[Token], int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if node.data in _NESTING_RULES:
+            depth += 1
+            if depth > MAX_NESTING:
+                return ParseProblem(
+                    f"this expression nests more than {MAX_NESTING} levels deep",
+                    "too-deep",
+                    Span.point(node.meta.line, node.meta.column),
+                    "split it into named intermediates (NAME = ...) and combine those",
+                )
+        stack.extend((child, depth) for child in node.children if isinstance(child, Tree))
+    return None
+
+
 # ---- public API ----------------------------------------------------------------------------
 
 
@@ -455,6 +481,9 @@ def parse(text: str, *, path: str | None = None) -> ast.Recipe:
             )
             raise recipe_error([problem], path, source) from None
         comments = tuple(parser.postlex.comments)
+    too_deep = _too_deep(tree)
+    if too_deep is not None:
+        raise recipe_error([too_deep], path, source)
     builder = _TreeToAst()
     statements = builder.transform(tree)
     if builder.problems:

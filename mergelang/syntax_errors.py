@@ -19,7 +19,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 from mergelang.errors import Diagnostic, RecipeError, Span
 from mergelang.tokens import OPENERS, LinePostLexer, token_span
 
-__all__ = ["ParseProblem", "explain_syntax_error", "recipe_error"]
+__all__ = ["RESERVED_WORDS", "ParseProblem", "explain_syntax_error", "recipe_error"]
 
 _CLOSING_CHAR = {"(": ")", "[": "]", "{": "}"}
 _EXPRESSION_STARTS = frozenset(
@@ -27,6 +27,24 @@ _EXPRESSION_STARTS = frozenset(
 )
 _NEVER_IN_BRACKETS = frozenset({"TO", "AS", "WITH"})
 """Keywords that only follow a complete expression: meeting one means a bracket is open."""
+
+
+RESERVED_WORDS = (
+    "model",
+    "cache",
+    "save",
+    "to",
+    "as",
+    "with",
+    "for",
+    "in",
+    "presets",
+    "convention",
+)
+"""The language's keywords: none of them can name a model, an intermediate or a loop variable."""
+
+_STATEMENT_KEYWORDS = frozenset({"model", "cache", "save", "for", "presets", "convention"})
+"""Keywords that start a statement (``cache = x`` fails to parse on its ``=``)."""
 
 
 class ParseProblem(NamedTuple):
@@ -73,7 +91,7 @@ def _describe_expected(lark: Lark, expected: set[str]) -> str:
 def _describe_token(token: Token) -> str:
     kind = token.type
     if kind in ("$END", "_NL", "_INDENT", "_DEDENT"):
-        return _TERMINAL_WORDS[kind]
+        return _TERMINAL_WORDS[kind].removeprefix("the ")
     if kind == "NAME":
         return f"name '{token}'"
     if kind == "NUMBER":
@@ -111,12 +129,13 @@ def explain_syntax_error(
         span = Span.point(exc.line, exc.column)
         char = exc.char
         if char == '"':
-            return ParseProblem(
-                "this string is never closed",
-                "unclosed-string",
-                span,
-                'end it with " on the same line',
-            )
+            rest = lines[exc.line - 1][exc.column :] if 0 < exc.line <= len(lines) else ""
+            string_hint = 'end it with " on the same line'
+            if '\\"' in rest:
+                string_hint = (
+                    '\\" is a quote inside the string; end a path with \\\\" (a doubled backslash)'
+                )
+            return ParseProblem("this string is never closed", "unclosed-string", span, string_hint)
         if char == "'":
             return ParseProblem(
                 "strings use double quotes", "syntax", span, 'write "path/to/file.safetensors"'
@@ -190,6 +209,16 @@ def explain_syntax_error(
             span,
             "for blk in IN00..OUT11:",
         )
+    if token.type == "EQUAL" and innermost is None:
+        line_no, column = token.line or 0, token.column or 1
+        before = lines[line_no - 1][: column - 1] if 0 < line_no <= len(lines) else ""
+        if before.strip() in _STATEMENT_KEYWORDS:
+            return ParseProblem(
+                f"'{before.strip()}' is a reserved word and cannot name a value",
+                "reserved-name",
+                span,
+                "reserved words: " + ", ".join(RESERVED_WORDS),
+            )
     if token.type == "COMMA" and innermost is None:
         line_text = lines[token.line - 1] if token.line and token.line <= len(lines) else ""
         comma_hint = "a statement holds one value; lists go in [ ]"

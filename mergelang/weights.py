@@ -452,7 +452,7 @@ class BlockWeights:
         )
         mine_text = _operand_text(self.origin)
         left_text, right_text = (other_text, mine_text) if reflected else (mine_text, other_text)
-        return BlockWeights(base, blocks, origin=f"{left_text} {symbol} {right_text}")
+        return BlockWeights(base, blocks, origin=_bounded(f"{left_text} {symbol} {right_text}"))
 
     def __add__(self, other: BlockWeights | float) -> BlockWeights:
         if not _is_operand(other):
@@ -498,7 +498,7 @@ class BlockWeights:
         return BlockWeights(
             None if self.base is None else -self.base,
             tuple(None if v is None else -v for v in self.blocks),
-            origin=f"-{_operand_text(self.origin)}",
+            origin=_bounded(f"-{_operand_text(self.origin)}"),
         )
 
     # -- text -----------------------------------------------------------------------------
@@ -548,6 +548,15 @@ def _same(x: float | None, y: float | None) -> bool:
     if x is None or y is None:
         return x is y
     return x == y and math.copysign(1.0, x) == math.copysign(1.0, y)
+
+
+_MAX_ORIGIN = 80
+"""The longest ``origin`` arithmetic keeps: a longer one reads as "the block weights".
+Without a bound, a chain like ``w2 = w1 * 0.5 + w1 * 0.5`` doubles it at every step."""
+
+
+def _bounded(origin: str) -> str:
+    return origin if len(origin) <= _MAX_ORIGIN else ""
 
 
 def _operand_text(origin: str) -> str:
