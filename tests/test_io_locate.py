@@ -170,3 +170,13 @@ def test_available_lists_models_only(models: Path) -> None:
         "photo/real.ckpt",
         "sd15.safetensors",
     ]
+
+
+def test_recipe_folder_that_is_the_working_folder_is_listed_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError) as caught:
+        ModelLocator((), env={}).find("absent.safetensors", relative_to=".")
+    searched = caught.value.message.splitlines()[1:]
+    assert searched == [f"  {tmp_path / 'absent.safetensors'}"]

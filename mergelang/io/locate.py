@@ -117,7 +117,8 @@ class ModelLocator:
         if given.is_absolute():
             bases = [None]
         else:
-            bases = [Path(relative_to)] if relative_to is not None else []
+            # Absolute bases, so a recipe folder that is the working folder is tried once.
+            bases = [Path(os.path.abspath(relative_to))] if relative_to is not None else []
             bases.append(Path.cwd())
         for base in dict.fromkeys(bases):
             path = given if base is None else base / given
