@@ -35,7 +35,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 from mergelang import ast
 from mergelang.arch import Architecture, detect, get_architecture
@@ -58,7 +58,7 @@ from mergelang.weights import BlockWeights, WeightsError
 
 __all__ = ["InputFormat", "InputInfo", "InputsReport", "check_inputs"]
 
-InputFormat: TypeAlias = CheckpointFormat
+InputFormat: TypeAlias = CheckpointFormat | Literal["memory"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class InputInfo:
 
     @property
     def inspected(self) -> bool:
-        return self.format == "safetensors"
+        return self.format != "pickle" or self.architecture is not None
 
 
 @dataclass(frozen=True)
@@ -124,13 +124,21 @@ class InputsReport:
         return found[0] if found else None
 
 
-def check_inputs(checked: CheckedRecipe, locator: ModelLocator) -> InputsReport:
+def check_inputs(
+    checked: CheckedRecipe,
+    locator: ModelLocator,
+    *,
+    provided: Mapping[str, InputInfo] | None = None,
+) -> InputsReport:
     """Find and inspect every input of ``checked`` and check the recipe against them.
 
-    Raises :class:`RecipeError` with every problem found (and the recipe's warnings), each at
-    its place in the recipe; returns the :class:`InputsReport` otherwise.
+    ``provided`` gives the inputs already inspected by the caller, by model name (a pickle
+    file the planner has loaded, tensors handed over in memory): they are not looked up, and
+    the expression checks use their architecture. Raises :class:`RecipeError` with every
+    problem found (and the recipe's warnings), each at its place in the recipe; returns the
+    :class:`InputsReport` otherwise.
     """
-    return _InputsChecker(checked, locator).run()
+    return _InputsChecker(checked, locator, provided or {}).run()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,9 +190,12 @@ def _expression_name(expr: ModelExpr) -> str:
 
 
 class _InputsChecker:
-    def __init__(self, checked: CheckedRecipe, locator: ModelLocator) -> None:
+    def __init__(
+        self, checked: CheckedRecipe, locator: ModelLocator, provided: Mapping[str, InputInfo]
+    ) -> None:
         self.checked = checked
         self.locator = locator
+        self.provided = provided
         self.lines = (checked.recipe.source or "").splitlines()
         self.problems: list[Diagnostic] = []
         self.seen: set[tuple[str, Span, str]] = set()
@@ -245,6 +256,9 @@ class _InputsChecker:
         vaes = [s.vae for s in self.checked.saves if s.vae is not None]
         declared_vaes = {v.name for v in vaes if models.get(v.name) == v}
         for name, source in models.items():
+            if name in self.provided:
+                self.inputs[name] = self.provided[name]
+                continue
             whole = name in used or name not in declared_vaes
             info = self._inspect(source, "model", whole=whole)
             if info is not None:

@@ -122,7 +122,23 @@ def align(
     detected = tuple(detect(table, path=path) for path, table in zip(paths, tables, strict=True))
     target = get_architecture(arch) if arch is not None else detected[0].arch
     _check_architectures(paths, detected, target, explicit=arch is not None)
+    plans = align_tables(paths, tables, target, convention=conv)
+    return Alignment(target, conv, paths, detected, plans)
 
+
+def align_tables(
+    labels: Sequence[str],
+    tables: Sequence[Mapping[str, tuple[int, ...]]],
+    arch: Architecture,
+    *,
+    convention: Convention | str = DEFAULT_CONVENTION,
+) -> tuple[KeyPlan, ...]:
+    """The key plans of :func:`align` for inputs already known to be ``arch``.
+
+    ``tables`` map each key to its shape (a tuple of ints); ``labels`` name the inputs in
+    errors. The planner uses this for intermediate results, whose architecture is settled.
+    """
+    conv = get_convention(convention)
     union: dict[str, None] = {}
     for table in tables:
         union.update(dict.fromkeys(table))
@@ -130,7 +146,7 @@ def align(
     mismatches: list[tuple[str, int, int]] = []
     for key in union:
         present = tuple(i for i, table in enumerate(tables) if key in table)
-        block = target.block_of(key, conv)
+        block = arch.block_of(key, conv)
         first = present[0]
         shape = tables[first][key]
         if block is None:
@@ -143,14 +159,14 @@ def align(
         if other is None:
             plans.append(KeyPlan(key, present, shape, "merge", block, first))
             continue
-        channel_plan = _channel_plan(target, key, present, tables, block, paths)
+        channel_plan = _channel_plan(arch, key, present, tables, block, labels)
         if channel_plan is None:
             mismatches.append((key, first, other))
         else:
             plans.append(channel_plan)
     if mismatches:
-        raise _shape_error(mismatches, paths, tables)
-    return Alignment(target, conv, paths, detected, tuple(plans))
+        raise _shape_error(mismatches, labels, tables)
+    return tuple(plans)
 
 
 def _check_architectures(

@@ -135,6 +135,20 @@ def _cached(entry: object, fingerprint: dict[str, int]) -> FileHashes | None:
     return FileHashes(sha256, sha256[:10], legacy, fingerprint["size"])
 
 
+def known_hashes(
+    path: str | os.PathLike[str], *, cache_dir: Path | None = None
+) -> FileHashes | None:
+    """The cached hashes of ``path`` if the file is unchanged since they were computed, else
+    ``None``; never reads the file's content."""
+    where = Path(path)
+    folder = default_cache_dir() if cache_dir is None else cache_dir
+    try:
+        now = _fingerprint(os.stat(where))
+    except OSError:
+        return None
+    return _cached(load_cache(folder).get(_cache_key(where)), now)
+
+
 def file_hashes(
     path: str | os.PathLike[str], *, cache_dir: Path | None = None, use_cache: bool = True
 ) -> FileHashes:

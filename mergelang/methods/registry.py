@@ -196,8 +196,12 @@ class MethodSpec:
 
     ``doc`` is the kernel's docstring; its first line (:attr:`formula`) is the formula.
     ``elementwise``: the kernel treats each element on its own, so the executor may fuse it
-    with neighbours and split tensors into chunks. ``needs_stats``: the method needs a pass
-    over the whole model first (e.g. percentiles over every key).
+    with neighbours and split tensors into chunks; a method that is not gets each key's whole
+    tensors (in their shapes) and returns the result instead of filling ``out``.
+    ``needs_stats``: the method needs a pass over the whole model first (e.g. a norm over
+    every key): ``stats`` makes a collector; before the merge the executor calls its
+    ``add(key, block, *tensors)`` with the float32 operands of every merged key, then its
+    ``finish()`` if it has one, and passes it to the kernel as ``stats=``.
     """
 
     name: str
@@ -206,6 +210,7 @@ class MethodSpec:
     elementwise: bool
     needs_stats: bool
     kernel: Callable[..., Any]
+    stats: Callable[[], Any] | None = None
 
     @property
     def formula(self) -> str:
@@ -362,11 +367,15 @@ def method(
     params: Sequence[Param],
     elementwise: bool = True,
     needs_stats: bool = False,
+    stats: Callable[[], Any] | None = None,
     registry: MethodRegistry | None = None,
 ) -> Callable[[F], F]:
     """Register the decorated kernel as merge method ``name`` (in ``registry``, by default
     the global one). The kernel's docstring, formula first, becomes the method's ``doc``;
-    a kernel without one is refused, as is a name registered twice."""
+    a kernel without one is refused, as is a name registered twice. ``stats`` (a collector
+    factory, see :class:`MethodSpec`) implies ``needs_stats``."""
+    if needs_stats and stats is None:
+        raise RegistrationError(f"method {name}: needs_stats requires a stats collector")
     if not name.isidentifier():
         raise RegistrationError(f"method name {name!r} is not an identifier")
     checked = _validate_params(name, params)
@@ -383,8 +392,9 @@ def method(
             params=checked,
             doc=doc,
             elementwise=elementwise,
-            needs_stats=needs_stats,
+            needs_stats=needs_stats or stats is not None,
             kernel=kernel,
+            stats=stats,
         )
         target.register(spec)
         return kernel

@@ -1,0 +1,278 @@
+"""The content-addressed cache, and outputs that are already up to date.
+
+**Addresses.** A step's address is a sha256 over its kind, its resolved parameters and its
+children's addresses; an input's is its file's sha256 (through the hash cache, so a file is
+read for hashing once, ever, unless it changes). Editing one step changes the address of
+that step and of everything that depends on it, nothing else.
+
+**What is cached.** Steps declared with ``cache``, and named steps of methods that are not
+elementwise or need a statistics pass (costly to recompute). Their values are stored as
+``<cache>/objects/<ab>/<address>.safetensors``: computed keys in float32, so that reading a
+hit gives exactly the values a fresh run computes; keys passed through unchanged in their own
+dtype. Elementwise intermediates are not stored: recomputing them, fused, costs less than
+reading their float32 values back.
+
+**Outputs.** Every output records its own address (the step's address plus the save options
+and the mergelang version) as ``mergelang.output_key``. A re-run finds the file with the same
+address and leaves it alone ("up to date", with or without ``--force``: its tensors would
+come out the same); a file at that path with another address (or none) is refused
+unless ``--force`` replaces it.
+
+The block convention is part of every computed step's address: the same weights under
+another convention reach other keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from mergelang._version import __version__
+from mergelang.errors import Diagnostic, MergelangError, OutputError, RecipeError
+from mergelang.graph import LoadNode, Node, walk
+from mergelang.inputs import InputHandle, KeyMeta
+from mergelang.io.hashing import default_cache_dir, file_hashes, known_hashes
+from mergelang.io.metadata import InputRecord, build_metadata
+from mergelang.io.safetensors_header import read_safetensors_header
+from mergelang.io.writer import check_target
+from mergelang.planned import CacheEntry, OutputPlan, Plan
+
+__all__ = [
+    "CACHE_KEY",
+    "OBJECTS",
+    "OUTPUT_KEY",
+    "decide",
+    "object_path",
+    "stored_dtype",
+]
+
+OBJECTS = "objects"
+OUTPUT_KEY = "mergelang.output_key"
+CACHE_KEY = "mergelang.cache_key"
+
+
+def object_path(cache_dir: Path, key: str) -> Path:
+    """Where the cached value of address ``key`` lives."""
+    return cache_dir / OBJECTS / key[:2] / f"{key}.safetensors"
+
+
+def stored_dtype(node: Node, key: str) -> str:
+    """The dtype a cached value of ``node`` stores ``key`` in: float32 when any step
+    computes it (exact), the key's own dtype when it is passed through from an input."""
+    slot = node.keys[key]
+    while slot.action == "pass" and not isinstance(node, LoadNode):
+        node = node.children[slot.source]
+        slot = node.keys[key]
+    return slot.dtype if slot.action in ("read", "pass") else "F32"
+
+
+def _input_hashes(plan: Plan, *, hash_inputs: bool, cache_dir: Path) -> dict[int, str]:
+    """``id(LoadNode) -> sha256`` for every load whose content hash is known."""
+    found: dict[int, str] = {}
+    loads = [n for n in plan.all_nodes() if isinstance(n, LoadNode)]
+    loads += [o.vae for o in plan.outputs if o.vae is not None]
+    for node in loads:
+        handle = node.handle
+        if handle.path is None:
+            continue
+        if handle.hashes is None:
+            if hash_inputs:
+                handle.hashes = file_hashes(handle.path, cache_dir=cache_dir)
+            else:
+                handle.hashes = known_hashes(handle.path, cache_dir=cache_dir)
+        if handle.hashes is not None:
+            found[id(node)] = handle.hashes.sha256
+    return found
+
+
+def _output_key(output: OutputPlan, keys: dict[int, str]) -> str | None:
+    node_key = output.node.content_key(keys)
+    if node_key is None:
+        return None
+    options = output.options
+    vae = None
+    if output.vae is not None:
+        vae = keys.get(id(output.vae))
+        if vae is None:
+            return None
+    text = json.dumps(
+        [
+            __version__,
+            node_key,
+            options.dtype,
+            options.ema,
+            options.schedule,
+            options.position_ids,
+            options.format,
+            vae,
+        ]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _existing_key(path: Path) -> str | None:
+    try:
+        header = read_safetensors_header(path)
+    except (MergelangError, OSError):
+        return None
+    return header.metadata.get(OUTPUT_KEY)
+
+
+def _cacheable(node: Node) -> str | None:
+    """Why ``node`` goes through the cache, or ``None``."""
+    if isinstance(node, LoadNode):
+        return None
+    if node.cache_marked:
+        return "marked cache"
+    if node.names and (not node.elementwise or node.needs_stats):
+        return "not elementwise" if not node.elementwise else "needs a statistics pass"
+    return None
+
+
+def _hit_handle(node: Node, path: Path, key: str) -> InputHandle | None:
+    """The cached file as an input, if it is whole and holds what ``node`` needs."""
+    try:
+        header = read_safetensors_header(path)
+    except (MergelangError, OSError):
+        return None
+    if header.metadata.get(CACHE_KEY) != key:
+        return None
+    metas = {k: KeyMeta(t.dtype, tuple(t.shape)) for k, t in header.tensors.items()}
+    for name, slot in node.keys.items():
+        meta = metas.get(name)
+        if meta is None or meta.shape != slot.shape or meta.dtype != stored_dtype(node, name):
+            return None
+    return InputHandle(
+        name=f"cache:{key[:12]}", path=path, format="safetensors", header=metas, metadata={}
+    )
+
+
+def decide(plan: Plan, *, hash_inputs: bool, force: bool, use_cache: bool) -> None:
+    """Fill in the cache decisions, the outputs' addresses, statuses and metadata."""
+    cache_dir = plan.cache_dir if plan.cache_dir is not None else default_cache_dir()
+    plan.cache_dir = cache_dir
+    keys = _input_hashes(plan, hash_inputs=hash_inputs, cache_dir=cache_dir)
+    plan.hashed = all(h.hashes is not None for h in plan.inputs if h.path is not None)
+    protected = [h.path for h in plan.inputs if h.path is not None]
+    blocked: list[Diagnostic] = []
+    for output in plan.outputs:
+        if output.status == "memory" or output.path is None:
+            continue
+        output.key = _output_key(output, keys)
+        try:
+            check_target(output.path, overwrite=True, protected=protected)
+        except OutputError as exc:
+            blocked += _at_save(plan, output, exc)
+            continue
+        if os.path.lexists(output.path):
+            existing = _existing_key(output.path)
+            if output.key is not None and existing == output.key:
+                output.status = "up-to-date"
+            elif not force and (plan.hashed or existing is None):
+                blocked += _at_save(
+                    plan,
+                    output,
+                    OutputError(
+                        str(output.path),
+                        "the output file already exists"
+                        + (
+                            " and was made from other steps, inputs or options"
+                            if existing is not None
+                            else ""
+                        ),
+                        code="exists",
+                        hint="pass --force to replace it",
+                    ),
+                )
+    if blocked:
+        raise RecipeError(blocked)
+    if use_cache:
+        _decide_cache(plan, keys, cache_dir)
+    for output in plan.outputs:
+        if output.status == "write" and plan.hashed:
+            output.metadata = _metadata(plan, output)
+
+
+def _at_save(plan: Plan, output: OutputPlan, exc: MergelangError) -> list[Diagnostic]:
+    save = output.save
+    lines = (plan.checked.recipe.source or "").splitlines()
+    found: list[Diagnostic] = []
+    for diag in exc.diagnostics:
+        span = save.span if save is not None else None
+        line = lines[span.line - 1] if span is not None and 0 < span.line <= len(lines) else None
+        found.append(
+            Diagnostic(
+                f"{output.path}: {diag.message}",
+                diag.code,
+                plan.checked.path,
+                span,
+                diag.hint,
+                source_line=line,
+            )
+        )
+    return found
+
+
+def _decide_cache(plan: Plan, keys: dict[int, str], cache_dir: Path) -> None:
+    pending = plan.pending
+    if not pending:
+        return
+    for node in walk(plan.roots()):
+        reason = _cacheable(node)
+        if reason is None:
+            continue
+        key = node.content_key(keys)
+        if key is None:
+            if not plan.hashed:
+                plan.cache.append(CacheEntry(node, None, None, "unknown", reason))
+            continue
+        path = object_path(cache_dir, key)
+        handle = _hit_handle(node, path, key) if path.is_file() else None
+        if handle is not None:
+            plan.cache.append(CacheEntry(node, key, path, "hit", reason, handle))
+        else:
+            plan.cache.append(CacheEntry(node, key, path, "store", reason))
+
+
+def _metadata(plan: Plan, output: OutputPlan) -> dict[str, str]:
+    loads: list[LoadNode] = [n for n in walk([output.node]) if isinstance(n, LoadNode)]
+    records: list[InputRecord] = []
+    for load in loads:
+        handle = load.handle
+        if handle.path is None or handle.hashes is None:
+            continue
+        name = load.names[0] if load.names else handle.name
+        records.append(InputRecord.from_hashes(name, handle.path, handle.hashes, handle.metadata))
+    node = output.node
+    arch = node.arch
+    extra: dict[str, str] = {"architecture": arch.name, "variant": _variant(output)}
+    extra["title"] = Path(output.name).stem if output.name else "merged"
+    extra["interp_method"] = node.kind.removeprefix("method:") if node.kind != "load" else "copy"
+    extra["save_as_half"] = "true" if output.options.dtype == "fp16" else "false"
+    if output.vae is not None and output.vae.handle.path is not None:
+        extra["bake_in_vae"] = output.vae.handle.path.name
+    if output.key is not None:
+        extra[OUTPUT_KEY] = output.key
+    if plan.checked.variables:
+        extra["mergelang.set"] = json.dumps(dict(plan.checked.variables), ensure_ascii=False)
+    if output.save is not None and output.save.bindings:
+        extra["mergelang.bindings"] = json.dumps(dict(output.save.bindings), ensure_ascii=False)
+    return build_metadata(
+        recipe_text=plan.checked.recipe.source or "",
+        output_name=extra["title"],
+        inputs=records,
+        extra=extra,
+    )
+
+
+def _variant(output: OutputPlan) -> str:
+    from mergelang.arch.base import VARIANT_IN_CHANNELS
+
+    for item in output.layout:
+        if item.key.endswith("diffusion_model.input_blocks.0.0.weight") and len(item.shape) == 4:
+            for variant, channels in VARIANT_IN_CHANNELS.items():
+                if item.shape[1] == channels:
+                    return variant
+    return "normal"

@@ -1,0 +1,275 @@
+"""The merge graph: the steps the planner builds and the executor runs.
+
+A :class:`Node` is one model-valued step: reading an input (:class:`LoadNode`), a merge
+method applied to other nodes (:class:`MethodNode`) or model arithmetic
+(:class:`LinearNode`). Structurally equal expressions are one node: the planner interns
+nodes by :attr:`Node.identity`, built from the step's parameters and its children's
+identities, so ``weighted_sum(a, b, 0.3)`` written twice (or reached through two names) is
+computed once.
+
+Every node knows, per key, what its value is before any tensor is read (a :class:`KeySlot`):
+its shape, its natural dtype (what a ``save`` without ``as`` writes) and how it is obtained:
+
+``read``
+    the tensor of an input file.
+``compute``
+    the node's formula applied to its children's values of the same key.
+``pass``
+    the value of one child, unchanged: keys only some inputs have, keys never merged
+    (EMA copies, schedule buffers, ``position_ids``) and integer keys.
+``channels``
+    a normal U-Net's input convolution merged with an inpainting/pix2pix one: the first
+    ``merged_channels`` channels of dim 1 are computed, the rest come from child ``source``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from mergelang.ast import NO_SPAN
+from mergelang.errors import Span
+from mergelang.weights import ResolvedWeights, format_number
+
+if TYPE_CHECKING:
+    from mergelang.arch import Architecture
+    from mergelang.inputs import InputHandle
+    from mergelang.methods.registry import MethodSpec
+
+__all__ = [
+    "KeyAction",
+    "KeySlot",
+    "LinearNode",
+    "LoadNode",
+    "MethodNode",
+    "Node",
+    "walk",
+]
+
+KeyAction = Literal["read", "compute", "pass", "channels"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySlot:
+    """What a node's value is at one key (see the module docstring)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    action: KeyAction
+    block: str | None = None
+    source: int = 0
+    merged_channels: int | None = None
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(eq=False)
+class Node:
+    """A step of the merge graph. Nodes compare by identity; :attr:`identity` is the
+    structural description the planner interns them by."""
+
+    identity: str
+    children: tuple[Node, ...]
+    arch: Architecture
+    keys: Mapping[str, KeySlot] = field(default_factory=dict, repr=False)
+    names: list[str] = field(default_factory=list)
+    """The recipe names bound to this value (steps, inputs), first definition first."""
+    span: Span = NO_SPAN
+    cache_marked: bool = False
+    """A step declared with ``cache``."""
+    convention: str = "mbw"
+    """The block convention the key -> block assignment follows (part of the address)."""
+
+    @property
+    def kind(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def elementwise(self) -> bool:
+        """Whether each output element depends only on the same element of the inputs, so
+        the executor may split a key into chunks and fuse the node with its consumers."""
+        return True
+
+    @property
+    def needs_stats(self) -> bool:
+        return False
+
+    def describe(self) -> str:
+        """A one-line description for plans and messages."""
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        """How messages name the node: its first recipe name, or its description."""
+        return self.names[0] if self.names else self.describe()
+
+    def content_key(self, input_keys: Mapping[int, str]) -> str | None:
+        """A content address: a sha256 of the node's parameters and its children's keys.
+
+        ``input_keys`` maps a :class:`LoadNode`'s ``id()`` to its input's content hash;
+        ``None`` when an input under this node has none (tensors handed over in memory).
+        """
+        parts: list[str] = [self.kind, self.convention, self.parameters()]
+        for child in self.children:
+            key = child.content_key(input_keys)
+            if key is None:
+                return None
+            parts.append(key)
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+    def parameters(self) -> str:
+        """The node's own parameters as canonical text (children excluded)."""
+        raise NotImplementedError
+
+
+class LoadNode(Node):
+    """The tensors of an input checkpoint."""
+
+    def __init__(self, handle: InputHandle, arch: Architecture) -> None:
+        super().__init__(f"load:{handle.identity}", (), arch, span=handle.span)
+        self.handle = handle
+
+    @property
+    def kind(self) -> str:
+        return "load"
+
+    def describe(self) -> str:
+        return f"load {self.handle.label}"
+
+    def parameters(self) -> str:
+        return ""
+
+    def content_key(self, input_keys: Mapping[int, str]) -> str | None:
+        digest = input_keys.get(id(self))
+        if digest is None:
+            return None
+        return hashlib.sha256(f"load\x1f{digest}".encode()).hexdigest()
+
+
+def _weights_text(weights: ResolvedWeights) -> str:
+    values = [format_number(weights.base), *(format_number(v) for v in weights.values.values())]
+    if len(set(values)) == 1:
+        return values[0]
+    return "[" + ", ".join(values) + "]"
+
+
+def _value_text(value: object) -> str:
+    if isinstance(value, ResolvedWeights):
+        return _weights_text(value)
+    if isinstance(value, float):
+        return format_number(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+class MethodNode(Node):
+    """A registered merge method applied to child nodes.
+
+    ``weights`` holds each weights parameter resolved for the architecture; ``numbers`` the
+    other non-model parameters passed to the kernel (``base_of`` parameters are already
+    folded into their weights).
+    """
+
+    def __init__(
+        self,
+        spec: MethodSpec,
+        children: tuple[Node, ...],
+        arch: Architecture,
+        weights: Mapping[str, ResolvedWeights],
+        numbers: Mapping[str, object],
+        span: Span = NO_SPAN,
+    ) -> None:
+        self.spec = spec
+        self.weights = dict(weights)
+        self.numbers = dict(numbers)
+        identity = f"{spec.name}({self.parameters()};{','.join(str(id(c)) for c in children)})"
+        super().__init__(identity, children, arch, span=span)
+        self._blocks: dict[str | None, dict[str, object]] = {}
+
+    @property
+    def kind(self) -> str:
+        return f"method:{self.spec.name}"
+
+    @property
+    def elementwise(self) -> bool:
+        return self.spec.elementwise
+
+    @property
+    def needs_stats(self) -> bool:
+        return self.spec.needs_stats
+
+    def parameters(self) -> str:
+        items = [f"{k}={_value_text(v)}" for k, v in self.weights.items()]
+        items += [f"{k}={_value_text(v)}" for k, v in self.numbers.items()]
+        return ", ".join(items)
+
+    def describe(self) -> str:
+        args = [c.label for c in self.children] + [self.parameters()]
+        return f"{self.spec.name}({', '.join(a for a in args if a)})"
+
+    def scalars(self, block: str) -> dict[str, object]:
+        """The kernel's keyword arguments for a key of ``block``."""
+        found = self._blocks.get(block)
+        if found is None:
+            found = {name: w[block] for name, w in self.weights.items()}
+            found.update(self.numbers)
+            self._blocks[block] = found
+        return found
+
+
+class LinearNode(Node):
+    """Model arithmetic: ``sum(weight_i * child_i)`` per block, in the order written."""
+
+    def __init__(
+        self,
+        children: tuple[Node, ...],
+        weights: tuple[ResolvedWeights, ...],
+        arch: Architecture,
+        span: Span = NO_SPAN,
+    ) -> None:
+        self.weights = weights
+        identity = f"linear({self.parameters()};{','.join(str(id(c)) for c in children)})"
+        super().__init__(identity, children, arch, span=span)
+
+    @property
+    def kind(self) -> str:
+        return "linear"
+
+    def parameters(self) -> str:
+        return ", ".join(_weights_text(w) for w in self.weights)
+
+    def describe(self) -> str:
+        terms = [
+            f"{_weights_text(w)} * {c.label}"
+            for w, c in zip(self.weights, self.children, strict=True)
+        ]
+        return " + ".join(terms)
+
+    def coefficients(self, block: str) -> tuple[float, ...]:
+        return tuple(w[block] for w in self.weights)
+
+
+def walk(roots: Iterator[Node] | tuple[Node, ...] | list[Node]) -> list[Node]:
+    """Every node reachable from ``roots``, children before parents, each once."""
+    order: list[Node] = []
+    seen: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(root, False) for root in reversed(list(roots))]
+    while stack:
+        node, expanded = stack.pop()
+        if id(node) in seen:
+            continue
+        if expanded:
+            seen.add(id(node))
+            order.append(node)
+            continue
+        stack.append((node, True))
+        for child in reversed(node.children):
+            if id(child) not in seen:
+                stack.append((child, False))
+    return order

@@ -1,0 +1,235 @@
+"""``mergelang plan``: a :class:`~mergelang.planned.Plan` as readable text, or as JSON.
+
+The text shows the inputs, then each output with the tree of steps it is made from (a step
+used twice is shown in full once, then referred to by its number), what happens to each
+step (fused into its consumer, read from or stored in the cache, evaluated on whole
+tensors), the passes, the bytes read and written and the estimated working memory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mergelang.graph import LoadNode, Node
+from mergelang.planned import Plan, step_numbers
+
+__all__ = ["human_bytes", "plan_json", "render_plan"]
+
+
+def human_bytes(count: float) -> str:
+    """``1536`` -> ``1.5 KB`` (powers of 1000, like file managers and disk sizes)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(count) < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"  # pragma: no cover - the loop returns at GB
+
+
+def _shown(path: Path | None, base: Path | None) -> str:
+    if path is None:
+        return "<memory>"
+    if base is not None:
+        try:
+            return os.path.relpath(path, base)
+        except ValueError:  # another drive on Windows
+            return str(path)
+    return str(path)
+
+
+class _Renderer:
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        base = plan.checked.base_dir
+        self.base = Path(os.path.abspath(base)) if base is not None else None
+        self.numbers = step_numbers(plan.all_nodes())
+        self.needed = {id(n) for n in plan.needed()}
+        self.shown: set[int] = set()
+
+    def tags(self, node: Node) -> list[str]:
+        entry = self.plan.cache_entry(node)
+        tags: list[str] = []
+        if entry is not None:
+            if entry.status == "hit":
+                tags.append("cache hit")
+            elif entry.status == "store":
+                tags.append(f"cached ({entry.reason})")
+            else:
+                tags.append(f"cached ({entry.reason}; inputs not hashed yet)")
+        if isinstance(node, LoadNode):
+            return tags
+        if id(node) not in self.needed and entry is None:
+            tags.append("not needed")
+        elif not node.elementwise:
+            tags.append("whole tensors")
+        elif entry is None or entry.status != "hit":
+            tags.append("fused")
+        if node.needs_stats:
+            tags.append("statistics pass")
+        return tags
+
+    def head(self, node: Node) -> str:
+        number = f"#{self.numbers[id(node)]}"
+        if isinstance(node, LoadNode):
+            names = ", ".join(node.names) or node.handle.name
+            text = f"{number} {names} = load {_shown(node.handle.path, self.base)}"
+        else:
+            name = f"{node.names[0]} = " if node.names else ""
+            text = f"{number} {name}{self._call(node)}"
+        tags = self.tags(node)
+        return text + (f"  [{', '.join(tags)}]" if tags else "")
+
+    def _call(self, node: Node) -> str:
+        refs = [f"#{self.numbers[id(c)]}" for c in node.children]
+        params = node.parameters()
+        kind = node.kind.removeprefix("method:")
+        if kind == "linear":
+            weights = params.split(", ") if params else []
+            terms = [f"{w} * {r}" for w, r in zip(weights, refs, strict=False)]
+            return " + ".join(terms) if len(weights) == len(refs) else f"linear({params})"
+        inner = ", ".join(refs + ([params] if params else []))
+        return f"{kind}({inner})"
+
+    def tree(self, node: Node, prefix: str, last: bool, lines: list[str]) -> None:
+        branch = "└── " if last else "├── "
+        if id(node) in self.shown and not isinstance(node, LoadNode):
+            lines.append(f"{prefix}{branch}#{self.numbers[id(node)]} (see above)")
+            return
+        self.shown.add(id(node))
+        lines.append(prefix + branch + self.head(node))
+        entry = self.plan.cache_entry(node)
+        if entry is not None and entry.status == "hit":
+            return
+        children = node.children
+        inner = prefix + ("    " if last else "│   ")
+        for index, child in enumerate(children):
+            self.tree(child, inner, index == len(children) - 1, lines)
+
+    def render(self) -> str:
+        plan = self.plan
+        checked = plan.checked
+        archs = sorted({n.arch.name for n in plan.all_nodes()})
+        lines = [
+            f"plan for {checked.path or '<recipe>'} "
+            f"({', '.join(archs) or 'no models'}, convention {checked.convention})",
+            "",
+            "inputs",
+        ]
+        rows: list[tuple[str, ...]] = []
+        for handle in plan.inputs:
+            hashed = "hashed" if handle.hashes is not None else "not hashed yet"
+            if handle.path is None:
+                hashed = "in memory"
+            arch = handle.architecture or "vae"
+            rows.append(
+                (
+                    handle.name,
+                    _shown(handle.path, self.base),
+                    arch,
+                    human_bytes(handle.nbytes),
+                    hashed,
+                )
+            )
+        lines += _table(rows)
+        lines += ["", "outputs"]
+        for output in plan.outputs:
+            dtype = output.options.dtype or "as inputs"
+            status = {"write": "write", "up-to-date": "up to date", "memory": "in memory"}[
+                output.status
+            ]
+            lines.append(
+                f"  {_shown(output.path, self.base) if output.path else output.name}  "
+                f"({dtype}, {len(output.layout)} keys, {human_bytes(output.nbytes)})  {status}"
+            )
+            if output.status == "up-to-date":
+                continue
+            nodes = [output.node] + ([output.vae] if output.vae is not None else [])
+            for index, node in enumerate(nodes):
+                self.tree(node, "  ", index == len(nodes) - 1, lines)
+        lines.append("")
+        passes = plan.passes
+        if passes:
+            count = len(plan.pending) + len(plan.stores)
+            lines.append(
+                f"passes: {len(passes)} ({' then '.join(passes)}); each input key is read once "
+                f"for {count} output{'s' if count != 1 else ''}"
+            )
+        else:
+            lines.append("passes: none (every output is up to date)")
+        lines.append(
+            f"read {human_bytes(plan.bytes_read)}, write {human_bytes(plan.bytes_written)}; "
+            f"working memory about {human_bytes(plan.working_memory())} "
+            f"({plan.workers} worker{'s' if plan.workers != 1 else ''}, plus Python and torch)"
+        )
+        if not plan.hashed:
+            lines.append(
+                "some inputs are not hashed yet: cache hits and up-to-date outputs are decided "
+                "when the run hashes them"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    if not rows:
+        return ["  (none)"]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  "
+        + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def render_plan(plan: Plan) -> str:
+    """The plan as text (see the module docstring)."""
+    return _Renderer(plan).render()
+
+
+def plan_json(plan: Plan) -> dict[str, object]:
+    """The plan as JSON-ready data: steps by number, outputs, cache, passes and sizes."""
+    nodes = plan.all_nodes()
+    numbers = step_numbers(nodes)
+    needed = {id(n) for n in plan.needed()}
+    steps = []
+    for node in nodes:
+        entry = plan.cache_entry(node)
+        steps.append(
+            {
+                "id": numbers[id(node)],
+                "kind": node.kind,
+                "names": list(node.names),
+                "parameters": node.parameters(),
+                "inputs": [numbers[id(c)] for c in node.children],
+                "path": str(node.handle.path) if isinstance(node, LoadNode) else None,
+                "fused": not isinstance(node, LoadNode) and node.elementwise,
+                "needed": id(node) in needed,
+                "cache": None
+                if entry is None
+                else {"status": entry.status, "key": entry.key, "reason": entry.reason},
+            }
+        )
+    outputs = [
+        {
+            "path": str(o.path) if o.path is not None else None,
+            "name": o.name,
+            "step": numbers[id(o.node)],
+            "status": o.status,
+            "dtype": o.options.dtype,
+            "format": o.options.format,
+            "keys": len(o.layout),
+            "bytes": o.nbytes,
+            "key": o.key,
+        }
+        for o in plan.outputs
+    ]
+    return {
+        "recipe": plan.checked.path,
+        "steps": steps,
+        "outputs": outputs,
+        "passes": plan.passes,
+        "bytes_read": plan.bytes_read,
+        "bytes_written": plan.bytes_written,
+        "working_memory": plan.working_memory(),
+        "workers": plan.workers,
+        "hashed": plan.hashed,
+    }

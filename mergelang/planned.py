@@ -1,0 +1,201 @@
+"""What the planner produces: the outputs, the cache decisions and the passes of a run.
+
+A :class:`Plan` is complete before any tensor is read: every output's keys, dtypes and shapes
+(so each file's header can be written first), which steps are fused into their consumers,
+which come from or go to the cache, which outputs are already up to date, how many bytes the
+run reads and writes, and an estimate of its working memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from mergelang.checked import CheckedRecipe, SaveTarget
+from mergelang.graph import LoadNode, Node, walk
+from mergelang.inputs import InputHandle
+from mergelang.io.save_options import OutputKey, SaveOptions
+
+__all__ = [
+    "DEFAULT_CHUNK",
+    "CacheEntry",
+    "OutputPlan",
+    "OutputStatus",
+    "Plan",
+]
+
+DEFAULT_CHUNK = 1 << 18
+"""Elements per chunk: a 1 MiB float32 buffer, small enough to stay in a core's cache
+hierarchy while the fused formula runs over it, large enough to keep per-call overhead low."""
+
+OutputStatus = Literal["write", "up-to-date", "memory"]
+CacheStatus = Literal["hit", "store", "unknown"]
+
+
+@dataclass(eq=False)
+class OutputPlan:
+    """One output: the save it comes from, where it goes and every key it will hold.
+
+    ``status``: ``write`` (made by this run), ``up-to-date`` (the file exists and was made
+    from the same step, inputs and options: nothing to do) or ``memory`` (returned to the
+    caller, not written). ``key`` is the content address of the output (``None`` when an
+    input has no content hash yet, or is held in memory).
+    """
+
+    save: SaveTarget | None
+    path: Path | None
+    node: Node
+    options: SaveOptions
+    layout: list[OutputKey]
+    vae: LoadNode | None = None
+    status: OutputStatus = "write"
+    key: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    name: str = ""
+
+    @property
+    def nbytes(self) -> int:
+        return sum(item.entry().nbytes for item in self.layout)
+
+    @property
+    def label(self) -> str:
+        return str(self.path) if self.path is not None else self.name
+
+
+@dataclass(eq=False)
+class CacheEntry:
+    """A step whose value goes through the on-disk cache: read from it (``hit``) or stored
+    into it by this run (``store``). ``unknown``: an input has not been hashed yet, so the
+    cache cannot be asked (``mergelang plan`` without hashing)."""
+
+    node: Node
+    key: str | None
+    path: Path | None
+    status: CacheStatus
+    reason: str
+    handle: InputHandle | None = None
+    """For a hit: the cached file, read like an input."""
+
+
+@dataclass(eq=False)
+class Plan:
+    """A run, decided: see the module docstring."""
+
+    checked: CheckedRecipe
+    inputs: list[InputHandle]
+    outputs: list[OutputPlan]
+    cache: list[CacheEntry]
+    cache_dir: Path | None
+    chunk: int = DEFAULT_CHUNK
+    workers: int = 1
+    device: str = "cpu"
+    hashed: bool = False
+    """Whether every file input's content hash is known (cache and up-to-date decisions
+    are final)."""
+
+    def cache_entry(self, node: Node) -> CacheEntry | None:
+        for entry in self.cache:
+            if entry.node is node:
+                return entry
+        return None
+
+    @property
+    def hits(self) -> dict[int, CacheEntry]:
+        return {id(e.node): e for e in self.cache if e.status == "hit"}
+
+    @property
+    def stores(self) -> list[CacheEntry]:
+        return [e for e in self.cache if e.status == "store"]
+
+    @property
+    def pending(self) -> list[OutputPlan]:
+        """The outputs this run computes (written or returned)."""
+        return [o for o in self.outputs if o.status != "up-to-date"]
+
+    def roots(self) -> list[Node]:
+        roots = [o.node for o in self.pending]
+        roots += [o.vae for o in self.pending if o.vae is not None]
+        roots += [e.node for e in self.stores]
+        return roots
+
+    def needed(self) -> list[Node]:
+        """The nodes this run evaluates, children first; the subtree of a cache hit is
+        not needed (the hit is read instead)."""
+        hits = self.hits
+        order: list[Node] = []
+        seen: set[int] = set()
+        stack = list(reversed(self.roots()))
+        while stack:
+            node = stack.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            order.append(node)
+            if id(node) not in hits:
+                stack.extend(reversed(node.children))
+        wanted = {id(n) for n in order}
+        return [n for n in walk(self.roots()) if id(n) in wanted]
+
+    def all_nodes(self) -> list[Node]:
+        return walk([o.node for o in self.outputs] + [e.node for e in self.cache])
+
+    @property
+    def passes(self) -> list[str]:
+        """The passes over the keys this run makes, in order."""
+        if not self.pending and not self.stores:
+            return []
+        hits = self.hits
+        stats = [n for n in self.needed() if n.needs_stats and id(n) not in hits]
+        found = ["statistics"] if stats else []
+        return [*found, "merge"]
+
+    def sources(self) -> list[tuple[str, int]]:
+        """What the run reads: (label, bytes) per input file or cache hit it needs."""
+        hits = self.hits
+        found: list[tuple[str, int]] = []
+        for node in self.needed():
+            entry = hits.get(id(node))
+            if entry is not None and entry.handle is not None:
+                found.append((f"cache {entry.key}", entry.handle.nbytes))
+            elif isinstance(node, LoadNode):
+                found.append((node.handle.label, node.handle.nbytes))
+        return found
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(size for _, size in self.sources())
+
+    @property
+    def bytes_written(self) -> int:
+        written = sum(o.nbytes for o in self.pending if o.status == "write")
+        return written + sum(_store_bytes(e.node) for e in self.stores)
+
+    def working_memory(self) -> int:
+        """Estimated bytes of tensors the run holds at once (Python and torch not counted).
+
+        Per worker: one float32 chunk per evaluated node and per output dtype; whole-tensor
+        keys (non-elementwise methods, channel merges) hold the largest key for each node
+        that needs it; outputs kept in memory (``.ckpt`` files, in-memory results) whole.
+        """
+        if not self.passes:
+            return 0
+        needed = [n for n in self.needed() if not isinstance(n, LoadNode)]
+        per_chunk = (len(needed) + len(self.inputs) + 4) * self.chunk * 4
+        whole = [n for n in needed if not n.elementwise]
+        largest = max((s.numel for n in needed for s in n.keys.values()), default=0)
+        whole_bytes = sum((len(n.children) + 1) * largest * 4 for n in whole)
+        held = sum(
+            o.nbytes for o in self.pending if o.status == "memory" or o.options.format == "ckpt"
+        )
+        return self.workers * per_chunk + whole_bytes + held
+
+
+def _store_bytes(node: Node) -> int:
+    return sum(s.numel * 4 for s in node.keys.values())
+
+
+def step_numbers(nodes: Sequence[Node]) -> Mapping[int, int]:
+    """``id(node) -> n`` for naming nodes ``#n`` in plans, in the order given."""
+    return {id(node): index for index, node in enumerate(nodes, 1)}

@@ -1,0 +1,419 @@
+"""From a checked recipe to a :class:`~mergelang.planned.Plan`, reading headers only.
+
+1. **Inputs.** Every input is found and its header read (a pickle file is loaded with the
+   weights-only loader); :func:`~mergelang.check_inputs.check_inputs` then checks the recipe
+   against the architectures found, so a 19-value vector given to SD1 models, or SD1 merged
+   with SDXL, is reported at its place in the recipe before any tensor is read.
+2. **Graph.** Every model expression becomes a :class:`~mergelang.graph.Node`; structurally
+   equal expressions are one node. Weights are resolved for the architecture here.
+3. **Keys.** Each node's per-key table (:class:`~mergelang.graph.KeySlot`) is derived from its
+   children's, by the alignment rules of :mod:`mergelang.arch.align`.
+4. **Outputs.** Each ``save`` gets its file path, save options and exact key layout.
+5. **Cache.** :func:`mergelang.cache.decide` gives content addresses and decides hits,
+   stores and up-to-date outputs (see :mod:`mergelang.cache`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mergelang.arch import Architecture, detect, get_architecture
+from mergelang.arch.align import align_tables
+from mergelang.check_inputs import InputFormat, InputInfo, InputsReport, check_inputs
+from mergelang.checked import (
+    CheckedRecipe,
+    InputRef,
+    LinearCombination,
+    MethodCall,
+    ModelExpr,
+    ModelSource,
+    SaveTarget,
+    StepRef,
+)
+from mergelang.errors import CheckpointError, Diagnostic, MergelangError, RecipeError, Span
+from mergelang.graph import KeySlot, LinearNode, LoadNode, MethodNode, Node
+from mergelang.inputs import InputHandle, KeyMeta, MemoryReader
+from mergelang.io.dtypes import is_float_code
+from mergelang.io.formats import sniff_format
+from mergelang.io.locate import ModelLocator
+from mergelang.io.safetensors_header import read_safetensors_header
+from mergelang.io.save_options import OutputKey, SaveOptions, output_layout
+from mergelang.methods.registry import get_method
+from mergelang.planned import DEFAULT_CHUNK, OutputPlan, Plan
+from mergelang.weights import BlockWeights, WeightsError
+
+if TYPE_CHECKING:
+    import torch
+
+    from mergelang.io.readers import CheckpointReader
+
+__all__ = ["PlanOptions", "build_plan"]
+
+MemoryInput = Mapping[str, "torch.Tensor"]
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """How to plan a run.
+
+    ``out_dir``: where relative output paths go (default: the recipe's folder).
+    ``inputs``: tensors for some model names, in memory, instead of their files.
+    ``targets``: instead of the recipe's saves, return these in memory: step or model names,
+    or indices into the recipe's saves.
+    ``dtype``: the dtype of in-memory results (``None``: each key's natural dtype).
+    """
+
+    out_dir: Path | None = None
+    cache_dir: Path | None = None
+    use_cache: bool = True
+    force: bool = False
+    device: str = "cpu"
+    workers: int | None = None
+    chunk: int = DEFAULT_CHUNK
+    inputs: Mapping[str, MemoryInput] | None = None
+    targets: tuple[str | int, ...] | None = None
+    dtype: str | None = None
+
+
+def build_plan(
+    checked: CheckedRecipe,
+    locator: ModelLocator,
+    options: PlanOptions = PlanOptions(),
+    *,
+    hash_inputs: bool = True,
+) -> Plan:
+    """Plan ``checked``; see the module docstring. ``hash_inputs=False`` uses only content
+    hashes already in the hash cache (``mergelang plan``): cache decisions that need an
+    unhashed input are then ``unknown``."""
+    from mergelang.cache import decide
+
+    planner = _Planner(checked, locator, options)
+    plan = planner.build()
+    decide(plan, hash_inputs=hash_inputs, force=options.force, use_cache=options.use_cache)
+    return plan
+
+
+def _default_workers(device: str) -> int:
+    if device != "cpu":
+        return 1
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class _Planner:
+    def __init__(self, checked: CheckedRecipe, locator: ModelLocator, options: PlanOptions):
+        self.checked = checked
+        self.locator = locator
+        self.options = options
+        self.lines = (checked.recipe.source or "").splitlines()
+        self.handles: dict[str, InputHandle] = {}
+        self.by_identity: dict[str, InputHandle] = {}
+        self.nodes: dict[str, Node] = {}
+        self.step_nodes: dict[str, Node] = {}
+        self.steps = {s.name: s for s in checked.model_steps}
+
+    # -- errors located in the recipe
+
+    def _diagnostic(
+        self, message: str, code: str, span: Span, hint: str | None = None
+    ) -> Diagnostic:
+        line = self.lines[span.line - 1] if 0 < span.line <= len(self.lines) else None
+        return Diagnostic(message, code, self.checked.path, span, hint, source_line=line)
+
+    def _fail(self, message: str, code: str, span: Span, hint: str | None = None) -> RecipeError:
+        return RecipeError([self._diagnostic(message, code, span, hint)])
+
+    def _located(self, exc: MergelangError, prefix: str, span: Span) -> RecipeError:
+        return RecipeError(
+            [
+                self._diagnostic(f"{prefix}{d.message}", d.code, span, d.hint)
+                for d in exc.diagnostics
+            ]
+        )
+
+    # -- inputs
+
+    def build(self) -> Plan:
+        report = self._inspect_inputs()
+        self._open_handles(report)
+        outputs = self._outputs(report)
+        workers = self.options.workers or _default_workers(self.options.device)
+        return Plan(
+            self.checked,
+            list(self.by_identity.values()),
+            outputs,
+            [],
+            self.options.cache_dir,
+            chunk=self.options.chunk,
+            workers=workers,
+            device=self.options.device,
+        )
+
+    def _inspect_inputs(self) -> InputsReport:
+        provided: dict[str, InputInfo] = {}
+        memory = self.options.inputs or {}
+        problems: list[Diagnostic] = []
+        for name, source in self.checked.models.items():
+            try:
+                if name in memory:
+                    reader: CheckpointReader = MemoryReader(memory[name], name)
+                    path = reader.path
+                    fmt = "memory"
+                else:
+                    found = self._locate(source)
+                    if found is None or sniff_format(found) != "pickle":
+                        continue
+                    from mergelang.io.ckpt import CkptReader
+
+                    reader, path, fmt = CkptReader(found), found, "pickle"
+                detected = detect(reader.shapes(), path=str(path))
+            except MergelangError as exc:
+                problems += self._located(exc, f"model '{name}': ", source.span).diagnostics
+                continue
+            handle = self._handle(name, source, path if fmt != "memory" else None, fmt, reader)
+            handle.architecture, handle.variant = detected.arch.name, detected.variant
+            kind: InputFormat = "memory" if fmt == "memory" else "pickle"
+            provided[name] = InputInfo(source, path, kind, detected.arch.name, detected.variant)
+        if problems:
+            raise RecipeError(problems)
+        return check_inputs(self.checked, self.locator, provided=provided)
+
+    def _locate(self, source: ModelSource) -> Path | None:
+        relative = Path.cwd() if source.kind == "variable" else self.checked.base_dir
+        try:
+            return self.locator.find(source.ref, relative_to=relative or Path.cwd())
+        except CheckpointError:
+            return None  # check_inputs reports it at the source
+
+    def _handle(
+        self,
+        name: str,
+        source: ModelSource,
+        path: Path | None,
+        fmt: str,
+        reader: CheckpointReader | None = None,
+    ) -> InputHandle:
+        identity = str(path.resolve()) if path is not None else f"<memory:{name}>"
+        handle = self.by_identity.get(identity)
+        if handle is None:
+            if reader is not None:
+                infos = {k: reader.info(k) for k in reader.keys()}  # noqa: SIM118
+                header = {k: KeyMeta(i.dtype, tuple(i.shape)) for k, i in infos.items()}
+                metadata: Mapping[str, str] = reader.metadata
+            else:
+                assert path is not None
+                parsed = read_safetensors_header(path)
+                header = {k: KeyMeta(t.dtype, tuple(t.shape)) for k, t in parsed.tensors.items()}
+                metadata = parsed.metadata
+            handle = InputHandle(
+                name=name,
+                path=path,
+                format=fmt,
+                header=header,
+                metadata=metadata,
+                span=source.span,
+                reader=reader,
+            )
+            self.by_identity[identity] = handle
+        self.handles[name] = handle
+        return handle
+
+    def _open_handles(self, report: InputsReport) -> None:
+        for name, info in report.inputs.items():
+            if name in self.handles:
+                continue
+            handle = self._handle(name, info.source, info.path, info.format)
+            if info.architecture is not None:
+                handle.architecture = info.architecture
+                handle.variant = info.variant or "normal"
+        for ref, info in report.vaes.items():
+            self._handle(f"vae:{ref}", info.source, info.path, info.format)
+
+    # -- the graph
+
+    def _intern(self, node: Node) -> Node:
+        found = self.nodes.get(node.identity)
+        if found is not None:
+            return found
+        node.convention = self.checked.convention
+        self.nodes[node.identity] = node
+        self._fill_keys(node)
+        return node
+
+    def node_of(self, expr: ModelExpr) -> Node:
+        if isinstance(expr, InputRef):
+            handle = self.handles[expr.model]
+            assert handle.architecture is not None
+            node = self._intern(LoadNode(handle, get_architecture(handle.architecture)))
+            if expr.model not in node.names:
+                node.names.append(expr.model)
+            return node
+        if isinstance(expr, StepRef):
+            found = self.step_nodes.get(expr.step)
+            if found is None:
+                step = self.steps[expr.step]
+                assert not isinstance(step.value, BlockWeights)
+                found = self.node_of(step.value)
+                found.names.append(expr.step.split("@", 1)[0] if "@" in expr.step else expr.step)
+                found.cache_marked = found.cache_marked or step.cached
+                if found.span.line == 0:
+                    found.span = step.span
+                self.step_nodes[expr.step] = found
+            return found
+        if isinstance(expr, MethodCall):
+            return self._method_node(expr)
+        return self._linear_node(expr)
+
+    def _method_node(self, call: MethodCall) -> Node:
+        spec = get_method(call.method)
+        if spec is None:
+            raise self._fail(f"unknown merge method {call.method!r}", "unknown-method", call.span)
+        children: list[Node] = []
+        for bound in call.args:
+            param = spec.param(bound.param)
+            if param is None or param.kind != "model":
+                continue
+            values = bound.value if isinstance(bound.value, tuple) else (bound.value,)
+            children += [self.node_of(v) for v in values]  # type: ignore[arg-type]
+        arch = children[0].arch
+        weights = {}
+        numbers: dict[str, object] = {}
+        for bound in call.args:
+            param = spec.param(bound.param)
+            if param is None or param.kind == "model" or param.base_of is not None:
+                continue
+            if param.kind == "weights":
+                value = bound.value
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    value = BlockWeights.scalar(float(value))
+                assert isinstance(value, BlockWeights)
+                base_param = spec.base_param_for(param.name)
+                base = None if base_param is None else call.arg(base_param.name)
+                try:
+                    weights[param.name] = spec.resolve_weights(
+                        param.name,
+                        value,
+                        arch.blocks,
+                        base=None if base is None else float(base),  # type: ignore[arg-type]
+                    )
+                except WeightsError as exc:
+                    span = bound.span if bound.span.line else call.span
+                    raise self._fail(
+                        f"{exc.message} (with {arch.name} models)",
+                        "weights-architecture",
+                        span,
+                        exc.hint,
+                    ) from None
+            elif bound.value is not None:
+                numbers[param.name] = bound.value
+        node = MethodNode(spec, tuple(children), arch, weights, numbers, span=call.span)
+        return self._intern(node)
+
+    def _linear_node(self, expr: LinearCombination) -> Node:
+        children = tuple(self.node_of(term.model) for term in expr.terms)
+        arch = children[0].arch
+        resolved = []
+        for term in expr.terms:
+            try:
+                resolved.append(term.weight.resolve(arch.blocks, base=None))
+            except WeightsError as exc:
+                span = term.span if term.span.line else expr.span
+                raise self._fail(
+                    f"model arithmetic with {arch.name} models: {exc.message}",
+                    "weights-architecture",
+                    span,
+                    exc.hint,
+                ) from None
+        if len(children) == 1 and _all_one(resolved[0], arch):
+            return children[0]
+        return self._intern(LinearNode(children, tuple(resolved), arch, span=expr.span))
+
+    def _fill_keys(self, node: Node) -> None:
+        if isinstance(node, LoadNode):
+            node.keys = {
+                k: KeySlot(m.shape, m.dtype, "read") for k, m in node.handle.header.items()
+            }
+            return
+        children = node.children
+        tables = [{k: s.shape for k, s in c.keys.items()} for c in children]
+        labels = [c.label for c in children]
+        try:
+            plans = align_tables(labels, tables, node.arch, convention=self.checked.convention)
+        except CheckpointError as exc:
+            raise self._located(exc, f"{node.describe()}: ", node.span) from None
+        keys: dict[str, KeySlot] = {}
+        for p in plans:
+            slots = [children[i].keys[p.key] for i in p.present_in]
+            if p.action == "merge" and all(is_float_code(s.dtype) for s in slots):
+                keys[p.key] = KeySlot(p.shape, slots[0].dtype, "compute", p.block)
+            elif p.action == "merge_channels" and all(is_float_code(s.dtype) for s in slots):
+                dtype = children[p.source].keys[p.key].dtype
+                keys[p.key] = KeySlot(
+                    p.shape, dtype, "channels", p.block, p.source, p.merged_channels
+                )
+            else:
+                dtype = children[p.source].keys[p.key].dtype
+                keys[p.key] = KeySlot(p.shape, dtype, "pass", p.block, p.source)
+        node.keys = keys
+
+    # -- outputs
+
+    def _outputs(self, report: InputsReport) -> list[OutputPlan]:
+        targets = self.options.targets
+        if targets is not None:
+            return [self._memory_output(name) for name in targets]
+        return [self._save_output(save) for save in self.checked.saves]
+
+    def _memory_output(self, target: str | int) -> OutputPlan:
+        ref: ModelExpr
+        if isinstance(target, int):
+            ref, name = self.checked.saves[target].model, self.checked.saves[target].path
+        else:
+            ref = InputRef(target) if target in self.checked.models else StepRef(target)
+            name = target
+        node = self.node_of(ref)
+        options = SaveOptions(dtype=self.options.dtype, ema="keep")
+        layout = output_layout(node.keys, node.arch, options, None)
+        return OutputPlan(None, None, node, options, layout, status="memory", name=name)
+
+    def _save_output(self, save: SaveTarget) -> OutputPlan:
+        node = self.node_of(save.model)
+        vae_node: LoadNode | None = None
+        vae_path: Path | None = None
+        if save.vae is not None:
+            handle = self.handles.get(save.vae.name) or self.handles.get(f"vae:{save.vae.ref}")
+            if handle is None or handle.path is None:
+                raise self._fail("the VAE file was not found", "model-not-found", save.span)
+            vae_path = handle.path
+            vae_node = LoadNode(handle, node.arch)
+            self._fill_keys(vae_node)
+        options = SaveOptions(
+            dtype=save.dtype,
+            ema=save.ema,  # type: ignore[arg-type]
+            schedule=save.schedule,  # type: ignore[arg-type]
+            vae=vae_path,
+            position_ids=save.position_ids,  # type: ignore[arg-type]
+            format=save.format,  # type: ignore[arg-type]
+        )
+        vae_header = None if vae_node is None else vae_node.handle.header
+        try:
+            layout: list[OutputKey] = output_layout(node.keys, node.arch, options, vae_header)
+        except MergelangError as exc:
+            raise self._located(exc, "", save.span) from None
+        path = Path(save.path).expanduser()
+        if not path.is_absolute():
+            base = self.options.out_dir or self.checked.base_dir or Path.cwd()
+            path = base / path
+        return OutputPlan(
+            save, Path(os.path.abspath(path)), node, options, layout, vae=vae_node, name=save.path
+        )
+
+
+def _all_one(weights: object, arch: Architecture) -> bool:
+    from mergelang.weights import ResolvedWeights
+
+    assert isinstance(weights, ResolvedWeights)
+    return weights.base == 1.0 and all(weights[b] == 1.0 for b in arch.blocks)
