@@ -1,5 +1,7 @@
 """``python -m mergelang`` runs the command line."""
 
-from mergelang.cli import run
+import sys
 
-run()
+from mergelang.cli import main
+
+sys.exit(main())

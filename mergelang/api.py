@@ -73,6 +73,7 @@ def plan(
     device: str = "cpu",
     workers: int | None = None,
     hash_inputs: bool = False,
+    nan: str = "error",
 ) -> Plan:
     """The :class:`~mergelang.planned.Plan` of ``recipe``, reading headers only.
 
@@ -92,6 +93,7 @@ def plan(
         force=force,
         device=device,
         workers=workers,
+        nan=nan,
     )
     return build_plan(checked, locator, options, hash_inputs=hash_inputs)
 
@@ -108,6 +110,7 @@ def run(
     device: str = "cpu",
     workers: int | None = None,
     dry_run: bool = False,
+    nan: str = "error",
     reporter: Reporter | None = None,
     cancel: threading.Event | None = None,
 ) -> RunResult:
@@ -131,6 +134,7 @@ def run(
         device=device,
         workers=workers,
         hash_inputs=True,
+        nan=nan,
     )
     if dry_run:
         outputs = tuple(
@@ -158,11 +162,13 @@ def evaluate(
     device: str = "cpu",
     dtype: str | None = None,
     workers: int | None = None,
+    nan: str = "error",
 ) -> dict[str, torch.Tensor]:
     """One result of ``recipe`` as ``{key: tensor}``, computed in memory; nothing is written.
 
     ``target`` names a step (or an input model); by default the recipe's only ``save``
-    (with its dtype), else its last named model step. ``inputs`` gives tensors for some
+    (with its options: dtype, EMA and schedule kept or dropped, VAE, position_ids), else its
+    last named model step (every key kept). ``inputs`` gives tensors for some
     model names instead of their files. ``dtype`` (``fp16``, ``bf16``, ``fp32``) casts
     floating-point keys; ``None`` keeps each key's natural dtype (model A's).
     """
@@ -176,7 +182,6 @@ def evaluate(
         chosen = target
     elif len(checked.saves) == 1:
         chosen = 0
-        dtype = dtype if dtype is not None else checked.saves[0].dtype
     elif checked.model_steps:
         chosen = checked.model_steps[-1].name
     else:
@@ -199,6 +204,7 @@ def evaluate(
         device=device,
         workers=workers,
         use_cache=False,
+        nan=nan,
     )
     made = build_plan(checked, locator, options, hash_inputs=False)
     result = execute(made)

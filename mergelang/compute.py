@@ -19,6 +19,7 @@ and see the same float32 operands in the same order, whatever the chunk boundari
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from mergelang.inputs import InputHandle
     from mergelang.sinks import Sink
 
-__all__ = ["Arena", "Evaluator", "KeyTask", "Target"]
+__all__ = ["Arena", "Chunk", "Evaluator", "KeyTask", "Target"]
 
 
 @dataclass(eq=False)
@@ -94,6 +95,8 @@ class Evaluator:
 
     ``hits`` maps ``id(node)`` to the cache entry a node is read from instead of computed;
     ``stats`` holds the statistics objects of nodes that needed a statistics pass.
+    ``check_finite``: refuse NaN and infinite values in the inputs of a merge (the
+    ``nan="error"`` policy; ``nan="keep"`` merges them as they are).
     """
 
     def __init__(
@@ -103,8 +106,10 @@ class Evaluator:
         chunk: int,
         hits: Mapping[int, CacheEntry],
         stats: Mapping[int, object] | None = None,
+        check_finite: bool = True,
     ) -> None:
         self.device = device
+        self.check_finite = check_finite
         self.chunk = chunk
         self.hits = hits
         self.stats = dict(stats or {})
@@ -155,34 +160,28 @@ class Evaluator:
             for lo in range(0, max(numel, 1), max(step, 1)):
                 if cancel is not None and cancel.is_set():
                     return 0
-                hi = min(numel, lo + step)
                 arena.reset()
-                memo: dict[tuple[int, str], torch.Tensor] = {}
+                chunk = Chunk(lo, min(numel, lo + step), task.whole)
                 for target in task.targets:
-                    self._write(target, lo, hi, task.whole, memo, arena)
+                    self._write(target, chunk, arena)
         finally:
             self.forget_reads()
             arena.reset()
         return task.nbytes
 
-    def _write(
-        self,
-        target: Target,
-        lo: int,
-        hi: int,
-        whole: bool,
-        memo: dict[tuple[int, str], torch.Tensor],
-        arena: Arena,
-    ) -> None:
+    def _write(self, target: Target, chunk: Chunk, arena: Arena) -> None:
         item = target.item
         if target.node is None:
             value = reset_position_ids(item.shape)
         else:
-            value = self.value(target.node, item.read_key, lo, hi, whole, memo)
+            value = self.value(target.node, item.read_key, chunk)
         dtype = torch_dtype(item.dtype)
         if value.dtype != dtype:
-            value = value.to(dtype) if whole else arena.take(hi - lo, dtype).copy_(value)
-        target.sink.write_part(item.key, lo, value.reshape(-1))
+            if chunk.whole:
+                value = value.to(dtype)
+            else:
+                value = arena.take(chunk.hi - chunk.lo, dtype).copy_(value)
+        target.sink.write_part(item.key, chunk.lo, value.reshape(-1))
 
     def forget_reads(self) -> None:
         """Drop this thread's mapped input tensors (done after each key)."""
@@ -198,44 +197,49 @@ class Evaluator:
             tensors[id(handle), key] = found
         return found
 
-    def value(
-        self,
-        node: Node,
-        key: str,
-        lo: int,
-        hi: int,
-        whole: bool,
-        memo: dict[tuple[int, str], torch.Tensor],
-    ) -> torch.Tensor:
-        """``node``'s value at ``key``: elements ``lo:hi`` flattened, or (``whole``) the
-        tensor of the key's shape. Inputs come back in their own dtype (a view of the file
-        when possible), computed values in float32."""
+    def _source(self, node: Node) -> InputHandle | None:
+        """The file ``node`` is read from (an input or a cache hit), or ``None``."""
+        hit = self.hits.get(id(node))
+        if hit is not None and hit.handle is not None:
+            return hit.handle
+        return node.handle if isinstance(node, LoadNode) else None
+
+    def value(self, node: Node, key: str, chunk: Chunk) -> torch.Tensor:
+        """``node``'s value at ``key`` in ``chunk``: elements ``lo:hi`` flattened, or (whole
+        chunks) the tensor of the key's shape. Inputs come back in their own dtype (a view of
+        the file when possible), computed values in float32."""
         memo_key = (id(node), key)
-        found = memo.get(memo_key)
+        found = chunk.memo.get(memo_key)
         if found is not None:
             return found
         slot = node.keys[key]
-        hit = self.hits.get(id(node))
-        if hit is not None and hit.handle is not None:
-            result = self._slice(self._read(hit.handle, key), lo, hi, whole)
-        elif isinstance(node, LoadNode):
-            result = self._slice(self._read(node.handle, key), lo, hi, whole)
+        source = self._source(node)
+        if source is not None:
+            result = self._read(source, key)
+            result = result if chunk.whole else result.reshape(-1)[chunk.lo : chunk.hi]
         elif slot.action == "pass":
-            result = self.value(node.children[slot.source], key, lo, hi, whole, memo)
+            result = self.value(node.children[slot.source], key, chunk)
         elif slot.action == "channels":
-            result = self._channels(node, key, slot, memo)
+            result = self._channels(node, key, slot, chunk)
         else:
-            operands = [
-                self.as_float(self.value(c, key, lo, hi, whole, memo), whole) for c in node.children
-            ]
-            out = self._arena().take(hi - lo) if not whole else None
+            operands = self.operands(node, key, chunk)
+            out = None if chunk.whole else self._arena().take(chunk.hi - chunk.lo)
             result = self.formula(node, key, slot, operands, out)
-        memo[memo_key] = result
+        chunk.memo[memo_key] = result
         return result
 
-    @staticmethod
-    def _slice(tensor: torch.Tensor, lo: int, hi: int, whole: bool) -> torch.Tensor:
-        return tensor if whole else tensor.reshape(-1)[lo:hi]
+    def operands(self, node: Node, key: str, chunk: Chunk) -> list[torch.Tensor]:
+        """The float32 values of ``node``'s children at ``key``; values read from a file are
+        checked to be finite first (unless the run keeps non-finite values)."""
+        found = []
+        for child in node.children:
+            operand = self.as_float(self.value(child, key, chunk), chunk.whole)
+            source = self._source(child)
+            if self.check_finite and source is not None and id(source) not in chunk.checked:
+                _check_finite(operand, source, key)
+                chunk.checked.add(id(source))
+            found.append(operand)
+        return found
 
     def as_float(self, tensor: torch.Tensor, whole: bool) -> torch.Tensor:
         """``tensor`` as float32 on the compute device (a chunk buffer unless ``whole``)."""
@@ -261,28 +265,53 @@ class Evaluator:
         extra: dict[str, Any] = {}
         if node.needs_stats:
             extra["stats"] = self.stats[id(node)]
+        if node.spec.wants_key:
+            extra["key"] = key
         if node.elementwise and out is not None:
             extra["out"] = out
         result = node.spec.call_kernel(operands, node.scalars(block), **extra)
         return _checked_result(node, key, result, operands[0])
 
-    def _channels(
-        self, node: Node, key: str, slot: KeySlot, memo: dict[tuple[int, str], torch.Tensor]
-    ) -> torch.Tensor:
+    def _channels(self, node: Node, key: str, slot: KeySlot, chunk: Chunk) -> torch.Tensor:
         """A normal input convolution merged with a wider one: channels ``0:n`` computed,
-        the rest from the wider input."""
+        the rest from the wider input (evaluated whole: ``chunk`` covers the key)."""
         assert slot.merged_channels is not None
         count = slot.merged_channels
         source = node.children[slot.source]
-        result = self.as_float(self.value(source, key, 0, slot.numel, True, memo), True).clone()
-        operands = [
-            self.as_float(self.value(c, key, 0, c.keys[key].numel, True, memo), True)[
-                :, :count
-            ].contiguous()
-            for c in node.children
-        ]
+        result = self.as_float(self.value(source, key, chunk), True).clone()
+        operands = [t[:, :count].contiguous() for t in self.operands(node, key, chunk)]
         result[:, :count] = self.formula(node, key, slot, operands, None)
         return result
+
+
+@dataclass(eq=False)
+class Chunk:
+    """Elements ``lo:hi`` of one key (``whole``: the key's whole tensor, in its shape), the
+    values computed for it so far, and the inputs already checked to be finite in it."""
+
+    lo: int
+    hi: int
+    whole: bool
+    memo: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
+    checked: set[int] = field(default_factory=set)
+
+
+def _check_finite(operand: torch.Tensor, source: InputHandle, key: str) -> None:
+    """Refuse NaN and infinite input values. A sum is one cheap pass; only when it is not
+    finite (a NaN, an infinity, or an overflow of the sum) are the elements looked at."""
+    if math.isfinite(float(operand.sum())):
+        return
+    bad = int((~torch.isfinite(operand)).sum())
+    if bad == 0:
+        return
+    raise CheckpointError(
+        source.label,
+        f"the tensor holds NaN or infinite values ({bad} in the part being merged); merging "
+        "would spread them",
+        code="non-finite",
+        key=key,
+        hint="repair or replace this model, or pass --nan keep to merge the values as they are",
+    )
 
 
 def _linear(

@@ -8,6 +8,10 @@ that holds it. Torch's kernels and the file reads and writes release the GIL, so
 threads overlap reading, computing and writing. Methods that need statistics over the whole
 model get a pass of their own before, which reads only what they need.
 
+On CPU the workers run torch with one intra-op thread each (restored afterwards): a chunk is
+too small to share out, and torch's own threads waiting on each other at every chunk (worse
+when another program holds a core) cost far more than they give.
+
 Outputs appear whole or not at all: if anything fails, or the run is interrupted (the
 ``cancel`` event, ``KeyboardInterrupt``), every temporary file is removed and nothing is
 renamed into place.
@@ -27,7 +31,7 @@ from typing import Any
 import torch
 
 from mergelang.cache import CACHE_KEY, stored_dtype
-from mergelang.compute import Evaluator, KeyTask, Target
+from mergelang.compute import Chunk, Evaluator, KeyTask, Target
 from mergelang.errors import UsageError
 from mergelang.graph import MethodNode, Node
 from mergelang.io.save_options import OutputKey
@@ -178,11 +182,8 @@ class _Run:
                     raise KeyboardInterrupt
                 if slot.action != "compute":
                     continue
-                memo: dict[tuple[int, str], torch.Tensor] = {}
-                operands = [
-                    evaluator.as_float(evaluator.value(c, key, 0, slot.numel, True, memo), True)
-                    for c in node.children
-                ]
+                chunk = Chunk(0, slot.numel, True)
+                operands = evaluator.operands(node, key, chunk)
                 collector.add(key, slot.block or "BASE", *operands)
                 evaluator.forget_reads()
                 self.reporter.advance(slot.numel * 4, key)
@@ -277,9 +278,17 @@ def execute(
         if entry.status == "hit":
             report.note(f"cache hit: {entry.node.label}")
     ok = False
+    threads = torch.get_num_threads()
+    if run.device.type == "cpu":
+        torch.set_num_threads(1)
     try:
         run.open_sinks()
-        evaluator = Evaluator(device=run.device, chunk=plan.chunk, hits=run.hits)
+        evaluator = Evaluator(
+            device=run.device,
+            chunk=plan.chunk,
+            hits=run.hits,
+            check_finite=plan.nan == "error",
+        )
         evaluator.stats = run.statistics(evaluator)
         run.merge(evaluator)
         outputs = run.commit()
@@ -288,11 +297,8 @@ def execute(
         run.abort()
         raise
     finally:
-        for handle in plan.inputs:
-            handle.close()
-        for entry in plan.cache:
-            if entry.handle is not None:
-                entry.handle.close()
+        torch.set_num_threads(threads)
+        plan.close()
         report.finish(ok)
     return RunResult(
         tuple(outputs),

@@ -19,6 +19,7 @@ from mergelang.inputs import InputHandle
 from mergelang.io.save_options import OutputKey, SaveOptions
 
 __all__ = [
+    "CUDA_CHUNK",
     "DEFAULT_CHUNK",
     "CacheEntry",
     "OutputPlan",
@@ -27,8 +28,12 @@ __all__ = [
 ]
 
 DEFAULT_CHUNK = 1 << 18
-"""Elements per chunk: a 1 MiB float32 buffer, small enough to stay in a core's cache
+"""Elements per chunk on CPU: a 1 MiB float32 buffer, small enough to stay in a core's cache
 hierarchy while the fused formula runs over it, large enough to keep per-call overhead low."""
+
+CUDA_CHUNK = 1 << 24
+"""Elements per chunk on a GPU: each chunk crosses the bus twice, so fewer, larger copies
+(64 MiB of float32) pay; the GPU's memory holds these buffers easily."""
 
 OutputStatus = Literal["write", "up-to-date", "memory"]
 CacheStatus = Literal["hit", "store", "unknown"]
@@ -91,9 +96,20 @@ class Plan:
     chunk: int = DEFAULT_CHUNK
     workers: int = 1
     device: str = "cpu"
+    nan: str = "error"
+    """What to do with NaN or infinite values in the inputs of a merge: ``error`` (refuse,
+    naming the model and key) or ``keep`` (merge them as they are)."""
     hashed: bool = False
     """Whether every file input's content hash is known (cache and up-to-date decisions
     are final)."""
+
+    def close(self) -> None:
+        """Close the files the plan holds open (its inputs and cache hits)."""
+        for handle in self.inputs:
+            handle.close()
+        for entry in self.cache:
+            if entry.handle is not None:
+                entry.handle.close()
 
     def cache_entry(self, node: Node) -> CacheEntry | None:
         for entry in self.cache:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,7 +35,14 @@ from mergelang.checked import (
     SaveTarget,
     StepRef,
 )
-from mergelang.errors import CheckpointError, Diagnostic, MergelangError, RecipeError, Span
+from mergelang.errors import (
+    CheckpointError,
+    Diagnostic,
+    MergelangError,
+    RecipeError,
+    Span,
+    UsageError,
+)
 from mergelang.graph import KeySlot, LinearNode, LoadNode, MethodNode, Node
 from mergelang.inputs import InputHandle, KeyMeta, MemoryReader
 from mergelang.io.dtypes import is_float_code
@@ -43,7 +51,7 @@ from mergelang.io.locate import ModelLocator
 from mergelang.io.safetensors_header import read_safetensors_header
 from mergelang.io.save_options import OutputKey, SaveOptions, output_layout
 from mergelang.methods.registry import get_method
-from mergelang.planned import DEFAULT_CHUNK, OutputPlan, Plan
+from mergelang.planned import CUDA_CHUNK, DEFAULT_CHUNK, OutputPlan, Plan
 from mergelang.weights import BlockWeights, WeightsError
 
 if TYPE_CHECKING:
@@ -65,6 +73,9 @@ class PlanOptions:
     ``targets``: instead of the recipe's saves, return these in memory: step or model names,
     or indices into the recipe's saves.
     ``dtype``: the dtype of in-memory results (``None``: each key's natural dtype).
+    ``nan``: ``error`` refuses NaN/infinite input values in a merge, ``keep`` merges them.
+    ``chunk``: elements per chunk (default: :data:`~mergelang.planned.DEFAULT_CHUNK` on CPU,
+    :data:`~mergelang.planned.CUDA_CHUNK` on a GPU).
     """
 
     out_dir: Path | None = None
@@ -73,10 +84,11 @@ class PlanOptions:
     force: bool = False
     device: str = "cpu"
     workers: int | None = None
-    chunk: int = DEFAULT_CHUNK
+    chunk: int | None = None
     inputs: Mapping[str, MemoryInput] | None = None
     targets: tuple[str | int, ...] | None = None
     dtype: str | None = None
+    nan: str = "error"
 
 
 def build_plan(
@@ -97,6 +109,10 @@ def build_plan(
     return plan
 
 
+def _default_chunk(device: str) -> int:
+    return DEFAULT_CHUNK if device == "cpu" else CUDA_CHUNK
+
+
 def _default_workers(device: str) -> int:
     if device != "cpu":
         return 1
@@ -105,6 +121,8 @@ def _default_workers(device: str) -> int:
 
 class _Planner:
     def __init__(self, checked: CheckedRecipe, locator: ModelLocator, options: PlanOptions):
+        if options.nan not in ("error", "keep"):
+            raise UsageError(f"unknown nan policy {options.nan!r}", hint="use error or keep")
         self.checked = checked
         self.locator = locator
         self.options = options
@@ -147,9 +165,10 @@ class _Planner:
             outputs,
             [],
             self.options.cache_dir,
-            chunk=self.options.chunk,
+            chunk=self.options.chunk or _default_chunk(self.options.device),
             workers=workers,
             device=self.options.device,
+            nan=self.options.nan,
         )
 
     def _inspect_inputs(self) -> InputsReport:
@@ -350,9 +369,8 @@ class _Planner:
             if p.action == "merge" and all(is_float_code(s.dtype) for s in slots):
                 keys[p.key] = KeySlot(p.shape, slots[0].dtype, "compute", p.block)
             elif p.action == "merge_channels" and all(is_float_code(s.dtype) for s in slots):
-                dtype = children[p.source].keys[p.key].dtype
                 keys[p.key] = KeySlot(
-                    p.shape, dtype, "channels", p.block, p.source, p.merged_channels
+                    p.shape, slots[0].dtype, "channels", p.block, p.source, p.merged_channels
                 )
             else:
                 dtype = children[p.source].keys[p.key].dtype
@@ -368,12 +386,17 @@ class _Planner:
         return [self._save_output(save) for save in self.checked.saves]
 
     def _memory_output(self, target: str | int) -> OutputPlan:
-        ref: ModelExpr
+        """An in-memory result: a save of the recipe (with that save's options; ``dtype``
+        overrides its dtype), or a named step or input with every key kept."""
         if isinstance(target, int):
-            ref, name = self.checked.saves[target].model, self.checked.saves[target].path
-        else:
-            ref = InputRef(target) if target in self.checked.models else StepRef(target)
-            name = target
+            save = self.checked.saves[target]
+            if self.options.dtype is not None:
+                save = dataclasses.replace(save, dtype=self.options.dtype)
+            output = self._save_output(save)
+            output.status, output.path = "memory", None
+            return output
+        ref: ModelExpr = InputRef(target) if target in self.checked.models else StepRef(target)
+        name = target
         node = self.node_of(ref)
         options = SaveOptions(dtype=self.options.dtype, ema="keep")
         layout = output_layout(node.keys, node.arch, options, None)

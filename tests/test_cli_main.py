@@ -1,20 +1,21 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from mergelang._version import __version__
 from mergelang.cli import main
 
 
-def test_help_lists_delivered_verbs_only(capsys: pytest.CaptureFixture[str]) -> None:
+def test_help_lists_every_verb_in_order(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    listed = {line.split()[0] for line in out.splitlines() if line.startswith("    ")}
-    assert {"check", "fmt", "show"} <= listed
-    assert not listed & {"run", "plan"}
+    listed = re.findall(r"^    (\S+)", out, flags=re.M)
+    assert listed == ["check", "plan", "run", "fmt", "show"]
 
 
-@pytest.mark.parametrize("verb", ["check", "fmt", "show"])
+@pytest.mark.parametrize("verb", ["check", "plan", "run", "fmt", "show"])
 def test_every_verb_has_help(verb: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([verb, "--help"]) == 0
     assert f"usage: mergelang {verb}" in capsys.readouterr().out

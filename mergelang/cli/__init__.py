@@ -4,21 +4,28 @@ Each verb lives in its own module under ``mergelang.cli`` exposing ``register(su
 which adds the verb's parser and sets ``handler`` to a function ``(args) -> int``. Verb modules
 import nothing heavy at module level (no torch), so ``check`` and ``fmt`` start quickly.
 
-Exit status: 0 success, 1 recipe or runtime error, 2 command-line usage error, 130 interrupted.
+Exit status: 0 success, 1 recipe or runtime error, 2 command-line usage error, 130 interrupted
+(SIGINT, Ctrl-C), 143 terminated (SIGTERM). While a verb runs, SIGTERM raises
+:class:`Terminated`, a :class:`KeyboardInterrupt`, so a run cleans up (removes its partial
+files) exactly as for Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 from mergelang._version import __version__
 from mergelang.errors import MergelangError
 
-VERBS: tuple[str, ...] = ("check", "fmt", "show")
+VERBS: tuple[str, ...] = ("check", "plan", "run", "fmt", "show")
 """Verb modules, in the order ``--help`` lists them."""
 
 
@@ -32,6 +39,28 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 class _UsageExit(Exception):
     pass
+
+
+class Terminated(KeyboardInterrupt):
+    """The process received SIGTERM (exit status 143)."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` in the main thread, then restore the handler
+    that was there before (``main`` is also called from other programs and from tests)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,15 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help and --version
         return int(exc.code or 0)
     try:
-        status: int = args.handler(args)
+        with _sigterm_raises():
+            status: int = args.handler(args)
         return status
     except MergelangError as exc:
         print_error(stderr_console(), exc)
         return exc.exit_code
+    except Terminated:
+        stderr_console().print("terminated", style="bold red")
+        return 143
     except KeyboardInterrupt:
         stderr_console().print("interrupted", style="bold red")
         return 130
-
-
-def run() -> None:
-    sys.exit(main())

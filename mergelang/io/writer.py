@@ -177,17 +177,22 @@ class AtomicFile:
         self.temp_path = folder / name
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         flags |= getattr(os, "O_BINARY", 0)
+        # The cleanup is registered before the file exists: an interrupt arriving just after
+        # the file is created (before its descriptor is stored) still removes it, at the
+        # latest when the interpreter exits.
+        self._state: dict[str, object] = {"temp": str(self.temp_path)}
+        self._finalizer = weakref.finalize(self, _discard, self._state)
+        self.committed = False
         try:
-            fd = os.open(self.temp_path, flags, 0o666)
+            self._state["fd"] = os.open(self.temp_path, flags, 0o666)
         except OSError as exc:
+            self._state.pop("temp", None)  # not ours: nothing was created
+            self._finalizer.detach()
             raise OutputError(
                 str(self.path),
                 f"cannot create a file in {folder} ({exc.strerror or exc})",
                 code="cannot-create",
             ) from None
-        self._state: dict[str, object] = {"fd": fd, "temp": str(self.temp_path)}
-        self._finalizer = weakref.finalize(self, _discard, self._state)
-        self.committed = False
 
     @property
     def fd(self) -> int:

@@ -67,7 +67,10 @@ PARAM_KINDS: Final[tuple[str, ...]] = ("model", "weights", "number", "int", "str
 
 ENTRY_POINT_GROUP: Final = "mergelang.methods"
 
-BUILTIN_FAMILIES: tuple[str, ...] = ("mergelang.methods.linear",)
+BUILTIN_FAMILIES: tuple[str, ...] = (
+    "mergelang.methods.linear",
+    "mergelang.methods.sparse",
+)
 """Modules of mergelang's own method families, imported on the first lookup."""
 
 
@@ -202,6 +205,8 @@ class MethodSpec:
     every key): ``stats`` makes a collector; before the merge the executor calls its
     ``add(key, block, *tensors)`` with the float32 operands of every merged key, then its
     ``finish()`` if it has one, and passes it to the kernel as ``stats=``.
+    ``wants_key``: the kernel also receives ``key=`` (the checkpoint key being merged), e.g.
+    to derive a per-key random stream that is the same whatever order keys come in.
     """
 
     name: str
@@ -211,6 +216,7 @@ class MethodSpec:
     needs_stats: bool
     kernel: Callable[..., Any]
     stats: Callable[[], Any] | None = None
+    wants_key: bool = False
 
     @property
     def formula(self) -> str:
@@ -368,6 +374,7 @@ def method(
     elementwise: bool = True,
     needs_stats: bool = False,
     stats: Callable[[], Any] | None = None,
+    wants_key: bool = False,
     registry: MethodRegistry | None = None,
 ) -> Callable[[F], F]:
     """Register the decorated kernel as merge method ``name`` (in ``registry``, by default
@@ -395,6 +402,7 @@ def method(
             needs_stats=needs_stats or stats is not None,
             kernel=kernel,
             stats=stats,
+            wants_key=wants_key,
         )
         target.register(spec)
         return kernel

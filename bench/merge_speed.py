@@ -1,0 +1,385 @@
+"""End-to-end merge speed and memory: mergelang against a whole-model merge and a hand loop.
+
+Generates full-size synthetic checkpoints (SD1.5 layout, fp16, 2.13 GB each at ``--scale 1``)
+in a temporary folder and times the same block-weighted merge three ways, each in its own
+process: naive (every input loaded whole with ``safetensors.torch.load_file``, each key merged
+in float32, the whole dict saved: what the web-UI merge extensions do); reference (the minimal
+streaming loop by hand: memory-mapped ``SafetensorsReader`` inputs, a ``SafetensorsWriter``
+output, chunks of 2**18 elements through preallocated float32 buffers, one torch thread);
+mergelang (``python -m mergelang run RECIPE --quiet --cache-dir DIR``). The merge is
+``weighted_sum(a, b, alpha = [25 values], base = 0.3)``, or with ``--sdxl``
+``add_difference(a, b, c, alpha = [19 values], base = 0.5)`` on SDXL-layout files. Per run the
+parent records the wall time, the peak anonymous memory (RssAnon, polled from /proc every 5 ms)
+and VmHWM, and a SHA-256 of each output tensor, to check that every method wrote byte-equal
+tensor data.
+
+Usage: ``python bench/merge_speed.py [--scale 1.0] [--dir DIR] [--repeat 2] [--sdxl] [--keep]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mergelang.arch import checkpoint_layout, get_architecture, key_dtype
+from mergelang.io.dtypes import code_for_torch, item_size
+from mergelang.io.readers import SafetensorsReader
+from mergelang.io.writer import OutputEntry, SafetensorsWriter, build_header
+from mergelang.testing import make_checkpoint
+
+CHUNK = 1 << 18
+POLL_S = 0.005
+SD1_ALPHA = [f"{0.10 + 0.03 * i:.2f}" for i in range(25)]
+SDXL_ALPHA = [f"{0.10 + 0.04 * i:.2f}" for i in range(19)]
+HAS_NUMPY = importlib.util.find_spec("numpy") is not None
+NAIVE_SAVE = (
+    "safetensors.torch.save_file"
+    if HAS_NUMPY
+    else "one write() per tensor of the whole in-memory dict "
+    "(safetensors.torch.save_file and save need numpy, which is not installed)"
+)
+Digests = dict[str, tuple[str, tuple[int, ...], str]]
+"""Key -> (dtype, shape, SHA-256 of the tensor's bytes)."""
+
+
+# ---------------------------------------------------------------- the two hand-written merges
+
+
+def key_weight(spec: dict[str, Any]) -> Callable[[str], float | None]:
+    """A key's merge weight: its block's alpha, the base value, or None (copied from A)."""
+    arch = get_architecture(spec["arch"])
+    by_block = dict(zip(arch.blocks, (float(v) for v in spec["alpha"]), strict=True))
+    base = float(spec["base"])
+
+    def weight(key: str) -> float | None:
+        block = arch.block_of(key)
+        return None if block is None else by_block.get(block, base)
+
+    return weight
+
+
+def save_whole(tensors: dict[str, torch.Tensor], path: str) -> None:
+    """Save a whole in-memory dict as safetensors (``save_file`` where numpy allows it)."""
+    if HAS_NUMPY:
+        from safetensors.torch import save_file
+
+        save_file(tensors, path)
+        return
+    codes = {key: code_for_torch(t.dtype) for key, t in tensors.items()}
+    entries = [OutputEntry(k, str(codes[k]), tuple(t.shape)) for k, t in tensors.items()]
+    header, offsets = build_header(entries)
+    with open(path, "wb") as out:
+        out.write(len(header).to_bytes(8, "little") + header)
+        for key in sorted(offsets, key=lambda k: offsets[k][0]):
+            data = tensors[key].contiguous()
+            nbytes = data.numel() * data.element_size()
+            if nbytes:
+                out.write(memoryview((ctypes.c_char * nbytes).from_address(data.data_ptr())))
+
+
+def naive_worker(spec: dict[str, Any]) -> None:
+    from safetensors.torch import load_file
+
+    weight = key_weight(spec)
+    models = [load_file(path) for path in spec["inputs"]]
+    merged = models[0]
+    for key in list(merged):
+        w = weight(key)
+        if w is None:
+            continue
+        x = [model[key].to(torch.float32) for model in models]
+        if spec["method"] == "weighted_sum":
+            result = (1 - w) * x[0] + w * x[1]
+        else:
+            result = x[0] + w * (x[1] - x[2])
+        merged[key] = result.to(torch.float16)
+    save_whole(merged, spec["output"])
+    # The same durability as the other two (which fsync before renaming into place), so the
+    # comparison is of getting the merged model safely onto the disk.
+    descriptor = os.open(spec["output"], os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def reference_worker(spec: dict[str, Any]) -> None:
+    # One thread: OpenMP gains little on 1 MB chunks and, when another process holds a core,
+    # its barriers made this loop several times slower (53 s instead of 15 s on 2 cores).
+    torch.set_num_threads(1)
+    weight = key_weight(spec)
+    readers = [SafetensorsReader(path) for path in spec["inputs"]]
+    first = readers[0]
+    weights = {key: weight(key) for key in first}
+    entries = [
+        OutputEntry(key, first.info(key).dtype if w is None else "F16", first.info(key).shape)
+        for key, w in weights.items()
+    ]
+    buffers = [torch.empty(CHUNK, dtype=torch.float32) for _ in readers]
+    out = torch.empty(CHUNK, dtype=torch.float32)
+    spare = torch.empty(CHUNK, dtype=torch.float32)
+    half = torch.empty(CHUNK, dtype=torch.float16)
+    summing = spec["method"] == "weighted_sum"
+    with SafetensorsWriter(spec["output"], entries, overwrite=True) as writer:
+        for key, w in weights.items():
+            if w is None:
+                writer.write(key, first.get(key))
+                continue
+            flats = [reader.get(key).reshape(-1) for reader in readers]
+            total = flats[0].numel()
+            for start in range(0, total, CHUNK):
+                n = min(CHUNK, total - start)
+                x = [b[:n].copy_(f[start : start + n]) for b, f in zip(buffers, flats, strict=True)]
+                o = out[:n]
+                if summing:  # (1 - w) * a + w * b
+                    torch.mul(x[0], 1 - w, out=o)
+                    o.add_(torch.mul(x[1], w, out=spare[:n]))
+                else:  # a + w * (b - c)
+                    torch.sub(x[1], x[2], out=o)
+                    o.mul_(w).add_(x[0])
+                writer.write_part(key, start, half[:n].copy_(o))
+
+
+# ---------------------------------------------------------------- measuring a process
+
+
+@dataclass
+class Run:
+    wall: float
+    anon_mb: float
+    hwm_mb: float
+
+
+@dataclass
+class Method:
+    name: str
+    command: list[str]
+    output: Path
+    runs: list[Run] = field(default_factory=list)
+    failed: str | None = None
+
+
+def poll_memory(pid: int, done: threading.Event, peak: dict[str, int]) -> None:
+    """Keep the highest RssAnon and VmHWM (kB) of ``pid`` until ``done`` is set."""
+    while not done.is_set():
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii") as status:
+                for line in status:
+                    name, _, value = line.partition(":")
+                    if name in ("RssAnon", "VmHWM"):
+                        peak[name] = max(peak.get(name, 0), int(value.split()[0]))
+        except (OSError, ValueError):
+            pass
+        time.sleep(POLL_S)
+
+
+def measure(method: Method) -> Run | None:
+    """Run the method's process once; its figures, or None (and ``method.failed``) on failure."""
+    peak: dict[str, int] = {}
+    done = threading.Event()
+    start = time.perf_counter()
+    process = subprocess.Popen(method.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    poller = threading.Thread(target=poll_memory, args=(process.pid, done, peak), daemon=True)
+    poller.start()
+    out, err = process.communicate()
+    wall = time.perf_counter() - start
+    done.set()
+    poller.join()
+    if process.returncode != 0:
+        text = (out + err).decode(errors="replace")
+        lines = "\n    ".join(text.strip().splitlines()[-8:])
+        method.failed = f"exit status {process.returncode}:\n    {lines}"
+        if "invalid choice: 'run'" in text:
+            method.failed += "\n    (this mergelang has no `run` verb yet)"
+        return None
+    return Run(wall, peak.get("RssAnon", 0) / 1024, peak.get("VmHWM", 0) / 1024)
+
+
+def tensor_digests(path: Path) -> Digests:
+    """Each tensor's dtype, shape and SHA-256, its bytes located through the file's header."""
+    digests = {}
+    with SafetensorsReader(path) as reader, path.open("rb") as handle:
+        for key in reader:
+            info = reader.info(key)
+            handle.seek(reader.header.data_offset + info.start)
+            data = handle.read(info.end - info.start)
+            digests[key] = (info.dtype, tuple(info.shape), hashlib.sha256(data).hexdigest())
+    return digests
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+def checkpoint_bytes(arch: str, scale: float) -> int:
+    layout = checkpoint_layout(arch, scale=scale)
+    return sum(math.prod(s) * item_size(key_dtype(k, "F16")) for k, s in layout.items())
+
+
+def available_memory() -> int:
+    lines = Path("/proc/meminfo").read_text(encoding="ascii").splitlines()
+    return next(int(line.split()[1]) * 1024 for line in lines if line.startswith("MemAvailable:"))
+
+
+def choose_scale(arch: str, asked: float | None, folder: Path, models: int) -> float:
+    """The width scale: as asked, else the largest of 1, 0.75, 0.5, 0.25 that fits the disk."""
+    free = shutil.disk_usage(folder).free
+    for scale in [asked] if asked is not None else [1.0, 0.75, 0.5, 0.25]:
+        need = (models + 1) * checkpoint_bytes(arch, scale) * 1.05 + (1 << 29)
+        if need <= free:
+            return scale
+        print(f"scale {scale}: needs {need / 1e9:.1f} GB in {folder}, {free / 1e9:.1f} GB free")
+    sys.exit(f"not enough free disk space in {folder}: pass --dir or a smaller --scale")
+
+
+def recipe_text(method: str, names: list[str], alpha: list[str], base: str) -> str:
+    models = "".join(f'model {name} = "{name}.safetensors"\n' for name in names)
+    call = f"{method}({', '.join(names)}, alpha = [{', '.join(alpha)}], base = {base})"
+    return f'{models}save {call} to "out-mergelang.safetensors" as fp16\n'
+
+
+def run_benchmark(root: Path, sdxl: bool, scale: float, repeat: int) -> None:
+    arch, names = ("sdxl", ["a", "b", "c"]) if sdxl else ("sd1", ["a", "b"])
+    method, alpha, base = (
+        ("add_difference", SDXL_ALPHA, "0.5") if sdxl else ("weighted_sum", SD1_ALPHA, "0.3")
+    )
+    start = time.perf_counter()
+    inputs = [
+        make_checkpoint(root / f"{name}.safetensors", arch, scale=scale, seed=seed)
+        for seed, name in enumerate(names, start=1)
+    ]
+    os.sync()
+    size = inputs[0].stat().st_size
+    made = time.perf_counter() - start
+    print(
+        f"inputs: {len(inputs)} x {size / 1e9:.2f} GB ({arch}, fp16, scale {scale}) in {made:.0f} s"
+    )
+    print("  they stay in the page cache (dropping it needs root): reads come from memory")
+    print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores before the runs")
+    recipe = root / "merge.merge"
+    recipe.write_text(recipe_text(method, names, alpha, base), encoding="utf-8")
+    print(f"merge: {recipe.read_text(encoding='utf-8').splitlines()[-1]}")
+    print(f"naive saves with {NAIVE_SAVE}, then fsyncs, as the other two do")
+    print("mergelang hashes the inputs in its first run only (cached in its --cache-dir)")
+    spec = {"arch": arch, "method": method, "alpha": alpha, "base": base}
+    spec["inputs"] = [str(path) for path in inputs]
+    script = str(Path(__file__).resolve())
+    methods: dict[str, Method] = {}
+    for kind in ("naive", "reference"):
+        output = root / f"out-{kind}.safetensors"
+        job = json.dumps({**spec, "output": str(output)})
+        command = [sys.executable, "-W", "ignore", script, "--worker", kind, job]
+        methods[kind] = Method(kind, command, output)
+    command = [sys.executable, "-m", "mergelang", "run", str(recipe), "--quiet"]
+    command += ["--cache-dir", str(root / "cache")]
+    methods["mergelang"] = Method("mergelang", command, root / "out-mergelang.safetensors")
+    need, available = len(inputs) * size * 1.1 + (1 << 30), available_memory()
+    if need > available:
+        methods["naive"].failed = "skipped"
+        print(
+            f"naive: skipped, needs ~{need / 1e9:.1f} GB of memory, {available / 1e9:.1f} GB free"
+        )
+    digests: dict[str, Digests] = {}
+    for name in ["naive", "reference", "mergelang"] + ["reference", "mergelang"] * (repeat - 1):
+        current = methods[name]
+        if current.failed is not None:
+            continue
+        result = measure(current)
+        if result is None:
+            print(f"{name}: failed, {current.failed}")
+        else:
+            current.runs.append(result)
+            r = result
+            print(
+                f"  {name:<10} {r.wall:6.2f} s  anon {r.anon_mb:5.0f} MB  VmHWM {r.hwm_mb:5.0f} MB"
+            )
+            found = tensor_digests(current.output)
+            if digests.setdefault(name, found) != found:
+                print(f"  {name}: this run's output differs from its first run's")
+        current.output.unlink(missing_ok=True)
+        os.sync()
+    report(methods)
+    compare_outputs(digests)
+
+
+def report(methods: dict[str, Method]) -> None:
+    print(f"\n{'method':<11}{'wall s':>8}{'peak anon MB':>14}{'VmHWM MB':>10}  runs")
+    best: dict[str, Run] = {}
+    for name, method in methods.items():
+        if not method.runs:
+            print(f"{name:<11}{'failed' if method.failed != 'skipped' else 'skipped':>8}")
+            continue
+        walls, anon, hwm = zip(*((r.wall, r.anon_mb, r.hwm_mb) for r in method.runs), strict=True)
+        best[name] = run = Run(min(walls), max(anon), max(hwm))
+        print(f"{name:<11}{run.wall:>8.2f}{run.anon_mb:>14.0f}{run.hwm_mb:>10.0f}  {len(walls)}")
+    print("(wall time: the best run; memory: the highest of the runs)")
+    ours, ref, naive = best.get("mergelang"), best.get("reference"), best.get("naive")
+    ratio = f"{ours.wall / ref.wall:.2f}" if ours and ref else "n/a"
+    print(f"mergelang / reference wall: {ratio:>6}   (target <= 1.15)")
+    ratio = f"{naive.wall / ours.wall:.2f}" if ours and naive else "n/a"
+    print(f"naive / mergelang wall:     {ratio:>6}   (target >= 2)")
+    figure = f"{ours.anon_mb:.0f}" if ours else "n/a"
+    print(f"mergelang peak anon MB:     {figure:>6}   (target <= 400)")
+
+
+def compare_outputs(digests: dict[str, Digests]) -> None:
+    """Compare every method's output with the reference loop's, tensor by tensor."""
+    expected = digests.get("reference")
+    if expected is None or len(digests) < 2:
+        print("outputs: not compared (the reference or every other method failed)")
+        return
+    for name, found in digests.items():
+        if name == "reference":
+            continue
+        keys = expected.keys() | found.keys()
+        differing = sorted(key for key in keys if expected.get(key) != found.get(key))
+        if differing:
+            shown = ", ".join(differing[:3]) + (" ..." if len(differing) > 3 else "")
+            print(f"outputs: {name} DIFFERS from reference in {len(differing)} keys ({shown})")
+        else:
+            print(f"outputs: {name} matches reference (byte-equal data, all {len(keys)} keys)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=None, help="width scale (1 = full size)")
+    parser.add_argument("--dir", type=Path, default=None, help="where to put the temp folder")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of reference and mergelang")
+    parser.add_argument("--sdxl", action="store_true", help="SDXL, three-model add difference")
+    parser.add_argument("--keep", action="store_true", help="keep the folder with the inputs")
+    parser.add_argument("--worker", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        kind, spec = args.worker
+        (naive_worker if kind == "naive" else reference_worker)(json.loads(spec))
+        return
+    parent = args.dir if args.dir is not None else Path(tempfile.gettempdir())
+    scale = choose_scale("sdxl" if args.sdxl else "sd1", args.scale, parent, 3 if args.sdxl else 2)
+    root = Path(tempfile.mkdtemp(prefix="mergelang-bench-", dir=parent))
+    try:
+        run_benchmark(root, args.sdxl, scale, max(1, args.repeat))
+    finally:
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""``mergelang run RECIPE``: write the recipe's outputs.
+
+Standard output stays empty, so ``run`` can be scripted on its exit status alone (0 done,
+1 an error in the recipe, its inputs or its outputs, 2 a command-line error, 130 interrupted,
+143 terminated); ``mergelang plan --json`` lists the outputs a recipe makes. Everything meant
+for a person goes to standard error: warnings, a progress bar while the run goes (only when
+stderr is a terminal) and, at the end, a summary with one line per output::
+
+    wrote 2 outputs (3.8 MB) in 1.2 s; 1 up to date; cache: 1 hit, 1 stored
+      written     out/mix.safetensors
+      ...
+
+``--quiet`` leaves out all of it but the errors. ``--dry-run`` plans the run, hashes the
+inputs and checks everything a run checks, then prints what each output would become and the
+passes and sizes, and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mergelang.cli.check import add_variable_arguments
+from mergelang.cli.plan import add_planning_arguments, check_recipe, make_plan
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mergelang.executor import RunResult
+    from mergelang.planned import Plan
+
+__all__ = ["register", "run_recipe", "shown_path"]
+
+PLANNING = "planning: reading headers, hashing new inputs"
+"""What the spinner says until the run's first phase."""
+
+STATUS_TEXT = {
+    "written": "written",
+    "up-to-date": "up to date",
+    "memory": "in memory",
+    "write": "would write",
+}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run a recipe: write its outputs",
+        description=(
+            "Run a recipe and write its outputs (relative paths are relative to the "
+            "recipe's folder, or to --out-dir). Outputs already made by the same steps from "
+            "the same inputs are left alone; another existing file is refused unless --force. "
+            "Nothing is printed on standard output: progress (on a terminal) and a summary "
+            "of what was written go to standard error, and the exit status says whether the "
+            "run succeeded (0), failed (1), was called wrongly (2), interrupted (130) or "
+            "terminated (143); an interrupted run leaves no partial file."
+        ),
+    )
+    parser.add_argument("recipe", metavar="RECIPE", help="the .merge file, or - for stdin")
+    add_variable_arguments(parser)
+    add_planning_arguments(parser)
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        metavar="DEVICE",
+        help="where to compute: cpu (default), cuda or cuda:N",
+    )
+    parser.add_argument(
+        "--nan",
+        choices=("error", "keep"),
+        default="error",
+        help="NaN or infinite values in the inputs of a merge: refuse them, naming the model "
+        "and key (error, the default), or merge them as they are (keep)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="hash the inputs and check everything, print what would be written, write nothing",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print nothing but errors (no progress, no warnings, no summary)",
+    )
+    parser.set_defaults(handler=run_recipe)
+
+
+def run_recipe(args: argparse.Namespace) -> int:
+    from mergelang import api
+    from mergelang.cli.console import print_diagnostics, stderr_console
+    from mergelang.cli.progress import RichReporter
+    from mergelang.executor import resolve_device
+
+    console = stderr_console()
+    # An absent CUDA is reported before anything is read.
+    resolve_device(args.device)
+    checked = check_recipe(args)
+    if checked.warnings and not args.quiet:
+        print_diagnostics(console, checked.warnings)
+    enabled = console.is_terminal and not args.quiet
+    if args.dry_run:
+        with RichReporter(console, enabled) as reporter:
+            reporter.waiting(PLANNING)
+            plan = make_plan(args, checked, hash_inputs=True, device=args.device)
+            plan.close()
+        if not args.quiet:
+            print_dry_run(console, plan)
+        return 0
+    with RichReporter(console, enabled) as reporter:
+        reporter.waiting(PLANNING)
+        result = api.run(
+            checked,
+            models_dir=args.models_dirs,
+            out_dir=args.out_dir,
+            cache_dir=args.cache_dir,
+            use_cache=args.use_cache,
+            force=args.force,
+            device=args.device,
+            workers=args.workers,
+            nan=args.nan,
+            reporter=reporter,
+        )
+    if not args.quiet:
+        print_summary(console, result)
+    return 0
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def shown_path(path: Path | None, name: str = "") -> str:
+    """An output's path as the summary shows it: relative to the current folder when it is
+    inside it, else absolute."""
+    if path is None:
+        return name
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return str(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+def _cache_part(hits: int, stores: int, stored_word: str) -> str | None:
+    if not hits and not stores:
+        return None
+    found = []
+    if hits:
+        found.append(_plural(hits, "hit"))
+    if stores:
+        found.append(f"{stores} {stored_word}")
+    return "cache: " + ", ".join(found)
+
+
+def _output_lines(console: Console, rows: list[tuple[str, str]]) -> None:
+    from rich.markup import escape
+
+    width = max((len(status) for status, _ in rows), default=0)
+    for status, path in rows:
+        style = "green" if status in ("written", "would write") else "dim"
+        console.print(f"  [{style}]{status.ljust(width)}[/{style}]  {escape(path)}")
+
+
+def summary_line(result: RunResult) -> str:
+    """``wrote 2 outputs (3.8 MB) in 1.2 s; 1 up to date; cache: 1 hit, 1 stored``."""
+    from mergelang.plan_text import human_bytes
+
+    written = [o for o in result.outputs if o.status == "written"]
+    current = [o for o in result.outputs if o.status == "up-to-date"]
+    parts: list[str] = []
+    if written:
+        size = human_bytes(sum(o.nbytes for o in written))
+        parts.append(f"wrote {_plural(len(written), 'output')} ({size}) in {result.seconds:.1f} s")
+    if current:
+        if written:
+            parts.append(f"{len(current)} up to date")
+        else:
+            parts.append(f"nothing to do: {_plural(len(current), 'output')} up to date")
+    cache = _cache_part(len(result.cache_hits), len(result.cache_stores), "stored")
+    if cache is not None:
+        parts.append(cache)
+    return "; ".join(parts) if parts else "the recipe saves no output"
+
+
+def print_summary(console: Console, result: RunResult) -> None:
+    from rich.markup import escape
+
+    console.print(escape(summary_line(result)), style="bold")
+    rows = [
+        (STATUS_TEXT.get(o.status, o.status), shown_path(o.path, o.name)) for o in result.outputs
+    ]
+    _output_lines(console, rows)
+
+
+def dry_run_lines(plan: Plan) -> tuple[str, str]:
+    """The head line (what would be written) and the plan line (passes, sizes, memory)."""
+    from mergelang.plan_text import human_bytes
+
+    pending = [o for o in plan.outputs if o.status == "write"]
+    current = [o for o in plan.outputs if o.status == "up-to-date"]
+    parts = [
+        f"dry run: would write {_plural(len(pending), 'output')} "
+        f"({human_bytes(sum(o.nbytes for o in pending))})"
+    ]
+    if current:
+        parts.append(f"{len(current)} up to date")
+    hits = sum(1 for e in plan.cache if e.status == "hit")
+    cache = _cache_part(hits, len(plan.stores), "to store")
+    if cache is not None:
+        parts.append(cache)
+    passes = plan.passes
+    count = f"{len(passes)} pass" + ("" if len(passes) == 1 else "es")
+    passes_text = f"{count} ({' then '.join(passes)})" if passes else "no pass"
+    workers = _plural(plan.workers, "worker")
+    detail = (
+        f"{passes_text}; read {human_bytes(plan.bytes_read)}, "
+        f"write {human_bytes(plan.bytes_written)}; working memory about "
+        f"{human_bytes(plan.working_memory())} ({workers})"
+    )
+    return "; ".join(parts), detail
+
+
+def print_dry_run(console: Console, plan: Plan) -> None:
+    from rich.markup import escape
+
+    head, detail = dry_run_lines(plan)
+    console.print(escape(head), style="bold")
+    rows = [(STATUS_TEXT.get(o.status, o.status), shown_path(o.path, o.name)) for o in plan.outputs]
+    _output_lines(console, rows)
+    console.print(escape(detail))
