@@ -35,6 +35,7 @@ from mergelang.planned import CacheEntry
 
 if TYPE_CHECKING:
     from mergelang.inputs import InputHandle
+    from mergelang.io.writer import OutputEntry
     from mergelang.sinks import Sink
 
 __all__ = ["Arena", "Chunk", "Evaluator", "KeyTask", "Target"]
@@ -48,6 +49,10 @@ class Target:
     sink: Sink
     item: OutputKey
     node: Node | None
+    entry: OutputEntry = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.entry = self.item.entry()
 
 
 @dataclass(eq=False)
@@ -66,7 +71,7 @@ class KeyTask:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.item.entry().nbytes for t in self.targets)
+        return sum(t.entry.nbytes for t in self.targets)
 
 
 class Arena:

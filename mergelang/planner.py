@@ -366,7 +366,10 @@ class _Planner:
         keys: dict[str, KeySlot] = {}
         for p in plans:
             slots = [children[i].keys[p.key] for i in p.present_in]
-            if p.action == "merge" and all(is_float_code(s.dtype) for s in slots):
+            if p.action == "merge" and _identity(node, p.block):
+                # 1.0 * x is x, bit for bit: the key is passed through, never converted.
+                keys[p.key] = KeySlot(p.shape, slots[0].dtype, "pass", p.block, 0)
+            elif p.action == "merge" and all(is_float_code(s.dtype) for s in slots):
                 keys[p.key] = KeySlot(p.shape, slots[0].dtype, "compute", p.block)
             elif p.action == "merge_channels" and all(is_float_code(s.dtype) for s in slots):
                 keys[p.key] = KeySlot(
@@ -433,6 +436,13 @@ class _Planner:
         return OutputPlan(
             save, Path(os.path.abspath(path)), node, options, layout, vae=vae_node, name=save.path
         )
+
+
+def _identity(node: Node, block: str | None) -> bool:
+    """Whether ``node`` is ``1.0 * child`` at ``block`` (one term, weight exactly 1)."""
+    if not isinstance(node, LinearNode) or len(node.weights) != 1 or block is None:
+        return False
+    return node.weights[0][block] == 1.0
 
 
 def _all_one(weights: object, arch: Architecture) -> bool:

@@ -144,9 +144,12 @@ def align_tables(
         union.update(dict.fromkeys(table))
     plans: list[KeyPlan] = []
     mismatches: list[tuple[str, int, int]] = []
+    blocks = _blocks(arch, conv)
     for key in union:
         present = tuple(i for i, table in enumerate(tables) if key in table)
-        block = arch.block_of(key, conv)
+        block = blocks.get(key, _UNKNOWN)
+        if block is _UNKNOWN:
+            block = blocks[key] = arch.block_of(key, conv)
         first = present[0]
         shape = tables[first][key]
         if block is None:
@@ -167,6 +170,16 @@ def align_tables(
     if mismatches:
         raise _shape_error(mismatches, labels, tables)
     return tuple(plans)
+
+
+_UNKNOWN = "\0unknown"
+_BLOCKS: dict[tuple[str, str], dict[str, str | None]] = {}
+
+
+def _blocks(arch: Architecture, conv: Convention) -> dict[str, str | None]:
+    """The remembered ``key -> block`` answers for one architecture and convention (a plan
+    aligns every step over the same few thousand keys)."""
+    return _BLOCKS.setdefault((arch.name, conv.name), {})
 
 
 def _check_architectures(

@@ -41,7 +41,7 @@ import threading
 import weakref
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -277,14 +277,16 @@ class OutputEntry:
     key: str
     dtype: str
     shape: tuple[int, ...]
+    numel: int = field(init=False, repr=False, compare=False)
+    nbytes: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        return self.numel * item_size(self.dtype)
+    def __post_init__(self) -> None:
+        # Asked for at every write: computed once. An unknown dtype is refused by
+        # build_header with the output's name; until then it counts as 0 bytes.
+        count = math.prod(self.shape)
+        size = item_size(self.dtype) if is_known_code(self.dtype) else 0
+        object.__setattr__(self, "numel", count)
+        object.__setattr__(self, "nbytes", count * size)
 
 
 def build_header(

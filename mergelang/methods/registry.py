@@ -70,6 +70,7 @@ ENTRY_POINT_GROUP: Final = "mergelang.methods"
 BUILTIN_FAMILIES: tuple[str, ...] = (
     "mergelang.methods.linear",
     "mergelang.methods.sparse",
+    "mergelang.methods.geometry",
 )
 """Modules of mergelang's own method families, imported on the first lookup."""
 
