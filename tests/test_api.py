@@ -52,3 +52,23 @@ def test_readme_python_example_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "sd1 1131" in result.stdout
     assert "weighted_sum(sd15, anime, alpha=GRAD_V, base=0.3)" in result.stdout
+
+
+def test_docs_api_example_runs(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", block],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "MERGELANG_CACHE": str(tmp_path / "cache"), "TMPDIR": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "['write'] ['merge']",
+        "[('mix.safetensors', 'written')]",
+        "['up-to-date']",
+        "evaluate matches the formula",
+    ]
