@@ -1,19 +1,27 @@
 """End-to-end merge speed and memory: mergelang against a whole-model merge and a hand loop.
 
-Generates full-size synthetic checkpoints (SD1.5 layout, fp16, 2.13 GB each at ``--scale 1``)
-in a temporary folder and times the same block-weighted merge three ways, each in its own
-process: naive (every input loaded whole with ``safetensors.torch.load_file``, each key merged
-in float32, the whole dict saved: what the web-UI merge extensions do); reference (the minimal
-streaming loop by hand: memory-mapped ``SafetensorsReader`` inputs, a ``SafetensorsWriter``
-output, chunks of 2**18 elements through preallocated float32 buffers, one torch thread);
-mergelang (``python -m mergelang run RECIPE --quiet --cache-dir DIR``). The merge is
-``weighted_sum(a, b, alpha = [25 values], base = 0.3)``, or with ``--sdxl``
-``add_difference(a, b, c, alpha = [19 values], base = 0.5)`` on SDXL-layout files. Per run the
-parent records the wall time, the peak anonymous memory (RssAnon, polled from /proc every 5 ms)
-and VmHWM, and a SHA-256 of each output tensor, to check that every method wrote byte-equal
-tensor data.
+Generates full-size synthetic checkpoints (SD1.5 layout, fp16, 2.13 GB each at ``--scale 1``;
+SDXL layout with ``--sdxl``) in a temporary folder and times the same merge three ways, each in
+its own process: naive (every input loaded whole with ``safetensors.torch.load_file``, each key
+merged in float32, the whole dict saved: what the web-UI merge extensions do); reference (the
+minimal streaming loop by hand, one torch thread: memory-mapped ``SafetensorsReader`` inputs, a
+``SafetensorsWriter`` output with its header laid out first, elementwise methods in chunks of
+2**18 elements through preallocated float32 buffers); mergelang (``python -m mergelang run
+RECIPE --quiet --cache-dir DIR``). Per run the parent records the wall time, the peak anonymous
+memory (RssAnon, polled from /proc every 5 ms) and VmHWM, and a SHA-256 of each output tensor,
+to check that every method wrote byte-equal tensor data.
 
-Usage: ``python bench/merge_speed.py [--scale 1.0] [--dir DIR] [--repeat 2] [--sdxl] [--keep]``.
+The merge (``--method``; keys with no block and integer keys are copied from ``a``):
+
+- ``weighted_sum(a, b, alpha = [25 or 19 values], base = 0.3)``, the default for SD1;
+- ``add_difference(a, b, c, alpha = [25 or 19 values], base = 0.5)``, the default for SDXL;
+- ``ties(a, b, c, density = 0.2, alpha = 1)``: TIES-merging of ``b`` and ``c`` onto the base
+  ``a``. It is not elementwise (each key keeps the largest entries of its task vectors), so
+  the reference loop merges key by key on whole float32 tensors, with the formula of
+  ``mergelang.methods.sparse.ties`` written out here.
+
+Usage: ``python bench/merge_speed.py [--scale 1.0] [--dir DIR] [--repeat 2] [--sdxl]
+[--method {weighted_sum,add_difference,ties}] [--keep]``.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from typing import Any
 import torch
 
 from mergelang.arch import checkpoint_layout, get_architecture, key_dtype
-from mergelang.io.dtypes import code_for_torch, item_size
+from mergelang.io.dtypes import code_for_torch, is_float_code, item_size
 from mergelang.io.readers import SafetensorsReader
 from mergelang.io.writer import OutputEntry, SafetensorsWriter, build_header
 from mergelang.testing import make_checkpoint
@@ -48,6 +56,8 @@ CHUNK = 1 << 18
 POLL_S = 0.005
 SD1_ALPHA = [f"{0.10 + 0.03 * i:.2f}" for i in range(25)]
 SDXL_ALPHA = [f"{0.10 + 0.04 * i:.2f}" for i in range(19)]
+MODEL_COUNT = {"weighted_sum": 2, "add_difference": 3, "ties": 3}
+"""Each method's models; ties takes the base (a) and two fine-tunes."""
 HAS_NUMPY = importlib.util.find_spec("numpy") is not None
 NAIVE_SAVE = (
     "safetensors.torch.save_file"
@@ -62,17 +72,63 @@ Digests = dict[str, tuple[str, tuple[int, ...], str]]
 # ---------------------------------------------------------------- the two hand-written merges
 
 
-def key_weight(spec: dict[str, Any]) -> Callable[[str], float | None]:
-    """A key's merge weight: its block's alpha, the base value, or None (copied from A)."""
+def key_weight(spec: dict[str, Any]) -> Callable[[str, str], float | None]:
+    """A key's alpha (its block's value, else the base value), or None when mergelang does not
+    merge the key (no block, or an integer dtype): it is then copied from A."""
     arch = get_architecture(spec["arch"])
-    by_block = dict(zip(arch.blocks, (float(v) for v in spec["alpha"]), strict=True))
-    base = float(spec["base"])
+    arguments = spec["arguments"]
+    alpha = arguments["alpha"]
+    values = alpha if isinstance(alpha, list) else [alpha] * len(arch.blocks)
+    by_block = dict(zip(arch.blocks, (float(v) for v in values), strict=True))
+    base = float(arguments.get("base", alpha))
 
-    def weight(key: str) -> float | None:
+    def weight(key: str, dtype: str) -> float | None:
         block = arch.block_of(key)
-        return None if block is None else by_block.get(block, base)
+        if block is None or not is_float_code(dtype):
+            return None
+        return by_block.get(block, base)
 
     return weight
+
+
+def ties_merge(
+    base: torch.Tensor, models: list[torch.Tensor], density: float, alpha: float
+) -> torch.Tensor:
+    """TIES on whole float32 tensors, operation for operation as ``sparse.ties`` defines it:
+    each task vector ``X_i - B`` keeps the entries at least as large in magnitude as its
+    ``k``-th largest (``k = density * numel`` rounded half up, clamped to 1..numel; ties at the
+    threshold kept); the elected sign is that of the trimmed vectors' sum; the merged delta is
+    the mean of the trimmed entries of that sign (0 where none or the sum is 0)."""
+    numel = base.numel()
+    keep = max(1, min(numel, math.floor(density * numel + 0.5)))
+    trimmed = []
+    for model in models:
+        delta = model - base
+        if keep < numel:
+            magnitude = delta.abs()
+            threshold = torch.kthvalue(magnitude.reshape(-1), numel - keep + 1).values
+            delta = torch.where(magnitude >= threshold, delta, 0.0)
+        trimmed.append(delta)
+    total = trimmed[0].clone()
+    for delta in trimmed[1:]:
+        total.add_(delta)
+    elected = torch.sign(total)
+    agreeing = torch.zeros_like(base)
+    count = torch.zeros_like(base)
+    for delta in trimmed:
+        agrees = (torch.sign(delta) == elected) & (elected != 0)
+        agreeing.add_(torch.where(agrees, delta, 0.0))
+        count.add_(agrees)
+    return base + alpha * (agreeing / count.clamp(min=1.0))
+
+
+def merge_whole(spec: dict[str, Any], x: list[torch.Tensor], w: float) -> torch.Tensor:
+    """The merge of one key's whole float32 tensors (A first) at alpha ``w``."""
+    if spec["method"] == "weighted_sum":
+        return (1 - w) * x[0] + w * x[1]
+    if spec["method"] == "add_difference":
+        return x[0] + w * (x[1] - x[2])
+    return ties_merge(x[0], x[1:], float(spec["arguments"]["density"]), w)
 
 
 def save_whole(tensors: dict[str, torch.Tensor], path: str) -> None:
@@ -101,15 +157,11 @@ def naive_worker(spec: dict[str, Any]) -> None:
     models = [load_file(path) for path in spec["inputs"]]
     merged = models[0]
     for key in list(merged):
-        w = weight(key)
+        w = weight(key, str(code_for_torch(merged[key].dtype)))
         if w is None:
             continue
         x = [model[key].to(torch.float32) for model in models]
-        if spec["method"] == "weighted_sum":
-            result = (1 - w) * x[0] + w * x[1]
-        else:
-            result = x[0] + w * (x[1] - x[2])
-        merged[key] = result.to(torch.float16)
+        merged[key] = merge_whole(spec, x, w).to(torch.float16)
     save_whole(merged, spec["output"])
     # The same durability as the other two (which fsync before renaming into place), so the
     # comparison is of getting the merged model safely onto the disk.
@@ -122,39 +174,67 @@ def naive_worker(spec: dict[str, Any]) -> None:
 
 def reference_worker(spec: dict[str, Any]) -> None:
     # One thread: OpenMP gains little on 1 MB chunks and, when another process holds a core,
-    # its barriers made this loop several times slower (53 s instead of 15 s on 2 cores).
+    # its barriers made this loop several times slower (53 s instead of 15 s on 2 cores). The
+    # whole-key loop (ties) keeps one thread too, as each of mergelang's CPU workers does.
     torch.set_num_threads(1)
     weight = key_weight(spec)
     readers = [SafetensorsReader(path) for path in spec["inputs"]]
     first = readers[0]
-    weights = {key: weight(key) for key in first}
+    weights = {key: weight(key, first.info(key).dtype) for key in first}
     entries = [
         OutputEntry(key, first.info(key).dtype if w is None else "F16", first.info(key).shape)
         for key, w in weights.items()
     ]
+    with SafetensorsWriter(spec["output"], entries, overwrite=True) as writer:
+        if spec["method"] == "ties":
+            merge_keys_whole(spec, readers, weights, writer)
+        else:
+            merge_chunks(spec["method"] == "weighted_sum", readers, weights, writer)
+
+
+def merge_keys_whole(
+    spec: dict[str, Any],
+    readers: list[SafetensorsReader],
+    weights: dict[str, float | None],
+    writer: SafetensorsWriter,
+) -> None:
+    """A method that is not elementwise: key by key, each input's whole tensor in float32."""
+    for key, w in weights.items():
+        if w is None:
+            writer.write(key, readers[0].get(key))
+            continue
+        x = [reader.get(key).to(torch.float32) for reader in readers]
+        writer.write(key, merge_whole(spec, x, w).to(torch.float16))
+
+
+def merge_chunks(
+    summing: bool,
+    readers: list[SafetensorsReader],
+    weights: dict[str, float | None],
+    writer: SafetensorsWriter,
+) -> None:
+    """An elementwise method: chunks of each key through preallocated float32 buffers."""
     buffers = [torch.empty(CHUNK, dtype=torch.float32) for _ in readers]
     out = torch.empty(CHUNK, dtype=torch.float32)
     spare = torch.empty(CHUNK, dtype=torch.float32)
     half = torch.empty(CHUNK, dtype=torch.float16)
-    summing = spec["method"] == "weighted_sum"
-    with SafetensorsWriter(spec["output"], entries, overwrite=True) as writer:
-        for key, w in weights.items():
-            if w is None:
-                writer.write(key, first.get(key))
-                continue
-            flats = [reader.get(key).reshape(-1) for reader in readers]
-            total = flats[0].numel()
-            for start in range(0, total, CHUNK):
-                n = min(CHUNK, total - start)
-                x = [b[:n].copy_(f[start : start + n]) for b, f in zip(buffers, flats, strict=True)]
-                o = out[:n]
-                if summing:  # (1 - w) * a + w * b
-                    torch.mul(x[0], 1 - w, out=o)
-                    o.add_(torch.mul(x[1], w, out=spare[:n]))
-                else:  # a + w * (b - c)
-                    torch.sub(x[1], x[2], out=o)
-                    o.mul_(w).add_(x[0])
-                writer.write_part(key, start, half[:n].copy_(o))
+    for key, w in weights.items():
+        if w is None:
+            writer.write(key, readers[0].get(key))
+            continue
+        flats = [reader.get(key).reshape(-1) for reader in readers]
+        total = flats[0].numel()
+        for start in range(0, total, CHUNK):
+            n = min(CHUNK, total - start)
+            x = [b[:n].copy_(f[start : start + n]) for b, f in zip(buffers, flats, strict=True)]
+            o = out[:n]
+            if summing:  # (1 - w) * a + w * b
+                torch.mul(x[0], 1 - w, out=o)
+                o.add_(torch.mul(x[1], w, out=spare[:n]))
+            else:  # a + w * (b - c)
+                torch.sub(x[1], x[2], out=o)
+                o.mul_(w).add_(x[0])
+            writer.write_part(key, start, half[:n].copy_(o))
 
 
 # ---------------------------------------------------------------- measuring a process
@@ -248,17 +328,29 @@ def choose_scale(arch: str, asked: float | None, folder: Path, models: int) -> f
     sys.exit(f"not enough free disk space in {folder}: pass --dir or a smaller --scale")
 
 
-def recipe_text(method: str, names: list[str], alpha: list[str], base: str) -> str:
+def merge_spec(arch: str, method: str) -> dict[str, Any]:
+    """The merge to time: its architecture, method, and recipe arguments (as recipe text)."""
+    arguments: dict[str, Any]
+    if method == "ties":
+        arguments = {"density": "0.2", "alpha": "1"}
+    else:
+        alpha = SDXL_ALPHA if arch == "sdxl" else SD1_ALPHA
+        arguments = {"alpha": alpha, "base": "0.3" if method == "weighted_sum" else "0.5"}
+    return {"arch": arch, "method": method, "arguments": arguments}
+
+
+def recipe_text(spec: dict[str, Any], names: list[str]) -> str:
     models = "".join(f'model {name} = "{name}.safetensors"\n' for name in names)
-    call = f"{method}({', '.join(names)}, alpha = [{', '.join(alpha)}], base = {base})"
+    arguments = [
+        f"{name} = [{', '.join(value)}]" if isinstance(value, list) else f"{name} = {value}"
+        for name, value in spec["arguments"].items()
+    ]
+    call = f"{spec['method']}({', '.join(names + arguments)})"
     return f'{models}save {call} to "out-mergelang.safetensors" as fp16\n'
 
 
-def run_benchmark(root: Path, sdxl: bool, scale: float, repeat: int) -> None:
-    arch, names = ("sdxl", ["a", "b", "c"]) if sdxl else ("sd1", ["a", "b"])
-    method, alpha, base = (
-        ("add_difference", SDXL_ALPHA, "0.5") if sdxl else ("weighted_sum", SD1_ALPHA, "0.3")
-    )
+def run_benchmark(root: Path, arch: str, method: str, scale: float, repeat: int) -> None:
+    names = ["a", "b", "c"][: MODEL_COUNT[method]]
     start = time.perf_counter()
     inputs = [
         make_checkpoint(root / f"{name}.safetensors", arch, scale=scale, seed=seed)
@@ -273,11 +365,11 @@ def run_benchmark(root: Path, sdxl: bool, scale: float, repeat: int) -> None:
     print("  they stay in the page cache (dropping it needs root): reads come from memory")
     print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores before the runs")
     recipe = root / "merge.merge"
-    recipe.write_text(recipe_text(method, names, alpha, base), encoding="utf-8")
+    spec = merge_spec(arch, method)
+    recipe.write_text(recipe_text(spec, names), encoding="utf-8")
     print(f"merge: {recipe.read_text(encoding='utf-8').splitlines()[-1]}")
     print(f"naive saves with {NAIVE_SAVE}, then fsyncs, as the other two do")
     print("mergelang hashes the inputs in its first run only (cached in its --cache-dir)")
-    spec = {"arch": arch, "method": method, "alpha": alpha, "base": base}
     spec["inputs"] = [str(path) for path in inputs]
     script = str(Path(__file__).resolve())
     methods: dict[str, Method] = {}
@@ -314,11 +406,11 @@ def run_benchmark(root: Path, sdxl: bool, scale: float, repeat: int) -> None:
                 print(f"  {name}: this run's output differs from its first run's")
         current.output.unlink(missing_ok=True)
         os.sync()
-    report(methods)
+    report(methods, elementwise=method != "ties")
     compare_outputs(digests)
 
 
-def report(methods: dict[str, Method]) -> None:
+def report(methods: dict[str, Method], elementwise: bool) -> None:
     print(f"\n{'method':<11}{'wall s':>8}{'peak anon MB':>14}{'VmHWM MB':>10}  runs")
     best: dict[str, Run] = {}
     for name, method in methods.items():
@@ -331,7 +423,8 @@ def report(methods: dict[str, Method]) -> None:
     print("(wall time: the best run; memory: the highest of the runs)")
     ours, ref, naive = best.get("mergelang"), best.get("reference"), best.get("naive")
     ratio = f"{ours.wall / ref.wall:.2f}" if ours and ref else "n/a"
-    print(f"mergelang / reference wall: {ratio:>6}   (target <= 1.15)")
+    target = "target <= 1.15" if elementwise else "the 1.15 target is for elementwise methods"
+    print(f"mergelang / reference wall: {ratio:>6}   ({target})")
     ratio = f"{naive.wall / ours.wall:.2f}" if ours and naive else "n/a"
     print(f"naive / mergelang wall:     {ratio:>6}   (target >= 2)")
     figure = f"{ours.anon_mb:.0f}" if ours else "n/a"
@@ -361,7 +454,13 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=None, help="width scale (1 = full size)")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the temp folder")
     parser.add_argument("--repeat", type=int, default=2, help="runs of reference and mergelang")
-    parser.add_argument("--sdxl", action="store_true", help="SDXL, three-model add difference")
+    parser.add_argument("--sdxl", action="store_true", help="SDXL-layout checkpoints")
+    parser.add_argument(
+        "--method",
+        choices=list(MODEL_COUNT),
+        default=None,
+        help="the merge (default: weighted_sum for SD1, add_difference for SDXL)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the folder with the inputs")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -370,10 +469,12 @@ def main() -> None:
         (naive_worker if kind == "naive" else reference_worker)(json.loads(spec))
         return
     parent = args.dir if args.dir is not None else Path(tempfile.gettempdir())
-    scale = choose_scale("sdxl" if args.sdxl else "sd1", args.scale, parent, 3 if args.sdxl else 2)
+    arch = "sdxl" if args.sdxl else "sd1"
+    method = args.method or ("add_difference" if args.sdxl else "weighted_sum")
+    scale = choose_scale(arch, args.scale, parent, MODEL_COUNT[method])
     root = Path(tempfile.mkdtemp(prefix="mergelang-bench-", dir=parent))
     try:
-        run_benchmark(root, args.sdxl, scale, max(1, args.repeat))
+        run_benchmark(root, arch, method, scale, max(1, args.repeat))
     finally:
         if args.keep:
             print(f"kept {root}")

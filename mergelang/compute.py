@@ -121,6 +121,9 @@ class Evaluator:
         self._local = threading.local()
         self._whole: dict[tuple[int, str], bool] = {}
         self._whole_lock = threading.Lock()
+        # One large key evaluated whole at a time: its float32 copies are the biggest
+        # allocations of a run, and letting every worker hold one would multiply the peak.
+        self._large_whole = threading.Lock()
 
     # -- planning a key
 
@@ -157,6 +160,12 @@ class Evaluator:
 
     def run(self, task: KeyTask, cancel: threading.Event | None = None) -> int:
         """Compute and write every target of ``task``; returns the bytes written."""
+        if task.whole and task.numel > self.chunk:
+            with self._large_whole:
+                return self._run(task, cancel)
+        return self._run(task, cancel)
+
+    def _run(self, task: KeyTask, cancel: threading.Event | None) -> int:
         arena = self._arena()
         self.forget_reads()
         numel = task.numel

@@ -192,8 +192,9 @@ class Plan:
         """Estimated bytes of tensors the run holds at once (Python and torch not counted).
 
         Per worker: one float32 chunk per evaluated node and per output dtype; whole-tensor
-        keys (non-elementwise methods, channel merges) hold the largest key for each node
-        that needs it; outputs kept in memory (``.ckpt`` files, in-memory results) whole.
+        keys (non-elementwise methods, channel merges), evaluated one large key at a time,
+        hold the largest key for each node that needs it; outputs kept in memory (``.ckpt``
+        files, in-memory results) whole.
         """
         if not self.passes:
             return 0

@@ -31,6 +31,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from mergelang.methods.common import as_float32
 from mergelang.methods.registry import Param, method
 
 if TYPE_CHECKING:
@@ -59,12 +60,6 @@ angle is then too small (or too close to pi) for ``sin(theta)`` to divide by saf
 
 TRIM_PERCENTILES = (1.0, 99.0)
 """The percentiles that bound the similarity range of the cosine merges (SuperMerger's)."""
-
-
-def _float32(tensor: Tensor) -> Tensor:
-    import torch
-
-    return tensor if tensor.dtype == torch.float32 else tensor.to(torch.float32)
 
 
 def _at_least_1d(tensor: Tensor) -> Tensor:
@@ -149,7 +144,7 @@ def slerp(a: Tensor, b: Tensor, *, alpha: float) -> Tensor:
     """
     import torch
 
-    a, b = _float32(a), _float32(b)
+    a, b = as_float32(a), as_float32(b)
     if alpha == 0 or torch.equal(a, b):
         return a.clone()
     if alpha == 1:
@@ -204,7 +199,7 @@ def add_perpendicular(a: Tensor, b: Tensor, c: Tensor, *, alpha: float) -> Tenso
     to A: what B learned that A did not already learn (sd-meh/sd-mecha). When A - C is all
     zeros (A equals C) the whole B - C is added.
     """
-    a, b, c = _float32(a), _float32(b), _float32(c)
+    a, b, c = as_float32(a), as_float32(b), as_float32(c)
     ours = a - c
     theirs = b - c
     ours_squared = float(_dot(ours, ours))
@@ -274,7 +269,7 @@ def extract(a: Tensor, b: Tensor, c: Tensor, *, alpha: float, beta: float, gamma
     """
     import torch
 
-    a, b, c = _float32(a), _float32(b), _float32(c)
+    a, b, c = as_float32(a), as_float32(b), as_float32(c)
     shape = a.shape
     a, b, c = _at_least_1d(a), _at_least_1d(b), _at_least_1d(c)
     ours = b - a
@@ -292,7 +287,7 @@ def extract(a: Tensor, b: Tensor, c: Tensor, *, alpha: float, beta: float, gamma
 def column_similarity(a: Tensor, b: Tensor) -> Tensor:
     """Cosine similarity of A and B per column, along dimension 0 (shape ``A.shape[1:]``;
     a 0-D result for a 1-D or 0-D key); 0 for a column that is all zeros in A or B."""
-    a, b = _at_least_1d(_float32(a)), _at_least_1d(_float32(b))
+    a, b = _at_least_1d(as_float32(a)), _at_least_1d(as_float32(b))
     return _cosine(a, b, 0)
 
 
@@ -308,7 +303,7 @@ def cosine_a_similarity(a: Tensor, b: Tensor) -> Tensor:
     column similarity and ``m`` the cosine of the flattened tensors after each column of A
     and B is scaled to unit length, which is ``sum(s) / sqrt(n_A * n_B)`` (``n``: the
     number of nonzero columns; 0 when either is 0)."""
-    a, b = _float32(a), _float32(b)
+    a, b = as_float32(a), as_float32(b)
     columns = column_similarity(a, b)
     count = _column_count(a) * _column_count(b)
     magnitude = float(columns.sum()) / math.sqrt(count) if count else 0.0
@@ -318,7 +313,7 @@ def cosine_a_similarity(a: Tensor, b: Tensor) -> Tensor:
 def cosine_b_similarity(a: Tensor, b: Tensor) -> Tensor:
     """SuperMerger's cosineB similarity: ``(s + m) / 2`` per column, where ``s`` is the
     column similarity and ``m`` the cosine of the flattened tensors A and B."""
-    a, b = _float32(a), _float32(b)
+    a, b = as_float32(a), as_float32(b)
     return (column_similarity(a, b) + _flat_cosine(a, b)) / 2
 
 
@@ -461,7 +456,7 @@ def cosine_a(a: Tensor, b: Tensor, *, alpha: float, stats: SimilarityRange) -> T
     statistics pass. Computed in float32 as ``torch.lerp(B, A, k)``, so identical columns
     give A exactly. When the range is a single value, ``k`` is 1 at or above it, else 0.
     """
-    a, b = _float32(a), _float32(b)
+    a, b = as_float32(a), as_float32(b)
     return _cosine_mix(a, b, cosine_a_similarity(a, b), abs(alpha), stats)
 
 
@@ -480,5 +475,5 @@ def cosine_b(a: Tensor, b: Tensor, *, alpha: float, stats: SimilarityRange) -> T
     float32 as ``torch.lerp(B, A, k)``, so identical columns give A exactly. When the range
     is a single value, ``k`` is 1 at or above it, else 0.
     """
-    a, b = _float32(a), _float32(b)
+    a, b = as_float32(a), as_float32(b)
     return _cosine_mix(a, b, cosine_b_similarity(a, b), alpha, stats)

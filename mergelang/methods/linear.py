@@ -11,16 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mergelang.methods.common import as_float32
 from mergelang.methods.registry import Param, method
 
 if TYPE_CHECKING:
     from torch import Tensor
-
-
-def _float32(tensor: Tensor) -> Tensor:
-    import torch
-
-    return tensor if tensor.dtype == torch.float32 else tensor.to(torch.float32)
 
 
 @method(
@@ -53,7 +48,7 @@ def weighted_sum(a: Tensor, b: Tensor, *, alpha: float, out: Tensor | None = Non
     weight of this key's block. alpha = 0 gives A, alpha = 1 gives B (MBW's convention:
     the value is model B's share; ComfyUI's ModelMergeSimple ratio is the opposite).
     """
-    a, b = _float32(a), _float32(b)
+    a, b = as_float32(a), as_float32(b)
     if out is None:
         return (1 - alpha) * a + alpha * b
     import torch
@@ -93,7 +88,7 @@ def add_difference(
     Computed in float32 exactly as written: ``a + alpha * (b - c)``; alpha is the weight of
     this key's block. An unset BASE weight is an error for this method (no fallback).
     """
-    a, b, c = _float32(a), _float32(b), _float32(c)
+    a, b, c = as_float32(a), as_float32(b), as_float32(c)
     if out is None:
         return a + alpha * (b - c)
     import torch

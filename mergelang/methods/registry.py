@@ -69,6 +69,8 @@ ENTRY_POINT_GROUP: Final = "mergelang.methods"
 
 BUILTIN_FAMILIES: tuple[str, ...] = (
     "mergelang.methods.linear",
+    "mergelang.methods.blend",
+    "mergelang.methods.difference",
     "mergelang.methods.sparse",
     "mergelang.methods.geometry",
 )

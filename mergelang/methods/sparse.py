@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mergelang.methods.common import as_float32
 from mergelang.methods.registry import Param, method
 
 if TYPE_CHECKING:
@@ -53,12 +54,6 @@ class OpenRangeParam(Param):
 
 def _bound_text(value: float) -> str:
     return repr(float(value))
-
-
-def _float32(tensor: Tensor) -> Tensor:
-    import torch
-
-    return tensor if tensor.dtype == torch.float32 else tensor.to(torch.float32)
 
 
 def _check_models(name: str, models: tuple[Tensor, ...]) -> None:
@@ -152,8 +147,8 @@ def ties(base: Tensor, *models: Tensor, density: float, alpha: float) -> Tensor:
     import torch
 
     _check_models("ties", models)
-    base = _float32(base)
-    trimmed = [_trim(_float32(x) - base, density) for x in models]
+    base = as_float32(base)
+    trimmed = [_trim(as_float32(x) - base, density) for x in models]
     total = trimmed[0].clone()
     for delta in trimmed[1:]:
         total.add_(delta)
@@ -247,12 +242,12 @@ def dare(base: Tensor, *models: Tensor, drop: float, alpha: float, seed: int, ke
     _check_models("dare", models)
     if not 0 <= drop < 1:
         raise ValueError(f"drop is in [0, 1), not {drop!r}")
-    base = _float32(base)
+    base = as_float32(base)
     keep = 1.0 - drop
     scale = 1.0 / keep
     total: Tensor | None = None
     for index, model in enumerate(models):
-        delta = _float32(model) - base
+        delta = as_float32(model) - base
         if drop != 0:
             mask = _keep_mask(seed, key, index, delta, keep)
             delta = torch.where(mask, delta, 0.0).mul_(scale)

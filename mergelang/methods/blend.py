@@ -1,0 +1,321 @@
+"""Interpolations: triple sum, sum twice, sigmoid sum, geometric and tensor sum.
+
+Each result lies "between" its inputs: a weight of 0 keeps model A (on BASE too, by
+default, so the text encoders stay A's unless the recipe says otherwise).
+
+The elementwise kernels take float32 tensors (anything else is cast) and compute exactly
+the formula in their docstring, in float32, in the order written, each product rounded to
+float32 and then added left to right, so a chunk of a key gives the same bits as the whole
+key. ``out``, when given, receives the result (float32, the result's shape, sharing no
+memory with an input).
+
+Powers (:func:`power_product`, used by ``geometric`` and ``multiply_difference``) are
+computed as ``exp((1 - alpha) * log x + alpha * log y)`` in float64 and then rounded to
+float32. torch's float32 ``pow`` takes a different code path for the last few elements of a
+tensor than for the rest, so its bits would depend on where the executor cuts chunks; the
+float64 route is as accurate as a correctly rounded float32 power in all but a vanishing
+share of elements, and the same however a key is chunked.
+
+``tensor_sum`` is not elementwise: it copies whole rows, so it gets each key's tensors in
+their shapes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from mergelang.methods.common import as_float32, base_param, into
+from mergelang.methods.registry import Param, method
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+__all__ = [
+    "geometric",
+    "power_product",
+    "sigmoid_sum",
+    "sigmoid_weight",
+    "sum_twice",
+    "tensor_rows",
+    "tensor_sum",
+    "triple_sum",
+]
+
+
+def _lerp(a: Tensor, b: Tensor, weight: float, out: Tensor | None) -> Tensor:
+    """``(1 - weight) * a + weight * b``, each product rounded, as weighted_sum does it."""
+    import torch
+
+    if out is None:
+        return (1 - weight) * a + weight * b
+    torch.mul(a, 1 - weight, out=out)
+    return out.add_(weight * b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Three-model interpolations
+
+
+@method(
+    "triple_sum",
+    params=[
+        Param("a", "model", doc="model A: kept where alpha and beta are 0"),
+        Param("b", "model", doc="model B: its share is alpha"),
+        Param("c", "model", doc="model C: its share is beta"),
+        Param(
+            "alpha",
+            "weights",
+            base_default=0.0,
+            doc="B's share per block; an unset BASE is 0 (A's text encoder kept) unless "
+            "base= gives one",
+        ),
+        Param(
+            "beta",
+            "weights",
+            base_default=0.0,
+            doc="C's share per block; an unset BASE is 0; A keeps 1 - alpha - beta",
+        ),
+        base_param("alpha", "B's share"),
+    ],
+)
+def triple_sum(
+    a: Tensor,
+    b: Tensor,
+    c: Tensor,
+    *,
+    alpha: float,
+    beta: float,
+    out: Tensor | None = None,
+) -> Tensor:
+    """(1 - alpha - beta) * A + alpha * B + beta * C
+
+    Computed in float32 as written, left to right: ``(1 - alpha - beta) * a + alpha * b``
+    first, then ``+ beta * c``. With beta = 0 it is weighted_sum(A, B, alpha) bit for bit.
+    Shares need not lie in 0..1 (values outside extrapolate). From SuperMerger and sd-meh.
+    """
+    import torch
+
+    a, b, c = as_float32(a), as_float32(b), as_float32(c)
+    if out is None:
+        return (1 - alpha - beta) * a + alpha * b + beta * c
+    torch.mul(a, 1 - alpha - beta, out=out)
+    out.add_(alpha * b)
+    return out.add_(beta * c)
+
+
+@method(
+    "sum_twice",
+    params=[
+        Param("a", "model", doc="model A: kept where alpha and beta are 0"),
+        Param("b", "model", doc="model B: blended into A first, with share alpha"),
+        Param("c", "model", doc="model C: blended into that result, with share beta"),
+        Param(
+            "alpha",
+            "weights",
+            base_default=0.0,
+            doc="B's share in the first weighted sum, per block; an unset BASE is 0 "
+            "(A's text encoder kept) unless base= gives one",
+        ),
+        Param(
+            "beta",
+            "weights",
+            base_default=0.0,
+            doc="C's share in the second weighted sum, per block; an unset BASE is 0",
+        ),
+        base_param("alpha", "B's share"),
+    ],
+)
+def sum_twice(
+    a: Tensor,
+    b: Tensor,
+    c: Tensor,
+    *,
+    alpha: float,
+    beta: float,
+    out: Tensor | None = None,
+) -> Tensor:
+    """(1 - beta) * ((1 - alpha) * A + alpha * B) + beta * C
+
+    Two weighted sums in a row, computed in float32 as written. With beta = 0 it is
+    weighted_sum(A, B, alpha) bit for bit. From SuperMerger and sd-meh.
+    """
+    a, b, c = as_float32(a), as_float32(b), as_float32(c)
+    if out is None:
+        return (1 - beta) * ((1 - alpha) * a + alpha * b) + beta * c
+    _lerp(a, b, alpha, out)
+    out.mul_(1 - beta)
+    return out.add_(beta * c)
+
+
+# ---------------------------------------------------------------------------------------------
+# Two-model curves
+
+
+def sigmoid_weight(alpha: float) -> float:
+    """Merge Board's "sigmoid" share of B: ``1/2 - sin(asin(1 - 2 * alpha) / 3)``.
+
+    This is the inverse of the smoothstep ``3x^2 - 2x^3``: shares near 0 and 1 move faster
+    than alpha, shares near 1/2 slower. It is exactly 0, 1/2 and 1 at alpha = 0, 1/2, 1
+    (the floating-point sine would be off by one unit in the last place at the ends).
+    """
+    if alpha == 0:
+        return 0.0
+    if alpha == 1:
+        return 1.0
+    return 0.5 - math.sin(math.asin(1 - 2 * alpha) / 3)
+
+
+@method(
+    "sigmoid_sum",
+    params=[
+        Param("a", "model", doc="model A: kept where alpha is 0"),
+        Param("b", "model", doc="model B: taken where alpha is 1"),
+        Param(
+            "alpha",
+            "weights",
+            default=0.5,
+            minimum=0.0,
+            maximum=1.0,
+            base_default=0.0,
+            doc="the position on Merge Board's sigmoid curve per block (0 = A, 1 = B); an "
+            "unset BASE is 0 (A's text encoder kept) unless base= gives one",
+        ),
+        base_param("alpha", "the curve position"),
+    ],
+)
+def sigmoid_sum(a: Tensor, b: Tensor, *, alpha: float, out: Tensor | None = None) -> Tensor:
+    """(1 - s) * A + s * B, s = 1/2 - sin(asin(1 - 2 * alpha) / 3)
+
+    Merge Board's sigmoid mode: a weighted sum whose share ``s`` of B is the inverse
+    smoothstep of alpha (see :func:`sigmoid_weight`); s is exactly 0, 1/2 and 1 at alpha =
+    0, 1/2 and 1, so those give A, weighted_sum(A, B, 0.5) and B. alpha is in 0..1.
+    """
+    a, b = as_float32(a), as_float32(b)
+    return _lerp(a, b, sigmoid_weight(alpha), out)
+
+
+def power_product(x: Tensor, y: Tensor, alpha: float) -> Tensor:
+    """``x^(1 - alpha) * y^alpha`` for non-negative float32 ``x``, ``y`` (float32 result).
+
+    ``0^0 = 1``: alpha = 0 returns ``x`` itself and alpha = 1 returns ``y`` itself, zeros
+    included. Otherwise computed as ``exp((1 - alpha) * log(x) + alpha * log(y))`` in
+    float64, rounded once to float32 (a zero base gives 0 for 0 < alpha < 1).
+    """
+    import torch
+
+    if alpha == 0:
+        return x
+    if alpha == 1:
+        return y
+    logs = torch.log(x.to(torch.float64)).mul_(1 - alpha)
+    logs.add_(torch.log(y.to(torch.float64)).mul_(alpha))
+    return logs.exp_().to(torch.float32)
+
+
+@method(
+    "geometric",
+    params=[
+        Param("a", "model", doc="model A: kept where alpha is 0"),
+        Param("b", "model", doc="model B: taken where alpha is 1"),
+        Param(
+            "alpha",
+            "weights",
+            default=0.5,
+            minimum=0.0,
+            maximum=1.0,
+            base_default=0.0,
+            doc="B's exponent per block (0 = A, 1 = B); an unset BASE is 0 (A's text "
+            "encoder kept) unless base= gives one",
+        ),
+        base_param("alpha", "B's exponent"),
+    ],
+)
+def geometric(a: Tensor, b: Tensor, *, alpha: float, out: Tensor | None = None) -> Tensor:
+    """Re(A^(1 - alpha) * B^alpha) = s * |A|^(1 - alpha) * |B|^alpha
+
+    The weighted geometric mean of each pair of elements, taken on the complex plane (the
+    principal powers, as sd-mecha's geometric_sum does) and projected back to the reals, so
+    negative weights give no NaN: ``s`` is +1 where A and B are both >= 0, -1 where both
+    are negative, and ``sign(A) * cos(pi * alpha)`` where their signs differ (zeros count as
+    positive). The result is continuous in alpha, is exactly A at alpha = 0 and exactly B at
+    alpha = 1 (``0^0 = 1``), and is 0 at alpha = 1/2 where the signs differ.
+
+    In float32: the magnitude is :func:`power_product` of ``|A|`` and ``|B|``, then
+    multiplied by ``cos(pi * alpha)`` (rounded to float32; computed as ``sin(pi * (1/2 -
+    alpha))``, exactly 1, 0, -1 at alpha = 0, 1/2, 1) where the signs differ, then negated
+    where A is negative. alpha is in 0..1.
+    """
+    import torch
+
+    a, b = as_float32(a), as_float32(b)
+    negative_a = a < 0
+    magnitude = power_product(a.abs(), b.abs(), alpha)
+    cosine = math.sin(math.pi * (0.5 - alpha))
+    if cosine != 1.0:
+        factor = torch.where(negative_a != (b < 0), cosine, 1.0).to(torch.float32)
+        magnitude = magnitude * factor
+    return into(torch.where(negative_a, -magnitude, magnitude), out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Row exchange
+
+
+def tensor_rows(count: int, alpha: float, beta: float) -> tuple[int, int, bool]:
+    """Which rows of dim 0 (of ``count``) tensor_sum takes from B: ``(start, end, inside)``.
+
+    ``inside`` True: rows ``start:end`` come from B, the rest from A (alpha + beta <= 1).
+    ``inside`` False (alpha + beta > 1, the window wraps past the last row): rows
+    ``start:end`` come from A and every other row from B, i.e. B's rows are
+    ``floor(count * beta):count`` and ``0:floor(count * (alpha + beta - 1))``.
+    """
+    if alpha + beta <= 1:
+        return math.floor(count * beta), math.floor(count * (alpha + beta)), True
+    return math.floor(count * (alpha + beta - 1)), math.floor(count * beta), False
+
+
+@method(
+    "tensor_sum",
+    params=[
+        Param("a", "model", doc="model A: every row outside the window"),
+        Param("b", "model", doc="model B: the rows inside the window"),
+        Param(
+            "alpha",
+            "weights",
+            default=0.5,
+            minimum=0.0,
+            maximum=1.0,
+            base_default=0.0,
+            doc="the window's width per block, as a fraction of dim 0 (0 = A unchanged, "
+            "1 = B); an unset BASE is 0 (A's text encoder kept) unless base= gives one",
+        ),
+        Param(
+            "beta",
+            "weights",
+            default=0.0,
+            minimum=0.0,
+            maximum=1.0,
+            base_default=0.0,
+            doc="where the window starts per block, as a fraction of dim 0; a window that "
+            "runs past the last row continues at row 0",
+        ),
+        base_param("alpha", "the window's width"),
+    ],
+    elementwise=False,
+)
+def tensor_sum(a: Tensor, b: Tensor, *, alpha: float, beta: float) -> Tensor:
+    """A with rows [floor(n * beta), floor(n * (alpha + beta))) of dim 0 taken from B
+
+    n is the size of dim 0; a 1-D tensor exchanges single elements, and a 0-D tensor counts
+    as one row (it is B only when the window covers it). SuperMerger's and sd-meh's tensor
+    merge: when alpha + beta > 1 the window wraps around, so B gives rows from
+    floor(n * beta) to the end and rows 0 to floor(n * (alpha + beta - 1)), A the rest (see
+    :func:`tensor_rows`). Rows are copied, never blended; alpha and beta are in 0..1.
+    """
+    a, b = as_float32(a), as_float32(b)
+    rows_a, rows_b = a.reshape(1) if a.dim() == 0 else a, b.reshape(1) if b.dim() == 0 else b
+    start, end, inside = tensor_rows(rows_a.shape[0], alpha, beta)
+    result = (rows_a if inside else rows_b).clone()
+    result[start:end] = (rows_b if inside else rows_a)[start:end]
+    return result.reshape(a.shape)

@@ -1,0 +1,39 @@
+"""Pieces every method family uses: float32 operands, filling ``out``, the ``base=``
+parameter. Importing this module does not import torch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mergelang.methods.registry import Param
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+__all__ = ["as_float32", "base_param", "into"]
+
+
+def as_float32(tensor: Tensor) -> Tensor:
+    """``tensor`` as float32 (itself when it already is). The executor hands kernels float32
+    tensors; this keeps a kernel correct when called directly with other types."""
+    import torch
+
+    return tensor if tensor.dtype == torch.float32 else tensor.to(torch.float32)
+
+
+def into(value: Tensor, out: Tensor | None) -> Tensor:
+    """``value``, copied into ``out`` when the caller gave a buffer."""
+    return value if out is None else out.copy_(value)
+
+
+def base_param(weights: str, what: str) -> Param:
+    """The ``base=`` number that sets the BASE of weights parameter ``weights``; ``what``
+    names the value (``"B's share"``)."""
+    return Param(
+        "base",
+        "number",
+        default=None,
+        base_of=weights,
+        doc=f"{what} for BASE (text encoders and other keys outside the U-Net blocks); "
+        f"overrides the BASE that {weights} sets",
+    )
