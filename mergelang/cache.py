@@ -33,6 +33,7 @@ from mergelang._version import __version__
 from mergelang.errors import Diagnostic, MergelangError, OutputError, RecipeError
 from mergelang.graph import LoadNode, Node, walk
 from mergelang.inputs import InputHandle, KeyMeta
+from mergelang.io.formats import sniff_format
 from mergelang.io.hashing import default_cache_dir, file_hashes, known_hashes
 from mergelang.io.metadata import InputRecord, build_metadata
 from mergelang.io.safetensors_header import read_safetensors_header
@@ -113,11 +114,16 @@ def _output_key(output: OutputPlan, keys: dict[int, str]) -> str | None:
 
 
 def _existing_key(path: Path) -> str | None:
+    """The output address recorded in an existing output (safetensors header, or the
+    metadata mergelang keeps in a ``.ckpt``), or ``None``."""
     try:
-        header = read_safetensors_header(path)
+        if sniff_format(path) == "pickle":
+            from mergelang.io.ckpt import read_ckpt_metadata
+
+            return read_ckpt_metadata(path).get(OUTPUT_KEY)
+        return read_safetensors_header(path).metadata.get(OUTPUT_KEY)
     except (MergelangError, OSError):
         return None
-    return header.metadata.get(OUTPUT_KEY)
 
 
 def _cacheable(node: Node) -> str | None:

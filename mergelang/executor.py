@@ -32,7 +32,7 @@ import torch
 
 from mergelang.cache import CACHE_KEY, stored_dtype
 from mergelang.compute import Chunk, Evaluator, KeyTask, Target
-from mergelang.errors import UsageError
+from mergelang.errors import Diagnostic, UsageError
 from mergelang.graph import MethodNode, Node
 from mergelang.io.save_options import OutputKey
 from mergelang.io.writer import SafetensorsWriter
@@ -64,6 +64,8 @@ class RunResult:
     bytes_read: int
     bytes_written: int
     seconds: float
+    warnings: tuple[Diagnostic, ...] = ()
+    """The plan's warnings (found with the inputs known), for the caller to show."""
 
     @property
     def written(self) -> list[Path]:
@@ -124,7 +126,13 @@ class _Run:
                 sink = MemorySink(entries)
             elif output.options.format == "ckpt":
                 assert output.path is not None
-                sink = CkptSink(output.path, entries, overwrite=True, protected=protected)
+                sink = CkptSink(
+                    output.path,
+                    entries,
+                    overwrite=True,
+                    protected=protected,
+                    metadata=output.metadata,
+                )
             else:
                 assert output.path is not None
                 output.path.parent.mkdir(parents=True, exist_ok=True)
@@ -307,4 +315,5 @@ def execute(
         plan.bytes_read,
         plan.bytes_written,
         time.perf_counter() - start,
+        plan.warnings,
     )

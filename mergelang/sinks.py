@@ -1,5 +1,8 @@
 """Where the executor's results go: a safetensors file, a ``.ckpt`` file, or memory.
 
+A ``.ckpt`` output keeps the same metadata a safetensors output has in its header, beside
+its state dict (see :data:`mergelang.io.ckpt.METADATA_KEY`).
+
 Every sink takes pieces of keys with ``write_part(key, element_offset, tensor)`` in any order
 and from several threads, then ``commit()`` or ``abort()``. A safetensors output streams to
 disk through :class:`~mergelang.io.writer.SafetensorsWriter` (header first, temporary file,
@@ -10,7 +13,7 @@ written piecewise); they fill preallocated tensors.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
@@ -64,17 +67,23 @@ class CkptSink(MemorySink):
         *,
         overwrite: bool,
         protected: Iterable[str | os.PathLike[str]],
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(entries)
         self.path = path
         self._overwrite = overwrite
         self._protected = list(protected)
+        self._metadata = dict(metadata or {})
 
     def commit_file(self) -> Path:
         from mergelang.io.ckpt import save_ckpt
 
         written = save_ckpt(
-            self.path, self.tensors, overwrite=self._overwrite, protected=self._protected
+            self.path,
+            self.tensors,
+            overwrite=self._overwrite,
+            protected=self._protected,
+            metadata=self._metadata,
         )
         self.abort()
         return written

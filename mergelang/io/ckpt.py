@@ -66,9 +66,28 @@ def _refusal(where: str, exc: BaseException) -> CheckpointError:
     )
 
 
+METADATA_KEY = "mergelang.metadata"
+"""The entry beside ``state_dict`` where mergelang keeps a ``.ckpt`` output's metadata (the
+same string pairs a safetensors output has in its header); other loaders ignore it."""
+
+
 def load_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Load the tensors of a pickle checkpoint safely; returns (tensors, dropped keys)."""
-    where = Path(path)
+    return _tensors_of(str(path), _load(Path(path)))
+
+
+def read_ckpt_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The metadata mergelang stored in a ``.ckpt`` it wrote (empty for other files). The
+    file is loaded safely and, in torch's zip format, memory-mapped: no tensor is read."""
+    loaded = _load(Path(path))
+    found = loaded.get(METADATA_KEY) if isinstance(loaded, Mapping) else None
+    if not isinstance(found, Mapping):
+        return {}
+    return {str(k): v for k, v in found.items() if isinstance(v, str)}
+
+
+def _load(where: Path) -> object:
+    """``torch.load`` with the weights-only loader, refusing anything else clearly."""
     name = str(where)
     with open_regular_file(where) as (handle, size):
         try:
@@ -100,7 +119,7 @@ def load_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
         raise CheckpointError(
             name, f"not a readable torch checkpoint: {_first_line(exc)}", code="corrupt-ckpt"
         ) from None
-    return _tensors_of(name, loaded)
+    return loaded
 
 
 def _unwrap(loaded: object) -> tuple[object, list[str]]:
@@ -248,13 +267,18 @@ def save_ckpt(
     *,
     overwrite: bool = False,
     protected: Iterable[str | os.PathLike[str]] = (),
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write ``{"state_dict": tensors}`` with ``torch.save``, atomically; returns the path."""
+    """Write ``{"state_dict": tensors}`` with ``torch.save``, atomically; returns the path.
+    ``metadata`` (string pairs) goes beside the state dict under :data:`METADATA_KEY`."""
     state = {key: _standalone(t) for key, t in tensors.items()}
+    saved: dict[str, object] = {"state_dict": state}
+    if metadata:
+        saved[METADATA_KEY] = {str(k): str(v) for k, v in metadata.items()}
     target = AtomicFile(path, overwrite=overwrite, protected=protected)
     try:
         with os.fdopen(os.dup(target.fd), "wb") as handle:
-            torch.save({"state_dict": state}, handle)
+            torch.save(saved, handle)
     except OSError as exc:
         raise target.fail(exc, "writing the checkpoint") from None
     except RuntimeError as exc:
