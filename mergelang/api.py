@@ -148,7 +148,7 @@ def run(
             for o in made.outputs
         )
         hits = tuple(e.node.label for e in made.cache if e.status == "hit")
-        return RunResult(outputs, hits, (), made.bytes_read, 0, 0.0)
+        return RunResult(outputs, hits, (), made.bytes_read, 0, 0.0, made.warnings)
     return execute(made, reporter=reporter, cancel=cancel)
 
 

@@ -191,13 +191,34 @@ class BlockRange(Node):
     end_span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
-MapKey: TypeAlias = Name | BlockRange
+BlockItem: TypeAlias = Name | BlockRange
+"""One item of a key pattern's block set: a block, group, ``BASE``, loop variable or range."""
+
+
+@dataclass(frozen=True)
+class KeyPattern(Node):
+    """An elemental weight map key: ``[not] "PATTERN" [[not] in BLOCKS]``.
+
+    ``pattern`` matches a key name by substring, or as a glob when it holds ``*``, ``?`` or
+    ``[``; ``negated`` selects the keys it does not match. ``blocks`` (``None`` when no
+    ``in`` clause is written) restricts the entry to keys of those blocks, or with
+    ``exclude`` to keys of every other block.
+    """
+
+    pattern: String
+    negated: bool = False
+    blocks: tuple[BlockItem, ...] | None = None
+    exclude: bool = False
+
+
+MapKey: TypeAlias = Name | BlockRange | KeyPattern
 
 
 @dataclass(frozen=True)
 class MapEntry(Node):
     """``KEY: value`` in a weight map. ``key`` is a block, group, ``BASE``, ``default`` or a
-    loop variable (a :class:`Name`), or a :class:`BlockRange`."""
+    loop variable (a :class:`Name`), a :class:`BlockRange`, or a :class:`KeyPattern` (an
+    elemental entry)."""
 
     key: MapKey
     value: Expr
@@ -224,8 +245,20 @@ Expr: TypeAlias = (
     | WeightMap
 )
 
-Iterable: TypeAlias = BlockRange | Name | Vector
-"""What a ``for`` loop iterates: a block range, a group (``IN``, ``M``, ``OUT``), a list."""
+
+@dataclass(frozen=True)
+class NumberRange(Node):
+    """``0.1..0.9 step 0.2``: numbers from ``start`` to ``end`` inclusive, ``step`` apart
+    (``None`` when not written: a step of 1). Only a ``for`` loop iterates one."""
+
+    start: Number
+    end: Number
+    step: Number | None = None
+
+
+Iterable: TypeAlias = BlockRange | Name | Vector | NumberRange
+"""What a ``for`` loop iterates: a block range, a group (``IN``, ``M``, ``OUT``), a list, or
+a numeric range."""
 
 MergeBoardOperand: TypeAlias = Variable | OutputRef | ModelLiteral
 

@@ -23,6 +23,9 @@ With the architectures known, it checks the model expressions of every step and 
 - ``weights-architecture``: block weights that cannot be resolved for the architecture of the
   call's inputs, e.g. a 19-value SDXL vector given to a call on SD1 models (at the argument),
   or a weight in model arithmetic that sets no BASE (at the term).
+- ``elemental-no-match`` (a warning): an elemental entry whose key pattern, within its
+  blocks, matches no key the architecture merges (at the entry). Warnings do not stop the
+  recipe: they are in :attr:`InputsReport.warnings`.
 
 Every problem is collected and one :class:`~mergelang.errors.RecipeError` is raised with all
 of them (and the recipe's warnings), sorted by position. Nothing here reads a tensor or
@@ -31,6 +34,7 @@ imports torch.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +43,7 @@ from typing import Literal, TypeAlias
 
 from mergelang import ast
 from mergelang.arch import Architecture, detect, get_architecture
+from mergelang.arch.layout import checkpoint_layout
 from mergelang.checked import (
     BoundArg,
     CheckedRecipe,
@@ -54,7 +59,7 @@ from mergelang.io.formats import CheckpointFormat, sniff_format
 from mergelang.io.locate import ModelLocator
 from mergelang.io.safetensors_header import read_safetensors_header
 from mergelang.methods.registry import MethodSpec, get_method
-from mergelang.weights import BlockWeights, WeightsError
+from mergelang.weights import BlockWeights, ElementalEntry, WeightsError
 
 __all__ = ["InputFormat", "InputInfo", "InputsReport", "check_inputs"]
 
@@ -92,6 +97,9 @@ class InputsReport:
     steps: Mapping[str, ModelExpr] = field(
         default_factory=lambda: MappingProxyType({}), compare=False, repr=False
     )
+    warnings: tuple[Diagnostic, ...] = field(default=(), compare=False)
+    """Warnings that need the architectures (elemental patterns matching no key), by
+    position; the recipe's own warnings are in :attr:`CheckedRecipe.warnings`."""
 
     @property
     def architectures(self) -> tuple[str, ...]:
@@ -198,6 +206,7 @@ class _InputsChecker:
         self.provided = provided
         self.lines = (checked.recipe.source or "").splitlines()
         self.problems: list[Diagnostic] = []
+        self.warnings: list[Diagnostic] = []
         self.seen: set[tuple[str, Span, str]] = set()
         self.steps: dict[str, ModelExpr] = {}
         for step in checked.model_steps:
@@ -217,13 +226,15 @@ class _InputsChecker:
         for save in self.checked.saves:
             self._mixed(save.model)
             self._check_weights(save.model)
+        warnings = sorted(self.warnings, key=lambda d: (d.line or 0, d.column or 0))
         if self.problems:
-            everything = [*self.problems, *self.checked.warnings]
+            everything = [*self.problems, *self.checked.warnings, *warnings]
             raise RecipeError(sorted(everything, key=lambda d: (d.line or 0, d.column or 0)))
         return InputsReport(
             MappingProxyType(dict(self.inputs)),
             MappingProxyType(dict(self.vaes)),
             MappingProxyType(dict(self.steps)),
+            tuple(warnings),
         )
 
     # -- reporting
@@ -236,6 +247,7 @@ class _InputsChecker:
         hint: str | None = None,
         key: str | None = None,
         same: str | None = None,
+        warning: bool = False,
     ) -> None:
         """Add a diagnostic unless an equal one (same code, place, and ``same``, by default
         the message) was added: loops repeat the same expressions."""
@@ -244,9 +256,17 @@ class _InputsChecker:
             return
         self.seen.add(identity)
         line = self.lines[span.line - 1] if 0 < span.line <= len(self.lines) else None
-        self.problems.append(
-            Diagnostic(message, code, self.checked.path, span, hint, source_line=line, key=key)
+        diagnostic = Diagnostic(
+            message,
+            code,
+            self.checked.path,
+            span,
+            hint,
+            source_line=line,
+            key=key,
+            severity="warning" if warning else "error",
         )
+        (self.warnings if warning else self.problems).append(diagnostic)
 
     # -- files
 
@@ -396,6 +416,7 @@ class _InputsChecker:
                 continue
             base_param = spec.base_param_for(param.name)
             base = None if base_param is None else _as_number(_argument(call, base_param.name))
+            self._elemental_matches(weights, arch, _span_of(bound, call.span))
             try:
                 spec.resolve_weights(param.name, weights, arch.blocks, base=base)
             except WeightsError as exc:
@@ -411,6 +432,8 @@ class _InputsChecker:
 
     def _term_weights(self, expr: LinearCombination, arch: Architecture) -> None:
         for term in expr.terms:
+            fallback = term.span if term.span != ast.NO_SPAN else expr.span
+            self._elemental_matches(term.weight, arch, fallback)
             try:
                 term.weight.resolve(arch.blocks, base=None)
             except WeightsError as exc:
@@ -424,6 +447,45 @@ class _InputsChecker:
                     hint=hint,
                     same=arch.name,
                 )
+
+    def _elemental_matches(self, weights: BlockWeights, arch: Architecture, fallback: Span) -> None:
+        """Warn about each elemental entry that selects no key of ``arch``."""
+        keys = _merged_keys(arch.name, self.checked.convention)
+        for entry in weights.elemental:
+            selector = entry.selector
+            if any(selector.matches(block, key) for key, block in keys):
+                continue
+            span = selector.span if selector.span is not None else fallback
+            self._report(
+                f"the elemental entry {selector.to_text()} matches no key of {arch.name} models",
+                "elemental-no-match",
+                span,
+                hint=_no_match_hint(entry),
+                same=arch.name,
+                warning=True,
+            )
+
+
+@functools.cache
+def _merged_keys(arch_name: str, convention: str) -> tuple[tuple[str, str], ...]:
+    """``(key, block)`` for every key of the architecture that merges compute."""
+    arch = get_architecture(arch_name)
+    found: list[tuple[str, str]] = []
+    for key in checkpoint_layout(arch):
+        block = arch.block_of(key, convention)
+        if block is not None:
+            found.append((key, block))
+    return tuple(found)
+
+
+def _no_match_hint(entry: ElementalEntry) -> str:
+    selector = entry.selector
+    if selector.is_glob:
+        return (
+            "a pattern with * ? or [ matches whole key names (case-sensitive), e.g. "
+            '"*attn2.to_k*"; without them it matches any part of a key'
+        )
+    return 'a pattern matches part of a key name, case-sensitive (e.g. "attn2", "norm")'
 
 
 def _argument(call: MethodCall, name: str) -> object:

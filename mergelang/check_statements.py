@@ -9,6 +9,8 @@ add_difference step, defines ``OUTPUT`` when it is a name, and saves it as
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from mergelang import ast
 from mergelang.arch.blocks import GROUPS, SD_BLOCKS
 from mergelang.check_calls import Unconverted
@@ -35,6 +37,7 @@ from mergelang.checked import (
     merge_board_output_path,
 )
 from mergelang.errors import Span
+from mergelang.format import format_iterable
 from mergelang.methods import get_method
 from mergelang.syntax_errors import RESERVED_WORDS
 
@@ -44,7 +47,11 @@ except ImportError:  # pragma: no cover - the architectures package ships with m
     CONVENTION_NAMES = ("mbw", "supermerger", "sd_mecha", "kohya")
     DEFAULT_CONVENTION = "mbw"
 
-__all__ = ["StatementChecker"]
+__all__ = ["MAX_RANGE_VALUES", "StatementChecker"]
+
+MAX_RANGE_VALUES = 1000
+"""The most values a numeric range in a ``for`` loop may give (a guard against typos such as
+``0..100 step 0.001``; a list or nested loops can still make more outputs)."""
 
 
 class StatementChecker(SaveChecker):
@@ -184,12 +191,19 @@ class StatementChecker(SaveChecker):
             if iterable.name in GROUPS:
                 return [BlockValue(b) for b in GROUPS[iterable.name]]
             self.sink.error(
-                f"a for loop iterates a block range, a group or a list, not '{iterable.name}'",
+                f"a for loop iterates a block range, a group, a list or a numeric range, "
+                f"not '{iterable.name}'",
                 iterable.span,
                 code="bad-iterable",
-                hint="for blk in IN00..OUT11:  /  for blk in OUT:  /  for v in [0.25, 0.5]:",
+                hint="for blk in IN00..OUT11:  /  for blk in OUT:  /  for v in [0.25, 0.5]:  /  "
+                "for v in 0.1..0.9 step 0.2:",
             )
             return None
+        if isinstance(iterable, ast.NumberRange):
+            numbers = self._number_range(iterable)
+            if numbers is None:
+                return None
+            return [self._eval(ast.Number(n, span=iterable.span), "any") for n in numbers]
         if not iterable.items:
             self.sink.error("the list is empty", iterable.span, code="bad-iterable")
             return None
@@ -203,6 +217,49 @@ class StatementChecker(SaveChecker):
                 return None
             values.append(value)
         return values
+
+    def _number_range(self, node: ast.NumberRange) -> list[float] | None:
+        """The numbers of ``start..end step s``, or ``None`` after reporting why there are none.
+
+        The values are computed in decimal from the numbers as written, so ``0.1..0.9 step
+        0.2`` gives exactly 0.1, 0.3, 0.5, 0.7, 0.9 (no ``0.30000000000000004``) and the end is
+        included when a whole number of steps reaches it.
+        """
+        start = Decimal(repr(node.start.value))
+        end = Decimal(repr(node.end.value))
+        step = Decimal(1) if node.step is None else Decimal(repr(node.step.value))
+        written = format_iterable(node)
+        if step == 0:
+            quarter = ast.Number(0.25)
+            where = node.span if node.step is None else node.step.span
+            self.sink.error(
+                "the step of a range cannot be 0",
+                where,
+                code="bad-iterable",
+                hint="e.g. " + format_iterable(ast.NumberRange(node.start, node.end, quarter)),
+            )
+            return None
+        count = int((end - start) / step) + 1 if (end - start) * step >= 0 else 0
+        if count == 0:
+            self.sink.error(
+                f"the range {written} is empty: the step goes away from the end",
+                node.span,
+                code="bad-iterable",
+                hint="count down with a negative step, e.g. 0.9..0.1 step -0.2"
+                if step > 0
+                else "count up with a positive step, e.g. 0.1..0.9 step 0.2",
+            )
+            return None
+        if count > MAX_RANGE_VALUES:
+            self.sink.error(
+                f"the range {written} has {count} values; a loop runs at most "
+                f"{MAX_RANGE_VALUES} times",
+                node.span,
+                code="bad-iterable",
+                hint="use a larger step",
+            )
+            return None
+        return [float(start + i * step) for i in range(count)]
 
     def _convention(self, stmt: ast.ConventionChoice) -> None:
         name = stmt.name.name

@@ -5,7 +5,7 @@ Weights arithmetic (numbers, vectors, maps, presets) is evaluated here with
 ``a * weights``, ``weights * a``, ``a / number``, ``-a``) becomes a
 :class:`~mergelang.checked.LinearCombination`; anything else (``model * model``,
 ``model + 0.5``) is a type error. Vector and map literals, block names and block ranges are
-checked here too.
+checked here too, and so are the key patterns of elemental entries (``"attn2" in OUT: 0.5``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,14 @@ from mergelang.check_scope import (
 )
 from mergelang.checked import LinearCombination, Term
 from mergelang.errors import Span
-from mergelang.weights import BlockWeights, MapKey, WeightsError, suggest_block
+from mergelang.weights import (
+    BlockWeights,
+    KeySelector,
+    MapKey,
+    WeightsError,
+    selector_blocks,
+    suggest_block,
+)
 
 __all__ = ["WeightsChecker"]
 
@@ -145,10 +152,14 @@ class WeightsChecker(CheckerState):
             return INVALID
 
     def _map(self, node: ast.WeightMap) -> Value:
-        entries: list[tuple[MapKey, float]] = []
+        entries: list[tuple[MapKey | KeySelector, float]] = []
         ok = True
         for entry in node.entries:
-            key = self._map_key(entry.key)
+            key: MapKey | KeySelector | None
+            if isinstance(entry.key, ast.KeyPattern):
+                key = self._key_pattern(entry.key, entry.span)
+            else:
+                key = self._map_key(entry.key)
             value = self._eval(entry.value, "weights")
             if key is None:
                 ok = False
@@ -172,7 +183,47 @@ class WeightsChecker(CheckerState):
             self.sink.error(exc.message, span, code="weights", hint=exc.hint)
             return INVALID
 
-    def _map_key(self, key: ast.MapKey) -> MapKey | None:
+    def _key_pattern(self, key: ast.KeyPattern, entry_span: Span) -> KeySelector | None:
+        """The selector of an elemental entry; errors at the pattern or the block at fault."""
+        pattern = self._render(key.pattern)
+        ok = pattern is not None
+        if pattern == "":
+            self.sink.error(
+                "an elemental key pattern is empty",
+                key.pattern.span,
+                code="key-pattern",
+                hint='write part of a key name ("attn2") or a glob ("*.attn2.to_k.*")',
+            )
+            ok = False
+        blocks: tuple[str, ...] | None = None
+        if key.blocks is not None:
+            names: list[MapKey] = []
+            for item in key.blocks:
+                if isinstance(item, ast.Name) and item.name == "default":
+                    self.sink.error(
+                        "default is not a block: an elemental entry's block set lists blocks, "
+                        "groups, ranges and BASE",
+                        item.span,
+                        code="unknown-block",
+                    )
+                    ok = False
+                    continue
+                name = self._map_key(item)
+                if name is None:
+                    ok = False
+                else:
+                    names.append(name)
+            if ok:
+                try:
+                    blocks = selector_blocks(names)
+                except WeightsError as exc:
+                    self.sink.error(exc.message, key.span, code="weights", hint=exc.hint)
+                    ok = False
+        if not ok or pattern is None:
+            return None
+        return KeySelector(pattern, key.negated, blocks, key.exclude, span=entry_span)
+
+    def _map_key(self, key: ast.Name | ast.BlockRange) -> MapKey | None:
         if isinstance(key, ast.BlockRange):
             blocks = self._block_range(key)
             return None if blocks is None else (key.start, key.end)

@@ -171,17 +171,38 @@ class Evaluator:
         numel = task.numel
         step = numel if task.whole or numel == 0 else self.chunk
         try:
-            for lo in range(0, max(numel, 1), max(step, 1)):
+            targets = [t for t in task.targets if not self._copied(t)]
+            for lo in range(0, max(numel, 1) if targets else 0, max(step, 1)):
                 if cancel is not None and cancel.is_set():
                     return 0
                 arena.reset()
                 chunk = Chunk(lo, min(numel, lo + step), task.whole)
-                for target in task.targets:
+                for target in targets:
                     self._write(target, chunk, arena)
         finally:
             self.forget_reads()
             arena.reset()
         return task.nbytes
+
+    def _copied(self, target: Target) -> bool:
+        """Write ``target`` at once if its value is a file's tensor, unchanged and already in
+        the output's dtype (a key passed through: most keys of a layer study); returns
+        whether it did. Such a key is one write of the mapped bytes, not a write per chunk."""
+        node = target.node
+        key = target.item.read_key
+        while node is not None:
+            source = self._source(node)
+            if source is not None:
+                tensor = self._read(source, key)
+                if tensor.dtype != torch_dtype(target.item.dtype):
+                    return False
+                target.sink.write_part(target.item.key, 0, tensor.reshape(-1))
+                return True
+            slot = node.keys[key]
+            if slot.action != "pass":
+                return False
+            node = node.children[slot.source]
+        return False
 
     def _write(self, target: Target, chunk: Chunk, arena: Arena) -> None:
         item = target.item
@@ -274,7 +295,7 @@ class Evaluator:
         """The node's formula on float32 ``operands`` (into ``out`` when given)."""
         block = slot.block if slot.block is not None else "BASE"
         if isinstance(node, LinearNode):
-            return _linear(node.coefficients(block), operands, out, self._arena())
+            return _linear(node.coefficients(block, key), operands, out, self._arena())
         assert isinstance(node, MethodNode)
         extra: dict[str, Any] = {}
         if node.needs_stats:
@@ -283,7 +304,7 @@ class Evaluator:
             extra["key"] = key
         if node.elementwise and out is not None:
             extra["out"] = out
-        result = node.spec.call_kernel(operands, node.scalars(block), **extra)
+        result = node.spec.call_kernel(operands, node.scalars(block, key), **extra)
         return _checked_result(node, key, result, operands[0])
 
     def _channels(self, node: Node, key: str, slot: KeySlot, chunk: Chunk) -> torch.Tensor:

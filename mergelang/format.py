@@ -5,7 +5,8 @@ Rules, chosen so that a recipe has exactly one formatted text:
 - one statement per line; a ``for`` body indented by 4 spaces per level;
 - one space around ``=`` and around the binary operators ``+ - * /``; no space after a unary
   minus; ``, `` after every comma; ``key=value`` without spaces in calls and ``with`` options;
-  ``KEY: value`` in weight maps; ranges as ``IN00..IN05``;
+  ``KEY: value`` in weight maps; ranges as ``IN00..IN05``; an elemental entry as
+  ``[not] "PATTERN" [[not] in BLOCKS]``, one block item bare and several as ``[A, B]``;
 - parentheses only where precedence needs them (``(a + b) * 0.5``, ``a - (b - c)``);
 - numbers in their shortest form: integral values without a fraction (``1``, ``0``, ``-2``),
   others as the shortest text that reads back as the same float (``0.5``, ``1e-05``);
@@ -31,7 +32,14 @@ from mergelang import ast
 from mergelang.parser import parse
 from mergelang.weights import format_number
 
-__all__ = ["format_expr", "format_recipe", "format_statement", "format_string", "format_text"]
+__all__ = [
+    "format_expr",
+    "format_iterable",
+    "format_recipe",
+    "format_statement",
+    "format_string",
+    "format_text",
+]
 
 INDENT = "    "
 
@@ -109,12 +117,30 @@ def format_expr(expr: ast.Expr) -> str:
 def _map_key(key: ast.MapKey) -> str:
     if isinstance(key, ast.BlockRange):
         return f"{key.start}..{key.end}"
+    if isinstance(key, ast.KeyPattern):
+        return _key_pattern(key)
     return key.name
 
 
-def _iterable(iterable: ast.Iterable) -> str:
+def _key_pattern(key: ast.KeyPattern) -> str:
+    """``[not] "PATTERN" [[not] in BLOCKS]``; one block item bare, several in brackets."""
+    text = ("not " if key.negated else "") + format_string(key.pattern.value)
+    if key.blocks is None:
+        return text
+    items = [_map_key(item) for item in key.blocks]
+    blocks = items[0] if len(items) == 1 else "[" + ", ".join(items) + "]"
+    return f"{text} {'not in' if key.exclude else 'in'} {blocks}"
+
+
+def format_iterable(iterable: ast.Iterable) -> str:
+    """The canonical text of what a ``for`` loop iterates."""
     if isinstance(iterable, ast.BlockRange):
         return _map_key(iterable)
+    if isinstance(iterable, ast.NumberRange):
+        text = f"{format_expr(iterable.start)}..{format_expr(iterable.end)}"
+        if iterable.step is not None:
+            text += f" step {format_expr(iterable.step)}"
+        return text
     return format_expr(iterable)
 
 
@@ -137,7 +163,7 @@ def format_statement(stmt: ast.Statement) -> str:
             text += " with " + ", ".join(f"{o.key}={_save_value(o.value)}" for o in stmt.options)
         return text
     if isinstance(stmt, ast.For):
-        return f"for {stmt.var} in {_iterable(stmt.iterable)}:"
+        return f"for {stmt.var} in {format_iterable(stmt.iterable)}:"
     if isinstance(stmt, ast.PresetsImport):
         return f"presets {format_expr(stmt.path)}"
     if isinstance(stmt, ast.ConventionChoice):

@@ -152,10 +152,13 @@ class LoadNode(Node):
 
 
 def _weights_text(weights: ResolvedWeights) -> str:
+    """A number when every block and BASE agree, else ``[BASE, blocks...]``; elemental
+    entries follow in braces, in order (``0.5 {"attn2" in OUT03: 0.2}``)."""
     values = [format_number(weights.base), *(format_number(v) for v in weights.values.values())]
-    if len(set(values)) == 1:
-        return values[0]
-    return "[" + ", ".join(values) + "]"
+    text = values[0] if len(set(values)) == 1 else "[" + ", ".join(values) + "]"
+    if weights.elemental:
+        text += " {" + ", ".join(e.to_text() for e in weights.elemental) + "}"
+    return text
 
 
 def _value_text(value: object) -> str:
@@ -213,14 +216,18 @@ class MethodNode(Node):
         args = [c.label for c in self.children] + [self.parameters()]
         return f"{self.spec.name}({', '.join(a for a in args if a)})"
 
-    def scalars(self, block: str) -> dict[str, object]:
-        """The kernel's keyword arguments for a key of ``block``."""
+    def scalars(self, block: str, key: str | None = None) -> dict[str, object]:
+        """The kernel's keyword arguments for ``key``, a key of ``block`` (elemental entries
+        make a weight depend on the key; without ``key`` only the block values are used)."""
         found = self._blocks.get(block)
         if found is None:
             found = {name: w[block] for name, w in self.weights.items()}
             found.update(self.numbers)
             self._blocks[block] = found
-        return found
+        if key is None:
+            return found
+        keyed = {name: w.value(block, key) for name, w in self.weights.items() if w.keyed(block)}
+        return {**found, **keyed} if keyed else found
 
 
 class LinearNode(Node):
@@ -251,8 +258,12 @@ class LinearNode(Node):
         ]
         return " + ".join(terms)
 
-    def coefficients(self, block: str) -> tuple[float, ...]:
-        return tuple(w[block] for w in self.weights)
+    def coefficients(self, block: str, key: str | None = None) -> tuple[float, ...]:
+        """Each term's weight at ``key`` (a key of ``block``); the block values alone
+        without ``key``."""
+        if key is None:
+            return tuple(w[block] for w in self.weights)
+        return tuple(w.value(block, key) for w in self.weights)
 
 
 def walk(roots: Iterator[Node] | tuple[Node, ...] | list[Node]) -> list[Node]:

@@ -307,6 +307,14 @@ class _TreeToAst(Transformer[Token, Any]):
     def number(self, meta: Meta, children: list[Any]) -> ast.Number:
         return self._number(children[0])
 
+    def negative_number(self, meta: Meta, children: list[Any]) -> ast.Number:
+        number = self._number(children[0])
+        return ast.Number(-number.value, span=_meta_span(meta))
+
+    def number_range(self, meta: Meta, children: list[Any]) -> ast.NumberRange:
+        start, end, *step = children
+        return ast.NumberRange(start, end, step[0] if step else None, span=_meta_span(meta))
+
     def string(self, meta: Meta, children: list[Any]) -> ast.String:
         return self._string(children[0])
 
@@ -371,6 +379,24 @@ class _TreeToAst(Transformer[Token, Any]):
     def map_entry(self, meta: Meta, children: list[Any]) -> ast.MapEntry:
         key, value = children
         return ast.MapEntry(key, value, span=_meta_span(meta))
+
+    def key_pattern(self, meta: Meta, children: list[Any]) -> ast.KeyPattern:
+        negated = isinstance(children[0], Token) and children[0].type == "NOT"
+        rest = children[1:] if negated else children
+        pattern = self._string(rest[0])
+        blocks: tuple[ast.BlockItem, ...] | None = None
+        exclude = False
+        if len(rest) > 1:
+            exclude, blocks = rest[1]
+        return ast.KeyPattern(pattern, negated, blocks, exclude, span=_meta_span(meta))
+
+    def key_blocks(self, meta: Meta, children: list[Any]) -> tuple[bool, tuple[ast.BlockItem, ...]]:
+        exclude = isinstance(children[0], Token) and children[0].type == "NOT"
+        items = children[-1]
+        return exclude, tuple(items) if isinstance(items, list) else (items,)
+
+    def block_list(self, meta: Meta, children: list[Any]) -> list[ast.BlockItem]:
+        return list(children)
 
     def block_range(self, meta: Meta, children: list[Any]) -> ast.BlockRange:
         start, end = children

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from mergelang.checked import CheckedRecipe, SaveTarget
+from mergelang.errors import Diagnostic
 from mergelang.graph import LoadNode, Node, walk
 from mergelang.inputs import InputHandle
 from mergelang.io.save_options import OutputKey, SaveOptions
@@ -102,6 +103,9 @@ class Plan:
     hashed: bool = False
     """Whether every file input's content hash is known (cache and up-to-date decisions
     are final)."""
+    warnings: tuple[Diagnostic, ...] = ()
+    """Warnings found with the inputs known (elemental patterns matching no key); the
+    recipe's own warnings are in ``checked.warnings``."""
 
     def close(self) -> None:
         """Close the files the plan holds open (its inputs and cache hits)."""

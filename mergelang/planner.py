@@ -169,6 +169,7 @@ class _Planner:
             workers=workers,
             device=self.options.device,
             nan=self.options.nan,
+            warnings=report.warnings,
         )
 
     def _inspect_inputs(self) -> InputsReport:
@@ -366,7 +367,7 @@ class _Planner:
         keys: dict[str, KeySlot] = {}
         for p in plans:
             slots = [children[i].keys[p.key] for i in p.present_in]
-            if p.action == "merge" and _identity(node, p.block):
+            if p.action == "merge" and _identity(node, p.block, p.key):
                 # 1.0 * x is x, bit for bit: the key is passed through, never converted.
                 keys[p.key] = KeySlot(p.shape, slots[0].dtype, "pass", p.block, 0)
             elif p.action == "merge" and all(is_float_code(s.dtype) for s in slots):
@@ -438,15 +439,18 @@ class _Planner:
         )
 
 
-def _identity(node: Node, block: str | None) -> bool:
-    """Whether ``node`` is ``1.0 * child`` at ``block`` (one term, weight exactly 1)."""
+def _identity(node: Node, block: str | None, key: str) -> bool:
+    """Whether ``node`` is ``1.0 * child`` at ``key`` of ``block`` (one term, weight exactly
+    1 there, elemental entries considered)."""
     if not isinstance(node, LinearNode) or len(node.weights) != 1 or block is None:
         return False
-    return node.weights[0][block] == 1.0
+    return node.weights[0].value(block, key) == 1.0
 
 
 def _all_one(weights: object, arch: Architecture) -> bool:
     from mergelang.weights import ResolvedWeights
 
     assert isinstance(weights, ResolvedWeights)
+    if weights.elemental:
+        return False
     return weights.base == 1.0 and all(weights[b] == 1.0 for b in arch.blocks)

@@ -8,6 +8,10 @@ value serves every architecture: a 25-value vector used for SDXL simply has no e
 IN09..IN11 and OUT09..OUT11 (SuperMerger's rule), while a 19-value SDXL vector leaves those
 six blocks unset and so cannot be resolved for an SD1/SD2 model.
 
+A value may also carry elemental entries (:class:`ElementalEntry`): per-key overrides chosen
+by a key-name pattern, optionally restricted to some blocks. They apply after the block
+values, later entries winning, so :meth:`ResolvedWeights.value` answers per ``(block, key)``.
+
 A slot may be unset (``None``): a map that names only some blocks, a 25-value vector's BASE.
 Arithmetic keeps an unset slot unset, and :meth:`BlockWeights.resolve` turns the value into
 plain floats for the blocks an architecture has, filling an unset BASE from the fallback the
@@ -19,6 +23,7 @@ This module imports nothing heavy (no torch): the recipe checker evaluates weigh
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import math
 import operator
 import re
@@ -27,10 +32,13 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from mergelang.arch.blocks import BASE, GROUPS, SD_BLOCKS, SDXL_BLOCKS, block_range
+from mergelang.errors import Span
 
 __all__ = [
     "BlockValues",
     "BlockWeights",
+    "ElementalEntry",
+    "KeySelector",
     "MapKey",
     "ResolvedWeights",
     "WeightsError",
@@ -199,12 +207,132 @@ class BlockValues(Mapping[str, float]):
         return f"BlockValues({dict(self._items)!r})"
 
 
+# ---------------------------------------------------------------------------------------------
+# Elemental entries
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class KeySelector:
+    """Which keys an elemental entry applies to.
+
+    ``pattern`` matches a key name as a substring, or, when it holds ``*``, ``?`` or ``[``,
+    the whole name as a case-sensitive glob; ``negated`` selects the keys it does not match.
+    ``blocks`` (block names and ``BASE``, in canonical order; ``None`` for every block)
+    restricts the selector to keys of those blocks, or with ``exclude`` to keys of every
+    other block. ``span`` is where the recipe wrote the entry (for warnings); it takes no
+    part in equality.
+    """
+
+    pattern: str
+    negated: bool = False
+    blocks: tuple[str, ...] | None = None
+    exclude: bool = False
+    span: Span | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.pattern:
+            raise WeightsError("an elemental key pattern is empty")
+        if self.blocks is not None:
+            object.__setattr__(self, "blocks", _canonical_blocks(self.blocks))
+
+    @property
+    def is_glob(self) -> bool:
+        return any(char in _GLOB_CHARS for char in self.pattern)
+
+    def applies_to_block(self, block: str) -> bool:
+        """Whether keys of ``block`` (a block name or ``BASE``) can be selected."""
+        if self.blocks is None:
+            return True
+        return (block in self.blocks) != self.exclude
+
+    def matches_key(self, key: str) -> bool:
+        """Whether the key name matches the pattern (``not`` applied)."""
+        hit = fnmatch.fnmatchcase(key, self.pattern) if self.is_glob else self.pattern in key
+        return hit != self.negated
+
+    def matches(self, block: str, key: str) -> bool:
+        return self.applies_to_block(block) and self.matches_key(key)
+
+    def to_text(self) -> str:
+        """Recipe text: ``[not] "PATTERN" [[not] in BLOCKS]``."""
+        text = ("not " if self.negated else "") + _quote(self.pattern)
+        if self.blocks is None:
+            return text
+        items = describe_blocks(self.blocks).split(", ")
+        where = items[0] if len(items) == 1 else "[" + ", ".join(items) + "]"
+        return f"{text} {'not in' if self.exclude else 'in'} {where}"
+
+
+@dataclass(frozen=True)
+class ElementalEntry:
+    """``selector: value``: the weight of the keys ``selector`` picks."""
+
+    selector: KeySelector
+    value: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "value", _check_value(self.value, None, self.selector.pattern))
+
+    def to_text(self) -> str:
+        return f"{self.selector.to_text()}: {format_number(self.value)}"
+
+
+def _quote(text: str) -> str:
+    """A recipe string literal whose value is ``text``: braces doubled (strings are
+    templates), ``"`` escaped, a backslash doubled where it would start an escape."""
+    out = ['"']
+    for index, char in enumerate(text):
+        following = text[index + 1] if index + 1 < len(text) else ""
+        if char in "{}":
+            out.append(char * 2)
+        elif char == '"':
+            out.append('\\"')
+        elif char == "\\":
+            out.append("\\\\" if following in ("", "\\", '"') else "\\")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
+def _canonical_blocks(names: Sequence[str]) -> tuple[str, ...]:
+    """Block names (and BASE) without repeats, BASE first, then IN..M..OUT order."""
+    for name in names:
+        if name != BASE and name not in _BLOCK_INDEX:
+            raise _unknown_key_error(name, None)
+    unique = set(names)
+    ordered = [BASE] if BASE in unique else []
+    ordered += [name for name in SD_BLOCKS if name in unique]
+    return tuple(ordered)
+
+
+def selector_blocks(keys: Sequence[MapKey]) -> tuple[str, ...]:
+    """The blocks a key pattern's block set covers: block names, groups, ranges, ``BASE``."""
+    names: list[str] = []
+    for key in keys:
+        if key == BASE:
+            names.append(BASE)
+        elif key == DEFAULT_KEY:
+            raise WeightsError(
+                "default is not a block: an elemental entry's block set lists blocks, groups, "
+                "ranges and BASE",
+                hint=VALID_KEYS_TEXT,
+            )
+        else:
+            names.extend(_keys_blocks(key, None))
+    return _canonical_blocks(names)
+
+
 @dataclass(frozen=True)
 class ResolvedWeights:
-    """Plain floats for exactly the blocks an architecture has, and BASE."""
+    """Plain floats for exactly the blocks an architecture has, and BASE, with the elemental
+    entries that override them for some keys."""
 
     base: float
     values: Mapping[str, float]
+    elemental: tuple[ElementalEntry, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.values, BlockValues):
@@ -218,6 +346,20 @@ class ResolvedWeights:
             return self.values[block]
         except KeyError:
             raise KeyError(f"no weight resolved for block {block!r}") from None
+
+    def keyed(self, block: str) -> bool:
+        """Whether some elemental entry can apply to keys of ``block``, so that the weight
+        there depends on the key (:meth:`value`) rather than on the block alone."""
+        return any(e.selector.applies_to_block(block) for e in self.elemental)
+
+    def value(self, block: str, key: str) -> float:
+        """The weight of ``key`` (a key of ``block``): the block's value, overridden by the
+        last elemental entry that matches."""
+        found = self[block]
+        for entry in self.elemental:
+            if entry.selector.matches(block, key):
+                found = entry.value
+        return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,8 +392,11 @@ class BlockWeights:
     base: float | None
     blocks: tuple[float | None, ...]
     origin: str = field(default="", compare=False)
+    elemental: tuple[ElementalEntry, ...] = ()
+    """Per-key overrides, applied after the block values in order (later ones win)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "elemental", tuple(self.elemental))
         blocks = tuple(self.blocks)
         if len(blocks) != len(SD_BLOCKS):
             raise WeightsError(
@@ -300,19 +445,26 @@ class BlockWeights:
         return cls(base, tuple(blocks), origin=f"{count}-value vector")
 
     @classmethod
-    def from_map(cls, entries: Sequence[tuple[MapKey, float]]) -> BlockWeights:
+    def from_map(cls, entries: Sequence[tuple[MapKey | KeySelector, float]]) -> BlockWeights:
         """Entries ``(key, value)`` applied in order, later ones overriding earlier ones.
 
         A key is a block name, a group (``IN`` = IN00..IN11, ``M``, ``OUT``), ``BASE``, a
         ``(start, end)`` range, or ``default``. ``default`` fills every slot (BASE included)
-        that no other entry set, wherever it is written, and may appear once. A malformed
-        entry raises :class:`WeightsError` with ``index`` set to its position.
+        that no other entry set, wherever it is written, and may appear once. A
+        :class:`KeySelector` key makes an elemental entry: those apply after every block
+        entry, in their order. A malformed entry raises :class:`WeightsError` with ``index``
+        set to its position.
         """
         blocks: list[float | None] = [None] * len(SD_BLOCKS)
         base: float | None = None
         default: float | None = None
         default_index: int | None = None
+        elemental: list[ElementalEntry] = []
         for index, (key, value) in enumerate(entries):
+            if isinstance(key, KeySelector):
+                number = _check_value(value, index, key.pattern)
+                elemental.append(ElementalEntry(key, number))
+                continue
             where = _key_text(key)
             number = _check_value(value, index, where)
             if key == DEFAULT_KEY:
@@ -334,15 +486,16 @@ class BlockWeights:
             blocks = [default if v is None else v for v in blocks]
             if base is None:
                 base = default
-        return cls(base, tuple(blocks), origin="map")
+        return cls(base, tuple(blocks), origin="map", elemental=tuple(elemental))
 
     # -- queries --------------------------------------------------------------------------
 
     @property
     def is_scalar(self) -> float | None:
-        """The value if every slot, BASE included, is set and equal; else ``None``."""
+        """The value if every slot, BASE included, is set and equal and no elemental entry
+        overrides it; else ``None``."""
         first = self.base
-        if first is None:
+        if first is None or self.elemental:
             return None
         for value in self.blocks:
             if value is None or value != first:
@@ -361,7 +514,7 @@ class BlockWeights:
     def with_base(self, base: float) -> BlockWeights:
         """The same blocks with BASE set (or replaced)."""
         number = _check_value(base, None, BASE)
-        return BlockWeights(number, self.blocks, origin=self.origin)
+        return BlockWeights(number, self.blocks, origin=self.origin, elemental=self.elemental)
 
     def resolve(self, blocks: Sequence[str], *, base: float | None = None) -> ResolvedWeights:
         """Plain floats for exactly ``blocks`` (an architecture's block list).
@@ -389,7 +542,7 @@ class BlockWeights:
             value = self.blocks[_BLOCK_INDEX[name]]
             assert value is not None  # checked above
             values.append((name, value))
-        return ResolvedWeights(resolved_base, BlockValues(values))
+        return ResolvedWeights(resolved_base, BlockValues(values), self.elemental)
 
     def _subject(self) -> str:
         if self.origin.endswith("-value vector"):
@@ -418,7 +571,13 @@ class BlockWeights:
     # -- arithmetic -----------------------------------------------------------------------
 
     def _combine(self, other: BlockWeights | float, symbol: str, reflected: bool) -> BlockWeights:
-        """Elementwise ``self <symbol> other`` (``other <symbol> self`` when reflected)."""
+        """Elementwise ``self <symbol> other`` (``other <symbol> self`` when reflected).
+
+        Elemental entries go through the same operation with the other operand's value, which
+        must then be one number for every key: combining two values when one has elemental
+        entries and the other varies by block (or has its own) is refused.
+        """
+        elemental = self._combine_elemental(other, symbol, reflected)
         if isinstance(other, BlockWeights):
             other_base, other_blocks = other.base, other.blocks
             other_text = _operand_text(other.origin)
@@ -452,7 +611,52 @@ class BlockWeights:
         )
         mine_text = _operand_text(self.origin)
         left_text, right_text = (other_text, mine_text) if reflected else (mine_text, other_text)
-        return BlockWeights(base, blocks, origin=_bounded(f"{left_text} {symbol} {right_text}"))
+        origin = _bounded(f"{left_text} {symbol} {right_text}")
+        return BlockWeights(base, blocks, origin=origin, elemental=elemental)
+
+    def _combine_elemental(
+        self, other: BlockWeights | float, symbol: str, reflected: bool
+    ) -> tuple[ElementalEntry, ...]:
+        other_elemental = other.elemental if isinstance(other, BlockWeights) else ()
+        if not self.elemental and not other_elemental:
+            return ()
+        if self.elemental and other_elemental:
+            raise WeightsError(
+                "cannot combine two block weights that both have elemental (per-key) entries",
+                hint="compute one of them without key patterns, or write the combined value "
+                "as one map",
+            )
+        if isinstance(other, BlockWeights):
+            # Exactly one side has entries; the other must be one number everywhere.
+            plain, keyed = (self, other) if other_elemental else (other, self)
+            number = plain.is_scalar
+            if number is None:
+                raise WeightsError(
+                    "block weights with elemental (per-key) entries combine only with a "
+                    "number, not with weights that differ per block",
+                    hint="write the combined value as one map, its key patterns last",
+                )
+            swap = (keyed is other) != reflected
+        else:
+            keyed, number, swap = self, _check_value(other, None, "operand"), reflected
+        op = _OPERATORS[symbol]
+        result: list[ElementalEntry] = []
+        for entry in keyed.elemental:
+            left, right = (number, entry.value) if swap else (entry.value, number)
+            if symbol == "/" and right == 0:
+                raise WeightsError(
+                    "division by zero in block weights (an elemental entry of the divisor "
+                    f"is 0: {entry.selector.to_text()})",
+                    hint="a divisor must be non-zero in every entry it sets",
+                )
+            value = op(left, right)
+            if not math.isfinite(value):
+                raise WeightsError(
+                    f"block weight arithmetic gives {value!r} for the elemental entry "
+                    f"{entry.selector.to_text()}"
+                )
+            result.append(ElementalEntry(entry.selector, value))
+        return tuple(result)
 
     def __add__(self, other: BlockWeights | float) -> BlockWeights:
         if not _is_operand(other):
@@ -499,6 +703,7 @@ class BlockWeights:
             None if self.base is None else -self.base,
             tuple(None if v is None else -v for v in self.blocks),
             origin=_bounded(f"-{_operand_text(self.origin)}"),
+            elemental=tuple(ElementalEntry(e.selector, -e.value) for e in self.elemental),
         )
 
     # -- text -----------------------------------------------------------------------------
@@ -510,13 +715,15 @@ class BlockWeights:
         vector (26 with BASE first when BASE is set); if exactly SDXL's 19 blocks are set, a
         19/20-value vector. Anything else is a map: ``BASE`` first, then runs of consecutive
         blocks sharing a value as ranges, ``{BASE: 0.3, IN00..IN05: 1, M00: 0.5}``.
+        A value with elemental entries is always a map, its entries last.
         Reading the text back gives an equal value.
         """
         scalar = self.is_scalar
         if scalar is not None:
             return format_number(scalar)
         set_indices = [i for i, v in enumerate(self.blocks) if v is not None]
-        if len(set_indices) == len(SD_BLOCKS) or set_indices == list(_SDXL_INDICES):
+        full = len(set_indices) == len(SD_BLOCKS) or set_indices == list(_SDXL_INDICES)
+        if full and not self.elemental:
             body = [self.blocks[i] for i in set_indices]
             values = body if self.base is None else [self.base, *body]
             return "[" + ", ".join(format_number(v) for v in values if v is not None) + "]"
@@ -528,6 +735,7 @@ class BlockWeights:
             assert value is not None
             key = SD_BLOCKS[start] if start == end else f"{SD_BLOCKS[start]}..{SD_BLOCKS[end]}"
             entries.append(f"{key}: {format_number(value)}")
+        entries += [entry.to_text() for entry in self.elemental]
         return "{" + ", ".join(entries) + "}"
 
 
@@ -571,7 +779,7 @@ def _key_text(key: MapKey) -> str:
     return key
 
 
-def _keys_blocks(key: MapKey, index: int) -> tuple[str, ...]:
+def _keys_blocks(key: MapKey, index: int | None) -> tuple[str, ...]:
     """The blocks a map key (other than BASE and default) covers."""
     if isinstance(key, tuple):
         start, end = key

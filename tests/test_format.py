@@ -189,7 +189,19 @@ def test_format_text_reports_syntax_errors() -> None:
 
 # ---- strategies -----------------------------------------------------------------------------
 
-KEYWORDS = {"model", "cache", "save", "to", "as", "with", "for", "in", "presets", "convention"}
+KEYWORDS = {
+    "model",
+    "cache",
+    "save",
+    "to",
+    "as",
+    "with",
+    "for",
+    "in",
+    "not",
+    "presets",
+    "convention",
+}
 RESERVED = KEYWORDS | set(DTYPE_FLAGS) | set(FORMAT_FLAGS)
 
 names = st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True).filter(lambda n: n not in RESERVED)
@@ -234,6 +246,14 @@ def block_ranges() -> st.SearchStrategy[ast.BlockRange]:
     return st.builds(ast.BlockRange, st.sampled_from(SD_BLOCKS), st.sampled_from(SD_BLOCKS))
 
 
+@st.composite
+def key_patterns(draw: st.DrawFn) -> ast.KeyPattern:
+    items = st.one_of(blocks.filter(lambda b: b != "default").map(ast.Name), block_ranges())
+    chosen = draw(st.none() | st.lists(items, min_size=1, max_size=3).map(tuple))
+    exclude = chosen is not None and draw(st.booleans())
+    return ast.KeyPattern(draw(string_nodes()), draw(st.booleans()), chosen, exclude)
+
+
 def _extend(children: st.SearchStrategy[ast.Expr]) -> st.SearchStrategy[ast.Expr]:
     keywords = st.builds(ast.Keyword, names, children)
     calls = st.builds(
@@ -246,7 +266,9 @@ def _extend(children: st.SearchStrategy[ast.Expr]) -> st.SearchStrategy[ast.Expr
     negations = children.filter(lambda e: not isinstance(e, ast.Number)).map(ast.Negate)
     vectors = st.lists(children, max_size=4).map(lambda items: ast.Vector(tuple(items)))
     entries = st.builds(
-        ast.MapEntry, st.one_of(blocks.map(ast.Name), names.map(ast.Name), block_ranges()), children
+        ast.MapEntry,
+        st.one_of(blocks.map(ast.Name), names.map(ast.Name), block_ranges(), key_patterns()),
+        children,
     )
     maps = st.lists(entries, max_size=3).map(lambda e: ast.WeightMap(tuple(e)))
     return st.one_of(calls, binaries, negations, vectors, maps)
@@ -429,6 +451,14 @@ class Messy:
     def _key(self, key: ast.MapKey) -> str:
         if isinstance(key, ast.BlockRange):
             return f"{key.start}{self.space()}..{self.space()}{key.end}"
+        if isinstance(key, ast.KeyPattern):
+            text = ("not " + self.space() if key.negated else "") + format_expr(key.pattern)
+            if key.blocks is None:
+                return text
+            items = [self._key(item) for item in key.blocks]
+            bracket = len(items) > 1 or self.draw(st.booleans())
+            where = f"[{self.space()}{', '.join(items)}{self.space()}]" if bracket else items[0]
+            return f"{text} {'not in' if key.exclude else 'in'} {where}"
         return key.name
 
     def statement(self, stmt: ast.Statement, indent: str) -> list[str]:

@@ -25,7 +25,7 @@ from types import FrameType
 from mergelang._version import __version__
 from mergelang.errors import MergelangError
 
-VERBS: tuple[str, ...] = ("check", "plan", "run", "fmt", "show", "methods")
+VERBS: tuple[str, ...] = ("check", "plan", "run", "fmt", "show", "methods", "convert")
 """Verb modules, in the order ``--help`` lists them."""
 
 

@@ -128,8 +128,9 @@ def summary(name: str, checked: CheckedRecipe, inputs: InputsReport | None = Non
         f"{name}: ok: {models}, "
         f"{_plural(len(checked.steps), 'step')}, {_plural(len(checked.saves), 'output')}"
     )
-    if checked.warnings:
-        text += f", {_plural(len(checked.warnings), 'warning')}"
+    warnings = len(checked.warnings) + (len(inputs.warnings) if inputs is not None else 0)
+    if warnings:
+        text += f", {_plural(warnings, 'warning')}"
     return text
 
 
@@ -146,8 +147,9 @@ def run_check(args: argparse.Namespace) -> int:
         from mergelang.io.locate import ModelLocator
 
         inputs = check_inputs(checked, ModelLocator(args.models_dirs))
-    if checked.warnings:
-        print_diagnostics(stderr_console(), checked.warnings)
+    warnings = [*checked.warnings, *(inputs.warnings if inputs is not None else ())]
+    if warnings:
+        print_diagnostics(stderr_console(), warnings)
     name = STDIN_NAME if args.recipe == "-" else args.recipe
     sys.stdout.write(summary(name, checked, inputs) + "\n")
     return 0

@@ -147,6 +147,8 @@ def run_plan(args: argparse.Namespace) -> int:
     if checked.warnings:
         print_diagnostics(stderr_console(), checked.warnings)
     plan = make_plan(args, checked, hash_inputs=args.hash)
+    if plan.warnings:
+        print_diagnostics(stderr_console(), plan.warnings)
     try:
         if args.json:
             text = json.dumps(plan_json(plan), indent=2, ensure_ascii=False) + "\n"

@@ -107,6 +107,7 @@ def run_recipe(args: argparse.Namespace) -> int:
             plan = make_plan(args, checked, hash_inputs=True, device=args.device)
             plan.close()
         if not args.quiet:
+            print_diagnostics(console, plan.warnings)
             print_dry_run(console, plan)
         return 0
     with RichReporter(console, enabled) as reporter:
@@ -124,6 +125,7 @@ def run_recipe(args: argparse.Namespace) -> int:
             reporter=reporter,
         )
     if not args.quiet:
+        print_diagnostics(console, result.warnings)
         print_summary(console, result)
     return 0
 

@@ -1,0 +1,201 @@
+"""Sweep speed: the 25-output layer study against just writing 25 outputs.
+
+Generates one synthetic SD1.5-layout checkpoint (fp16; ``--scale`` shrinks the widths: 0.35
+gives about 0.3 GB) and times, each in its own process, in the same run:
+
+- study: ``python -m mergelang run layer-study.merge --quiet --no-cache``, the recipe of
+  ``examples/layer-study.merge`` (25 outputs, ``sd15 * {blk: 0.75, default: 1}``, one
+  streaming pass over the input);
+- copy: the floor of any sweep, writing its 25 outputs with no computation: the input
+  memory-mapped with ``SafetensorsReader`` and each key written to 25 ``SafetensorsWriter``
+  outputs (header first, fsync and rename at commit), the same bytes per output.
+
+For each it records the wall time and the peak anonymous memory (RssAnon polled from /proc,
+and VmHWM), and prints the study/copy time ratio (the target is at most 1.3). Two study
+outputs are then compared exactly with the formula: ``0.75 * A`` on the keys of the weakened
+block, ``A`` elsewhere.
+
+Usage: ``python bench/sweep_speed.py [--scale 0.35] [--dir DIR] [--repeat 1] [--keep]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mergelang.arch import get_architecture
+from mergelang.arch.blocks import SD_BLOCKS
+from mergelang.io.readers import SafetensorsReader
+from mergelang.io.writer import OutputEntry, SafetensorsWriter
+from mergelang.testing import make_checkpoint
+
+POLL_S = 0.005
+RECIPE = """model sd15 = "input.safetensors"
+
+for blk in IN00..OUT11:
+    save sd15 * {blk: 0.75, default: 1} to "study/sd15-{blk}-075.safetensors"
+"""
+VERIFIED = ("IN04", "OUT11")
+
+
+@dataclass
+class Run:
+    wall: float
+    anon_mb: float
+    hwm_mb: float
+
+
+def poll_memory(pid: int, done: threading.Event, peak: dict[str, int]) -> None:
+    """Keep the highest RssAnon and VmHWM (kB) of ``pid`` until ``done`` is set."""
+    while not done.is_set():
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii") as status:
+                for line in status:
+                    name, _, value = line.partition(":")
+                    if name in ("RssAnon", "VmHWM"):
+                        peak[name] = max(peak.get(name, 0), int(value.split()[0]))
+        except (OSError, ValueError):
+            pass
+        time.sleep(POLL_S)
+
+
+def measure(command: list[str]) -> Run:
+    peak: dict[str, int] = {}
+    done = threading.Event()
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    poller = threading.Thread(target=poll_memory, args=(process.pid, done, peak), daemon=True)
+    poller.start()
+    out, err = process.communicate()
+    wall = time.perf_counter() - start
+    done.set()
+    poller.join()
+    if process.returncode != 0:
+        text = (out + err).decode(errors="replace").strip().splitlines()[-8:]
+        raise SystemExit(f"{command[:4]} failed ({process.returncode}):\n" + "\n".join(text))
+    return Run(wall, peak.get("RssAnon", 0) / 1024, peak.get("VmHWM", 0) / 1024)
+
+
+def copy_outputs(source: Path, folder: Path, count: int) -> None:
+    """The baseline, run in a child process: ``count`` plain copies through the writer."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with SafetensorsReader(source) as reader:
+        entries = [
+            OutputEntry(key, reader.info(key).dtype, tuple(reader.info(key).shape))
+            for key in reader
+        ]
+        writers = [
+            SafetensorsWriter(folder / f"copy-{i:02d}.safetensors", entries, overwrite=True)
+            for i in range(count)
+        ]
+        for key in reader:
+            tensor = reader.get(key)
+            for writer in writers:
+                writer.write(key, tensor)
+        for writer in writers:
+            writer.commit()
+
+
+def verify(source: Path, output: Path, block: str) -> tuple[int, int]:
+    """(keys checked, keys differing) of ``output`` against 0.75 * A on ``block``, else A."""
+    arch = get_architecture("sd1")
+    differing = 0
+    with SafetensorsReader(source) as a, SafetensorsReader(output) as out:
+        assert set(out.keys()) <= set(a.keys()), "the output has keys the input lacks"
+        for key in out:
+            expected = a.get(key)
+            if expected.is_floating_point() and arch.block_of(key) == block:
+                expected = (expected.float() * 0.75).to(expected.dtype)
+            if not torch.equal(out.get(key), expected):
+                differing += 1
+        return len(out.keys()), differing
+
+
+def folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*.safetensors"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=0.35)
+    parser.add_argument("--dir", type=Path, default=None, help="work folder (default: a temp)")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--copy-child", nargs=2, metavar=("INPUT", "FOLDER"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.copy_child:
+        copy_outputs(Path(args.copy_child[0]), Path(args.copy_child[1]), len(SD_BLOCKS))
+        return 0
+
+    work = Path(tempfile.mkdtemp(prefix="sweep-speed-", dir=args.dir))
+    try:
+        source = make_checkpoint(work / "input.safetensors", "sd1", scale=args.scale, seed=1)
+        size = source.stat().st_size
+        need = 2 * len(SD_BLOCKS) * size + size
+        free = shutil.disk_usage(work).free
+        print(
+            f"input: {size / 1e9:.3f} GB (scale {args.scale}); 25 outputs x 2 need "
+            f"{need / 1e9:.2f} GB, free {free / 1e9:.2f} GB"
+        )
+        if free < need * 1.1:
+            print("not enough free disk: lower --scale or pick --dir")
+            return 1
+        (work / "layer-study.merge").write_text(RECIPE, encoding="utf-8")
+        study = [
+            sys.executable,
+            "-W",
+            "ignore",
+            "-m",
+            "mergelang",
+            "run",
+            str(work / "layer-study.merge"),
+            "--quiet",
+            "--no-cache",
+            "--cache-dir",
+            str(work / "cache"),
+        ]
+        copy = [sys.executable, __file__, "--copy-child", str(source), str(work / "copy")]
+        for attempt in range(1, args.repeat + 1):
+            # Each side starts from an empty output folder and a synced disk; the order
+            # alternates, so that neither always follows the other's write-back.
+            timed: dict[str, Run] = {}
+            for name in ("copy", "study") if attempt % 2 else ("study", "copy"):
+                shutil.rmtree(work / name, ignore_errors=True)
+                os.sync()
+                timed[name] = measure(copy if name == "copy" else study)
+            base, run = timed["copy"], timed["study"]
+            print(
+                f"run {attempt}: copy  {base.wall:7.2f} s  anon {base.anon_mb:7.1f} MB  "
+                f"hwm {base.hwm_mb:7.1f} MB  ({folder_size(work / 'copy') / 1e9:.2f} GB)"
+            )
+            print(
+                f"run {attempt}: study {run.wall:7.2f} s  anon {run.anon_mb:7.1f} MB  "
+                f"hwm {run.hwm_mb:7.1f} MB  ({folder_size(work / 'study') / 1e9:.2f} GB)"
+            )
+            print(f"run {attempt}: study / copy = {run.wall / base.wall:.2f} (target <= 1.3)")
+        for block in VERIFIED:
+            output = work / "study" / f"sd15-{block}-075.safetensors"
+            checked, differing = verify(source, output, block)
+            print(f"verify {block}: {checked} keys, {differing} differ from the formula")
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""``mergelang.convert.mbw_each``: MBW Each command lines to model arithmetic."""
+
+from __future__ import annotations
+
+import pytest
+
+from mergelang.check import check
+from mergelang.convert import detect_format
+from mergelang.convert.mbw_each import convert_mbw_each
+from mergelang.errors import RecipeError, format_diagnostic
+from mergelang.format import format_text
+from mergelang.parser import parse
+
+LINES = (
+    "O=merge/test04/SD15-75-IN_00, IN_A_00=0.75\n"
+    "Preset_Weights=ALL_A, O=merge/test06/x, OUT_A_11=0.2, OUT_B_11=0.8, Model_A=sd-v1-5, "
+    "Model_B=wd\n"
+    "O=y.ckpt, weight_values=" + ",".join(["0.5"] * 24 + ["1"]) + ", base_alpha=0.3, M_B_00=0.25\n"
+)
+
+
+def test_lines_become_model_arithmetic() -> None:
+    out = convert_mbw_each(LINES)
+    assert out == (
+        "# run with: --set MODEL_A=PATH --set MODEL_B=PATH\n"
+        "model model_a = $MODEL_A\n"
+        "model model_b = $MODEL_B\n"
+        'model sd_v1_5 = "sd-v1-5"\n'
+        'model wd = "wd"\n'
+        "\n"
+        "save model_a * {IN00: 0.75, default: 1} + model_b * 0"
+        ' to "merge/test04/SD15-75-IN_00.safetensors"\n'
+        "save sd_v1_5 * {OUT11: 0.2, default: 1} + wd * {OUT11: 0.8, default: 0}"
+        ' to "merge/test06/x.safetensors"\n'
+        "save model_a * {BASE: 0.7, OUT11: 0, default: 0.5}"
+        " + model_b * {BASE: 0.3, M00: 0.25, OUT11: 1, default: 0.5}"
+        ' to "y.ckpt"\n'
+    )
+    assert format_text(out) == out
+    assert detect_format(LINES) == "mbw-each"
+    checked = check(parse(out), variables={"MODEL_A": "a", "MODEL_B": "b"})
+    assert len(checked.saves) == 3
+
+
+def test_preset_gives_b_the_preset_and_a_its_complement() -> None:
+    out = convert_mbw_each("O=g, Preset_Weights=GRAD_V, Model_A=a, Model_B=b\n")
+    from mergelang.presets import BUILTIN_PRESETS
+
+    grad = BUILTIN_PRESETS["GRAD_V"].blocks
+    line = out.splitlines()[-1]
+    assert f"IN01: {1 - grad[1]!r}" in line.split(" + ")[0]
+    assert f"IN01: {grad[1]!r}" in line.split(" + ")[1]
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "place"),
+    [
+        ("O=x, IN_A_12=1\n", "unknown block key 'IN_A_12'", "1:6"),
+        ("\nO=x, FOO=2\n", "unknown MBW Each key 'FOO'", "2:6"),
+        ("O=x, IN_A_00=abc\n", "'abc' is not a number", "1:14"),
+        ("IN_A_00=0.5\n", "no output", "1:1"),
+        ("O=x, Preset_Weights=NOPE\n", "unknown preset 'NOPE'", "1:21"),
+        ("O=x, weight_values=1,2\n", "needs 25 numbers", "1:6"),
+        ("O=x\nO=x, IN_B_03=1\n", "already written by line 1", "2:3"),
+    ],
+)
+def test_errors_name_line_and_column(text: str, message: str, place: str) -> None:
+    with pytest.raises(RecipeError) as caught:
+        convert_mbw_each(text, "lines.txt")
+    rendered = format_diagnostic(caught.value.diagnostics[0])
+    assert rendered.startswith(f"lines.txt:{place}: error: ")
+    assert message in rendered
