@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -69,7 +70,7 @@ class KeySlot:
 
 
 @dataclass(eq=False)
-class Node:
+class Node(ABC):
     """A step of the merge graph. Nodes compare by identity; :attr:`identity` is the
     structural description the planner interns them by."""
 
@@ -86,8 +87,9 @@ class Node:
     """The block convention the key -> block assignment follows (part of the address)."""
 
     @property
+    @abstractmethod
     def kind(self) -> str:
-        raise NotImplementedError
+        """``load``, ``linear`` or ``method:NAME``."""
 
     @property
     def elementwise(self) -> bool:
@@ -99,9 +101,9 @@ class Node:
     def needs_stats(self) -> bool:
         return False
 
+    @abstractmethod
     def describe(self) -> str:
         """A one-line description for plans and messages."""
-        raise NotImplementedError
 
     @property
     def label(self) -> str:
@@ -122,9 +124,9 @@ class Node:
             parts.append(key)
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
+    @abstractmethod
     def parameters(self) -> str:
         """The node's own parameters as canonical text (children excluded)."""
-        raise NotImplementedError
 
 
 class LoadNode(Node):
