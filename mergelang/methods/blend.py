@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from mergelang.methods.common import as_float32, base_param, into
+from mergelang.methods.common import MODEL_A_KEPT, MODEL_B_TAKEN, as_float32, base_param, into
 from mergelang.methods.registry import Param, method
 
 if TYPE_CHECKING:
@@ -169,8 +169,8 @@ def sigmoid_weight(alpha: float) -> float:
 @method(
     "sigmoid_sum",
     params=[
-        Param("a", "model", doc="model A: kept where alpha is 0"),
-        Param("b", "model", doc="model B: taken where alpha is 1"),
+        MODEL_A_KEPT,
+        MODEL_B_TAKEN,
         Param(
             "alpha",
             "weights",
@@ -216,8 +216,8 @@ def power_product(x: Tensor, y: Tensor, alpha: float) -> Tensor:
 @method(
     "geometric",
     params=[
-        Param("a", "model", doc="model A: kept where alpha is 0"),
-        Param("b", "model", doc="model B: taken where alpha is 1"),
+        MODEL_A_KEPT,
+        MODEL_B_TAKEN,
         Param(
             "alpha",
             "weights",

@@ -10,7 +10,14 @@ from mergelang.methods.registry import Param
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["as_float32", "base_param", "into"]
+__all__ = ["MODEL_A_KEPT", "MODEL_B_TAKEN", "as_float32", "base_param", "into"]
+
+
+MODEL_A_KEPT = Param("a", "model", doc="model A: kept where alpha is 0")
+"""Model A of a two-model interpolation."""
+
+MODEL_B_TAKEN = Param("b", "model", doc="model B: taken where alpha is 1")
+"""Model B of a two-model interpolation."""
 
 
 def as_float32(tensor: Tensor) -> Tensor:

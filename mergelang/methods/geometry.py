@@ -31,7 +31,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from mergelang.methods.common import as_float32
+from mergelang.methods.common import MODEL_A_KEPT, MODEL_B_TAKEN, as_float32
 from mergelang.methods.registry import Param, method
 
 if TYPE_CHECKING:
@@ -107,8 +107,8 @@ def _flat_cosine(x: Tensor, y: Tensor) -> float:
 @method(
     "slerp",
     params=[
-        Param("a", "model", doc="model A: kept where alpha is 0"),
-        Param("b", "model", doc="model B: taken where alpha is 1"),
+        MODEL_A_KEPT,
+        MODEL_B_TAKEN,
         Param(
             "alpha",
             "weights",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mergelang.methods.common import as_float32
+from mergelang.methods.common import MODEL_A_KEPT, MODEL_B_TAKEN, as_float32
 from mergelang.methods.registry import Param, method
 
 if TYPE_CHECKING:
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 @method(
     "weighted_sum",
     params=[
-        Param("a", "model", doc="model A: kept where alpha is 0"),
-        Param("b", "model", doc="model B: taken where alpha is 1"),
+        MODEL_A_KEPT,
+        MODEL_B_TAKEN,
         Param(
             "alpha",
             "weights",
