@@ -27,14 +27,19 @@ def human_bytes(count: float) -> str:
 
 
 def _shown(path: Path | None, base: Path | None) -> str:
+    """A path as plans show it: relative to the recipe's folder when inside it, else to the
+    working folder when inside that, else absolute."""
     if path is None:
         return "<memory>"
-    if base is not None:
+    absolute = Path(os.path.abspath(path))
+    for root in (base, Path.cwd()):
+        if root is None:
+            continue
         try:
-            return os.path.relpath(path, base)
-        except ValueError:  # another drive on Windows
-            return str(path)
-    return str(path)
+            return str(absolute.relative_to(root))
+        except ValueError:
+            continue
+    return str(absolute)
 
 
 class _Renderer:
