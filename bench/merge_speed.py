@@ -34,10 +34,8 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from process_stats import Run, run_process
 
 from mergelang.arch import checkpoint_layout, get_architecture, key_dtype
 from mergelang.io.dtypes import code_for_torch, is_float_code, item_size
@@ -53,7 +52,6 @@ from mergelang.io.writer import OutputEntry, SafetensorsWriter, build_header
 from mergelang.testing import make_checkpoint
 
 CHUNK = 1 << 18
-POLL_S = 0.005
 SD1_ALPHA = [f"{0.10 + 0.03 * i:.2f}" for i in range(25)]
 SDXL_ALPHA = [f"{0.10 + 0.04 * i:.2f}" for i in range(19)]
 MODEL_COUNT = {"weighted_sum": 2, "add_difference": 3, "ties": 3}
@@ -241,13 +239,6 @@ def merge_chunks(
 
 
 @dataclass
-class Run:
-    wall: float
-    anon_mb: float
-    hwm_mb: float
-
-
-@dataclass
 class Method:
     name: str
     command: list[str]
@@ -256,40 +247,16 @@ class Method:
     failed: str | None = None
 
 
-def poll_memory(pid: int, done: threading.Event, peak: dict[str, int]) -> None:
-    """Keep the highest RssAnon and VmHWM (kB) of ``pid`` until ``done`` is set."""
-    while not done.is_set():
-        try:
-            with open(f"/proc/{pid}/status", encoding="ascii") as status:
-                for line in status:
-                    name, _, value = line.partition(":")
-                    if name in ("RssAnon", "VmHWM"):
-                        peak[name] = max(peak.get(name, 0), int(value.split()[0]))
-        except (OSError, ValueError):
-            pass
-        time.sleep(POLL_S)
-
-
 def measure(method: Method) -> Run | None:
     """Run the method's process once; its figures, or None (and ``method.failed``) on failure."""
-    peak: dict[str, int] = {}
-    done = threading.Event()
-    start = time.perf_counter()
-    process = subprocess.Popen(method.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    poller = threading.Thread(target=poll_memory, args=(process.pid, done, peak), daemon=True)
-    poller.start()
-    out, err = process.communicate()
-    wall = time.perf_counter() - start
-    done.set()
-    poller.join()
-    if process.returncode != 0:
-        text = (out + err).decode(errors="replace")
-        lines = "\n    ".join(text.strip().splitlines()[-8:])
-        method.failed = f"exit status {process.returncode}:\n    {lines}"
-        if "invalid choice: 'run'" in text:
+    finished = run_process(method.command)
+    if finished.returncode != 0:
+        lines = "\n    ".join(finished.output.strip().splitlines()[-8:])
+        method.failed = f"exit status {finished.returncode}:\n    {lines}"
+        if "invalid choice: 'run'" in finished.output:
             method.failed += "\n    (this mergelang has no `run` verb yet)"
         return None
-    return Run(wall, peak.get("RssAnon", 0) / 1024, peak.get("VmHWM", 0) / 1024)
+    return finished.run
 
 
 def tensor_digests(path: Path) -> Digests:

@@ -23,15 +23,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from process_stats import Run, run_process
 
 from mergelang.arch import get_architecture
 from mergelang.arch.blocks import SD_BLOCKS
@@ -39,7 +36,6 @@ from mergelang.io.readers import SafetensorsReader
 from mergelang.io.writer import OutputEntry, SafetensorsWriter
 from mergelang.testing import make_checkpoint
 
-POLL_S = 0.005
 RECIPE = """model sd15 = "input.safetensors"
 
 for blk in IN00..OUT11:
@@ -48,42 +44,12 @@ for blk in IN00..OUT11:
 VERIFIED = ("IN04", "OUT11")
 
 
-@dataclass
-class Run:
-    wall: float
-    anon_mb: float
-    hwm_mb: float
-
-
-def poll_memory(pid: int, done: threading.Event, peak: dict[str, int]) -> None:
-    """Keep the highest RssAnon and VmHWM (kB) of ``pid`` until ``done`` is set."""
-    while not done.is_set():
-        try:
-            with open(f"/proc/{pid}/status", encoding="ascii") as status:
-                for line in status:
-                    name, _, value = line.partition(":")
-                    if name in ("RssAnon", "VmHWM"):
-                        peak[name] = max(peak.get(name, 0), int(value.split()[0]))
-        except (OSError, ValueError):
-            pass
-        time.sleep(POLL_S)
-
-
 def measure(command: list[str]) -> Run:
-    peak: dict[str, int] = {}
-    done = threading.Event()
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    poller = threading.Thread(target=poll_memory, args=(process.pid, done, peak), daemon=True)
-    poller.start()
-    out, err = process.communicate()
-    wall = time.perf_counter() - start
-    done.set()
-    poller.join()
-    if process.returncode != 0:
-        text = (out + err).decode(errors="replace").strip().splitlines()[-8:]
-        raise SystemExit(f"{command[:4]} failed ({process.returncode}):\n" + "\n".join(text))
-    return Run(wall, peak.get("RssAnon", 0) / 1024, peak.get("VmHWM", 0) / 1024)
+    finished = run_process(command)
+    if finished.returncode != 0:
+        text = finished.output.strip().splitlines()[-8:]
+        raise SystemExit(f"{command[:4]} failed ({finished.returncode}):\n" + "\n".join(text))
+    return finished.run
 
 
 def copy_outputs(source: Path, folder: Path, count: int) -> None:

@@ -25,7 +25,14 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from mergelang.methods.common import MODEL_A_KEPT, MODEL_B_TAKEN, as_float32, base_param, into
+from mergelang.methods.common import (
+    MODEL_A_KEPT,
+    MODEL_B_TAKEN,
+    as_float32,
+    base_param,
+    into,
+    lerp,
+)
 from mergelang.methods.registry import Param, method
 
 if TYPE_CHECKING:
@@ -41,16 +48,6 @@ __all__ = [
     "tensor_sum",
     "triple_sum",
 ]
-
-
-def _lerp(a: Tensor, b: Tensor, weight: float, out: Tensor | None) -> Tensor:
-    """``(1 - weight) * a + weight * b``, each product rounded, as weighted_sum does it."""
-    import torch
-
-    if out is None:
-        return (1 - weight) * a + weight * b
-    torch.mul(a, 1 - weight, out=out)
-    return out.add_(weight * b)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,7 +140,7 @@ def sum_twice(
     a, b, c = as_float32(a), as_float32(b), as_float32(c)
     if out is None:
         return (1 - beta) * ((1 - alpha) * a + alpha * b) + beta * c
-    _lerp(a, b, alpha, out)
+    lerp(a, b, alpha, out)
     out.mul_(1 - beta)
     return out.add_(beta * c)
 
@@ -192,7 +189,7 @@ def sigmoid_sum(a: Tensor, b: Tensor, *, alpha: float, out: Tensor | None = None
     0, 1/2 and 1, so those give A, weighted_sum(A, B, 0.5) and B. alpha is in 0..1.
     """
     a, b = as_float32(a), as_float32(b)
-    return _lerp(a, b, sigmoid_weight(alpha), out)
+    return lerp(a, b, sigmoid_weight(alpha), out)
 
 
 def power_product(x: Tensor, y: Tensor, alpha: float) -> Tensor:

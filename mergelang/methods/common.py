@@ -10,7 +10,7 @@ from mergelang.methods.registry import Param
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["MODEL_A_KEPT", "MODEL_B_TAKEN", "as_float32", "base_param", "into"]
+__all__ = ["MODEL_A_KEPT", "MODEL_B_TAKEN", "as_float32", "base_param", "into", "lerp"]
 
 
 MODEL_A_KEPT = Param("a", "model", doc="model A: kept where alpha is 0")
@@ -31,6 +31,17 @@ def as_float32(tensor: Tensor) -> Tensor:
 def into(value: Tensor, out: Tensor | None) -> Tensor:
     """``value``, copied into ``out`` when the caller gave a buffer."""
     return value if out is None else out.copy_(value)
+
+
+def lerp(a: Tensor, b: Tensor, weight: float, out: Tensor | None = None) -> Tensor:
+    """``(1 - weight) * a + weight * b`` in float32, each product rounded then added: the
+    weighted sum every interpolation shares, bit for bit, into ``out`` when given."""
+    import torch
+
+    if out is None:
+        return (1 - weight) * a + weight * b
+    torch.mul(a, 1 - weight, out=out)
+    return out.add_(weight * b)
 
 
 def base_param(weights: str, what: str) -> Param:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mergelang.methods.common import MODEL_A_KEPT, MODEL_B_TAKEN, as_float32
+from mergelang.methods.common import MODEL_A_KEPT, MODEL_B_TAKEN, as_float32, lerp
 from mergelang.methods.registry import Param, method
 
 if TYPE_CHECKING:
@@ -48,13 +48,7 @@ def weighted_sum(a: Tensor, b: Tensor, *, alpha: float, out: Tensor | None = Non
     weight of this key's block. alpha = 0 gives A, alpha = 1 gives B (MBW's convention:
     the value is model B's share; ComfyUI's ModelMergeSimple ratio is the opposite).
     """
-    a, b = as_float32(a), as_float32(b)
-    if out is None:
-        return (1 - alpha) * a + alpha * b
-    import torch
-
-    torch.mul(a, 1 - alpha, out=out)
-    return out.add_(alpha * b)
+    return lerp(as_float32(a), as_float32(b), alpha, out)
 
 
 @method(
