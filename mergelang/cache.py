@@ -45,6 +45,7 @@ __all__ = [
     "OBJECTS",
     "OUTPUT_KEY",
     "decide",
+    "existing_output_key",
     "object_path",
     "stored_dtype",
 ]
@@ -113,7 +114,7 @@ def _output_key(output: OutputPlan, keys: dict[int, str]) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _existing_key(path: Path) -> str | None:
+def existing_output_key(path: Path) -> str | None:
     """The output address recorded in an existing output (safetensors header, or the
     metadata mergelang keeps in a ``.ckpt``), or ``None``."""
     try:
@@ -173,7 +174,7 @@ def decide(plan: Plan, *, hash_inputs: bool, force: bool, use_cache: bool) -> No
             blocked += _at_save(plan, output, exc)
             continue
         if os.path.lexists(output.path):
-            existing = _existing_key(output.path)
+            existing = existing_output_key(output.path)
             if output.key is not None and existing == output.key:
                 output.status = "up-to-date"
             elif not force and (plan.hashed or existing is None):

@@ -29,12 +29,14 @@ binding), :mod:`mergelang.check_expressions`, :mod:`mergelang.check_saves` and
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
 from mergelang import ast
 from mergelang.check_saves import SAVE_DTYPES, SAVE_OPTIONS
+from mergelang.check_scope import TooManyErrors
 from mergelang.check_statements import StatementChecker
 from mergelang.checked import (
     BoundArg,
@@ -51,7 +53,9 @@ from mergelang.checked import (
     merge_board_output_path,
 )
 from mergelang.errors import Diagnostic, RecipeError, Span
+from mergelang.parser import MAX_RECIPE_SIZE
 from mergelang.presets import PresetTable
+from mergelang.syntax_errors import too_many_errors
 
 __all__ = [
     "SAVE_DTYPES",
@@ -78,9 +82,13 @@ class _Checker(StatementChecker):
     """One pass over one recipe: :meth:`run` checks it and returns the result."""
 
     def run(self) -> CheckedRecipe:
-        self._prescan()
-        for stmt in self.recipe.statements:
-            self._statement(stmt, top_level=True)
+        current: ast.Statement | None = None
+        try:
+            self._prescan()
+            for current in self.recipe.statements:
+                self._statement(current, top_level=True)
+        except TooManyErrors:
+            self._stop(current)
         for usage in self.usage.values():
             if not usage.used:
                 self.sink.warning(
@@ -106,6 +114,13 @@ class _Checker(StatementChecker):
             base_dir=self.base_dir,
         )
 
+    def _stop(self, stmt: ast.Statement | None) -> None:
+        """Raise the errors found so far, and a note at ``stmt``, where checking stopped."""
+        diagnostics = _deduplicate(self.sink.sorted())
+        where = stmt.span if stmt is not None else Span(1, 1, 1, 1)
+        note = too_many_errors(where, self.sink.path, self.sink.source_line(where))
+        raise RecipeError([*diagnostics, note])
+
     def _prescan(self) -> None:
         """Record where each top-level name is defined (for "used before its definition"),
         number the Merge Board lines, and load preset files (they apply to the whole
@@ -115,6 +130,8 @@ class _Checker(StatementChecker):
                 self.later.setdefault(stmt.name, stmt.span.line)
             elif isinstance(stmt, ast.MergeBoard):
                 self.merge_board_lines.append(stmt)
+                self.merge_board_number[id(stmt)] = len(self.merge_board_lines)
+                self.merge_board_first.setdefault(stmt.output, stmt)
                 if stmt.output.isidentifier():
                     self.later.setdefault(stmt.output, stmt.span.line)
             elif isinstance(stmt, ast.PresetsImport):
@@ -128,6 +145,14 @@ class _Checker(StatementChecker):
         path = Path(relative)
         if not path.is_absolute() and self.base_dir is not None:
             path = self.base_dir / path
+        problem = _unreadable_preset_file(path)
+        if problem is not None:
+            self.sink.error(
+                f"cannot load presets from '{relative}': {problem}",
+                stmt.path.span,
+                code="preset-file",
+            )
+            return
         try:
             self.presets = self.presets.with_file(path)
         except RecipeError as exc:
@@ -141,6 +166,23 @@ class _Checker(StatementChecker):
                     )
                 else:
                     self.sink.extend([diag])
+
+
+def _unreadable_preset_file(path: Path) -> str | None:
+    """Why ``path`` cannot be a preset file without even opening it: a FIFO or a device
+    (reading one could wait forever or never end), or a file over the size of a recipe.
+    ``None`` when it may be read (a missing file is reported by the preset reader)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    if stat.S_ISDIR(info.st_mode):
+        return "this is a folder, not a file"
+    if not stat.S_ISREG(info.st_mode):
+        return "this is not a regular file (a FIFO, socket or device)"
+    if info.st_size > MAX_RECIPE_SIZE:
+        return f"the file is too large (over {MAX_RECIPE_SIZE // 1024} KiB)"
+    return None
 
 
 def _deduplicate(diagnostics: list[Diagnostic]) -> list[Diagnostic]:

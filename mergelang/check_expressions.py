@@ -121,11 +121,14 @@ class ExpressionChecker(CallChecker, WeightsChecker):
         if value is None and node.name not in self.unbound_reported:
             # Reported once, where it is first used: the fix is one --set for every use.
             self.unbound_reported.add(node.name)
+            hint = f"bind it on the command line: --set {node.name}=path/to/model.safetensors"
+            if node.name[:1] == "O" and node.name[1:].isdigit():  # __O0__, __O01__
+                hint = "__On__ is the output of Merge Board line n, counted from __O1__"
             self.sink.error(
                 f"the variable {node.text} is not bound",
                 node.span,
                 code="unbound-variable",
-                hint=f"bind it on the command line: --set {node.name}=path/to/model.safetensors",
+                hint=hint,
             )
         return value
 

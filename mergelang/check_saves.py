@@ -1,12 +1,14 @@
 """Checking ``save`` statements: the model, the path, the dtype and the ``with`` options.
 
 Each save becomes a :class:`~mergelang.checked.SaveTarget` (one per loop iteration, templates
-filled); two saves to the same file are an error. :data:`SAVE_DTYPES` and
+filled); two saves to the same file are an error, and so is a relative path that climbs
+out of the output folder (``../x``; absolute paths may go anywhere). :data:`SAVE_DTYPES` and
 :data:`SAVE_OPTIONS` say what ``save ... as DTYPE`` and ``save ... with KEY=VALUE`` accept.
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -18,7 +20,7 @@ from mergelang.checked import ModelSource, SaveTarget
 from mergelang.errors import Span
 from mergelang.weights import format_number
 
-__all__ = ["SAVE_DTYPES", "SAVE_OPTIONS", "SaveChecker"]
+__all__ = ["SAVE_DTYPES", "SAVE_OPTIONS", "SaveChecker", "leaves_output_folder"]
 
 SAVE_DTYPES: tuple[str, ...] = ("fp16", "bf16", "fp32")
 """What ``save ... as DTYPE`` accepts."""
@@ -62,6 +64,9 @@ class SaveChecker(ExpressionChecker):
                 hint='give a file name: "out/mix.safetensors"',
             )
             path = None
+        if path is not None and leaves_output_folder(path):
+            self._outside_folder(path, stmt.path.span)
+            path = None
         dtype: str | None = None
         if stmt.dtype is not None:
             dtype = stmt.dtype.name
@@ -91,6 +96,20 @@ class SaveChecker(ExpressionChecker):
                 span=stmt.span,
             ),
             stmt.path.span,
+        )
+
+    def _outside_folder(self, path: str, span: Span) -> None:
+        """A relative save path that climbs out of the output folder: once per path literal
+        (a loop would report it at every iteration)."""
+        code = "save-path-outside"
+        if any(d.code == code and d.span == span for d in self.sink.items):
+            return
+        self.sink.error(
+            f"the save path '{path}' leads out of the output folder",
+            span,
+            code=code,
+            hint="relative paths stay inside the recipe's folder (or --out-dir); "
+            "write an absolute path to save elsewhere",
         )
 
     def _add_save(self, target: SaveTarget, span: Span) -> None:
@@ -205,6 +224,16 @@ class SaveChecker(ExpressionChecker):
             code="bad-save-option",
         )
         return None
+
+
+def leaves_output_folder(path: str) -> bool:
+    """Whether a save path is relative and climbs above the folder it is relative to
+    (``../x``, ``out/../../x``). Backslashes count as separators, so a recipe means the same
+    on every system; an absolute path (also ``~/...``) never counts."""
+    if os.path.isabs(os.path.expanduser(path)):
+        return False
+    normal = posixpath.normpath(path.replace("\\", "/"))
+    return normal == ".." or normal.startswith("../")
 
 
 def _names_no_file(path: str) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import difflib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeAlias
 
@@ -27,17 +27,19 @@ from mergelang.arch.blocks import BASE, GROUPS, SD_BLOCKS
 from mergelang.checked import ModelExpr, ModelSource, SaveTarget, Step, StepRef
 from mergelang.errors import DiagnosticSink, Span
 from mergelang.presets import PresetTable
-from mergelang.syntax_errors import RESERVED_WORDS
+from mergelang.syntax_errors import MAX_ERRORS, RESERVED_WORDS
 from mergelang.weights import BlockWeights, format_number
 
 __all__ = [
     "INVALID",
     "Binding",
     "BlockValue",
+    "CheckerSink",
     "CheckerState",
     "InvalidValue",
     "ModelValue",
     "TextValue",
+    "TooManyErrors",
     "Usage",
     "Value",
     "Want",
@@ -165,6 +167,30 @@ class Usage:
 # ---- the state every part of the checker shares ----------------------------------------------
 
 
+class TooManyErrors(Exception):
+    """Raised by :class:`CheckerSink` at :data:`~mergelang.syntax_errors.MAX_ERRORS` distinct
+    errors: the check stops there."""
+
+
+@dataclass
+class CheckerSink(DiagnosticSink):
+    """A :class:`DiagnosticSink` that ends the check at ``MAX_ERRORS`` distinct errors (a loop
+    body's error found at every iteration counts once), so a recipe with thousands of
+    mistakes is not checked, and reported, for minutes."""
+
+    distinct: set[tuple[str, str, Span | None]] = field(default_factory=set, repr=False)
+
+    def error(self, message: str, span: Span | None, *, code: str, hint: str | None = None) -> None:
+        super().error(message, span, code=code, hint=hint)
+        self.distinct.add((code, message, span))
+        if len(self.distinct) >= MAX_ERRORS:
+            raise TooManyErrors
+
+    def source_line(self, span: Span) -> str | None:
+        """The text of the recipe line ``span`` starts on."""
+        return self._line(span)
+
+
 class CheckerState(abc.ABC):
     """What the checker has collected so far, the names in scope, and how names are bound.
 
@@ -187,7 +213,7 @@ class CheckerState(abc.ABC):
         self.variables = dict(variables)
         self.base_dir = base_dir
         self.presets = presets
-        self.sink = DiagnosticSink(recipe.path, recipe.source)
+        self.sink = CheckerSink(recipe.path, recipe.source)
         self.models: dict[str, ModelSource] = {}
         self.model_by_variable: dict[str, str] = {}
         self.steps: list[Step] = []
@@ -200,6 +226,8 @@ class CheckerState(abc.ABC):
         self.usage: dict[int, Usage] = {}
         self.later: dict[str, int] = {}
         self.merge_board_lines: list[ast.MergeBoard] = []
+        self.merge_board_number: dict[int, int] = {}  # id(line) -> its 1-based number
+        self.merge_board_first: dict[str, ast.MergeBoard] = {}  # output -> first line
         self.merge_board_steps: dict[int, str | None] = {}
         self.literal_warned: set[str] = set()
         self.unbound_reported: set[str] = set()

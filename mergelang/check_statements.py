@@ -47,11 +47,17 @@ except ImportError:  # pragma: no cover - the architectures package ships with m
     CONVENTION_NAMES = ("mbw", "supermerger", "sd_mecha", "kohya")
     DEFAULT_CONVENTION = "mbw"
 
-__all__ = ["MAX_RANGE_VALUES", "StatementChecker"]
+__all__ = ["MAX_LOOP_STATEMENTS", "MAX_RANGE_VALUES", "StatementChecker"]
 
 MAX_RANGE_VALUES = 1000
 """The most values a numeric range in a ``for`` loop may give (a guard against typos such as
 ``0..100 step 0.001``; a list or nested loops can still make more outputs)."""
+
+MAX_LOOP_STATEMENTS = 10_000
+"""The most statements the ``for`` loops of a recipe may run in all (each loop's values times
+the statements of its body, nested loops included). A sweep of every block at 25 values makes
+625 outputs; nested loops that multiply past this would write thousands of checkpoints and
+take the checker minutes to expand."""
 
 
 class StatementChecker(SaveChecker):
@@ -59,6 +65,8 @@ class StatementChecker(SaveChecker):
 
     convention: str = DEFAULT_CONVENTION
     convention_span: Span | None = None  # where the convention statement chose it
+    loop_statements: int = 0  # statements the loops ran so far (see MAX_LOOP_STATEMENTS)
+    too_many_loop_statements: bool = False
 
     def _statement(self, stmt: ast.Statement, *, top_level: bool) -> None:
         if isinstance(stmt, ast.ModelDecl):
@@ -169,7 +177,7 @@ class StatementChecker(SaveChecker):
                 hint="pick another name, e.g. blk or v",
             )
             return
-        if values is None:
+        if values is None or not self._count_loop_statements(stmt, len(values)):
             return
         for value in values:
             self.loop[var] = value
@@ -182,6 +190,24 @@ class StatementChecker(SaveChecker):
                 self.locals.pop()
                 self.loop_names.pop()
                 del self.loop[var]
+
+    def _count_loop_statements(self, stmt: ast.For, count: int) -> bool:
+        """Count the statements ``count`` runs of ``stmt``'s body make; ``False`` (reported
+        once) when the loops would run more than :data:`MAX_LOOP_STATEMENTS` in all."""
+        self.loop_statements += count * len(stmt.body)
+        if self.loop_statements <= MAX_LOOP_STATEMENTS:
+            return True
+        if not self.too_many_loop_statements:
+            self.too_many_loop_statements = True
+            end = stmt.iterable.span
+            self.sink.error(
+                f"the for loops would run more than {MAX_LOOP_STATEMENTS} statements in all",
+                Span(stmt.span.line, stmt.span.column, end.end_line, end.end_column),
+                code="too-many-iterations",
+                hint="each run of a save writes a checkpoint: split the sweep into several "
+                "recipes, or loop over fewer values",
+            )
+        return False
 
     def _iterable(self, iterable: ast.Iterable) -> list[Value] | None:
         if isinstance(iterable, ast.BlockRange):
@@ -251,8 +277,10 @@ class StatementChecker(SaveChecker):
             )
             return None
         if count > MAX_RANGE_VALUES:
+            # A tiny step can make a number hundreds of digits long: not worth printing.
+            how_many = str(count) if count < 10**12 else "over 10^12"
             self.sink.error(
-                f"the range {written} has {count} values; a loop runs at most "
+                f"the range {written} has {how_many} values; a loop runs at most "
                 f"{MAX_RANGE_VALUES} times",
                 node.span,
                 code="bad-iterable",
@@ -290,7 +318,7 @@ class StatementChecker(SaveChecker):
 
     def _merge_board_line(self, stmt: ast.MergeBoard) -> bool:
         """Check a Merge Board line, define its output and save it; ``False`` if it fails."""
-        index = self.merge_board_lines.index(stmt) + 1
+        index = self.merge_board_number[id(stmt)]
         self.merge_board_steps[index] = None
         count = len(stmt.operands)
         method_name = {2: "weighted_sum", 3: "add_difference"}.get(count)
@@ -331,10 +359,8 @@ class StatementChecker(SaveChecker):
                 continue
             args.append(BoundArg(param_name, converted, span=node.span))
         output = stmt.output
-        duplicate = next(
-            (mb for mb in self.merge_board_lines[: index - 1] if mb.output == output), None
-        )
-        if duplicate is not None:
+        duplicate = self.merge_board_first[output]
+        if duplicate is not stmt:
             self.sink.error(
                 f"the output '{output}' is already made on line {duplicate.span.line}",
                 stmt.output_span,

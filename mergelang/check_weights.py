@@ -57,16 +57,19 @@ class WeightsChecker(CheckerState):
                 right_terms = tuple(Term(-t.weight, t.model, span=t.span) for t in right_terms)
             terms = _terms(left, node.left.span) + right_terms
             return ModelValue(LinearCombination(terms, span=node.span), "model arithmetic")
-        if op == "*" and isinstance(left, ModelValue) and isinstance(right, WeightsValue):
-            return _scale(left, right.weights, node)
-        if op == "*" and isinstance(left, WeightsValue) and isinstance(right, ModelValue):
-            return _scale(right, left.weights, node)
-        if op == "/" and isinstance(left, ModelValue) and isinstance(right, WeightsValue):
-            try:
+        try:
+            if op == "*" and isinstance(left, ModelValue) and isinstance(right, WeightsValue):
+                return _scale(left, right.weights, node)
+            if op == "*" and isinstance(left, WeightsValue) and isinstance(right, ModelValue):
+                return _scale(right, left.weights, node)
+            if op == "/" and isinstance(left, ModelValue) and isinstance(right, WeightsValue):
                 return _scale(left, 1.0 / right.weights, node)
-            except WeightsError as exc:
-                self.sink.error(exc.message, node.right.span, code="weights", hint=exc.hint)
-                return INVALID
+        except WeightsError as exc:
+            # A term's weights that cannot take this factor (elemental entries times
+            # weights that differ per block), or a division by a zero weight.
+            where = node.right.span if op == "/" else node.span
+            self.sink.error(exc.message, where, code="weights", hint=exc.hint)
+            return INVALID
         self.sink.error(
             _type_error_message(op, left, right),
             node.span,

@@ -9,6 +9,7 @@ plain-text form ``path:line:col: error: message`` followed by the source line an
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -73,17 +74,45 @@ class Diagnostic:
         return f"{where}: {text}" if where else text
 
 
+SHOWN_LINE_WIDTH = 160
+"""The most characters of a source line shown under a diagnostic; a longer line is cut to a
+window around the span, marked with ``...`` at the cut ends."""
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _window(line: str, start: int, width: int) -> tuple[str, int, int]:
+    """``line`` cut to at most :data:`SHOWN_LINE_WIDTH` characters around ``start`` (keeping
+    some text before it); returns the shown text and the span's start and width in it."""
+    if len(line) <= SHOWN_LINE_WIDTH:
+        return line, start, width
+    budget = SHOWN_LINE_WIDTH - 6  # room for the "..." marks
+    before = max((budget - min(width, budget)) // 2, min(start, 20))
+    first = max(0, min(start - before, len(line) - budget))
+    prefix = "..." if first > 0 else ""
+    suffix = "..." if first + budget < len(line) else ""
+    offset = start - first
+    width = max(1, min(width, budget - offset))
+    return prefix + line[first : first + budget] + suffix, offset + len(prefix), width
+
+
 def caret_lines(diag: Diagnostic) -> list[str]:
-    """The source line and a caret row under the span, or nothing if there is no source."""
+    """The source line and a caret row under the span, or nothing if there is no source.
+
+    Control characters in the line are shown as ``?`` (one column each, so the caret stays
+    in place and nothing reaches the terminal as a control sequence), and a very long line
+    is cut to a window around the span.
+    """
     if diag.span is None or diag.source_line is None:
         return []
-    line = diag.source_line.rstrip("\n").expandtabs(1)
+    line = _UNPRINTABLE.sub("?", diag.source_line.rstrip("\n").expandtabs(1))
     start = max(diag.span.column - 1, 0)
     if diag.span.end_line == diag.span.line:
         width = max(diag.span.end_column - diag.span.column, 1)
     else:
         width = max(len(line) - start, 1)
     width = min(width, max(len(line) - start, 1))
+    line, start, width = _window(line, start, width)
     gutter = f"{diag.span.line:>4} | "
     return [gutter + line, " " * (len(gutter) - 2) + "| " + " " * start + "^" * width]
 
@@ -163,11 +192,16 @@ class DiagnosticSink:
     path: str | None = None
     source: str | None = None
     items: list[Diagnostic] = field(default_factory=list)
+    _lines: list[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def _line(self, span: Span | None) -> str | None:
         if span is None or self.source is None:
             return None
-        lines = self.source.splitlines()
+        if self._lines is None:
+            # Lines as the parser counts them: only "\n" ends one (str.splitlines would also
+            # split at U+2028, form feeds and others, shifting every later line).
+            self._lines = [line.removesuffix("\r") for line in self.source.split("\n")]
+        lines = self._lines
         return lines[span.line - 1] if 0 < span.line <= len(lines) else None
 
     def error(self, message: str, span: Span | None, *, code: str, hint: str | None = None) -> None:

@@ -14,7 +14,14 @@ when another program holds a core) cost far more than they give.
 
 Outputs appear whole or not at all: if anything fails, or the run is interrupted (the
 ``cancel`` event, ``KeyboardInterrupt``), every temporary file is removed and nothing is
-renamed into place.
+renamed into place. Temporary files of the same targets left by processes that no longer run
+(killed with ``SIGKILL``) are removed when the run opens its outputs, and listed in
+:attr:`RunResult.removed_partials`.
+
+Without ``--force`` (:attr:`Plan.force`) an output is moved into place only if its name is
+still free: when two runs race for one file, the first to finish wins. The other fails with
+``exists``, unless the file that won records the same output address, in which case its
+output is ``up-to-date``.
 """
 
 from __future__ import annotations
@@ -30,12 +37,12 @@ from typing import Any
 
 import torch
 
-from mergelang.cache import CACHE_KEY, stored_dtype
+from mergelang.cache import CACHE_KEY, existing_output_key, stored_dtype
 from mergelang.compute import Chunk, Evaluator, KeyTask, Target
-from mergelang.errors import Diagnostic, UsageError
+from mergelang.errors import Diagnostic, OutputError, UsageError
 from mergelang.graph import MethodNode, Node
 from mergelang.io.save_options import OutputKey
-from mergelang.io.writer import SafetensorsWriter
+from mergelang.io.writer import SafetensorsWriter, remove_stale_partials
 from mergelang.planned import CacheEntry, OutputPlan, Plan
 from mergelang.progress import NullReporter, Reporter
 from mergelang.sinks import CkptSink, MemorySink, Sink
@@ -66,6 +73,9 @@ class RunResult:
     seconds: float
     warnings: tuple[Diagnostic, ...] = ()
     """The plan's warnings (found with the inputs known), for the caller to show."""
+    removed_partials: tuple[tuple[Path, int], ...] = ()
+    """Temporary files of this run's targets that processes no longer running had left
+    (path, process id), removed before writing."""
 
     @property
     def written(self) -> list[Path]:
@@ -103,6 +113,7 @@ class _Run:
         self.device = resolve_device(plan.device)
         self.hits = plan.hits
         self.sinks: list[tuple[Sink, OutputPlan | CacheEntry]] = []
+        self.removed: list[tuple[Path, int]] = []
 
     # -- sinks
 
@@ -112,6 +123,7 @@ class _Run:
         for entry in self.plan.stores:
             assert entry.path is not None and entry.key is not None
             entry.path.parent.mkdir(parents=True, exist_ok=True)
+            self.removed += remove_stale_partials(entry.path)
             entries = [
                 OutputKey(k, stored_dtype(entry.node, k), s.shape, "model").entry()
                 for k, s in entry.node.keys.items()
@@ -124,25 +136,33 @@ class _Run:
             sink: Sink
             if output.status == "memory":
                 sink = MemorySink(entries)
-            elif output.options.format == "ckpt":
-                assert output.path is not None
+                self.sinks.append((sink, output))
+                continue
+            assert output.path is not None
+            self.removed += remove_stale_partials(output.path)
+            if output.options.format == "ckpt":
                 sink = CkptSink(
                     output.path,
                     entries,
-                    overwrite=True,
+                    overwrite=self.plan.force,
                     protected=protected,
                     metadata=output.metadata,
                 )
             else:
-                assert output.path is not None
                 output.path.parent.mkdir(parents=True, exist_ok=True)
-                sink = SafetensorsWriter(
-                    output.path,
-                    entries,
-                    metadata=output.metadata,
-                    overwrite=True,
-                    protected=protected,
-                )
+                try:
+                    sink = SafetensorsWriter(
+                        output.path,
+                        entries,
+                        metadata=output.metadata,
+                        overwrite=self.plan.force,
+                        protected=protected,
+                    )
+                except OutputError as exc:
+                    if not _made_meanwhile(output, exc):
+                        raise
+                    output.status = "up-to-date"
+                    continue
             self.sinks.append((sink, output))
 
     def abort(self) -> None:
@@ -239,16 +259,20 @@ class _Run:
                 sink.commit()
                 continue
             tensors = None
-            if isinstance(sink, CkptSink):
-                sink.commit_file()
-                status = "written"
-            elif isinstance(sink, MemorySink):
-                tensors = sink.commit()
-                status = "memory"
-            else:
-                assert isinstance(sink, SafetensorsWriter)
-                sink.commit()
-                status = "written"
+            status = "written"
+            try:
+                if isinstance(sink, CkptSink):
+                    sink.commit_file()
+                elif isinstance(sink, MemorySink):
+                    tensors = sink.commit()
+                    status = "memory"
+                else:
+                    assert isinstance(sink, SafetensorsWriter)
+                    sink.commit()
+            except OutputError as exc:
+                if not _made_meanwhile(owner, exc):
+                    raise
+                status = "up-to-date"
             self.reporter.note(f"{status} {owner.label}")
             by_output[id(owner)] = OutputResult(
                 owner.name, owner.path, status, owner.nbytes, len(owner.layout), tensors
@@ -261,6 +285,16 @@ class _Run:
                 )
             results.append(found)
         return results
+
+
+def _made_meanwhile(output: OutputPlan, exc: OutputError) -> bool:
+    """Whether ``exc`` says the output's file appeared while it was being written, and that
+    file records this output's address: another run made the same output first."""
+    if output.path is None or output.key is None:
+        return False
+    if not any(d.code == "exists" for d in exc.diagnostics):
+        return False
+    return existing_output_key(output.path) == output.key
 
 
 def _source_node(output: OutputPlan, item: OutputKey) -> Node | None:
@@ -316,4 +350,5 @@ def execute(
         plan.bytes_written,
         time.perf_counter() - start,
         plan.warnings,
+        tuple(run.removed),
     )

@@ -11,6 +11,12 @@ diagnostic with a friendly message (missing comma, unclosed bracket pointing at 
 ``=`` written for ``:`` in a weight map...; see :mod:`mergelang.syntax_errors`). Problems
 found while building the tree (a lone brace in a template, a misplaced Merge Board flag) are
 collected and raised together.
+
+Some texts are refused whatever their syntax, each with a located error and never a Python
+exception: one over :data:`MAX_RECIPE_SIZE`, one holding a control character (a NUL in a
+path, an escape), and expressions or loops nested deeper than :data:`MAX_NESTING` and
+:data:`MAX_LOOP_NESTING`. :func:`read_recipe_text` reads only regular files, at most
+:data:`MAX_RECIPE_SIZE` bytes of them, and locates a byte that is not UTF-8.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import math
+import os
 import re
+import stat
 import threading
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,7 +40,7 @@ from mergelang.errors import Diagnostic, RecipeError, Span
 from mergelang.syntax_errors import ParseProblem, explain_syntax_error, recipe_error
 from mergelang.tokens import BadDedent, LinePostLexer, token_span
 
-__all__ = ["parse", "parse_file", "read_recipe_text"]
+__all__ = ["MAX_RECIPE_SIZE", "decode_recipe", "parse", "parse_file", "read_recipe_text"]
 
 GRAMMAR_NAME = "mergelang.lark"
 
@@ -53,7 +61,27 @@ MAX_NESTING = 100
 Parsing, checking and formatting walk expressions recursively; deeper ones are a syntax error
 rather than a Python RecursionError."""
 
+MAX_LOOP_NESTING = 20
+"""How deeply ``for`` loops may nest (for the same reason as :data:`MAX_NESTING`)."""
+
+MAX_RECIPE_SIZE = 256 * 1024
+"""The largest recipe accepted, in bytes of a file or characters of a text: 256 KiB, some
+6,000 statements of ordinary length. Hand-written and generated recipes are a few kilobytes
+(a sweep is a ``for`` loop, not one line per output); a larger text is refused at once,
+rather than read whole and parsed for minutes."""
+
 _NESTING_RULES = frozenset({"add", "sub", "mul", "div", "neg", "call", "vector", "weight_map"})
+
+_FORBIDDEN_CHAR = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+"""Control characters (tab and newline aside) and lone surrogates: no recipe holds them, in a
+string or anywhere else (a NUL in a path would cut it short at the operating system)."""
+
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
 
 
 # ---- grammar loading ----------------------------------------------------------------------
@@ -461,11 +489,12 @@ def _operand(text: str, span: Span) -> ast.MergeBoardOperand:
 
 
 def _too_deep(tree: Tree[Token]) -> ParseProblem | None:
-    """A problem at the first expression nested more than :data:`MAX_NESTING` levels deep
-    (the tree is walked without recursion, so any depth is safe)."""
-    stack: list[tuple[Tree[Token], int]] = [(tree, 0)]
+    """A problem at the first expression nested more than :data:`MAX_NESTING` levels deep,
+    or the first ``for`` loop nested more than :data:`MAX_LOOP_NESTING` (the tree is walked
+    without recursion, so any depth is safe)."""
+    stack: list[tuple[Tree[Token], int, int]] = [(tree, 0, 0)]
     while stack:
-        node, depth = stack.pop()
+        node, depth, loops = stack.pop()
         if node.data in _NESTING_RULES:
             depth += 1
             if depth > MAX_NESTING:
@@ -475,25 +504,70 @@ def _too_deep(tree: Tree[Token]) -> ParseProblem | None:
                     Span.point(node.meta.line, node.meta.column),
                     "split it into named intermediates (NAME = ...) and combine those",
                 )
-        stack.extend((child, depth) for child in node.children if isinstance(child, Tree))
+        elif node.data == "for_stmt":
+            loops += 1
+            if loops > MAX_LOOP_NESTING:
+                return ParseProblem(
+                    f"for loops nest more than {MAX_LOOP_NESTING} levels deep here",
+                    "too-deep",
+                    Span.point(node.meta.line, node.meta.column),
+                    "loop over a list of values instead of nesting further",
+                )
+        stack.extend((child, depth, loops) for child in node.children if isinstance(child, Tree))
     return None
+
+
+def _forbidden_character(source: str) -> ParseProblem | None:
+    """A problem at the first control character or lone surrogate in ``source``, if any."""
+    found = _FORBIDDEN_CHAR.search(source)
+    if found is None:
+        return None
+    index = found.start()
+    line = source.count("\n", 0, index) + 1
+    column = index - source.rfind("\n", 0, index)
+    char = found.group()
+    if char == "\0":
+        return ParseProblem(
+            "the recipe holds a NUL character (U+0000)",
+            "control-character",
+            Span.point(line, column),
+            "is this a binary file? a recipe is UTF-8 text",
+        )
+    what = "a lone surrogate" if "\ud800" <= char <= "\udfff" else "the control character"
+    return ParseProblem(
+        f"the recipe holds {what} U+{ord(char):04X}",
+        "control-character",
+        Span.point(line, column),
+        "remove it: tabs and line ends are the only control characters a recipe may hold",
+    )
 
 
 # ---- public API ----------------------------------------------------------------------------
 
 
+def _line_ends(text: str) -> str:
+    """``text`` with every line ending (``\\r\\n``, ``\\r``) made ``\\n``."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _normalise(text: str) -> str:
     if text.startswith("\ufeff"):
         text = text[1:]
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _line_ends(text)
     if not text.endswith("\n"):
         text += "\n"
     return text
 
 
 def parse(text: str, *, path: str | None = None) -> ast.Recipe:
-    """Parse recipe text. Raises :class:`RecipeError` (with line and column) on bad syntax."""
+    """Parse recipe text. Raises :class:`RecipeError` (with line and column) on bad syntax,
+    on a control character and on a text over :data:`MAX_RECIPE_SIZE` characters."""
+    if len(text) > MAX_RECIPE_SIZE:
+        raise _too_large(path or "<recipe>")
     source = _normalise(text)
+    forbidden = _forbidden_character(source)
+    if forbidden is not None:
+        raise recipe_error([forbidden], path, source)
     parser = _parser()
     with _PARSE_LOCK:
         try:
@@ -525,10 +599,14 @@ def parse(text: str, *, path: str | None = None) -> ast.Recipe:
 
 
 def read_recipe_text(path: str | Path) -> str:
-    """The text of a recipe file (UTF-8, a BOM allowed); unreadable files raise RecipeError."""
+    """The text of a recipe file (UTF-8, a BOM allowed); a file that cannot be a recipe (a
+    folder, a FIFO or device, one over :data:`MAX_RECIPE_SIZE`, not UTF-8) raises
+    RecipeError naming it."""
     where = str(path)
     try:
-        data = Path(path).read_bytes()
+        # O_NONBLOCK: opening a FIFO with no writer must not wait; it is refused below.
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise _file_error(where, "recipe file not found") from None
     except IsADirectoryError:
@@ -536,23 +614,85 @@ def read_recipe_text(path: str | Path) -> str:
     except OSError as exc:
         raise _file_error(where, f"cannot read the recipe: {exc.strerror or exc}") from None
     try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise _file_error(where, "this is a folder, not a recipe file")
+        if not stat.S_ISREG(info.st_mode):
+            raise _file_error(
+                where,
+                "this is not a regular file (a FIFO, socket or device)",
+                hint="to read a recipe from a pipe, give - and feed it on standard input",
+            )
+        if info.st_size > MAX_RECIPE_SIZE:
+            raise _too_large(where)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_RECIPE_SIZE:  # the file may grow while it is read
+            chunk = os.read(fd, MAX_RECIPE_SIZE + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise _file_error(where, f"cannot read the recipe: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    return decode_recipe(data, where)
+
+
+def decode_recipe(data: bytes, where: str) -> str:
+    """Recipe bytes -> text: UTF-8, a BOM allowed. Text over :data:`MAX_RECIPE_SIZE` bytes,
+    UTF-16/32 and bytes that are not UTF-8 raise RecipeError; a bad byte is located by
+    line and column (the offset is in the message)."""
+    if len(data) > MAX_RECIPE_SIZE:
+        raise _too_large(where)
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            raise _file_error(
+                where,
+                f"the recipe is {encoding} text, not UTF-8",
+                code="recipe-encoding",
+                hint="save the recipe as UTF-8",
+            )
+    try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+        before = _line_ends(data[: exc.start].decode("utf-8-sig"))
+        line = before.count("\n") + 1
+        line_start = before.rfind("\n") + 1
+        column = len(before) - line_start + 1
+        shown = _line_ends(data.decode("utf-8-sig", errors="replace"))[line_start:]
+        binary = b"\0" in data
         raise RecipeError(
             [
                 Diagnostic(
                     f"the recipe is not UTF-8 text (byte {exc.start} on line {line})",
                     "recipe-encoding",
                     where,
-                    hint="save the recipe as UTF-8",
+                    Span.point(line, column),
+                    "is this a binary file? a recipe is UTF-8 text"
+                    if binary
+                    else "save the recipe as UTF-8",
+                    source_line=shown.split("\n", 1)[0],
                 )
             ]
         ) from None
 
 
-def _file_error(path: str, message: str) -> RecipeError:
-    return RecipeError([Diagnostic(message, "recipe-file", path)])
+def _too_large(where: str) -> RecipeError:
+    return _file_error(
+        where,
+        f"the recipe is too large (over {MAX_RECIPE_SIZE // 1024} KiB)",
+        code="recipe-too-large",
+        hint="split it into several recipes, or use for loops instead of repeated lines",
+    )
+
+
+def _file_error(
+    path: str, message: str, *, code: str = "recipe-file", hint: str | None = None
+) -> RecipeError:
+    return RecipeError([Diagnostic(message, code, path, hint=hint)])
 
 
 def parse_file(path: str | Path) -> ast.Recipe:

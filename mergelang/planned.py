@@ -106,6 +106,10 @@ class Plan:
     warnings: tuple[Diagnostic, ...] = ()
     """Warnings found with the inputs known (elemental patterns matching no key); the
     recipe's own warnings are in ``checked.warnings``."""
+    force: bool = False
+    """Whether outputs may replace existing files (``--force``). Without it an output is
+    moved into place only if its name is still free then, so a file that another process
+    wrote meanwhile is never replaced."""
 
     def close(self) -> None:
         """Close the files the plan holds open (its inputs and cache hits)."""

@@ -8,7 +8,9 @@
    equal expressions are one node. Weights are resolved for the architecture here.
 3. **Keys.** Each node's per-key table (:class:`~mergelang.graph.KeySlot`) is derived from its
    children's, by the alignment rules of :mod:`mergelang.arch.align`.
-4. **Outputs.** Each ``save`` gets its file path, save options and exact key layout.
+4. **Outputs.** Each ``save`` gets its file path, save options and exact key layout. A
+   relative path is taken from ``out_dir`` (else the recipe's folder); symlinked folders on
+   the way are followed. Two saves naming one file are an error.
 5. **Cache.** :func:`mergelang.cache.decide` gives content addresses and decides hits,
    stores and up-to-date outputs (see :mod:`mergelang.cache`).
 """
@@ -123,6 +125,11 @@ class _Planner:
     def __init__(self, checked: CheckedRecipe, locator: ModelLocator, options: PlanOptions):
         if options.nan not in ("error", "keep"):
             raise UsageError(f"unknown nan policy {options.nan!r}", hint="use error or keep")
+        if options.out_dir is not None and _blocking_file(options.out_dir / "x") is not None:
+            raise UsageError(
+                f"--out-dir {options.out_dir}: not a folder (a file is in the way)",
+                hint="give a folder, or a path where one can be created",
+            )
         self.checked = checked
         self.locator = locator
         self.options = options
@@ -136,21 +143,28 @@ class _Planner:
     # -- errors located in the recipe
 
     def _diagnostic(
-        self, message: str, code: str, span: Span, hint: str | None = None
+        self,
+        message: str,
+        code: str,
+        span: Span,
+        hint: str | None = None,
+        key: str | None = None,
     ) -> Diagnostic:
         line = self.lines[span.line - 1] if 0 < span.line <= len(self.lines) else None
-        return Diagnostic(message, code, self.checked.path, span, hint, source_line=line)
+        return Diagnostic(message, code, self.checked.path, span, hint, source_line=line, key=key)
 
     def _fail(self, message: str, code: str, span: Span, hint: str | None = None) -> RecipeError:
         return RecipeError([self._diagnostic(message, code, span, hint)])
 
     def _located(self, exc: MergelangError, prefix: str, span: Span) -> RecipeError:
-        return RecipeError(
-            [
-                self._diagnostic(f"{prefix}{d.message}", d.code, span, d.hint)
-                for d in exc.diagnostics
-            ]
-        )
+        """``exc`` reported at ``span`` of the recipe, keeping the file each diagnostic names
+        (in the message, since the diagnostic's place becomes the recipe) and its key."""
+        found = []
+        for d in exc.diagnostics:
+            named = d.path is not None and d.path != self.checked.path and d.path not in d.message
+            message = f"{prefix}{d.path}: {d.message}" if named else f"{prefix}{d.message}"
+            found.append(self._diagnostic(message, d.code, span, d.hint, key=d.key))
+        return RecipeError(found)
 
     # -- inputs
 
@@ -170,6 +184,7 @@ class _Planner:
             device=self.options.device,
             nan=self.options.nan,
             warnings=report.warnings,
+            force=self.options.force,
         )
 
     def _inspect_inputs(self) -> InputsReport:
@@ -387,7 +402,34 @@ class _Planner:
         targets = self.options.targets
         if targets is not None:
             return [self._memory_output(name) for name in targets]
-        return [self._save_output(save) for save in self.checked.saves]
+        outputs = [self._save_output(save) for save in self.checked.saves]
+        self._check_same_files(outputs)
+        return outputs
+
+    def _check_same_files(self, outputs: list[OutputPlan]) -> None:
+        """Two saves whose paths differ in text but name one file (an absolute and a
+        relative path, a symlinked folder, ``--out-dir``) are an error at the later one."""
+        seen: dict[str, OutputPlan] = {}
+        problems: list[Diagnostic] = []
+        for output in outputs:
+            assert output.path is not None and output.save is not None
+            folder = os.path.realpath(output.path.parent)
+            identity = os.path.normcase(os.path.join(folder, output.path.name))
+            first = seen.setdefault(identity, output)
+            if first is output:
+                continue
+            assert first.save is not None
+            problems.append(
+                self._diagnostic(
+                    f"'{output.save.path}' is the same file as '{first.save.path}', "
+                    f"saved on line {first.save.span.line} ({output.path})",
+                    "duplicate-save",
+                    output.save.span,
+                    "each output needs its own file",
+                )
+            )
+        if problems:
+            raise RecipeError(problems)
 
     def _memory_output(self, target: str | int) -> OutputPlan:
         """An in-memory result: a save of the recipe (with that save's options; ``dtype``
@@ -434,9 +476,25 @@ class _Planner:
         if not path.is_absolute():
             base = self.options.out_dir or self.checked.base_dir or Path.cwd()
             path = base / path
+        blocking = _blocking_file(path)
+        if blocking is not None:
+            raise self._fail(
+                f"cannot save to '{save.path}': {blocking} is a file, not a folder",
+                "output-folder-not-a-folder",
+                save.span,
+            )
         return OutputPlan(
             save, Path(os.path.abspath(path)), node, options, layout, vae=vae_node, name=save.path
         )
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` when it is not a folder (so the output's
+    folder cannot be created), else ``None``."""
+    for folder in Path(os.path.abspath(path)).parents:
+        if os.path.lexists(folder):
+            return None if folder.is_dir() else folder
+    return None
 
 
 def _identity(node: Node, block: str | None, key: str) -> bool:

@@ -19,7 +19,14 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 from mergelang.errors import Diagnostic, RecipeError, Span
 from mergelang.tokens import OPENERS, LinePostLexer, token_span
 
-__all__ = ["RESERVED_WORDS", "ParseProblem", "explain_syntax_error", "recipe_error"]
+__all__ = [
+    "MAX_ERRORS",
+    "RESERVED_WORDS",
+    "ParseProblem",
+    "explain_syntax_error",
+    "recipe_error",
+    "too_many_errors",
+]
 
 _CLOSING_CHAR = {"(": ")", "[": "]", "{": "}"}
 _EXPRESSION_STARTS = frozenset(
@@ -45,6 +52,12 @@ RESERVED_WORDS = (
 
 _STATEMENT_KEYWORDS = frozenset({"model", "cache", "save", "for", "presets", "convention"})
 """Keywords that start a statement (``cache = x`` fails to parse on its ``=``)."""
+
+
+MAX_ERRORS = 100
+"""The most errors one recipe reports (parsing or checking); past them, a note says where the
+list stops. A few are worth reading; thousands (a generated recipe gone wrong) would only take
+minutes to print."""
 
 
 class ParseProblem(NamedTuple):
@@ -124,7 +137,7 @@ def explain_syntax_error(
 ) -> ParseProblem:
     """What went wrong, in the recipe's terms. ``brackets`` are the opening brackets still
     open where parsing stopped (:attr:`LinePostLexer.brackets`)."""
-    lines = source.splitlines()
+    lines = source.split("\n")
     if isinstance(exc, UnexpectedCharacters):
         span = Span.point(exc.line, exc.column)
         char = exc.char
@@ -146,6 +159,15 @@ def explain_syntax_error(
                 "syntax",
                 span,
                 "inside ( ), [ ] or { } a statement may span lines",
+            )
+        if not char.isprintable() or char.isspace():
+            # A no-break space, a line separator...: shown by its code point, as it may
+            # look like nothing at all.
+            return ParseProblem(
+                f"unexpected character U+{ord(char):04X}",
+                "syntax",
+                span,
+                "recipes separate words with plain spaces and tabs",
             )
         return ParseProblem(f"unexpected character '{char}'", "syntax", span, None)
     assert isinstance(exc, UnexpectedToken)
@@ -243,11 +265,33 @@ def explain_syntax_error(
     return ParseProblem(message, "syntax", span, hint)
 
 
+def too_many_errors(span: Span, path: str | None, source_line: str | None) -> Diagnostic:
+    """The note that ends a list of :data:`MAX_ERRORS` errors: reading stopped at ``span``."""
+    return Diagnostic(
+        f"too many errors: stopped here after {MAX_ERRORS}",
+        "too-many-errors",
+        path,
+        Span.point(span.line, span.column),
+        "fix these and check again",
+        "error",
+        source_line,
+    )
+
+
 def recipe_error(problems: list[ParseProblem], path: str | None, source: str) -> RecipeError:
-    """One error holding every problem, in source order, each with its source line."""
-    lines = source.splitlines()
-    diagnostics = []
-    for p in sorted(problems, key=lambda p: (p.span.line, p.span.column)):
-        line = lines[p.span.line - 1] if 0 < p.span.line <= len(lines) else None
-        diagnostics.append(Diagnostic(p.message, p.code, path, p.span, p.hint, "error", line))
+    """One error holding every problem, in source order, each with its source line (the
+    first :data:`MAX_ERRORS`, then a note saying where the list stops)."""
+    lines = source.split("\n")
+
+    def line_of(span: Span) -> str | None:
+        return lines[span.line - 1] if 0 < span.line <= len(lines) else None
+
+    ordered = sorted(problems, key=lambda p: (p.span.line, p.span.column))
+    diagnostics = [
+        Diagnostic(p.message, p.code, path, p.span, p.hint, "error", line_of(p.span))
+        for p in ordered[:MAX_ERRORS]
+    ]
+    if len(ordered) > MAX_ERRORS:
+        stop = ordered[MAX_ERRORS].span
+        diagnostics.append(too_many_errors(stop, path, line_of(stop)))
     return RecipeError(diagnostics)

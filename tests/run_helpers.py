@@ -8,8 +8,14 @@ input file is read whole with ``safetensors``, each key's block comes from
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import os
+import re
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -20,7 +26,7 @@ from safetensors.torch import load_file
 from mergelang.arch import SD_BLOCKS, SDXL_BLOCKS, get_architecture
 from mergelang.arch.base import SCHEDULE_KEYS
 from mergelang.io.dtypes import code_for_torch, torch_dtype
-from mergelang.io.writer import OutputEntry, SafetensorsWriter, is_partial_name
+from mergelang.io.writer import PARTIAL_MARKER, OutputEntry, SafetensorsWriter, is_partial_name
 from mergelang.testing import make_checkpoint
 
 SCALE = 1 / 80
@@ -313,3 +319,90 @@ def assert_same_tensors(
     assert not wrong_dtype, [(k, actual[k].dtype, expected[k].dtype) for k in wrong_dtype[:5]]
     different = [k for k in expected if not torch.equal(actual[k], expected[k])]
     assert not different, f"{len(different)} keys differ, e.g. {different[:5]}"
+
+
+# ---- the command line in a subprocess ------------------------------------------------------
+
+PARTIAL_NAME = re.compile(r"\.(?P<target>.+)\.mergelang-partial-(?P<pid>[0-9]+)-[0-9a-f]{8}")
+"""The documented name of a temporary output file, written out independently."""
+
+
+def cli_environment(cache: Path, **extra: str) -> dict[str, str]:
+    """The environment of a ``mergelang`` subprocess: its own cache folder, no colours, no
+    model folders from the caller, no bytecode written (a file-size limit would trip it)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "MERGELANG_MODELS")}
+    env.update(
+        NO_COLOR="1",
+        MERGELANG_CACHE=str(cache),
+        COLUMNS="200",
+        PYTHONDONTWRITEBYTECODE="1",
+        **extra,
+    )
+    return env
+
+
+def start_cli(
+    folder: Path, *argv: str, preexec_fn: Callable[[], None] | None = None
+) -> subprocess.Popen[str]:
+    """Start ``python -m mergelang ARGV`` in ``folder``, with the cache in ``folder/cache``;
+    standard output and error are captured as text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mergelang", *argv],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_environment(folder / "cache"),
+        preexec_fn=preexec_fn,
+    )
+
+
+def finish_cli(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str, str]:
+    """Wait for a process from :func:`start_cli`: (exit status, stdout, stderr)."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out, err
+
+
+def run_cli(folder: Path, *argv: str) -> tuple[int, str, str]:
+    """Run ``python -m mergelang ARGV`` in ``folder`` to the end (see :func:`start_cli`)."""
+    return finish_cli(start_cli(folder, *argv))
+
+
+def laid_out_partial(folder: Path) -> Path | None:
+    """A temporary output file in ``folder`` that has its size already (its writer has
+    written the header, so the run is about to merge or merging), or ``None``."""
+    if not folder.is_dir():
+        return None
+    for path in folder.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if PARTIAL_MARKER in path.name and path.stat().st_size > 0:
+                return path
+    return None
+
+
+def signal_when_laid_out(
+    runs: Sequence[tuple[subprocess.Popen[str], Path, int]], timeout: float = 90
+) -> None:
+    """For each (process, folder, signal), send the signal as soon as the process has a
+    laid-out temporary output file in the folder; the processes are watched together, so
+    runs started at once are each caught in the middle of their merge."""
+    waiting = list(runs)
+    deadline = time.monotonic() + timeout
+    while waiting:
+        for run in list(waiting):
+            proc, folder, signum = run
+            if laid_out_partial(folder) is not None:
+                proc.send_signal(signum)
+                waiting.remove(run)
+            elif proc.poll() is not None:
+                raise AssertionError(
+                    f"a run ended ({proc.returncode}) before its output file was opened"
+                )
+        if time.monotonic() > deadline:
+            raise AssertionError("no partial output file appeared")
+        time.sleep(0.005)

@@ -55,10 +55,44 @@ def test_valid_header_keeps_file_order_and_metadata(tmp_path: Path) -> None:
     assert parsed.shapes() == {"zeta": (2, 3), "alpha": (1,), "scalar": (), "empty": (0, 5)}
 
 
-def test_gaps_between_tensors_are_tolerated(tmp_path: Path) -> None:
-    header = {"a": entry("U8", [2], 0, 2), "b": entry("U8", [2], 6, 8)}
-    parsed = read_safetensors_header(raw_file(tmp_path / "g.safetensors", header, bytes(8)))
-    assert parsed.tensors["b"].start == 6
+def test_tensors_may_tile_the_data_in_any_order(tmp_path: Path) -> None:
+    header = {
+        "b": entry("U8", [3], 2, 5),
+        "a": entry("U8", [2], 0, 2),
+        "e": entry("F32", [0], 5, 5),
+    }
+    parsed = read_safetensors_header(raw_file(tmp_path / "t.safetensors", header, bytes(5)))
+    assert parsed.tensors["b"].start == 2
+
+
+@pytest.mark.parametrize(
+    ("header", "size", "fragment", "key"),
+    [
+        (
+            {"a": entry("U8", [2], 0, 2), "b": entry("U8", [2], 6, 8)},
+            8,
+            "the 4 bytes before the tensor's data (from byte 2 of the data section)",
+            "b",
+        ),
+        ({"a": entry("U8", [2], 2, 4)}, 4, "the 2 bytes before the tensor's data", "a"),
+        (
+            {"a": entry("U8", [2], 0, 2)},
+            7,
+            "the last 5 bytes of the file belong to no tensor",
+            None,
+        ),
+        ({}, 3, "the last 3 bytes of the file belong to no tensor", None),
+    ],
+    ids=["hole", "hole-at-start", "after-the-last", "no-tensors"],
+)
+def test_bytes_of_no_tensor_are_refused(
+    tmp_path: Path, header: Any, size: int, fragment: str, key: str | None
+) -> None:
+    path = raw_file(tmp_path / "g.safetensors", header, bytes(size))
+    (diag,) = error_of(path).diagnostics
+    assert diag.code == "data-gap"
+    assert fragment in diag.message
+    assert diag.key == key
 
 
 def test_trailing_nul_padding_is_accepted(tmp_path: Path) -> None:

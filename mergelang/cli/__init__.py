@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -23,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from types import FrameType
 
 from mergelang._version import __version__
-from mergelang.errors import MergelangError
+from mergelang.errors import Diagnostic, MergelangError
 
 VERBS: tuple[str, ...] = ("check", "plan", "run", "fmt", "show", "methods", "convert")
 """Verb modules, in the order ``--help`` lists them."""
@@ -63,6 +64,15 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
+def system_error(exc: OSError) -> MergelangError:
+    """An :class:`OSError` as an error naming the file concerned."""
+    message = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename2 is not None:
+        message += f" (with {exc.filename2})"
+    path = None if exc.filename is None else os.fsdecode(exc.filename)
+    return MergelangError([Diagnostic(message, "system", path)])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(
         prog="mergelang",
@@ -97,6 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MergelangError as exc:
         print_error(stderr_console(), exc)
         return exc.exit_code
+    except OSError as exc:
+        # A failure of the operating system that no verb turned into its own message (a
+        # file where a folder is needed, a full disk): reported plainly, never a traceback.
+        print_error(stderr_console(), system_error(exc))
+        return 1
     except Terminated:
         stderr_console().print("terminated", style="bold red")
         return 143

@@ -11,6 +11,7 @@ imported.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 from mergelang import ast
 from mergelang.check import CheckedRecipe, check
 from mergelang.errors import Diagnostic, RecipeError, UsageError
-from mergelang.parser import parse, read_recipe_text
+from mergelang.parser import MAX_RECIPE_SIZE, decode_recipe, parse, read_recipe_text
 
 if TYPE_CHECKING:
     from mergelang.check_inputs import InputsReport
@@ -74,38 +75,57 @@ def add_variable_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OUTPUT_REFERENCE = re.compile(r"O[0-9]+")
+
+
 def parse_variables(items: Sequence[str]) -> dict[str, str]:
-    """``["A=x", "B=1"]`` -> ``{"A": "x", "B": "1"}``; a malformed item is a usage error."""
+    """``["A=x", "B=1"]`` -> ``{"A": "x", "B": "1"}``; a malformed item is a usage error.
+
+    ``NAME`` may be written ``$NAME`` or ``__NAME__``; it is letters, digits and ``_``, not
+    starting with a digit (what a recipe can write after ``$``), and not ``O`` followed by
+    digits: ``__O1__`` is the output of Merge Board line 1, never a variable.
+    """
     variables: dict[str, str] = {}
     for item in items:
-        name, equals, value = item.partition("=")
-        name = name.strip()
+        written, equals, value = item.partition("=")
+        name = written.strip()
         if name.startswith("$"):
             name = name[1:]
         elif len(name) > 4 and name.startswith("__") and name.endswith("__"):
             name = name[2:-2]
-        if not equals or not name.isidentifier():
+        problem = None
+        if not equals or not name:
+            problem = ""
+        elif not _VARIABLE_NAME.fullmatch(name):
+            problem = ", with NAME letters, digits and _, not starting with a digit"
+        elif _OUTPUT_REFERENCE.fullmatch(name):
+            problem = f"; __{name}__ is a Merge Board output reference, not a variable"
+        if problem is not None:
             raise UsageError(
-                f"--set {item}: expected NAME=VALUE",
+                f"--set {item}: expected NAME=VALUE{problem}",
                 hint="e.g. --set SD15=models/v1-5-pruned-emaonly.safetensors",
             )
         variables[name] = value
     return variables
 
 
+def read_stdin_text() -> str:
+    """Standard input as recipe text: UTF-8 (a BOM allowed), at most
+    :data:`~mergelang.parser.MAX_RECIPE_SIZE` bytes; anything else raises RecipeError."""
+    stdin = sys.stdin
+    if stdin is None:
+        raise RecipeError([Diagnostic("standard input is closed", "recipe-file", STDIN_NAME)])
+    buffer = getattr(stdin, "buffer", None)
+    if buffer is None:  # a text stream put in place of stdin (by a test, an embedding)
+        return stdin.read(MAX_RECIPE_SIZE + 1)
+    return decode_recipe(buffer.read(MAX_RECIPE_SIZE + 1), STDIN_NAME)
+
+
 def load_recipe(argument: str) -> ast.Recipe:
     """Parse the recipe named on the command line (``-`` reads standard input)."""
     if argument == "-":
-        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else None
-        if data is None:
-            return parse(sys.stdin.read(), path=STDIN_NAME)
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise RecipeError(
-                [Diagnostic("the recipe is not UTF-8 text", "recipe-encoding", STDIN_NAME)]
-            ) from None
-        return parse(text, path=STDIN_NAME)
+        return parse(read_stdin_text(), path=STDIN_NAME)
     return parse(read_recipe_text(argument), path=argument)
 
 

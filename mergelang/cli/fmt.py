@@ -17,6 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from mergelang.cli.check import read_stdin_text
 from mergelang.errors import OutputError, RecipeError, UsageError
 from mergelang.format import format_text
 from mergelang.parser import read_recipe_text
@@ -71,7 +72,7 @@ def write_atomically(path: Path, text: str) -> None:
 
 def _read(argument: str) -> str:
     if argument == "-":
-        return sys.stdin.read()
+        return read_stdin_text()
     return read_recipe_text(argument)
 
 

@@ -52,13 +52,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=run_plan)
 
 
-def _positive(text: str) -> int:
+MAX_WORKERS = 256
+"""More worker threads than this is a typing mistake, not a machine: each holds buffers."""
+
+
+def _workers(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, not {value}")
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_WORKERS}, not {value}")
     return value
 
 
@@ -100,7 +104,7 @@ def add_planning_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=_positive,
+        type=_workers,
         metavar="N",
         help="threads working on keys at once (default: up to 4 on CPU, 1 on CUDA)",
     )
@@ -122,6 +126,7 @@ def make_plan(
     *,
     hash_inputs: bool,
     device: str = "cpu",
+    nan: str = "error",
 ) -> Plan:
     """The plan of ``checked`` with the planning options of ``args``."""
     from mergelang import api
@@ -136,6 +141,7 @@ def make_plan(
         device=device,
         workers=args.workers,
         hash_inputs=hash_inputs,
+        nan=nan,
     )
 
 

@@ -10,9 +10,16 @@ stderr is a terminal) and, at the end, a summary with one line per output::
       written     out/mix.safetensors
       ...
 
+A partial file that a killed run left beside one of this run's outputs (or cache objects)
+is removed, with a warning naming it.
+
 ``--quiet`` leaves out all of it but the errors. ``--dry-run`` plans the run, hashes the
 inputs and checks everything a run checks, then prints what each output would become and the
 passes and sizes, and writes nothing.
+
+torch is imported only once the plan is made (or up front for a ``--device`` other than
+``cpu``, to report a missing GPU before anything is read), so a recipe, input or output
+problem is reported without that wait.
 """
 
 from __future__ import annotations
@@ -28,10 +35,11 @@ from mergelang.cli.plan import add_planning_arguments, check_recipe, make_plan
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from mergelang.errors import Diagnostic
     from mergelang.executor import RunResult
     from mergelang.planned import Plan
 
-__all__ = ["register", "run_recipe", "shown_path"]
+__all__ = ["register", "removed_partial_warnings", "run_recipe", "shown_path"]
 
 PLANNING = "planning: reading headers, hashing new inputs"
 """What the spinner says until the run's first phase."""
@@ -89,14 +97,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_recipe(args: argparse.Namespace) -> int:
-    from mergelang import api
     from mergelang.cli.console import print_diagnostics, stderr_console
     from mergelang.cli.progress import RichReporter
-    from mergelang.executor import resolve_device
 
     console = stderr_console()
-    # An absent CUDA is reported before anything is read.
-    resolve_device(args.device)
+    if args.device != "cpu":
+        from mergelang.executor import resolve_device
+
+        # An absent CUDA is reported before anything is read.
+        resolve_device(args.device)
     checked = check_recipe(args)
     if checked.warnings and not args.quiet:
         print_diagnostics(console, checked.warnings)
@@ -104,7 +113,7 @@ def run_recipe(args: argparse.Namespace) -> int:
     if args.dry_run:
         with RichReporter(console, enabled) as reporter:
             reporter.waiting(PLANNING)
-            plan = make_plan(args, checked, hash_inputs=True, device=args.device)
+            plan = make_plan(args, checked, hash_inputs=True, device=args.device, nan=args.nan)
             plan.close()
         if not args.quiet:
             print_diagnostics(console, plan.warnings)
@@ -112,22 +121,33 @@ def run_recipe(args: argparse.Namespace) -> int:
         return 0
     with RichReporter(console, enabled) as reporter:
         reporter.waiting(PLANNING)
-        result = api.run(
-            checked,
-            models_dir=args.models_dirs,
-            out_dir=args.out_dir,
-            cache_dir=args.cache_dir,
-            use_cache=args.use_cache,
-            force=args.force,
-            device=args.device,
-            workers=args.workers,
-            nan=args.nan,
-            reporter=reporter,
-        )
+        plan = make_plan(args, checked, hash_inputs=True, device=args.device, nan=args.nan)
+        try:
+            from mergelang.executor import execute
+        except BaseException:
+            plan.close()
+            raise
+        result = execute(plan, reporter=reporter)
     if not args.quiet:
         print_diagnostics(console, result.warnings)
+        print_diagnostics(console, removed_partial_warnings(result))
         print_summary(console, result)
     return 0
+
+
+def removed_partial_warnings(result: RunResult) -> list[Diagnostic]:
+    """One warning per partial file of a killed run that this run removed."""
+    from mergelang.errors import Diagnostic
+
+    return [
+        Diagnostic(
+            f"removed a partial file left by an interrupted run (process {pid})",
+            "stale-partial",
+            shown_path(path),
+            severity="warning",
+        )
+        for path, pid in result.removed_partials
+    ]
 
 
 def _plural(count: int, word: str) -> str:

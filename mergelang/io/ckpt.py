@@ -3,7 +3,9 @@
 A pickle can run arbitrary code when it is loaded, so mergelang loads these files only with
 torch's weights-only unpickler (``torch.load(..., weights_only=True)``), which rebuilds plain
 containers, numbers, strings and tensors and refuses everything else. A file that needs more
-is refused with the code ``unsafe-pickle``; mergelang never falls back to a full unpickler.
+is refused with the code ``unsafe-pickle``; mergelang never falls back to a full unpickler. A
+file that begins neither like a zip archive nor like a pickle is refused (``corrupt-ckpt``)
+before torch reads it.
 
 Zip-format files (everything ``torch.save`` wrote since torch 1.6) are memory-mapped
 (``mmap=True``), so their tensors load lazily like a safetensors file's; legacy files are read
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import pickletools
 import re
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -31,14 +34,18 @@ import torch
 
 from mergelang.errors import CheckpointError, OutputError
 from mergelang.io.dtypes import code_for_torch
-from mergelang.io.safetensors_header import open_regular_file
+from mergelang.io.formats import ZIP_MAGIC, check_torch_signature
 from mergelang.io.writer import AtomicFile
 
 WRAPPER_KEYS = ("state_dict", "model", "module")
 """Keys whose dict value holds the real state dict, looked into in this order."""
 
 UNSAFE_HINT = "convert it to .safetensors with a tool you trust"
-_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_GLOBAL = re.compile(r"unsupported global:? (?:GLOBAL )?([\w.]+)", re.IGNORECASE)
+"""What torch's refusals name: ``Unsupported global: GLOBAL exec was not an allowed global``,
+``unsupported GLOBAL posix.system whose module posix is blocked``."""
+_OPERAND = re.compile(r"Unsupported operand (\d+)")
+_OPCODE_NAMES = {ord(op.code): op.name for op in pickletools.opcodes}
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,20 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _refusal(where: str, exc: BaseException) -> CheckpointError:
-    found = _GLOBAL.search(str(exc))
+    text = str(exc)
+    found = _GLOBAL.search(text)
+    operand = None if found else _OPERAND.search(text)
+    if operand is not None:
+        code = int(operand.group(1))
+        name = _OPCODE_NAMES.get(code, "unknown")
+        return CheckpointError(
+            where,
+            f"mergelang cannot load this pickle safely: it holds the pickle operation {name} "
+            f"(byte {code}), which the weights-only loader refuses (a corrupt file, or one "
+            "that needs more than plain tensors)",
+            code="unsafe-pickle",
+            hint=UNSAFE_HINT,
+        )
     detail = f" (it asks for {found.group(1)})" if found else ""
     return CheckpointError(
         where,
@@ -89,14 +109,7 @@ def read_ckpt_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 def _load(where: Path) -> object:
     """``torch.load`` with the weights-only loader, refusing anything else clearly."""
     name = str(where)
-    with open_regular_file(where) as (handle, size):
-        try:
-            magic = handle.read(4)
-        except OSError as exc:
-            raise CheckpointError(name, f"cannot read: {exc.strerror}", code="unreadable") from None
-    if size == 0:
-        raise CheckpointError(name, "the file is empty (0 bytes)", code="empty-file")
-    is_zip = magic == b"PK\x03\x04"
+    is_zip = check_torch_signature(where) == ZIP_MAGIC
     try:
         with warnings.catch_warnings():
             # torch notes pickle protocols it did not write; the refusal below says what matters.

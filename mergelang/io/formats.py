@@ -23,6 +23,38 @@ ZIP_MAGIC = b"PK\x03\x04"
 PICKLE_MAGIC = b"\x80"
 
 
+NOT_TORCH_MESSAGE = "not a torch checkpoint: the file is neither a zip archive nor a pickle"
+
+
+def has_torch_signature(head: bytes) -> bool:
+    """Whether ``head`` begins like a file of ``torch.save``: a zip archive, or a pickle of
+    protocol 2 or later (the legacy format; torch has always written protocol 2)."""
+    return head.startswith((ZIP_MAGIC, PICKLE_MAGIC))
+
+
+def check_torch_signature(path: str | os.PathLike[str]) -> bytes:
+    """The first 4 bytes of a pickle-format file (``.ckpt``...), refusing one that is empty
+    or does not begin like a ``torch.save`` file; reads nothing more, imports no torch."""
+    where = Path(path)
+    with open_regular_file(where) as (handle, size):
+        try:
+            head = handle.read(len(ZIP_MAGIC))
+        except OSError as exc:
+            raise CheckpointError(
+                str(where), f"cannot read: {exc.strerror}", code="unreadable"
+            ) from None
+    if size == 0:
+        raise CheckpointError(str(where), "the file is empty (0 bytes)", code="empty-file")
+    if not has_torch_signature(head):
+        raise CheckpointError(
+            str(where),
+            NOT_TORCH_MESSAGE,
+            code="corrupt-ckpt",
+            hint="mergelang reads .safetensors and weights-only .ckpt/.pt/.pth/.bin files",
+        )
+    return head
+
+
 def sniff_format(path: str | os.PathLike[str]) -> CheckpointFormat:
     """``"safetensors"`` or ``"pickle"``, by content first and extension second.
 
@@ -39,7 +71,7 @@ def sniff_format(path: str | os.PathLike[str]) -> CheckpointFormat:
             ) from None
     if len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
         return "safetensors"
-    if head.startswith((ZIP_MAGIC, PICKLE_MAGIC)):
+    if has_torch_signature(head):
         return "pickle"
     suffix = where.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:

@@ -13,17 +13,21 @@ A reference is tried, in order:
 
 The first folder with a match decides (like ``PATH``); within it the shallowest matches win,
 and more than one of those is an error (``model-ambiguous``) listing them. Nothing found is an
-error (``model-not-found``) listing every place searched. Only the given folders are scanned;
-hidden sub-folders and mergelang's partial output files are skipped; each folder is scanned
-at most once per locator.
+error (``model-not-found``) listing every place searched, unless a path names something that
+is not a regular file (``is-directory``, ``not-a-file``: never opened, so a FIFO or a device
+cannot block the lookup) or that a folder without search rights hides (``permission-denied``).
+Only the given folders are scanned; hidden sub-folders and mergelang's partial output files
+are skipped; each folder is scanned at most once per locator.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal, TypeAlias
 
 from mergelang.errors import CheckpointError
 from mergelang.io.writer import is_partial_name
@@ -53,6 +57,46 @@ def _model_stem(name: str) -> str:
     return name
 
 
+PathKind: TypeAlias = Literal["file", "directory", "other", "denied"]
+
+
+def _kind(path: Path) -> PathKind | None:
+    """What is at ``path`` (``None``: nothing), found with ``stat`` alone: nothing is opened,
+    and a folder on the way that cannot be searched is ``"denied"``, not an exception."""
+    try:
+        mode = os.stat(path).st_mode
+    except PermissionError:
+        return "denied"
+    except (OSError, ValueError):  # ValueError: a NUL character in the path
+        return None
+    if stat.S_ISREG(mode):
+        return "file"
+    return "directory" if stat.S_ISDIR(mode) else "other"
+
+
+def _not_a_file(path: Path, kind: PathKind) -> CheckpointError:
+    """The error for a reference that names something other than a readable regular file."""
+    if kind == "denied":
+        return CheckpointError(
+            str(path),
+            f"{path}: permission denied (a folder on the way cannot be searched)",
+            code="permission-denied",
+            hint="check the rights of the file and of its folders",
+        )
+    if kind == "directory":
+        return CheckpointError(
+            str(path),
+            f"{path} is a directory, not a checkpoint file",
+            code="is-directory",
+            hint="name the checkpoint file itself",
+        )
+    return CheckpointError(
+        str(path),
+        f"{path} is not a regular file (a device, FIFO or socket), not a checkpoint file",
+        code="not-a-file",
+    )
+
+
 class ModelLocator:
     """Resolves model references to files (see the module docstring for the rules)."""
 
@@ -77,14 +121,15 @@ class ModelLocator:
         text = ref.strip()
         name, _ = strip_hash_suffix(text)
         tried: list[str] = []
+        not_files: list[tuple[Path, PathKind]] = []
         for attempt in dict.fromkeys((text, name)):
-            direct = self._direct(attempt, relative_to, tried)
+            direct = self._direct(attempt, relative_to, tried, not_files)
             if direct is not None:
                 return direct
         parts = self._name_parts(name)
         if parts:
             for folder in self.search_dirs:
-                if not folder.is_dir():
+                if _kind(folder) != "directory":
                     tried.append(f"{folder} (no such folder)")
                     continue
                 tried.append(f"{folder} (and its sub-folders)")
@@ -99,6 +144,8 @@ class ModelLocator:
                         code="model-ambiguous",
                         hint="name the file with its sub-folder or extension",
                     )
+        if not_files:
+            raise _not_a_file(*not_files[0])
         listed = "\n".join(f"  {place}" for place in tried)
         hint = None
         if not self.search_dirs:
@@ -108,8 +155,15 @@ class ModelLocator:
         )
 
     def _direct(
-        self, ref: str, relative_to: str | os.PathLike[str] | None, tried: list[str]
+        self,
+        ref: str,
+        relative_to: str | os.PathLike[str] | None,
+        tried: list[str],
+        not_files: list[tuple[Path, PathKind]],
     ) -> Path | None:
+        """The regular file ``ref`` names as a path; what exists there but is not a regular
+        file (a folder, a device, a FIFO, or what a locked folder hides) is added to
+        ``not_files``, never opened."""
         if not ref:
             return None
         given = Path(ref).expanduser()
@@ -126,8 +180,12 @@ class ModelLocator:
             if not has_model_suffix(path.name):
                 options += [path.with_name(path.name + suffix) for suffix in MODEL_SUFFIXES]
             for option in options:
-                if option.is_file() and not is_partial_name(option.name):
-                    return Path(os.path.abspath(option))
+                kind = _kind(option)
+                if kind == "file":
+                    if not is_partial_name(option.name):
+                        return Path(os.path.abspath(option))
+                elif kind is not None:
+                    not_files.append((Path(os.path.abspath(option)), kind))
             extra = "" if has_model_suffix(path.name) else " (with or without an extension)"
             tried.append(f"{os.path.abspath(path)}{extra}")
         return None
@@ -188,6 +246,6 @@ class ModelLocator:
         return [
             folder.joinpath(*rel)
             for folder in self.search_dirs
-            if folder.is_dir()
+            if _kind(folder) == "directory"
             for rel in self._files(folder)
         ]

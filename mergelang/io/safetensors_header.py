@@ -23,8 +23,8 @@ code                          problem
 ``header-out-of-bounds``      a header longer than the rest of the file
 ``header-not-utf8``           header bytes that are not UTF-8, or a name or metadata value
                               that is a lone surrogate escape
-``header-not-json``           header text that is not JSON (nested too deeply, or an
-                              integer of thousands of digits, included)
+``header-not-json``           header text that is empty or not JSON (nested too deeply,
+                              or an integer of thousands of digits, included)
 ``header-not-object``         JSON that is not an object
 ``duplicate-key``             a name given twice in one JSON object
 ``metadata-not-object``       ``__metadata__`` that is not an object
@@ -39,9 +39,12 @@ code                          problem
 ``size-mismatch``             a byte count other than elements x item size
 ``out-of-bounds``             data that ends past the end of the file (truncated file)
 ``overlapping-offsets``       two tensors sharing bytes
+``data-gap``                  bytes of the data section that belong to no tensor (a hole
+                              between tensors, or data after the last one)
 ============================  ==========================================================
 
-Gaps between tensors are tolerated (they are harmless for reading); overlaps are not.
+As the format requires, the tensors' bytes tile the data section exactly; tensors may appear
+in any order and at any alignment.
 """
 
 from __future__ import annotations
@@ -257,6 +260,12 @@ def parse_header(raw: bytes, *, path: Path, file_size: int) -> SafetensorsHeader
             f"the header is not valid UTF-8 (byte {exc.start} of the header)",
             code="header-not-utf8",
         ) from None
+    if not text.strip():
+        raise CheckpointError(
+            name,
+            f"the header is empty (no JSON in its {len(raw)} bytes): not a safetensors file",
+            code="header-not-json",
+        )
     try:
         document = json.loads(text, object_pairs_hook=_reject_duplicates(name))
     except json.JSONDecodeError as exc:
@@ -288,7 +297,7 @@ def parse_header(raw: bytes, *, path: Path, file_size: int) -> SafetensorsHeader
             metadata = _parse_metadata(name, entry)
         else:
             tensors[key] = _parse_entry(name, key, entry, data_size)
-    _check_overlaps(name, tensors)
+    _check_layout(name, tensors, data_size)
     return SafetensorsHeader(path, tensors, metadata, data_offset, file_size)
 
 
@@ -446,17 +455,38 @@ def _parse_entry(name: str, key: str, entry: object, data_size: int) -> TensorIn
     return TensorInfo(dtype, shape, start, end)
 
 
-def _check_overlaps(name: str, tensors: dict[str, TensorInfo]) -> None:
+def _check_layout(name: str, tensors: dict[str, TensorInfo], data_size: int) -> None:
+    """The tensors' bytes must tile the data section: no overlap, no hole, nothing after.
+
+    Bytes that belong to no tensor are refused as the safetensors format requires (they are
+    how polyglot files are made, and they are a sign of a damaged file or header). Tensors
+    of zero bytes take no room and may sit at any offset within the data section.
+    """
     ranges = sorted(
         (info.start, info.end, key) for key, info in tensors.items() if info.end > info.start
     )
-    for index in range(1, len(ranges)):
-        _, prev_end, prev_key = ranges[index - 1]
-        start, _, key = ranges[index]
-        if start < prev_end:
+    covered, previous = 0, None
+    for start, end, key in ranges:
+        if start < covered:
             raise CheckpointError(
                 name,
-                f"the tensor's bytes overlap those of {prev_key!r}",
+                f"the tensor's bytes overlap those of {previous!r}",
                 code="overlapping-offsets",
                 key=key,
             )
+        if start > covered:
+            raise CheckpointError(
+                name,
+                f"the {start - covered} bytes before the tensor's data (from byte {covered} "
+                "of the data section) belong to no tensor; the format allows no holes",
+                code="data-gap",
+                key=key,
+            )
+        covered, previous = end, key
+    if covered < data_size:
+        raise CheckpointError(
+            name,
+            f"the last {data_size - covered} bytes of the file belong to no tensor "
+            "(data after the last tensor: a damaged file or a wrong header)",
+            code="data-gap",
+        )

@@ -13,6 +13,10 @@ Output policy (every file mergelang writes goes through :class:`AtomicFile`):
 - A target that is one of the ``protected`` paths (the run's inputs) is always refused, even
   with ``overwrite``: same resolved path (symlinks followed) or same inode (hard links).
 - Missing parent folders are created.
+- A temporary file left by a process that no longer runs (``SIGKILL``, a power cut) is found
+  by :func:`stale_partials` and removed by :func:`remove_stale_partials`; a run calls it for
+  each file it writes. Only names of the exact form above, for that target, whose process id
+  is not alive, are touched.
 - Errors while writing (``ENOSPC``, ``EDQUOT``, ``EFBIG``...) remove the temporary file and
   raise :class:`~mergelang.errors.OutputError`; so do an exception or ``KeyboardInterrupt``
   inside a ``with`` block. A writer dropped without commit removes its file when collected.
@@ -35,7 +39,9 @@ import errno
 import json
 import math
 import os
+import re
 import secrets
+import stat
 import sys
 import threading
 import weakref
@@ -69,6 +75,86 @@ _NO_FALLOCATE = frozenset(
 def is_partial_name(name: str) -> bool:
     """Whether a file name is one of mergelang's temporary output files."""
     return PARTIAL_MARKER in name
+
+
+_PARTIAL_TAIL = re.compile(r"(?P<pid>[1-9][0-9]{0,9})-[0-9a-f]{8}")
+"""What follows the marker in a temporary file's name: the writer's process id and 8 random
+hex digits."""
+
+
+def partial_owner(target_name: str, name: str) -> int | None:
+    """The process id in ``name`` if it is exactly a temporary file of ``target_name``
+    (``.<target_name>.mergelang-partial-<pid>-<8 hex digits>``), else ``None``."""
+    prefix = f".{target_name}{PARTIAL_MARKER}"
+    if not name.startswith(prefix):
+        return None
+    found = _PARTIAL_TAIL.fullmatch(name, len(prefix))
+    return None if found is None else int(found.group("pid"))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` may still be running: ``False`` only when it certainly is not.
+
+    A process of another user (``PermissionError``) counts as alive, and so does any process
+    on systems without POSIX signals (where ``os.kill`` would end it). An exited process that
+    its parent has not reaped yet (a zombie) writes nothing more: it counts as gone where
+    ``/proc`` shows it. A process id reused by an unrelated process counts as alive, so its
+    file is kept: a file is never removed on a guess.
+    """
+    if os.name != "posix" or pid <= 0:
+        return True
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            line = stat_file.read()
+    except OSError:
+        return True
+    # The state follows the command name, which is in parentheses and may hold anything.
+    fields = line.rpartition(b")")[2].split()
+    return not fields or fields[0] != b"Z"
+
+
+def stale_partials(path: str | os.PathLike[str]) -> list[tuple[Path, int]]:
+    """Temporary files of the target ``path`` left by processes that no longer run, with
+    each one's process id, sorted by name. Only regular files are listed."""
+    target = Path(os.path.abspath(path))
+    try:
+        names = sorted(os.listdir(target.parent))
+    except OSError:
+        return []
+    found: list[tuple[Path, int]] = []
+    for name in names:
+        pid = partial_owner(target.name, name)
+        if pid is None or process_alive(pid):
+            continue
+        candidate = target.parent / name
+        try:
+            if not stat.S_ISREG(os.lstat(candidate).st_mode):
+                continue
+        except OSError:
+            continue
+        found.append((candidate, pid))
+    return found
+
+
+def remove_stale_partials(path: str | os.PathLike[str]) -> list[tuple[Path, int]]:
+    """Remove :func:`stale_partials` of ``path``; returns those actually removed (another
+    process may remove one first)."""
+    removed: list[tuple[Path, int]] = []
+    for candidate, pid in stale_partials(path):
+        try:
+            os.unlink(candidate)
+        except OSError:
+            continue
+        removed.append((candidate, pid))
+    return removed
 
 
 def _os_error(path: Path, exc: OSError, doing: str) -> OutputError:
@@ -223,7 +309,9 @@ class AtomicFile:
         except OSError as exc:
             raise self.fail(exc, "closing the file") from None
         try:
-            check_target(self.path, overwrite=self.overwrite, protected=self.protected)
+            # Inputs and folders are checked again; a file that took the name meanwhile is
+            # found by _publish, which says so.
+            check_target(self.path, overwrite=True, protected=self.protected)
             self._publish()
         except BaseException:
             self.abort()
@@ -254,7 +342,10 @@ class AtomicFile:
             # File systems without hard links: check, then rename.
             if os.path.lexists(self.path):
                 raise OutputError(
-                    str(self.path), "the output file already exists", code="exists"
+                    str(self.path),
+                    "the output file appeared while it was being written",
+                    code="exists",
+                    hint="pass --force to replace it",
                 ) from None
             try:
                 os.replace(self.temp_path, self.path)
