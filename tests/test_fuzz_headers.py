@@ -37,8 +37,9 @@ from mergelang.io.safetensors_header import SafetensorsHeader, read_safetensors_
 def fuzz_settings(examples: int) -> Any:
     return settings(
         max_examples=examples,
-        deadline=timedelta(seconds=2),
+        deadline=timedelta(seconds=5),
         derandomize=True,
+        database=None,
         suppress_health_check=[
             HealthCheck.too_slow,
             HealthCheck.function_scoped_fixture,

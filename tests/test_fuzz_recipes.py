@@ -32,7 +32,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 
 FUZZ = settings(
     max_examples=300,
-    deadline=timedelta(seconds=2),
+    deadline=timedelta(seconds=5),
     derandomize=True,
     database=None,
     suppress_health_check=[

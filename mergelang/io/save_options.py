@@ -24,6 +24,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -105,6 +106,11 @@ class OutputKey:
         return self.key if self.source_key is None else self.source_key
 
     def entry(self) -> OutputEntry:
+        """The key as the writer sees it (made once: a sweep asks for it per output and key)."""
+        return self._entry
+
+    @functools.cached_property
+    def _entry(self) -> OutputEntry:
         return OutputEntry(self.key, self.dtype, self.shape)
 
 
