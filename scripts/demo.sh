@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 DEMO=${DEMO_DIR:-demo}
-python -m mergelang.testing demo "$DEMO/models"
+python -W "ignore:Failed to initialize NumPy" -m mergelang.testing demo "$DEMO/models"
 for model in "$DEMO"/models/*.safetensors; do
     mergelang show "$model" --no-hashes
 done
