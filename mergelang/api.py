@@ -120,9 +120,10 @@ def run(
     ``up-to-date``); another existing file is refused unless ``force``. ``dry_run`` plans,
     hashes the inputs and checks everything, then writes nothing (statuses ``dry-run``).
     """
-    from mergelang.executor import OutputResult, RunResult, execute, resolve_device
+    if device != "cpu":
+        from mergelang.executor import resolve_device
 
-    resolve_device(device)
+        resolve_device(device)  # an absent GPU is reported before anything is read
     made = plan(
         recipe,
         set=set,
@@ -136,6 +137,12 @@ def run(
         hash_inputs=True,
         nan=nan,
     )
+    try:
+        # torch is imported once the recipe, its inputs and outputs are known to be good.
+        from mergelang.executor import OutputResult, RunResult, execute
+    except BaseException:
+        made.close()
+        raise
     if dry_run:
         outputs = tuple(
             OutputResult(
