@@ -29,7 +29,6 @@ binding), :mod:`mergelang.check_expressions`, :mod:`mergelang.check_saves` and
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -53,7 +52,6 @@ from mergelang.checked import (
     merge_board_output_path,
 )
 from mergelang.errors import Diagnostic, RecipeError, Span
-from mergelang.parser import MAX_RECIPE_SIZE
 from mergelang.presets import PresetTable
 from mergelang.syntax_errors import too_many_errors
 
@@ -145,14 +143,6 @@ class _Checker(StatementChecker):
         path = Path(relative)
         if not path.is_absolute() and self.base_dir is not None:
             path = self.base_dir / path
-        problem = _unreadable_preset_file(path)
-        if problem is not None:
-            self.sink.error(
-                f"cannot load presets from '{relative}': {problem}",
-                stmt.path.span,
-                code="preset-file",
-            )
-            return
         try:
             self.presets = self.presets.with_file(path)
         except RecipeError as exc:
@@ -166,23 +156,6 @@ class _Checker(StatementChecker):
                     )
                 else:
                     self.sink.extend([diag])
-
-
-def _unreadable_preset_file(path: Path) -> str | None:
-    """Why ``path`` cannot be a preset file without even opening it: a FIFO or a device
-    (reading one could wait forever or never end), or a file over the size of a recipe.
-    ``None`` when it may be read (a missing file is reported by the preset reader)."""
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    if stat.S_ISDIR(info.st_mode):
-        return "this is a folder, not a file"
-    if not stat.S_ISREG(info.st_mode):
-        return "this is not a regular file (a FIFO, socket or device)"
-    if info.st_size > MAX_RECIPE_SIZE:
-        return f"the file is too large (over {MAX_RECIPE_SIZE // 1024} KiB)"
-    return None
 
 
 def _deduplicate(diagnostics: list[Diagnostic]) -> list[Diagnostic]:

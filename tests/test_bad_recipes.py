@@ -470,8 +470,9 @@ def test_preset_file_that_is_a_fifo_or_a_device(
     recipe = write_bytes(tmp_path, text.encode())
     err = fails(["check", str(recipe)], tmp_path, capsys)
     reason = "this is not a regular file (a FIFO, socket or device)"
-    assert f"{recipe}:1:9: error: cannot load presets from 'presets.tsv': {reason}" in err
-    assert f"{recipe}:2:9: error: cannot load presets from '/dev/zero': {reason}" in err
+    said = f"cannot read preset file: {reason}"
+    assert f"{recipe}:1:9: error: cannot load presets from 'presets.tsv': {said}" in err
+    assert f"{recipe}:2:9: error: cannot load presets from '/dev/zero': {said}" in err
 
 
 # ---- flags --------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -198,8 +199,31 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_directory_is_not_a_preset_file(tmp_path: Path) -> None:
-    with pytest.raises(RecipeError, match="cannot read preset file: Is a directory"):
+    with pytest.raises(RecipeError, match="cannot read preset file: this is a folder, not a file"):
         load_preset_file(tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_is_refused_without_being_opened(tmp_path: Path) -> None:
+    fifo = tmp_path / "presets.tsv"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    with pytest.raises(RecipeError) as info:
+        load_preset_file(fifo)
+    (diag,) = info.value.diagnostics
+    assert diag.message == (
+        "cannot read preset file: this is not a regular file (a FIFO, socket or device)"
+    )
+    assert diag.path == str(fifo)
+
+
+def test_a_file_over_the_recipe_size_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "huge.tsv"
+    line = "CURVE\t" + vec(25) + "\n"
+    path.write_text(line * (256 * 1024 // len(line) + 1), encoding="utf-8")
+    with pytest.raises(RecipeError, match=r"the file is too large \(over 256 KiB\)"):
+        load_preset_file(path)
+    path.write_text(line, encoding="utf-8")
+    assert set(load_preset_file(path)) == {"CURVE"}
 
 
 def test_non_utf8_file(tmp_path: Path) -> None:

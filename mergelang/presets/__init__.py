@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -29,6 +30,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from mergelang.errors import Diagnostic, DiagnosticSink, RecipeError, Span
+from mergelang.parser import MAX_RECIPE_SIZE
 from mergelang.weights import BlockWeights
 
 __all__ = [
@@ -193,8 +195,13 @@ def load_preset_file(path: Path) -> dict[str, BlockWeights]:
     """Presets from a user preset file (see the module docstring for the syntax).
 
     A missing, unreadable or non-UTF-8 file, like a bad line, raises :class:`RecipeError`
-    (code ``preset-file``) naming the file.
+    (code ``preset-file``) naming the file. So does a folder, a FIFO or a device (reading
+    one could wait forever or never end) and a file over the size of a recipe, checked
+    before the file is opened.
     """
+    problem = _not_a_preset_file(Path(path))
+    if problem is not None:
+        raise _file_error(path, problem)
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -203,6 +210,22 @@ def load_preset_file(path: Path) -> dict[str, BlockWeights]:
     except OSError as exc:
         raise _file_error(path, exc.strerror or str(exc)) from None
     return parse_preset_text(text, str(path))
+
+
+def _not_a_preset_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a preset file, found without opening it; ``None`` when
+    it may be read (a missing file is reported when it is opened)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    if stat.S_ISDIR(info.st_mode):
+        return "this is a folder, not a file"
+    if not stat.S_ISREG(info.st_mode):
+        return "this is not a regular file (a FIFO, socket or device)"
+    if info.st_size > MAX_RECIPE_SIZE:
+        return f"the file is too large (over {MAX_RECIPE_SIZE // 1024} KiB)"
+    return None
 
 
 def _file_error(path: Path, reason: str) -> RecipeError:
