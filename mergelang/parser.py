@@ -40,7 +40,14 @@ from mergelang.errors import Diagnostic, RecipeError, Span
 from mergelang.syntax_errors import ParseProblem, explain_syntax_error, recipe_error
 from mergelang.tokens import BadDedent, LinePostLexer, token_span
 
-__all__ = ["MAX_RECIPE_SIZE", "decode_recipe", "parse", "parse_file", "read_recipe_text"]
+__all__ = [
+    "MAX_RECIPE_SIZE",
+    "decode_recipe",
+    "parse",
+    "parse_file",
+    "read_recipe_text",
+    "too_large",
+]
 
 GRAMMAR_NAME = "mergelang.lark"
 
@@ -563,7 +570,7 @@ def parse(text: str, *, path: str | None = None) -> ast.Recipe:
     """Parse recipe text. Raises :class:`RecipeError` (with line and column) on bad syntax,
     on a control character and on a text over :data:`MAX_RECIPE_SIZE` characters."""
     if len(text) > MAX_RECIPE_SIZE:
-        raise _too_large(path or "<recipe>")
+        raise too_large(path or "<recipe>")
     source = _normalise(text)
     forbidden = _forbidden_character(source)
     if forbidden is not None:
@@ -624,7 +631,7 @@ def read_recipe_text(path: str | Path) -> str:
                 hint="to read a recipe from a pipe, give - and feed it on standard input",
             )
         if info.st_size > MAX_RECIPE_SIZE:
-            raise _too_large(where)
+            raise too_large(where)
         chunks: list[bytes] = []
         size = 0
         while size <= MAX_RECIPE_SIZE:  # the file may grow while it is read
@@ -646,7 +653,7 @@ def decode_recipe(data: bytes, where: str) -> str:
     UTF-16/32 and bytes that are not UTF-8 raise RecipeError; a bad byte is located by
     line and column (the offset is in the message)."""
     if len(data) > MAX_RECIPE_SIZE:
-        raise _too_large(where)
+        raise too_large(where)
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             raise _file_error(
@@ -680,7 +687,8 @@ def decode_recipe(data: bytes, where: str) -> str:
         ) from None
 
 
-def _too_large(where: str) -> RecipeError:
+def too_large(where: str) -> RecipeError:
+    """The error for a recipe over :data:`MAX_RECIPE_SIZE`."""
     return _file_error(
         where,
         f"the recipe is too large (over {MAX_RECIPE_SIZE // 1024} KiB)",

@@ -274,11 +274,21 @@ def test_a_recipe_just_under_the_limit_works(
         assert out.endswith('\nsave weighted_sum(a, b) to "out/mix.safetensors"\n')
 
 
+@pytest.mark.parametrize("verb", ["check", "fmt", "convert"])
+@pytest.mark.parametrize("stream", ["bytes", "text"])
 def test_huge_stdin_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    verb: str,
+    stream: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    feed_stdin(monkeypatch, b"# comment\n" * (3 * MAX_RECIPE_SIZE // 10))
-    err = fails(["check", "-"], tmp_path, capsys)
+    data = b"# comment\n" * (3 * MAX_RECIPE_SIZE // 10)
+    if stream == "bytes":
+        feed_stdin(monkeypatch, data)
+    else:  # a text stream in place of stdin, as an embedding application may set
+        monkeypatch.setattr(sys, "stdin", io.StringIO(data.decode()))
+    err = fails([verb, "-"], tmp_path, capsys)
     assert "<stdin>: error: the recipe is too large (over 256 KiB)" in err
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from mergelang import ast
 from mergelang.check import CheckedRecipe, check
 from mergelang.errors import Diagnostic, RecipeError, UsageError
-from mergelang.parser import MAX_RECIPE_SIZE, decode_recipe, parse, read_recipe_text
+from mergelang.parser import MAX_RECIPE_SIZE, decode_recipe, parse, read_recipe_text, too_large
 
 if TYPE_CHECKING:
     from mergelang.check_inputs import InputsReport
@@ -118,7 +118,10 @@ def read_stdin_text() -> str:
         raise RecipeError([Diagnostic("standard input is closed", "recipe-file", STDIN_NAME)])
     buffer = getattr(stdin, "buffer", None)
     if buffer is None:  # a text stream put in place of stdin (by a test, an embedding)
-        return stdin.read(MAX_RECIPE_SIZE + 1)
+        text: str = stdin.read(MAX_RECIPE_SIZE + 1)
+        if len(text) > MAX_RECIPE_SIZE:
+            raise too_large(STDIN_NAME)
+        return text
     return decode_recipe(buffer.read(MAX_RECIPE_SIZE + 1), STDIN_NAME)
 
 

@@ -46,7 +46,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _read_input(argument: str) -> tuple[str, str]:
     """``(text, name)`` of INPUT."""
     if argument == "-":
-        return sys.stdin.read(), STDIN_NAME
+        from mergelang.cli.check import read_stdin_text
+
+        return read_stdin_text(), STDIN_NAME
     if argument.lower().endswith(".safetensors"):
         from mergelang.io.safetensors_header import read_safetensors_header
 
