@@ -4,12 +4,17 @@ The public API. ``import mergelang`` stays cheap and never pulls in torch: what 
 tensors is imported on first use.
 
 Front end (no torch): :func:`parse`, :func:`parse_file`, :func:`check`, :func:`format_recipe`,
-:func:`format_text`. These are imported eagerly: ``check`` is both a module and a function,
-and binding the function here keeps ``mergelang.check`` the function whatever is imported
-later. Running: :func:`plan`, :func:`run` (write a recipe's outputs) and :func:`evaluate`
-(one result as tensors in memory). Checkpoints: :func:`open_checkpoint`,
+:func:`format_text`. Running: :func:`plan`, :func:`run` (write a recipe's outputs) and
+:func:`evaluate` (one result as tensors in memory). Checkpoints: :func:`open_checkpoint`,
 :func:`read_safetensors_header`, :func:`detect`, :func:`file_hashes`. Errors are
 :class:`MergelangError` subclasses carrying structured :class:`Diagnostic` objects.
+
+``check``, ``plan`` and ``run`` name both a function of this API and a stage package
+(``mergelang/check/``, ``plan/``, ``run/``). Importing a package for the first time makes it
+an attribute of its parent, so the stage packages (whose ``__init__`` files import nothing
+heavy) are imported here first and the functions bound after them: the names stay the
+functions whatever is imported later. Inside mergelang, stages are reached with
+``from mergelang.plan.planner import ...``, never as attributes of ``mergelang``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# The stage packages first, then the API names (see the docstring).
+from mergelang import check as _check_stage  # noqa: F401
+from mergelang import lang as _lang_stage  # noqa: F401
+from mergelang import plan as _plan_stage  # noqa: F401
+from mergelang import run as _run_stage  # noqa: F401
 from mergelang._version import __version__
+from mergelang.api import evaluate, plan, run
 from mergelang.check import check
 from mergelang.errors import (
     CheckpointError,
@@ -28,31 +39,27 @@ from mergelang.errors import (
     Span,
     UsageError,
 )
-from mergelang.format import format_recipe, format_text
-from mergelang.parser import parse, parse_file
+from mergelang.lang.formatter import format_recipe, format_text
+from mergelang.lang.parser import parse, parse_file
 
 if TYPE_CHECKING:
-    from mergelang.api import evaluate, plan, run
     from mergelang.arch import detect
-    from mergelang.executor import OutputResult, RunResult
+    from mergelang.block_weights import BlockWeights
     from mergelang.io.hashing import file_hashes
     from mergelang.io.readers import open_checkpoint
     from mergelang.io.safetensors_header import read_safetensors_header
-    from mergelang.planned import Plan
-    from mergelang.weights import BlockWeights
+    from mergelang.plan.plan import Plan
+    from mergelang.run.executor import OutputResult, RunResult
 
 _LAZY: dict[str, str] = {
-    "BlockWeights": "mergelang.weights",
+    "BlockWeights": "mergelang.block_weights",
     "open_checkpoint": "mergelang.io.readers",
     "read_safetensors_header": "mergelang.io.safetensors_header",
     "detect": "mergelang.arch",
     "file_hashes": "mergelang.io.hashing",
-    "plan": "mergelang.api",
-    "run": "mergelang.api",
-    "evaluate": "mergelang.api",
-    "Plan": "mergelang.planned",
-    "RunResult": "mergelang.executor",
-    "OutputResult": "mergelang.executor",
+    "Plan": "mergelang.plan.plan",
+    "RunResult": "mergelang.run.executor",
+    "OutputResult": "mergelang.run.executor",
 }
 
 __all__ = [

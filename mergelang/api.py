@@ -1,8 +1,9 @@
 """Running recipes from Python: :func:`plan`, :func:`run` and :func:`evaluate`.
 
 Each takes a recipe as a path (a :class:`~pathlib.Path`, or a string naming an existing file
-or ending in ``.merge``), as recipe text, as a parsed :class:`~mergelang.ast.Recipe` or as a
-:class:`~mergelang.checked.CheckedRecipe`. ``set`` binds recipe variables like ``--set``.
+or ending in ``.merge``), as recipe text, as a parsed :class:`~mergelang.lang.ast.Recipe` or as a
+:class:`~mergelang.check.checked_recipe.CheckedRecipe`. ``set`` binds recipe variables like
+``--set``.
 
 :func:`evaluate` keeps everything in memory: it returns ``{key: tensor}`` of one result and
 writes nothing, and its ``inputs`` may be tensors already in memory (a state dict), so a
@@ -17,18 +18,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mergelang import ast
 from mergelang.check import check
-from mergelang.checked import CheckedRecipe
+from mergelang.check.checked_recipe import CheckedRecipe
 from mergelang.errors import UsageError
-from mergelang.parser import parse, parse_file
+from mergelang.lang import ast
+from mergelang.lang.parser import parse, parse_file
 
 if TYPE_CHECKING:
     import torch
 
-    from mergelang.executor import RunResult
-    from mergelang.planned import Plan
-    from mergelang.progress import Reporter
+    from mergelang.plan.plan import Plan
+    from mergelang.run.executor import RunResult
+    from mergelang.run.progress import Reporter
 
 __all__ = ["RecipeSource", "evaluate", "load", "plan", "run"]
 
@@ -75,13 +76,13 @@ def plan(
     hash_inputs: bool = False,
     nan: str = "error",
 ) -> Plan:
-    """The :class:`~mergelang.planned.Plan` of ``recipe``, reading headers only.
+    """The :class:`~mergelang.plan.plan.Plan` of ``recipe``, reading headers only.
 
     ``hash_inputs=False`` (the default) uses only content hashes already cached, so planning
     never reads a whole file; cache decisions that need an unhashed input show as unknown.
     """
     from mergelang.io.locate import ModelLocator
-    from mergelang.planner import PlanOptions, build_plan
+    from mergelang.plan.planner import PlanOptions, build_plan
 
     checked = load(recipe, set=set)
     locator = _locator(models_dir)
@@ -114,14 +115,14 @@ def run(
     reporter: Reporter | None = None,
     cancel: threading.Event | None = None,
 ) -> RunResult:
-    """Run ``recipe``: write its outputs; returns a :class:`~mergelang.executor.RunResult`.
+    """Run ``recipe``: write its outputs; returns a :class:`~mergelang.run.executor.RunResult`.
 
     Outputs already made by the same steps from the same inputs are left alone (status
     ``up-to-date``); another existing file is refused unless ``force``. ``dry_run`` plans,
     hashes the inputs and checks everything, then writes nothing (statuses ``dry-run``).
     """
     if device != "cpu":
-        from mergelang.executor import resolve_device
+        from mergelang.run.executor import resolve_device
 
         resolve_device(device)  # an absent GPU is reported before anything is read
     made = plan(
@@ -139,7 +140,7 @@ def run(
     )
     try:
         # torch is imported once the recipe, its inputs and outputs are known to be good.
-        from mergelang.executor import OutputResult, RunResult, execute
+        from mergelang.run.executor import OutputResult, RunResult, execute
     except BaseException:
         made.close()
         raise
@@ -179,9 +180,9 @@ def evaluate(
     model names instead of their files. ``dtype`` (``fp16``, ``bf16``, ``fp32``) casts
     floating-point keys; ``None`` keeps each key's natural dtype (model A's).
     """
-    from mergelang.executor import execute
     from mergelang.io.locate import ModelLocator
-    from mergelang.planner import PlanOptions, build_plan
+    from mergelang.plan.planner import PlanOptions, build_plan
+    from mergelang.run.executor import execute
 
     checked = load(recipe, set=set)
     chosen: str | int

@@ -55,11 +55,12 @@ OUTPUT = "out/merged.safetensors"
 SERVER = r"""
 import atexit, gc, json, os, runpy, signal, sys, time
 import torch
-import mergelang.api, mergelang.cli, mergelang.cli.console, mergelang.executor, mergelang.io.ckpt
+import mergelang.api, mergelang.cli, mergelang.cli.console, mergelang.io.ckpt
+import mergelang.run.executor
 from mergelang.arch import architectures
 from mergelang.arch.detect import detect
 from mergelang.arch.layout import checkpoint_layout
-from mergelang.parser import parse
+from mergelang.lang.parser import parse
 
 # Work every process does once, from constant data: importing the verbs, building the LALR
 # tables of the grammar, the architectures' expected layouts.

@@ -23,8 +23,8 @@ from run_helpers import declare, shared_models
 
 from mergelang.cli import main
 from mergelang.errors import SHOWN_LINE_WIDTH
-from mergelang.parser import MAX_LOOP_NESTING, MAX_NESTING, MAX_RECIPE_SIZE
-from mergelang.syntax_errors import MAX_ERRORS
+from mergelang.lang.parser import MAX_LOOP_NESTING, MAX_NESTING, MAX_RECIPE_SIZE
+from mergelang.lang.syntax_errors import MAX_ERRORS
 
 VERBS = ["check", "fmt", "plan", "run"]
 """Every verb that reads a recipe."""

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mergelang.arch.blocks import SD_BLOCKS
+from mergelang.block_weights import BlockWeights
 from mergelang.check import (
     BoundArg,
     CheckedRecipe,
@@ -30,10 +31,9 @@ from mergelang.check import (
     merge_board_output_path,
 )
 from mergelang.errors import RecipeError, Span, format_diagnostic
+from mergelang.lang.parser import parse
 from mergelang.methods import REGISTRY, Param, method
-from mergelang.parser import parse
 from mergelang.presets import BUILTIN_PRESETS
-from mergelang.weights import BlockWeights
 
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent

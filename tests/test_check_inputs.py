@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from mergelang.check import check
-from mergelang.check_inputs import InputInfo, InputsReport, check_inputs
-from mergelang.checked import InputRef, ModelSource, StepRef
+from mergelang.check.checked_recipe import InputRef, ModelSource, StepRef
 from mergelang.cli import main
 from mergelang.errors import Diagnostic, RecipeError
 from mergelang.io.formats import sniff_format
 from mergelang.io.locate import ModelLocator
 from mergelang.io.writer import OutputEntry, SafetensorsWriter
-from mergelang.parser import parse
+from mergelang.lang.parser import parse
+from mergelang.plan.input_checks import InputInfo, InputsReport, check_inputs
 from mergelang.testing import make_checkpoint, make_ckpt
 
 SCALE = 1 / 80

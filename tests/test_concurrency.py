@@ -35,8 +35,8 @@ from run_helpers import (
 
 from mergelang import api
 from mergelang.errors import OutputError
-from mergelang.executor import RunResult, execute
-from mergelang.planned import Plan
+from mergelang.plan.plan import Plan
+from mergelang.run.executor import RunResult, execute
 
 KINDS = ("fp16", "bf16")
 """Two recipes that write the same file with different content: the same merge saved in

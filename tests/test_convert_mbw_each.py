@@ -8,8 +8,8 @@ from mergelang.check import check
 from mergelang.convert import detect_format
 from mergelang.convert.mbw_each import convert_mbw_each
 from mergelang.errors import RecipeError, format_diagnostic
-from mergelang.format import format_text
-from mergelang.parser import parse
+from mergelang.lang.formatter import format_text
+from mergelang.lang.parser import parse
 
 LINES = (
     "O=merge/test04/SD15-75-IN_00, IN_A_00=0.75\n"

@@ -10,8 +10,8 @@ from mergelang.check import check
 from mergelang.convert import convert, detect_format
 from mergelang.convert.merge_board import convert_merge_board
 from mergelang.errors import RecipeError, format_diagnostic
-from mergelang.format import format_text
-from mergelang.parser import parse
+from mergelang.lang.formatter import format_text
+from mergelang.lang.parser import parse
 
 SAMPLE = """\
 # Sample Recipe

@@ -14,8 +14,8 @@ from mergelang.convert.supermerger_weights import (
     parse_elemental,
 )
 from mergelang.errors import RecipeError, format_diagnostic
-from mergelang.format import format_text
-from mergelang.parser import parse
+from mergelang.lang.formatter import format_text
+from mergelang.lang.parser import parse
 
 
 def _elemental_parses() -> bool:

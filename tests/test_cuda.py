@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import mergelang
-from mergelang.executor import resolve_device
 from mergelang.io.readers import SafetensorsReader
+from mergelang.run.executor import resolve_device
 from mergelang.testing import make_checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 
 import mergelang
-from mergelang.checked import CheckedRecipe
+from mergelang.check.checked_recipe import CheckedRecipe
 from mergelang.cli import main as cli_main
 from mergelang.testing import DEMO_MODELS, demo_models
 

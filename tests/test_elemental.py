@@ -11,18 +11,18 @@ import torch
 from safetensors.torch import load_file
 
 import mergelang
-from mergelang import ast
 from mergelang.arch import get_architecture
+from mergelang.block_weights import BlockWeights, KeySelector, WeightsError
 from mergelang.check import check
-from mergelang.check_inputs import check_inputs
 from mergelang.cli import main
 from mergelang.errors import RecipeError
-from mergelang.format import format_text
 from mergelang.io.locate import ModelLocator
-from mergelang.parser import parse
-from mergelang.plan_text import render_plan
+from mergelang.lang import ast
+from mergelang.lang.formatter import format_text
+from mergelang.lang.parser import parse
+from mergelang.plan.input_checks import check_inputs
+from mergelang.plan.text import render_plan
 from mergelang.testing import make_checkpoint
-from mergelang.weights import BlockWeights, KeySelector, WeightsError
 
 SCALE = 0.0625
 HEAD = 'model a = "a.safetensors"\nmodel b = "b.safetensors"\n'

@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mergelang import ast
 from mergelang.arch.blocks import SD_BLOCKS
 from mergelang.errors import RecipeError
-from mergelang.format import format_expr, format_recipe, format_string, format_text
-from mergelang.parser import DTYPE_FLAGS, FORMAT_FLAGS, parse
+from mergelang.lang import ast
+from mergelang.lang.formatter import format_expr, format_recipe, format_string, format_text
+from mergelang.lang.parser import DTYPE_FLAGS, FORMAT_FLAGS, parse
 
 TESTS = Path(__file__).parent
 RECIPES = TESTS / "recipes"

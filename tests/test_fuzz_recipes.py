@@ -18,12 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mergelang import ast
 from mergelang.check import CheckedRecipe, check
 from mergelang.cli import main
 from mergelang.errors import Diagnostic, MergelangError
-from mergelang.format import format_recipe, format_text
-from mergelang.parser import parse
+from mergelang.lang import ast
+from mergelang.lang.formatter import format_recipe, format_text
+from mergelang.lang.parser import parse
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.merge"))
 EXAMPLE_TEXTS = [path.read_text(encoding="utf-8") for path in EXAMPLES]

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from mergelang import ast
+from mergelang.block_weights import BlockWeights
 from mergelang.check import check
 from mergelang.errors import RecipeError, Span
-from mergelang.format import format_text
-from mergelang.parser import MAX_NESTING, parse
-from mergelang.weights import BlockWeights
+from mergelang.lang import ast
+from mergelang.lang.formatter import format_text
+from mergelang.lang.parser import MAX_NESTING, parse
 
 MODELS = 'model a = "a.safetensors"\nmodel b = "b.safetensors"\n'
 

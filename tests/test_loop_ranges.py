@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import mergelang
-from mergelang import ast
-from mergelang.format import format_recipe
+from mergelang.lang import ast
+from mergelang.lang.formatter import format_recipe
 
 
 def _paths(text: str) -> list[str]:

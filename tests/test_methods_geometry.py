@@ -27,6 +27,7 @@ import mergelang
 from mergelang.arch import SD_BLOCKS, get_architecture
 from mergelang.check import check
 from mergelang.errors import RecipeError
+from mergelang.lang.parser import parse
 from mergelang.methods import get_method
 from mergelang.methods.geometry import (
     PARALLEL_DOT,
@@ -42,7 +43,6 @@ from mergelang.methods.geometry import (
     slerp,
     trimmed_range,
 )
-from mergelang.parser import parse
 
 SHAPES = [(), (1,), (7,), (5, 3), (4, 3, 3, 3)]
 """0-D, 1-element, 1-D, 2-D and 4-D keys."""

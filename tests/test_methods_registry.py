@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mergelang.arch.blocks import SD_BLOCKS, SDXL_BLOCKS
+from mergelang.block_weights import BlockWeights, WeightsError
 from mergelang.methods import (
     REGISTRY,
     REQUIRED,
@@ -28,7 +29,6 @@ from mergelang.methods import (
 )
 from mergelang.methods.linear import add_difference, weighted_sum
 from mergelang.presets import BUILTIN_PRESETS
-from mergelang.weights import BlockWeights, WeightsError
 
 
 def tensors(seed: int, *shape: int, count: int = 3) -> list[torch.Tensor]:
@@ -489,7 +489,7 @@ def test_lookups_do_not_import_torch() -> None:
         "import sys\n"
         "from mergelang.methods import get_method, method_names\n"
         "from mergelang.presets import PresetTable\n"
-        "from mergelang.weights import BlockWeights\n"
+        "from mergelang.block_weights import BlockWeights\n"
         "assert get_method('weighted_sum') is not None\n"
         "assert 'add_difference' in method_names()\n"
         "PresetTable().get('GRAD_V').resolve(['IN00'], base=0.0)\n"

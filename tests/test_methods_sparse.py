@@ -24,10 +24,10 @@ from mergelang.arch import get_architecture
 from mergelang.check import InputRef, MethodCall, check
 from mergelang.errors import RecipeError
 from mergelang.io.readers import SafetensorsReader
+from mergelang.lang.parser import parse
 from mergelang.methods import get_method
 from mergelang.methods.linear import add_difference
 from mergelang.methods.sparse import dare, dare_mask_seed, kept_count, ties
-from mergelang.parser import parse
 from mergelang.testing import checkpoint_tensors, make_checkpoint
 
 SHAPES = [(), (1,), (7,), (64, 33), (4, 3, 3, 3)]

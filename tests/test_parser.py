@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mergelang import ast
 from mergelang.errors import RecipeError, Span, format_diagnostic
-from mergelang.parser import grammar_text, parse, parse_file, read_recipe_text
+from mergelang.lang import ast
+from mergelang.lang.parser import grammar_text, parse, parse_file, read_recipe_text
 
 TESTS = Path(__file__).parent
 RECIPES = TESTS / "recipes"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mergelang.arch.blocks import SD_BLOCKS, SDXL_BLOCKS
+from mergelang.block_weights import BlockWeights, WeightsError
 from mergelang.errors import RecipeError, Span
 from mergelang.presets import (
     BUILTIN_PRESETS,
@@ -16,7 +17,6 @@ from mergelang.presets import (
     load_preset_file,
     parse_preset_text,
 )
-from mergelang.weights import BlockWeights, WeightsError
 
 
 def vec(n: int, value: float = 0.5) -> str:

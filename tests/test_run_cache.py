@@ -35,7 +35,7 @@ from run_helpers import (
 
 import mergelang.api as api
 from mergelang.errors import RecipeError
-from mergelang.executor import RunResult
+from mergelang.run.executor import RunResult
 from mergelang.testing import make_checkpoint
 
 X_ALPHA = "{IN: 0.2, M00: 0.5, OUT: 0.8, BASE: 0.4}"

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import mergelang
-from mergelang.cache import OUTPUT_KEY
 from mergelang.errors import RecipeError
 from mergelang.io.ckpt import METADATA_KEY, load_state_dict, read_ckpt_metadata
 from mergelang.io.readers import SafetensorsReader
+from mergelang.plan.cache import OUTPUT_KEY
 from mergelang.testing import make_checkpoint
 
 

@@ -41,8 +41,8 @@ from run_helpers import (
 import mergelang.api as api
 from mergelang.arch import get_architecture
 from mergelang.errors import RecipeError
-from mergelang.executor import RunResult
-from mergelang.graph import LoadNode
+from mergelang.plan.graph import LoadNode
+from mergelang.run.executor import RunResult
 from mergelang.testing import make_checkpoint
 
 V25 = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 0.35, 0.5]

@@ -32,9 +32,9 @@ from run_helpers import (
 
 import mergelang.api as api
 from mergelang.errors import RecipeError
-from mergelang.executor import RunResult, execute
 from mergelang.io.locate import ModelLocator
-from mergelang.planner import PlanOptions, build_plan
+from mergelang.plan.planner import PlanOptions, build_plan
+from mergelang.run.executor import RunResult, execute
 
 V25 = [round(0.04 * i, 2) for i in range(25)]
 OUTPUTS = ["ab.safetensors", "abc.safetensors"]

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mergelang.arch.blocks import SD_BLOCKS, SDXL_BLOCKS
-from mergelang.weights import (
+from mergelang.block_weights import (
     BlockValues,
     BlockWeights,
     ResolvedWeights,

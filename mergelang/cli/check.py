@@ -3,7 +3,7 @@
 Prints a one-line summary on success (``recipe.merge: ok: 3 models, 5 steps, 2 outputs``)
 and every diagnostic on stderr otherwise. With ``--inputs`` (or ``--models-dir``) it also
 finds every input checkpoint, reads the header of each safetensors file and checks the recipe
-against the architectures found (:mod:`mergelang.check_inputs`); the summary then names them
+against the architectures found (:mod:`mergelang.plan.input_checks`); the summary then names them
 (``recipe.merge: ok: 2 models (sd1), 1 step, 1 output``). No tensor is read and no torch is
 imported.
 """
@@ -17,13 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mergelang import ast
 from mergelang.check import CheckedRecipe, check
 from mergelang.errors import Diagnostic, RecipeError, UsageError
-from mergelang.parser import MAX_RECIPE_SIZE, decode_recipe, parse, read_recipe_text, too_large
+from mergelang.lang import ast
+from mergelang.lang.parser import MAX_RECIPE_SIZE, decode_recipe, parse, read_recipe_text, too_large
 
 if TYPE_CHECKING:
-    from mergelang.check_inputs import InputsReport
+    from mergelang.plan.input_checks import InputsReport
 
 STDIN_NAME = "<stdin>"
 
@@ -112,7 +112,7 @@ def parse_variables(items: Sequence[str]) -> dict[str, str]:
 
 def read_stdin_text() -> str:
     """Standard input as recipe text: UTF-8 (a BOM allowed), at most
-    :data:`~mergelang.parser.MAX_RECIPE_SIZE` bytes; anything else raises RecipeError."""
+    :data:`~mergelang.lang.parser.MAX_RECIPE_SIZE` bytes; anything else raises RecipeError."""
     stdin = sys.stdin
     if stdin is None:
         raise RecipeError([Diagnostic("standard input is closed", "recipe-file", STDIN_NAME)])
@@ -166,8 +166,8 @@ def run_check(args: argparse.Namespace) -> int:
     checked = check(recipe, variables=variables, base_dir=base_dir)
     inputs = None
     if args.inputs or args.models_dirs:
-        from mergelang.check_inputs import check_inputs
         from mergelang.io.locate import ModelLocator
+        from mergelang.plan.input_checks import check_inputs
 
         inputs = check_inputs(checked, ModelLocator(args.models_dirs))
     warnings = [*checked.warnings, *(inputs.warnings if inputs is not None else ())]

@@ -2,7 +2,7 @@
 
 Prints the inputs, each output with the tree of steps it is made from (fused, cached,
 evaluated on whole tensors), the passes, the bytes read and written and the estimated working
-memory (:func:`mergelang.plan_text.render_plan`); ``--json`` prints the same as one JSON
+memory (:func:`mergelang.plan.text.render_plan`); ``--json`` prints the same as one JSON
 object. Paths are shown relative to the recipe's folder. By default only the inputs' headers
 are read, so cache hits and up-to-date outputs that depend on an input whose content hash is
 not known yet show as undecided; ``--hash`` hashes those inputs first (reading each file once;
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 from mergelang.cli.check import add_variable_arguments, load_recipe, parse_variables
 
 if TYPE_CHECKING:
-    from mergelang.checked import CheckedRecipe
-    from mergelang.planned import Plan
+    from mergelang.check.checked_recipe import CheckedRecipe
+    from mergelang.plan.plan import Plan
 
 __all__ = ["add_planning_arguments", "check_recipe", "make_plan", "register"]
 
@@ -147,7 +147,7 @@ def make_plan(
 
 def run_plan(args: argparse.Namespace) -> int:
     from mergelang.cli.console import print_diagnostics, stderr_console
-    from mergelang.plan_text import plan_json, render_plan
+    from mergelang.plan.text import plan_json, render_plan
 
     checked = check_recipe(args)
     if checked.warnings:

@@ -1,4 +1,4 @@
-"""The progress of ``mergelang run`` on stderr: a :class:`~mergelang.progress.Reporter` made of
+"""The progress of ``mergelang run`` on stderr: a :class:`~mergelang.run.progress.Reporter` made of
 a rich progress bar.
 
 The bar shows the phase (``statistics``, ``merging``), bytes done of the phase's total, the

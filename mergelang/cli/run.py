@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from mergelang.errors import Diagnostic
-    from mergelang.executor import RunResult
-    from mergelang.planned import Plan
+    from mergelang.plan.plan import Plan
+    from mergelang.run.executor import RunResult
 
 __all__ = ["register", "removed_partial_warnings", "run_recipe", "shown_path"]
 
@@ -102,7 +102,7 @@ def run_recipe(args: argparse.Namespace) -> int:
 
     console = stderr_console()
     if args.device != "cpu":
-        from mergelang.executor import resolve_device
+        from mergelang.run.executor import resolve_device
 
         # An absent CUDA is reported before anything is read.
         resolve_device(args.device)
@@ -123,7 +123,7 @@ def run_recipe(args: argparse.Namespace) -> int:
         reporter.waiting(PLANNING)
         plan = make_plan(args, checked, hash_inputs=True, device=args.device, nan=args.nan)
         try:
-            from mergelang.executor import execute
+            from mergelang.run.executor import execute
         except BaseException:
             plan.close()
             raise
@@ -188,7 +188,7 @@ def _output_lines(console: Console, rows: list[tuple[str, str]]) -> None:
 
 def summary_line(result: RunResult) -> str:
     """``wrote 2 outputs (3.8 MB) in 1.2 s; 1 up to date; cache: 1 hit, 1 stored``."""
-    from mergelang.plan_text import human_bytes
+    from mergelang.plan.text import human_bytes
 
     written = [o for o in result.outputs if o.status == "written"]
     current = [o for o in result.outputs if o.status == "up-to-date"]
@@ -219,7 +219,7 @@ def print_summary(console: Console, result: RunResult) -> None:
 
 def dry_run_lines(plan: Plan) -> tuple[str, str]:
     """The head line (what would be written) and the plan line (passes, sizes, memory)."""
-    from mergelang.plan_text import human_bytes
+    from mergelang.plan.text import human_bytes
 
     pending = [o for o in plan.outputs if o.status == "write"]
     current = [o for o in plan.outputs if o.status == "up-to-date"]

@@ -39,7 +39,7 @@ from mergelang.convert.recipe_writer import (
     identifier_for,
 )
 from mergelang.errors import RecipeError
-from mergelang.format import format_string
+from mergelang.lang.formatter import format_string
 
 __all__ = ["DEFAULT_A", "DEFAULT_B", "DEFAULT_BASE_ALPHA", "convert_mbw_each"]
 

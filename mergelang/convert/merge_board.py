@@ -16,13 +16,13 @@ from __future__ import annotations
 import dataclasses
 from typing import TypeVar
 
-from mergelang import ast
-from mergelang.checked import merge_board_output_path
+from mergelang.check.checked_recipe import merge_board_output_path
 from mergelang.convert.recipe_writer import RecipeWriter, convert_error
 from mergelang.errors import Span
-from mergelang.format import INDENT, format_expr, format_statement, format_string
-from mergelang.parser import parse
-from mergelang.syntax_errors import RESERVED_WORDS
+from mergelang.lang import ast
+from mergelang.lang.formatter import INDENT, format_expr, format_statement, format_string
+from mergelang.lang.parser import parse
+from mergelang.lang.syntax_errors import RESERVED_WORDS
 
 __all__ = ["convert_merge_board"]
 

@@ -12,9 +12,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from mergelang.arch.blocks import BASE, GROUPS, SD_BLOCKS, SDXL_BLOCKS
+from mergelang.block_weights import format_number
 from mergelang.errors import Diagnostic, RecipeError, Span
-from mergelang.syntax_errors import RESERVED_WORDS
-from mergelang.weights import format_number
+from mergelang.lang.syntax_errors import RESERVED_WORDS
 
 __all__ = [
     "RecipeWriter",

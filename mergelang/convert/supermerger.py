@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from mergelang.block_weights import format_number
 from mergelang.convert.recipe_writer import (
     RecipeWriter,
     convert_error,
@@ -35,8 +36,7 @@ from mergelang.convert.supermerger_weights import (
     parse_elemental,
 )
 from mergelang.errors import RecipeError
-from mergelang.format import format_string
-from mergelang.weights import format_number
+from mergelang.lang.formatter import format_string
 
 __all__ = ["CALCMODES", "MODES", "convert_supermerger"]
 

@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mergelang.arch.blocks import BASE, SD_BLOCKS, SDXL_BLOCKS, block_range, is_block_name
+from mergelang.block_weights import format_number
 from mergelang.convert.recipe_writer import convert_error
 from mergelang.errors import RecipeError
-from mergelang.format import format_string
-from mergelang.weights import format_number
+from mergelang.lang.formatter import format_string
 
 __all__ = [
     "ElementalEntry",

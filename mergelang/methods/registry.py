@@ -41,8 +41,8 @@ from importlib import metadata
 from types import ModuleType
 from typing import Any, Final, Literal, TypeVar
 
+from mergelang.block_weights import BlockWeights, ResolvedWeights, WeightsError
 from mergelang.errors import Diagnostic, MergelangError
-from mergelang.weights import BlockWeights, ResolvedWeights, WeightsError
 
 __all__ = [
     "BUILTIN_FAMILIES",

@@ -29,9 +29,9 @@ from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 
+from mergelang.block_weights import BlockWeights
 from mergelang.errors import Diagnostic, DiagnosticSink, RecipeError, Span
-from mergelang.parser import MAX_RECIPE_SIZE
-from mergelang.weights import BlockWeights
+from mergelang.lang.parser import MAX_RECIPE_SIZE
 
 __all__ = [
     "BUILTIN_PRESETS",

@@ -1,8 +1,8 @@
-"""Running a :class:`~mergelang.planned.Plan`: one streaming pass over the keys.
+"""Running a :class:`~mergelang.plan.plan.Plan`: one streaming pass over the keys.
 
 Every output of the plan (files, cache stores, in-memory results) is opened first: a
 safetensors file gets its whole header and its final size at once. Then each key is a
-:class:`~mergelang.compute.KeyTask` run by a small pool of worker threads: it reads the
+:class:`~mergelang.run.compute.KeyTask` run by a small pool of worker threads: it reads the
 key from each input once, computes every node that needs it, and writes it to every output
 that holds it. Torch's kernels and the file reads and writes release the GIL, so the
 threads overlap reading, computing and writing. Methods that need statistics over the whole
@@ -37,15 +37,15 @@ from typing import Any
 
 import torch
 
-from mergelang.cache import CACHE_KEY, existing_output_key, stored_dtype
-from mergelang.compute import Chunk, Evaluator, KeyTask, Target
 from mergelang.errors import Diagnostic, OutputError, UsageError
-from mergelang.graph import MethodNode, Node
 from mergelang.io.save_options import OutputKey
 from mergelang.io.writer import SafetensorsWriter, remove_stale_partials
-from mergelang.planned import CacheEntry, OutputPlan, Plan
-from mergelang.progress import NullReporter, Reporter
-from mergelang.sinks import CkptSink, MemorySink, Sink
+from mergelang.plan.cache import CACHE_KEY, existing_output_key, stored_dtype
+from mergelang.plan.graph import MethodNode, Node
+from mergelang.plan.plan import CacheEntry, OutputPlan, Plan
+from mergelang.run.compute import Chunk, Evaluator, KeyTask, Target
+from mergelang.run.progress import NullReporter, Reporter
+from mergelang.run.sinks import CkptSink, MemorySink, Sink
 
 __all__ = ["OutputResult", "RunResult", "execute", "resolve_device"]
 

@@ -28,9 +28,9 @@ the one formatted (spans aside).
 
 from __future__ import annotations
 
-from mergelang import ast
-from mergelang.parser import parse
-from mergelang.weights import format_number
+from mergelang.block_weights import format_number
+from mergelang.lang import ast
+from mergelang.lang.parser import parse
 
 __all__ = [
     "format_expr",

@@ -31,14 +31,14 @@ from pathlib import Path
 
 from mergelang._version import __version__
 from mergelang.errors import Diagnostic, MergelangError, OutputError, RecipeError
-from mergelang.graph import LoadNode, Node, walk
-from mergelang.inputs import InputHandle, KeyMeta
 from mergelang.io.formats import sniff_format
 from mergelang.io.hashing import default_cache_dir, file_hashes, known_hashes
 from mergelang.io.metadata import InputRecord, build_metadata
 from mergelang.io.safetensors_header import read_safetensors_header
 from mergelang.io.writer import check_target
-from mergelang.planned import CacheEntry, OutputPlan, Plan
+from mergelang.plan.graph import LoadNode, Node, walk
+from mergelang.plan.inputs import InputHandle, KeyMeta
+from mergelang.plan.plan import CacheEntry, OutputPlan, Plan
 
 __all__ = [
     "CACHE_KEY",

@@ -1,14 +1,14 @@
-"""Recipe text -> :class:`mergelang.ast.Recipe`.
+"""Recipe text -> :class:`mergelang.lang.ast.Recipe`.
 
 Three passes: lark's LALR parser (grammar ``grammar/mergelang.lark``, contextual lexer) builds
-a parse tree while :class:`~mergelang.tokens.LinePostLexer` turns indentation into
+a parse tree while :class:`~mergelang.lang.postlexer.LinePostLexer` turns indentation into
 ``_INDENT``/``_DEDENT`` tokens and collects comments; then :class:`_TreeToAst` turns the tree
 into frozen dataclasses with spans, splitting Merge Board lines into their parts with exact
 columns.
 
 A syntax error stops parsing: it becomes a :class:`~mergelang.errors.RecipeError` holding one
 diagnostic with a friendly message (missing comma, unclosed bracket pointing at the opener,
-``=`` written for ``:`` in a weight map...; see :mod:`mergelang.syntax_errors`). Problems
+``=`` written for ``:`` in a weight map...; see :mod:`mergelang.lang.syntax_errors`). Problems
 found while building the tree (a lone brace in a template, a misplaced Merge Board flag) are
 collected and raised together.
 
@@ -35,10 +35,10 @@ from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedInput
 from lark.tree import Meta
 
-from mergelang import ast
 from mergelang.errors import Diagnostic, RecipeError, Span
-from mergelang.syntax_errors import ParseProblem, explain_syntax_error, recipe_error
-from mergelang.tokens import BadDedent, LinePostLexer, token_span
+from mergelang.lang import ast
+from mergelang.lang.postlexer import BadDedent, LinePostLexer, token_span
+from mergelang.lang.syntax_errors import ParseProblem, explain_syntax_error, recipe_error
 
 __all__ = [
     "MAX_RECIPE_SIZE",
@@ -99,7 +99,7 @@ def grammar_text() -> str:
     packaged = importlib.resources.files("mergelang") / "grammar" / GRAMMAR_NAME
     if packaged.is_file():
         return packaged.read_text(encoding="utf-8")
-    checkout = Path(__file__).resolve().parent.parent / "grammar" / GRAMMAR_NAME
+    checkout = Path(__file__).resolve().parents[2] / "grammar" / GRAMMAR_NAME
     return checkout.read_text(encoding="utf-8")
 
 

@@ -8,9 +8,9 @@ blocks) or :data:`INVALID` (its error is already reported, so using it reports n
 :class:`CheckerState` holds everything the checker collects (models, steps, saves, the
 diagnostic sink) and the scopes names live in: top-level bindings, one scope per ``for``
 iteration and the loop variables. The checker's other parts build on it: weights and
-arithmetic (:mod:`mergelang.check_weights`), method calls (:mod:`mergelang.check_calls`),
-expressions (:mod:`mergelang.check_expressions`), saves (:mod:`mergelang.check_saves`) and
-statements (:mod:`mergelang.check_statements`).
+arithmetic (:mod:`mergelang.check.weights`), method calls (:mod:`mergelang.check.calls`),
+expressions (:mod:`mergelang.check.expressions`), saves (:mod:`mergelang.check.saves`) and
+statements (:mod:`mergelang.check.statements`).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeAlias
 
-from mergelang import ast
 from mergelang.arch.blocks import BASE, GROUPS, SD_BLOCKS
-from mergelang.checked import ModelExpr, ModelSource, SaveTarget, Step, StepRef
+from mergelang.block_weights import BlockWeights, format_number
+from mergelang.check.checked_recipe import ModelExpr, ModelSource, SaveTarget, Step, StepRef
 from mergelang.errors import DiagnosticSink, Span
+from mergelang.lang import ast
+from mergelang.lang.syntax_errors import MAX_ERRORS, RESERVED_WORDS
 from mergelang.presets import PresetTable
-from mergelang.syntax_errors import MAX_ERRORS, RESERVED_WORDS
-from mergelang.weights import BlockWeights, format_number
 
 __all__ = [
     "INVALID",
@@ -168,7 +168,7 @@ class Usage:
 
 
 class TooManyErrors(Exception):
-    """Raised by :class:`CheckerSink` at :data:`~mergelang.syntax_errors.MAX_ERRORS` distinct
+    """Raised by :class:`CheckerSink` at :data:`~mergelang.lang.syntax_errors.MAX_ERRORS` distinct
     errors: the check stops there."""
 
 
@@ -198,8 +198,8 @@ class CheckerState(abc.ABC):
     iteration; ``loop`` the loop variables' current values (``loop_names`` in nesting order).
     ``usage`` tracks, per defining statement, whether its name was used; ``later`` where each
     top-level name is defined, for "used before its definition". Evaluating an expression is
-    :class:`~mergelang.check_expressions.ExpressionChecker`'s; the chosen convention is
-    :class:`~mergelang.check_statements.StatementChecker`'s.
+    :class:`~mergelang.check.expressions.ExpressionChecker`'s; the chosen convention is
+    :class:`~mergelang.check.statements.StatementChecker`'s.
     """
 
     def __init__(

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from lark import Token
 from lark.lark import PostLex
 
-from mergelang import ast
 from mergelang.errors import Span
+from mergelang.lang import ast
 
 __all__ = ["CLOSERS", "OPENERS", "BadDedent", "LinePostLexer", "token_span"]
 

@@ -2,7 +2,7 @@
 
 A :class:`KeyTask` is one output key (with one shape) and every output, cache store or
 in-memory result that needs it. :meth:`Evaluator.run` walks the key's elements in chunks of
-:attr:`~mergelang.planned.Plan.chunk` elements; for each chunk it evaluates each node the
+:attr:`~mergelang.plan.plan.Plan.chunk` elements; for each chunk it evaluates each node the
 targets need once (a memo per chunk), so a sub-expression shared by several outputs, or
 several uses of one input, costs one read and one computation. Values are float32 in
 buffers reused from chunk to chunk (an :class:`Arena` per worker thread); an input chunk is
@@ -28,15 +28,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mergelang.errors import CheckpointError
-from mergelang.graph import KeySlot, LinearNode, LoadNode, MethodNode, Node
 from mergelang.io.dtypes import torch_dtype
 from mergelang.io.save_options import OutputKey, reset_position_ids
-from mergelang.planned import CacheEntry
+from mergelang.plan.graph import KeySlot, LinearNode, LoadNode, MethodNode, Node
+from mergelang.plan.plan import CacheEntry
 
 if TYPE_CHECKING:
-    from mergelang.inputs import InputHandle
     from mergelang.io.writer import OutputEntry
-    from mergelang.sinks import Sink
+    from mergelang.plan.inputs import InputHandle
+    from mergelang.run.sinks import Sink
 
 __all__ = ["Arena", "Chunk", "Evaluator", "KeyTask", "Target"]
 

@@ -4,18 +4,27 @@ Each statement defines names, adds steps or saves, or sets the convention. A ``f
 body is checked once per iteration with the loop variable bound (so its steps and saves are
 per iteration). A Merge Board line (``OUTPUT = A + B, 0.5``) becomes a weighted_sum or
 add_difference step, defines ``OUTPUT`` when it is a name, and saves it as
-:func:`~mergelang.checked.merge_board_output_path` says.
+:func:`~mergelang.check.checked_recipe.merge_board_output_path` says.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-from mergelang import ast
 from mergelang.arch.blocks import GROUPS, SD_BLOCKS
-from mergelang.check_calls import Unconverted
-from mergelang.check_saves import SaveChecker
-from mergelang.check_scope import (
+from mergelang.check.calls import Unconverted
+from mergelang.check.checked_recipe import (
+    BoundArg,
+    InputRef,
+    MethodCall,
+    ModelSource,
+    SaveTarget,
+    Step,
+    StepRef,
+    merge_board_output_path,
+)
+from mergelang.check.saves import SaveChecker
+from mergelang.check.scope import (
     BlockValue,
     InvalidValue,
     ModelValue,
@@ -26,20 +35,11 @@ from mergelang.check_scope import (
     did_you_mean,
     is_block_word,
 )
-from mergelang.checked import (
-    BoundArg,
-    InputRef,
-    MethodCall,
-    ModelSource,
-    SaveTarget,
-    Step,
-    StepRef,
-    merge_board_output_path,
-)
 from mergelang.errors import Span
-from mergelang.format import format_iterable
+from mergelang.lang import ast
+from mergelang.lang.formatter import format_iterable
+from mergelang.lang.syntax_errors import RESERVED_WORDS
 from mergelang.methods import get_method
-from mergelang.syntax_errors import RESERVED_WORDS
 
 try:
     from mergelang.arch.conventions import CONVENTION_NAMES, DEFAULT_CONVENTION

@@ -1,6 +1,6 @@
 """The recipe checker: names, arguments, types and weights, every problem in one pass.
 
-:func:`check` walks a parsed :class:`~mergelang.ast.Recipe` top to bottom, expanding ``for``
+:func:`check` walks a parsed :class:`~mergelang.lang.ast.Recipe` top to bottom, expanding ``for``
 loops, and produces a :class:`CheckedRecipe`: the input models, the named steps with their
 inferred types, every save (one per loop iteration, templates filled), the convention and
 the warnings. Later stages (planner, executor) work from that and never see syntax again.
@@ -9,22 +9,23 @@ Values have one of three types. *Model*: an input, a method call's result, or mo
 arithmetic (``a + b``, ``a - b``, ``a * weights``, ``weights * a``, ``a / number``), which
 is kept as a :class:`LinearCombination` for the executor to fuse. *Weights*: a number, a
 vector, a map, a preset, or arithmetic on those, evaluated here with
-:class:`~mergelang.weights.BlockWeights`. *String*: a path or an option. Anything else
+:class:`~mergelang.block_weights.BlockWeights`. *String*: a path or an option. Anything else
 (``model * model``, ``model + 0.5``) is a type error.
 
 Every error goes to one :class:`~mergelang.errors.DiagnosticSink`; :class:`RecipeError` is
 raised once at the end with all of them, warnings included. Checks that need to know the
 architecture (a 19-value SDXL vector used with an SD1 model) need the inputs' headers: they are
-made by :func:`mergelang.check_inputs.check_inputs` from the evaluated :class:`BlockWeights`
+made by :func:`mergelang.plan.input_checks.check_inputs` from the evaluated :class:`BlockWeights`
 and the spans kept here.
 
 This module holds the entry point and the pass over the whole recipe (preset files first,
 then each statement, then the unused-name warnings). The result types are in
-:mod:`mergelang.checked` (and re-exported here); the checker's parts build on each other:
-:mod:`mergelang.check_scope` (values, bindings, scopes), :mod:`mergelang.check_weights`
-(weights literals and arithmetic), :mod:`mergelang.check_calls` (method calls and argument
-binding), :mod:`mergelang.check_expressions`, :mod:`mergelang.check_saves` and
-:mod:`mergelang.check_statements`.
+:mod:`mergelang.check.checked_recipe` (and re-exported here); the checker's parts build on each
+other:
+:mod:`mergelang.check.scope` (values, bindings, scopes), :mod:`mergelang.check.weights`
+(weights literals and arithmetic), :mod:`mergelang.check.calls` (method calls and argument
+binding), :mod:`mergelang.check.expressions`, :mod:`mergelang.check.saves` and
+:mod:`mergelang.check.statements`.
 """
 
 from __future__ import annotations
@@ -33,45 +34,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from mergelang import ast
-from mergelang.check_saves import SAVE_DTYPES, SAVE_OPTIONS
-from mergelang.check_scope import TooManyErrors
-from mergelang.check_statements import StatementChecker
-from mergelang.checked import (
-    BoundArg,
-    CheckedRecipe,
-    InputRef,
-    LinearCombination,
-    MethodCall,
-    ModelExpr,
-    ModelSource,
-    SaveTarget,
-    Step,
-    StepRef,
-    Term,
-    merge_board_output_path,
-)
+from mergelang.check.checked_recipe import CheckedRecipe
+from mergelang.check.scope import TooManyErrors
+from mergelang.check.statements import StatementChecker
 from mergelang.errors import Diagnostic, RecipeError, Span
+from mergelang.lang import ast
+from mergelang.lang.syntax_errors import too_many_errors
 from mergelang.presets import PresetTable
-from mergelang.syntax_errors import too_many_errors
 
-__all__ = [
-    "SAVE_DTYPES",
-    "SAVE_OPTIONS",
-    "BoundArg",
-    "CheckedRecipe",
-    "InputRef",
-    "LinearCombination",
-    "MethodCall",
-    "ModelExpr",
-    "ModelSource",
-    "SaveTarget",
-    "Step",
-    "StepRef",
-    "Term",
-    "check",
-    "merge_board_output_path",
-]
+__all__ = ["check"]
 
 _NO_VARIABLES: Mapping[str, str] = MappingProxyType({})
 

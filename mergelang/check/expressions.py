@@ -4,15 +4,16 @@
 filled from loop variables), names (loop variables, models, intermediates, presets, with a
 "did you mean" for unknown ones), ``$VARIABLE``/``__VARIABLE__`` bound on the command line
 (a number, a preset name or a model path, by what the context wants), Merge Board operands and
-``__On__`` output references, method calls (:mod:`mergelang.check_calls`) and arithmetic and
-weights literals (:mod:`mergelang.check_weights`).
+``__On__`` output references, method calls (:mod:`mergelang.check.calls`) and arithmetic and
+weights literals (:mod:`mergelang.check.weights`).
 """
 
 from __future__ import annotations
 
-from mergelang import ast
-from mergelang.check_calls import CallChecker
-from mergelang.check_scope import (
+from mergelang.block_weights import BlockWeights
+from mergelang.check.calls import CallChecker
+from mergelang.check.checked_recipe import InputRef, ModelSource, StepRef
+from mergelang.check.scope import (
     INVALID,
     InvalidValue,
     ModelValue,
@@ -25,11 +26,10 @@ from mergelang.check_scope import (
     finite_number,
     is_block_word,
 )
-from mergelang.check_weights import WeightsChecker
-from mergelang.checked import InputRef, ModelSource, StepRef
+from mergelang.check.weights import WeightsChecker
 from mergelang.errors import Span
+from mergelang.lang import ast
 from mergelang.methods import method_names
-from mergelang.weights import BlockWeights
 
 __all__ = ["ExpressionChecker"]
 

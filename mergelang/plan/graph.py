@@ -31,14 +31,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from mergelang.ast import NO_SPAN
+from mergelang.block_weights import ResolvedWeights, format_number
 from mergelang.errors import Span
-from mergelang.weights import ResolvedWeights, format_number
+from mergelang.lang.ast import NO_SPAN
 
 if TYPE_CHECKING:
     from mergelang.arch import Architecture
-    from mergelang.inputs import InputHandle
     from mergelang.methods.registry import MethodSpec
+    from mergelang.plan.inputs import InputHandle
 
 __all__ = [
     "KeyAction",

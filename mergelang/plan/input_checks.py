@@ -1,6 +1,7 @@
 """Checking a recipe against its input checkpoints, reading their headers only.
 
-:func:`check_inputs` takes a :class:`~mergelang.checked.CheckedRecipe` and, for every input
+:func:`check_inputs` takes a :class:`~mergelang.check.checked_recipe.CheckedRecipe` and, for every
+input
 model (and every VAE a save names by path):
 
 1. finds the file (:class:`~mergelang.io.locate.ModelLocator`: paths relative to the recipe's
@@ -41,10 +42,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, TypeAlias
 
-from mergelang import ast
 from mergelang.arch import Architecture, detect, get_architecture
 from mergelang.arch.layout import checkpoint_layout
-from mergelang.checked import (
+from mergelang.block_weights import BlockWeights, ElementalEntry, WeightsError
+from mergelang.check.checked_recipe import (
     BoundArg,
     CheckedRecipe,
     InputRef,
@@ -58,8 +59,8 @@ from mergelang.errors import CheckpointError, Diagnostic, RecipeError, Span
 from mergelang.io.formats import CheckpointFormat, sniff_format
 from mergelang.io.locate import ModelLocator
 from mergelang.io.safetensors_header import read_safetensors_header
+from mergelang.lang import ast
 from mergelang.methods.registry import MethodSpec, get_method
-from mergelang.weights import BlockWeights, ElementalEntry, WeightsError
 
 __all__ = ["InputFormat", "InputInfo", "InputsReport", "check_inputs"]
 

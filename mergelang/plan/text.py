@@ -1,4 +1,4 @@
-"""``mergelang plan``: a :class:`~mergelang.planned.Plan` as readable text, or as JSON.
+"""``mergelang plan``: a :class:`~mergelang.plan.plan.Plan` as readable text, or as JSON.
 
 The text shows the inputs, then each output with the tree of steps it is made from (a step
 used twice is shown in full once, then referred to by its number), what happens to each
@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mergelang.graph import LoadNode, Node
-from mergelang.planned import Plan, step_numbers
+from mergelang.plan.graph import LoadNode, Node
+from mergelang.plan.plan import Plan, step_numbers
 
 __all__ = ["human_bytes", "plan_json", "render_plan"]
 

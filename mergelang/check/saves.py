@@ -1,6 +1,7 @@
 """Checking ``save`` statements: the model, the path, the dtype and the ``with`` options.
 
-Each save becomes a :class:`~mergelang.checked.SaveTarget` (one per loop iteration, templates
+Each save becomes a :class:`~mergelang.check.checked_recipe.SaveTarget` (one per loop iteration,
+templates
 filled); two saves to the same file are an error, and so is a relative path that climbs
 out of the output folder (``../x``; absolute paths may go anywhere). :data:`SAVE_DTYPES` and
 :data:`SAVE_OPTIONS` say what ``save ... as DTYPE`` and ``save ... with KEY=VALUE`` accept.
@@ -13,12 +14,12 @@ import posixpath
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from mergelang import ast
-from mergelang.check_expressions import ExpressionChecker
-from mergelang.check_scope import InvalidValue, ModelValue, describe, did_you_mean, template_text
-from mergelang.checked import ModelSource, SaveTarget
+from mergelang.block_weights import format_number
+from mergelang.check.checked_recipe import ModelSource, SaveTarget
+from mergelang.check.expressions import ExpressionChecker
+from mergelang.check.scope import InvalidValue, ModelValue, describe, did_you_mean, template_text
 from mergelang.errors import Span
-from mergelang.weights import format_number
+from mergelang.lang import ast
 
 __all__ = ["SAVE_DTYPES", "SAVE_OPTIONS", "SaveChecker", "leaves_output_folder"]
 

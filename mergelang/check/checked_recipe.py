@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeAlias
 
-from mergelang import ast
+from mergelang.block_weights import BlockWeights
 from mergelang.errors import Diagnostic, Span
+from mergelang.lang import ast
 from mergelang.presets import PresetTable
-from mergelang.weights import BlockWeights
 
 __all__ = [
     "ArgValue",

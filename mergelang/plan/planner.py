@@ -1,18 +1,18 @@
-"""From a checked recipe to a :class:`~mergelang.planned.Plan`, reading headers only.
+"""From a checked recipe to a :class:`~mergelang.plan.plan.Plan`, reading headers only.
 
 1. **Inputs.** Every input is found and its header read (a pickle file is loaded with the
-   weights-only loader); :func:`~mergelang.check_inputs.check_inputs` then checks the recipe
+   weights-only loader); :func:`~mergelang.plan.input_checks.check_inputs` then checks the recipe
    against the architectures found, so a 19-value vector given to SD1 models, or SD1 merged
    with SDXL, is reported at its place in the recipe before any tensor is read.
-2. **Graph.** Every model expression becomes a :class:`~mergelang.graph.Node`; structurally
+2. **Graph.** Every model expression becomes a :class:`~mergelang.plan.graph.Node`; structurally
    equal expressions are one node. Weights are resolved for the architecture here.
-3. **Keys.** Each node's per-key table (:class:`~mergelang.graph.KeySlot`) is derived from its
+3. **Keys.** Each node's per-key table (:class:`~mergelang.plan.graph.KeySlot`) is derived from its
    children's, by the alignment rules of :mod:`mergelang.arch.align`.
 4. **Outputs.** Each ``save`` gets its file path, save options and exact key layout. A
    relative path is taken from ``out_dir`` (else the recipe's folder); symlinked folders on
    the way are followed. Two saves naming one file are an error.
-5. **Cache.** :func:`mergelang.cache.decide` gives content addresses and decides hits,
-   stores and up-to-date outputs (see :mod:`mergelang.cache`).
+5. **Cache.** :func:`mergelang.plan.cache.decide` gives content addresses and decides hits,
+   stores and up-to-date outputs (see :mod:`mergelang.plan.cache`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 
 from mergelang.arch import Architecture, detect, get_architecture
 from mergelang.arch.align import align_tables
-from mergelang.check_inputs import InputFormat, InputInfo, InputsReport, check_inputs
-from mergelang.checked import (
+from mergelang.block_weights import BlockWeights, WeightsError
+from mergelang.check.checked_recipe import (
     CheckedRecipe,
     InputRef,
     LinearCombination,
@@ -45,16 +45,16 @@ from mergelang.errors import (
     Span,
     UsageError,
 )
-from mergelang.graph import KeySlot, LinearNode, LoadNode, MethodNode, Node
-from mergelang.inputs import InputHandle, KeyMeta, MemoryReader
 from mergelang.io.dtypes import is_float_code
 from mergelang.io.formats import sniff_format
 from mergelang.io.locate import ModelLocator
 from mergelang.io.safetensors_header import read_safetensors_header
 from mergelang.io.save_options import OutputKey, SaveOptions, output_layout
 from mergelang.methods.registry import get_method
-from mergelang.planned import CUDA_CHUNK, DEFAULT_CHUNK, OutputPlan, Plan
-from mergelang.weights import BlockWeights, WeightsError
+from mergelang.plan.graph import KeySlot, LinearNode, LoadNode, MethodNode, Node
+from mergelang.plan.input_checks import InputFormat, InputInfo, InputsReport, check_inputs
+from mergelang.plan.inputs import InputHandle, KeyMeta, MemoryReader
+from mergelang.plan.plan import CUDA_CHUNK, DEFAULT_CHUNK, OutputPlan, Plan
 
 if TYPE_CHECKING:
     import torch
@@ -76,8 +76,8 @@ class PlanOptions:
     or indices into the recipe's saves.
     ``dtype``: the dtype of in-memory results (``None``: each key's natural dtype).
     ``nan``: ``error`` refuses NaN/infinite input values in a merge, ``keep`` merges them.
-    ``chunk``: elements per chunk (default: :data:`~mergelang.planned.DEFAULT_CHUNK` on CPU,
-    :data:`~mergelang.planned.CUDA_CHUNK` on a GPU).
+    ``chunk``: elements per chunk (default: :data:`~mergelang.plan.plan.DEFAULT_CHUNK` on CPU,
+    :data:`~mergelang.plan.plan.CUDA_CHUNK` on a GPU).
     """
 
     out_dir: Path | None = None
@@ -103,7 +103,7 @@ def build_plan(
     """Plan ``checked``; see the module docstring. ``hash_inputs=False`` uses only content
     hashes already in the hash cache (``mergelang plan``): cache decisions that need an
     unhashed input are then ``unknown``."""
-    from mergelang.cache import decide
+    from mergelang.plan.cache import decide
 
     planner = _Planner(checked, locator, options)
     plan = planner.build()
@@ -506,7 +506,7 @@ def _identity(node: Node, block: str | None, key: str) -> bool:
 
 
 def _all_one(weights: object, arch: Architecture) -> bool:
-    from mergelang.weights import ResolvedWeights
+    from mergelang.block_weights import ResolvedWeights
 
     assert isinstance(weights, ResolvedWeights)
     if weights.elemental:

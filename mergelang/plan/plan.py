@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mergelang.checked import CheckedRecipe, SaveTarget
+from mergelang.check.checked_recipe import CheckedRecipe, SaveTarget
 from mergelang.errors import Diagnostic
-from mergelang.graph import LoadNode, Node, walk
-from mergelang.inputs import InputHandle
 from mergelang.io.save_options import OutputKey, SaveOptions
+from mergelang.plan.graph import LoadNode, Node, walk
+from mergelang.plan.inputs import InputHandle
 
 __all__ = [
     "CUDA_CHUNK",

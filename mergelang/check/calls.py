@@ -3,8 +3,9 @@
 Positional arguments bind in parameter order (a variadic parameter takes the rest), keywords
 by name; every parameter is then checked against its kind: models must be models, weights
 are evaluated and range-checked per block, numbers and ints checked against their range,
-strings kept as text. The result is a :class:`~mergelang.checked.MethodCall` whose
-:class:`~mergelang.checked.BoundArg` values follow the method's parameter order, defaults
+strings kept as text. The result is a :class:`~mergelang.check.checked_recipe.MethodCall` whose
+:class:`~mergelang.check.checked_recipe.BoundArg` values follow the method's parameter order,
+defaults
 filled in.
 """
 
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from mergelang import ast
 from mergelang.arch.blocks import BASE, SD_BLOCKS
-from mergelang.check_scope import (
+from mergelang.block_weights import BlockWeights
+from mergelang.check.checked_recipe import ArgValue, BoundArg, MethodCall
+from mergelang.check.scope import (
     INVALID,
     CheckerState,
     InvalidValue,
@@ -26,10 +28,9 @@ from mergelang.check_scope import (
     describe,
     did_you_mean,
 )
-from mergelang.checked import ArgValue, BoundArg, MethodCall
 from mergelang.errors import Span
+from mergelang.lang import ast
 from mergelang.methods import MethodSpec, Param, get_method, method_names
-from mergelang.weights import BlockWeights
 
 __all__ = ["UNCONVERTED", "CallChecker", "Unconverted"]
 

@@ -17,7 +17,7 @@ from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from mergelang.errors import Diagnostic, RecipeError, Span
-from mergelang.tokens import OPENERS, LinePostLexer, token_span
+from mergelang.lang.postlexer import OPENERS, LinePostLexer, token_span
 
 __all__ = [
     "MAX_ERRORS",

@@ -18,9 +18,9 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING
 
-from mergelang.ast import NO_SPAN
 from mergelang.errors import CheckpointError, Span
 from mergelang.io.dtypes import code_for_torch, item_size
+from mergelang.lang.ast import NO_SPAN
 
 if TYPE_CHECKING:
     import torch

@@ -1,18 +1,26 @@
 """Checking weights and arithmetic: what ``+ - * /`` mean for models and for weights.
 
 Weights arithmetic (numbers, vectors, maps, presets) is evaluated here with
-:class:`~mergelang.weights.BlockWeights`. Model arithmetic (``a + b``, ``a - b``,
+:class:`~mergelang.block_weights.BlockWeights`. Model arithmetic (``a + b``, ``a - b``,
 ``a * weights``, ``weights * a``, ``a / number``, ``-a``) becomes a
-:class:`~mergelang.checked.LinearCombination`; anything else (``model * model``,
+:class:`~mergelang.check.checked_recipe.LinearCombination`; anything else (``model * model``,
 ``model + 0.5``) is a type error. Vector and map literals, block names and block ranges are
 checked here too, and so are the key patterns of elemental entries (``"attn2" in OUT: 0.5``).
 """
 
 from __future__ import annotations
 
-from mergelang import ast
 from mergelang.arch.blocks import SD_BLOCKS, block_range
-from mergelang.check_scope import (
+from mergelang.block_weights import (
+    BlockWeights,
+    KeySelector,
+    MapKey,
+    WeightsError,
+    selector_blocks,
+    suggest_block,
+)
+from mergelang.check.checked_recipe import LinearCombination, Term
+from mergelang.check.scope import (
     INVALID,
     BlockValue,
     CheckerState,
@@ -24,16 +32,8 @@ from mergelang.check_scope import (
     finite_number,
     is_block_word,
 )
-from mergelang.checked import LinearCombination, Term
 from mergelang.errors import Span
-from mergelang.weights import (
-    BlockWeights,
-    KeySelector,
-    MapKey,
-    WeightsError,
-    selector_blocks,
-    suggest_block,
-)
+from mergelang.lang import ast
 
 __all__ = ["WeightsChecker"]
 
