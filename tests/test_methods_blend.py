@@ -22,18 +22,26 @@ from run_helpers import assert_same_tensors, expected_output, load
 import mergelang
 from mergelang.arch import SD_BLOCKS, get_architecture
 from mergelang.errors import RecipeError
-from mergelang.methods import get_method
-from mergelang.methods.blend import (
-    geometric,
-    sigmoid_sum,
-    sigmoid_weight,
-    sum_twice,
-    tensor_sum,
-    triple_sum,
-)
-from mergelang.methods.linear import weighted_sum
+from mergelang.methods import MethodSpec, get_method
+from mergelang.methods.blend import sigmoid_weight, tensor_sum
 from mergelang.presets import BUILTIN_PRESETS
 from mergelang.testing import make_checkpoint
+
+
+def registered(name: str) -> MethodSpec:
+    """The method ``name``: called like its kernel, it allocates ``out`` when none is given
+    (whole tensors and chunks go through the kernel's one code path)."""
+    spec = get_method(name)
+    assert spec is not None, name
+    return spec
+
+
+geometric = registered("geometric")
+sigmoid_sum = registered("sigmoid_sum")
+sum_twice = registered("sum_twice")
+triple_sum = registered("triple_sum")
+weighted_sum = registered("weighted_sum")
+
 
 SCALE = 1 / 80
 """Width scale of the end-to-end fixtures (SD1 files of about 2 MB: the runs stay fast)."""

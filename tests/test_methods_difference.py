@@ -23,17 +23,28 @@ from run_helpers import assert_same_tensors, expected_output, load
 import mergelang
 from mergelang.arch import get_architecture
 from mergelang.errors import RecipeError
-from mergelang.methods import difference, get_method
+from mergelang.methods import MethodSpec, difference, get_method
 from mergelang.methods.difference import (
     gaussian_filter,
     median_filter3,
-    multiply_difference,
     reflect_indices,
-    similarity_add_difference,
     smooth_add,
-    train_difference,
 )
 from mergelang.testing import make_checkpoint
+
+
+def registered(name: str) -> MethodSpec:
+    """The method ``name``: called like its kernel, it allocates ``out`` when none is given
+    (whole tensors and chunks go through the kernel's one code path)."""
+    spec = get_method(name)
+    assert spec is not None, name
+    return spec
+
+
+multiply_difference = registered("multiply_difference")
+similarity_add_difference = registered("similarity_add_difference")
+train_difference = registered("train_difference")
+
 
 SCALE = 1 / 80
 """Width scale of the end-to-end fixtures (SD1 files of about 2 MB: the runs stay fast)."""

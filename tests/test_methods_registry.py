@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 import torch
@@ -18,17 +19,31 @@ from mergelang.methods import (
     REGISTRY,
     REQUIRED,
     MethodRegistry,
+    MethodSpec,
     Param,
     PluginError,
+    Range,
     RegistrationError,
+    Weights,
     get_method,
+    linear,
     load_entry_point_methods,
     method,
     method_names,
     suggest_method,
 )
-from mergelang.methods.linear import add_difference, weighted_sum
 from mergelang.presets import BUILTIN_PRESETS
+
+
+def registered(name: str) -> MethodSpec:
+    """The method ``name``: called like its kernel, it allocates ``out`` when none is given."""
+    spec = get_method(name)
+    assert spec is not None, name
+    return spec
+
+
+weighted_sum = registered("weighted_sum")
+add_difference = registered("add_difference")
 
 
 def tensors(seed: int, *shape: int, count: int = 3) -> list[torch.Tensor]:
@@ -63,7 +78,7 @@ def test_formulas_come_from_the_docstrings() -> None:
     assert ws.formula == "(1 - alpha) * A + alpha * B"
     assert ad.formula == "A + alpha * (B - C)"
     assert "float32" in ws.doc
-    assert ws.kernel is weighted_sum
+    assert ws.kernel is linear.weighted_sum
     assert ws.elementwise is True
     assert ws.needs_stats is False
 
@@ -252,18 +267,21 @@ def test_property_kernels_match_formulas_chunked(alpha: float, seed: int) -> Non
 # --- registering -------------------------------------------------------------------------
 
 
-def kernel_with_doc(a: Any, *, k: float) -> Any:
+def kernel_with_doc(
+    a: torch.Tensor, *, k: Annotated[float, Range(0, 4)] = 1.0, out: torch.Tensor
+) -> torch.Tensor:
+    """k * A"""
+    return torch.mul(a, k, out=out)
+
+
+def legacy_kernel(a: Any, *, k: float) -> Any:
     """k * A"""
     return k * a
 
 
 def test_register_in_a_private_registry() -> None:
     registry = MethodRegistry()
-    decorated = method(
-        "scale",
-        params=[Param("a", "model"), Param("k", "number", default=1.0, minimum=0, maximum=4)],
-        registry=registry,
-    )(kernel_with_doc)
+    decorated = method("scale", registry=registry)(kernel_with_doc)
     assert decorated is kernel_with_doc
     spec = registry.get("scale")
     assert spec is not None
@@ -278,46 +296,65 @@ def test_register_in_a_private_registry() -> None:
     assert k.range_error(5) == "k is at most 4, not 5"
     assert k.range_error(-0.5) == "k is at least 0, not -0.5"
     assert k.range_error(0) is None
+    assert torch.equal(spec(torch.tensor([1.0, -2.0]), k=3.0), torch.tensor([3.0, -6.0]))
 
 
 def test_registering_a_name_twice_raises() -> None:
     registry = MethodRegistry()
-    params = [Param("a", "model")]
-    method("twice", params=params, registry=registry)(kernel_with_doc)
+    method("twice", registry=registry)(kernel_with_doc)
     with pytest.raises(RegistrationError, match="'twice' is already registered"):
-        method("twice", params=params, registry=registry)(kernel_with_doc)
+        method("twice", registry=registry)(kernel_with_doc)
     with pytest.raises(RegistrationError, match="'weighted_sum' is already registered"):
-        method("weighted_sum", params=params)(kernel_with_doc)
+        method("weighted_sum")(kernel_with_doc)
     spec = get_method("weighted_sum")
     assert spec is not None
-    assert spec.kernel is weighted_sum
+    assert spec.kernel is linear.weighted_sum
 
 
 def test_variadic_signature_and_string_default() -> None:
     registry = MethodRegistry()
 
-    def ties(*models: Any, k: float, mode: str) -> Any:
+    def ties(
+        base: torch.Tensor,
+        *models: torch.Tensor,
+        alpha: Weights = 1.0,
+        k: Annotated[float, Range(0.0, 1.0)] = 0.2,
+        mode: str = 'sum"s',
+        seed: int = 0,
+    ) -> torch.Tensor:
         """C + alpha * elect(top_k(X - C))"""
         return models[0]
 
-    method(
-        "ties",
-        params=[
-            Param("base", "model"),
-            Param("models", "model", variadic=True),
-            Param("alpha", "weights", default=1.0),
-            Param("k", "number", default=0.2, minimum=0.0, maximum=1.0),
-            Param("mode", "string", default='sum"s'),
-            Param("seed", "int", default=0),
-        ],
-        needs_stats=False,
-        elementwise=False,
-        registry=registry,
-    )(ties)
+    method("ties", needs_stats=False, elementwise=False, registry=registry)(ties)
     spec = registry.get("ties")
     assert spec is not None
     assert spec.signature() == 'ties(base, *models, alpha=1.0, k=0.2, mode="sum\\"s", seed=0)'
     assert spec.elementwise is False
+    assert spec.params == (
+        Param("base", "model"),
+        Param("models", "model", variadic=True),
+        Param("alpha", "weights", default=1.0),
+        Param("k", "number", default=0.2, minimum=0.0, maximum=1.0),
+        Param("mode", "string", default='sum"s'),
+        Param("seed", "int", default=0),
+    )
+
+
+def test_a_params_list_still_registers_with_a_deprecation_warning() -> None:
+    registry = MethodRegistry()
+    with pytest.warns(DeprecationWarning, match=r"method scale: params=\[Param\(\.\.\.\)\] is"):
+        decorate = method(
+            "scale",
+            params=[Param("a", "model"), Param("k", "number", default=1.0, minimum=0)],
+            elementwise=False,
+            registry=registry,
+        )
+    assert decorate(legacy_kernel) is legacy_kernel
+    spec = registry.get("scale")
+    assert spec is not None
+    assert spec.signature() == "scale(a, k=1.0)"
+    assert spec.writes_out is False
+    assert torch.equal(spec.call_kernel([torch.ones(2)], {"k": 2.0}), torch.full((2,), 2.0))
 
 
 @pytest.mark.parametrize(
@@ -339,8 +376,11 @@ def test_variadic_signature_and_string_default() -> None:
     ],
 )
 def test_bad_method_definitions(params: list[Param], message: str) -> None:
-    with pytest.raises(RegistrationError, match=message):
-        method("bad", params=params, registry=MethodRegistry())(kernel_with_doc)
+    with (
+        pytest.warns(DeprecationWarning),
+        pytest.raises(RegistrationError, match=message),
+    ):
+        method("bad", params=params, registry=MethodRegistry())(legacy_kernel)
 
 
 @pytest.mark.parametrize(
@@ -361,16 +401,16 @@ def test_bad_params(build: Any, message: str) -> None:
 
 
 def test_kernel_without_docstring_is_refused() -> None:
-    def bare(a: Any) -> Any:
+    def bare(a: torch.Tensor) -> torch.Tensor:
         return a
 
     with pytest.raises(RegistrationError, match="needs a docstring stating its formula"):
-        method("bare", params=[Param("a", "model")], registry=MethodRegistry())(bare)
+        method("bare", elementwise=False, registry=MethodRegistry())(bare)
 
 
 def test_bad_method_name() -> None:
     with pytest.raises(RegistrationError, match="not an identifier"):
-        method("weighted-sum", params=[])
+        method("weighted-sum")
 
 
 def test_required_sentinel() -> None:
@@ -410,13 +450,43 @@ def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
 
 
 GOOD_PLUGIN = """
-from mergelang.methods import Param, method
+from __future__ import annotations
 
-@method("plugin_scaled_sum", params=[Param("a", "model"), Param("b", "model"),
-        Param("wa", "weights", default=1.0), Param("wb", "weights", default=1.0)])
-def plugin_scaled_sum(a, b, *, wa, wb):
+from typing import TYPE_CHECKING
+
+from mergelang.methods import Weights, method
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+
+@method("plugin_scaled_sum", elementwise=False)
+def plugin_scaled_sum(a: Tensor, b: Tensor, *, wa: Weights = 1.0, wb: Weights = 1.0) -> Tensor:
     '''wA * A + wB * B'''
     return wa * a + wb * b
+"""
+
+RUNTIME_ANNOTATIONS_PLUGIN = """
+from typing import Annotated
+
+from mergelang.methods import Doc, Range, Weights, method
+
+
+def register():
+    @method("plugin_callable_sum")
+    def plugin_callable_sum(
+        a: Annotated["Tensor", Doc("model A")],
+        b: "Tensor",
+        *,
+        wa: Annotated[Weights, Range(0, 2)] = 1.0,
+        label: "str | None" = None,
+        out: "Tensor",
+    ) -> "Tensor":
+        '''wA * A + B'''
+        import torch
+
+        torch.mul(a, wa, out=out)
+        return out.add_(b)
 """
 
 
@@ -432,19 +502,23 @@ def test_entry_point_plugin_registers_methods(plugin_dir: Path) -> None:
 
 
 def test_entry_point_callable_registers(plugin_dir: Path) -> None:
-    source = GOOD_PLUGIN.replace("@method(", "def register():\n  @method(").replace(
-        "\ndef plugin_scaled_sum", "\n  def plugin_scaled_sum"
-    )
-    source = source.replace("\n    '''", "\n      '''").replace("\n    return", "\n      return")
-    source = source.replace('"plugin_scaled_sum"', '"plugin_callable_sum"')
     make_plugin(
         plugin_dir,
         "mlplugin-callable",
         "mlplugin_callable",
-        source,
+        RUNTIME_ANNOTATIONS_PLUGIN,
         value="mlplugin_callable:register",
     )
     assert load_entry_point_methods() == ["plugin_callable_sum"]
+    spec = registered("plugin_callable_sum")
+    assert spec.params == (
+        Param("a", "model", doc="model A"),
+        Param("b", "model"),
+        Param("wa", "weights", default=1.0, minimum=0, maximum=2),
+        Param("label", "string", default=None),
+    )
+    a, b = torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.25])
+    assert torch.equal(spec(a, b, wa=2.0), torch.tensor([2.5, 4.25]))
 
 
 def test_broken_plugin_is_named(plugin_dir: Path) -> None:
@@ -478,7 +552,26 @@ def test_plugin_taking_a_builtin_name(plugin_dir: Path) -> None:
         load_entry_point_methods()
     spec = get_method("weighted_sum")
     assert spec is not None
-    assert spec.kernel is weighted_sum
+    assert spec.kernel is linear.weighted_sum
+
+
+def test_a_plugin_registers_without_importing_torch(tmp_path: Path) -> None:
+    make_plugin(tmp_path, "mlplugin-lazy", "mlplugin_lazy", GOOD_PLUGIN)
+    code = (
+        "import sys\n"
+        "from mergelang.methods import get_method\n"
+        "spec = get_method('plugin_scaled_sum')\n"
+        "print(spec.signature(), 'torch' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])},
+    )
+    assert result.stdout.strip() == "plugin_scaled_sum(a, b, wa=1.0, wb=1.0) False"
 
 
 # --- no torch at import ------------------------------------------------------------------

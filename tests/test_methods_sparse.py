@@ -26,12 +26,13 @@ from mergelang.errors import RecipeError
 from mergelang.io.readers import SafetensorsReader
 from mergelang.lang.parser import parse
 from mergelang.methods import get_method
-from mergelang.methods.linear import add_difference
 from mergelang.methods.sparse import dare, dare_mask_seed, kept_count, ties
 from mergelang.testing import checkpoint_tensors, make_checkpoint
 
 SHAPES = [(), (1,), (7,), (64, 33), (4, 3, 3, 3)]
 ORIGINS = [torch.float32, torch.float16, torch.bfloat16]
+ADD_DIFFERENCE = get_method("add_difference")
+"""add_difference, called as the executor calls it (``out`` allocated)."""
 
 # ---- references ------------------------------------------------------------------------------
 
@@ -168,7 +169,7 @@ def test_ties_with_one_model_and_density_1_is_add_difference(
     numel: int, alpha: float, seed: int
 ) -> None:
     base, model = tensors(2, (numel,), torch.float16, seed)
-    expected = add_difference(base, model, base, alpha=alpha)
+    expected = ADD_DIFFERENCE(base, model, base, alpha=alpha)
     assert torch.equal(ties(base, model, density=1.0, alpha=alpha), expected)
 
 
@@ -266,7 +267,7 @@ def test_dare_with_drop_0_and_one_model_is_add_difference(
     numel: int, alpha: float, seed: int
 ) -> None:
     base, model = tensors(2, (numel,), torch.bfloat16, seed)
-    expected = add_difference(base, model, base, alpha=alpha)
+    expected = ADD_DIFFERENCE(base, model, base, alpha=alpha)
     assert torch.equal(dare(base, model, drop=0.0, alpha=alpha, seed=seed, key="k"), expected)
 
 

@@ -6,8 +6,8 @@ default, so the text encoders stay A's unless the recipe says otherwise).
 The elementwise kernels take float32 tensors (anything else is cast) and compute exactly
 the formula in their docstring, in float32, in the order written, each product rounded to
 float32 and then added left to right, so a chunk of a key gives the same bits as the whole
-key. ``out``, when given, receives the result (float32, the result's shape, sharing no
-memory with an input).
+key. ``out`` receives the result (float32, the result's shape, sharing no memory with an
+input).
 
 Powers (:func:`power_product`, used by ``geometric`` and ``multiply_difference``) are
 computed as ``exp((1 - alpha) * log x + alpha * log y)`` in float64 and then rounded to
@@ -23,17 +23,11 @@ their shapes.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from mergelang.methods.common import (
-    MODEL_A_KEPT,
-    MODEL_B_TAKEN,
-    as_float32,
-    base_param,
-    into,
-    lerp,
-)
-from mergelang.methods.registry import Param, method
+from mergelang.methods.common import ModelAKept, ModelBTaken, as_float32, base_number, lerp
+from mergelang.methods.params import BaseDefault, Doc, Range, Weights
+from mergelang.methods.registry import method
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -54,36 +48,26 @@ __all__ = [
 # Three-model interpolations
 
 
-@method(
-    "triple_sum",
-    params=[
-        Param("a", "model", doc="model A: kept where alpha and beta are 0"),
-        Param("b", "model", doc="model B: its share is alpha"),
-        Param("c", "model", doc="model C: its share is beta"),
-        Param(
-            "alpha",
-            "weights",
-            base_default=0.0,
-            doc="B's share per block; an unset BASE is 0 (A's text encoder kept) unless "
-            "base= gives one",
-        ),
-        Param(
-            "beta",
-            "weights",
-            base_default=0.0,
-            doc="C's share per block; an unset BASE is 0; A keeps 1 - alpha - beta",
-        ),
-        base_param("alpha", "B's share"),
-    ],
-)
+@method("triple_sum")
 def triple_sum(
-    a: Tensor,
-    b: Tensor,
-    c: Tensor,
+    a: Annotated[Tensor, Doc("model A: kept where alpha and beta are 0")],
+    b: Annotated[Tensor, Doc("model B: its share is alpha")],
+    c: Annotated[Tensor, Doc("model C: its share is beta")],
     *,
-    alpha: float,
-    beta: float,
-    out: Tensor | None = None,
+    alpha: Annotated[
+        Weights,
+        Doc(
+            "B's share per block; an unset BASE is 0 (A's text encoder kept) unless base= gives one"
+        ),
+        BaseDefault(0.0),
+        base_number("alpha", "B's share"),
+    ],
+    beta: Annotated[
+        Weights,
+        Doc("C's share per block; an unset BASE is 0; A keeps 1 - alpha - beta"),
+        BaseDefault(0.0),
+    ],
+    out: Tensor,
 ) -> Tensor:
     """(1 - alpha - beta) * A + alpha * B + beta * C
 
@@ -94,43 +78,32 @@ def triple_sum(
     import torch
 
     a, b, c = as_float32(a), as_float32(b), as_float32(c)
-    if out is None:
-        return (1 - alpha - beta) * a + alpha * b + beta * c
     torch.mul(a, 1 - alpha - beta, out=out)
     out.add_(alpha * b)
     return out.add_(beta * c)
 
 
-@method(
-    "sum_twice",
-    params=[
-        Param("a", "model", doc="model A: kept where alpha and beta are 0"),
-        Param("b", "model", doc="model B: blended into A first, with share alpha"),
-        Param("c", "model", doc="model C: blended into that result, with share beta"),
-        Param(
-            "alpha",
-            "weights",
-            base_default=0.0,
-            doc="B's share in the first weighted sum, per block; an unset BASE is 0 "
-            "(A's text encoder kept) unless base= gives one",
-        ),
-        Param(
-            "beta",
-            "weights",
-            base_default=0.0,
-            doc="C's share in the second weighted sum, per block; an unset BASE is 0",
-        ),
-        base_param("alpha", "B's share"),
-    ],
-)
+@method("sum_twice")
 def sum_twice(
-    a: Tensor,
-    b: Tensor,
-    c: Tensor,
+    a: Annotated[Tensor, Doc("model A: kept where alpha and beta are 0")],
+    b: Annotated[Tensor, Doc("model B: blended into A first, with share alpha")],
+    c: Annotated[Tensor, Doc("model C: blended into that result, with share beta")],
     *,
-    alpha: float,
-    beta: float,
-    out: Tensor | None = None,
+    alpha: Annotated[
+        Weights,
+        Doc(
+            "B's share in the first weighted sum, per block; an unset BASE is 0 "
+            "(A's text encoder kept) unless base= gives one"
+        ),
+        BaseDefault(0.0),
+        base_number("alpha", "B's share"),
+    ],
+    beta: Annotated[
+        Weights,
+        Doc("C's share in the second weighted sum, per block; an unset BASE is 0"),
+        BaseDefault(0.0),
+    ],
+    out: Tensor,
 ) -> Tensor:
     """(1 - beta) * ((1 - alpha) * A + alpha * B) + beta * C
 
@@ -138,8 +111,6 @@ def sum_twice(
     weighted_sum(A, B, alpha) bit for bit. From SuperMerger and sd-meh.
     """
     a, b, c = as_float32(a), as_float32(b), as_float32(c)
-    if out is None:
-        return (1 - beta) * ((1 - alpha) * a + alpha * b) + beta * c
     lerp(a, b, alpha, out)
     out.mul_(1 - beta)
     return out.add_(beta * c)
@@ -163,25 +134,23 @@ def sigmoid_weight(alpha: float) -> float:
     return 0.5 - math.sin(math.asin(1 - 2 * alpha) / 3)
 
 
-@method(
-    "sigmoid_sum",
-    params=[
-        MODEL_A_KEPT,
-        MODEL_B_TAKEN,
-        Param(
-            "alpha",
-            "weights",
-            default=0.5,
-            minimum=0.0,
-            maximum=1.0,
-            base_default=0.0,
-            doc="the position on Merge Board's sigmoid curve per block (0 = A, 1 = B); an "
-            "unset BASE is 0 (A's text encoder kept) unless base= gives one",
+@method("sigmoid_sum")
+def sigmoid_sum(
+    a: ModelAKept,
+    b: ModelBTaken,
+    *,
+    alpha: Annotated[
+        Weights,
+        Doc(
+            "the position on Merge Board's sigmoid curve per block (0 = A, 1 = B); an "
+            "unset BASE is 0 (A's text encoder kept) unless base= gives one"
         ),
-        base_param("alpha", "the curve position"),
-    ],
-)
-def sigmoid_sum(a: Tensor, b: Tensor, *, alpha: float, out: Tensor | None = None) -> Tensor:
+        Range(0.0, 1.0),
+        BaseDefault(0.0),
+        base_number("alpha", "the curve position"),
+    ] = 0.5,
+    out: Tensor,
+) -> Tensor:
     """(1 - s) * A + s * B, s = 1/2 - sin(asin(1 - 2 * alpha) / 3)
 
     Merge Board's sigmoid mode: a weighted sum whose share ``s`` of B is the inverse
@@ -210,25 +179,23 @@ def power_product(x: Tensor, y: Tensor, alpha: float) -> Tensor:
     return logs.exp_().to(torch.float32)
 
 
-@method(
-    "geometric",
-    params=[
-        MODEL_A_KEPT,
-        MODEL_B_TAKEN,
-        Param(
-            "alpha",
-            "weights",
-            default=0.5,
-            minimum=0.0,
-            maximum=1.0,
-            base_default=0.0,
-            doc="B's exponent per block (0 = A, 1 = B); an unset BASE is 0 (A's text "
-            "encoder kept) unless base= gives one",
+@method("geometric")
+def geometric(
+    a: ModelAKept,
+    b: ModelBTaken,
+    *,
+    alpha: Annotated[
+        Weights,
+        Doc(
+            "B's exponent per block (0 = A, 1 = B); an unset BASE is 0 (A's text "
+            "encoder kept) unless base= gives one"
         ),
-        base_param("alpha", "B's exponent"),
-    ],
-)
-def geometric(a: Tensor, b: Tensor, *, alpha: float, out: Tensor | None = None) -> Tensor:
+        Range(0.0, 1.0),
+        BaseDefault(0.0),
+        base_number("alpha", "B's exponent"),
+    ] = 0.5,
+    out: Tensor,
+) -> Tensor:
     """Re(A^(1 - alpha) * B^alpha) = s * |A|^(1 - alpha) * |B|^alpha
 
     The weighted geometric mean of each pair of elements, taken on the complex plane (the
@@ -252,7 +219,7 @@ def geometric(a: Tensor, b: Tensor, *, alpha: float, out: Tensor | None = None) 
     if cosine != 1.0:
         factor = torch.where(negative_a != (b < 0), cosine, 1.0).to(torch.float32)
         magnitude = magnitude * factor
-    return into(torch.where(negative_a, -magnitude, magnitude), out)
+    return torch.where(negative_a, -magnitude, magnitude, out=out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,36 +239,31 @@ def tensor_rows(count: int, alpha: float, beta: float) -> tuple[int, int, bool]:
     return math.floor(count * (alpha + beta - 1)), math.floor(count * beta), False
 
 
-@method(
-    "tensor_sum",
-    params=[
-        Param("a", "model", doc="model A: every row outside the window"),
-        Param("b", "model", doc="model B: the rows inside the window"),
-        Param(
-            "alpha",
-            "weights",
-            default=0.5,
-            minimum=0.0,
-            maximum=1.0,
-            base_default=0.0,
-            doc="the window's width per block, as a fraction of dim 0 (0 = A unchanged, "
-            "1 = B); an unset BASE is 0 (A's text encoder kept) unless base= gives one",
+@method("tensor_sum", elementwise=False)
+def tensor_sum(
+    a: Annotated[Tensor, Doc("model A: every row outside the window")],
+    b: Annotated[Tensor, Doc("model B: the rows inside the window")],
+    *,
+    alpha: Annotated[
+        Weights,
+        Doc(
+            "the window's width per block, as a fraction of dim 0 (0 = A unchanged, "
+            "1 = B); an unset BASE is 0 (A's text encoder kept) unless base= gives one"
         ),
-        Param(
-            "beta",
-            "weights",
-            default=0.0,
-            minimum=0.0,
-            maximum=1.0,
-            base_default=0.0,
-            doc="where the window starts per block, as a fraction of dim 0; a window that "
-            "runs past the last row continues at row 0",
+        Range(0.0, 1.0),
+        BaseDefault(0.0),
+        base_number("alpha", "the window's width"),
+    ] = 0.5,
+    beta: Annotated[
+        Weights,
+        Doc(
+            "where the window starts per block, as a fraction of dim 0; a window that "
+            "runs past the last row continues at row 0"
         ),
-        base_param("alpha", "the window's width"),
-    ],
-    elementwise=False,
-)
-def tensor_sum(a: Tensor, b: Tensor, *, alpha: float, beta: float) -> Tensor:
+        Range(0.0, 1.0),
+        BaseDefault(0.0),
+    ] = 0.0,
+) -> Tensor:
     """A with rows [floor(n * beta), floor(n * (alpha + beta))) of dim 0 taken from B
 
     n is the size of dim 0; a 1-D tensor exchanges single elements, and a 0-D tensor counts

@@ -8,7 +8,7 @@ or ``base=``.
 
 The elementwise kernels take float32 tensors (anything else is cast) and compute exactly
 the formula in their docstring, in float32, in the order the docstring states, so a chunk of
-a key gives the same bits as the whole key; ``out``, when given, receives the result.
+a key gives the same bits as the whole key; ``out`` receives the result.
 ``smooth_add`` filters across neighbouring elements, so it gets each key's whole tensors in
 their shapes; its filters (:func:`median_filter3`, :func:`gaussian_filter`) reproduce
 ``scipy.ndimage.median_filter(x, size=3)`` and ``scipy.ndimage.gaussian_filter(x, sigma=1)``
@@ -19,11 +19,18 @@ with scipy element by element on tensors of 1 to 5 dimensions).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 from mergelang.methods.blend import power_product
-from mergelang.methods.common import as_float32, base_param
-from mergelang.methods.registry import Param, method
+from mergelang.methods.common import (
+    DiffReferenceC,
+    DiffSourceB,
+    DiffTargetA,
+    as_float32,
+    base_number,
+)
+from mergelang.methods.params import BaseDefault, Doc, Range, Weights
+from mergelang.methods.registry import method
 
 if TYPE_CHECKING:
     import torch
@@ -57,24 +64,21 @@ slab-sized tensors then stay in the processor's caches."""
 # Elementwise
 
 
-@method(
-    "train_difference",
-    params=[
-        Param("a", "model", doc="model A: the base the difference is added to"),
-        Param("b", "model", doc="model B: the trained model"),
-        Param("c", "model", doc="model C: what B was trained from"),
-        Param(
-            "alpha",
-            "weights",
-            default=1.0,
-            doc="how much of the scaled difference to add per block (no BASE default: give "
-            "26 values, a BASE: or default: entry, or base=)",
-        ),
-        base_param("alpha", "the multiplier"),
-    ],
-)
+@method("train_difference")
 def train_difference(
-    a: Tensor, b: Tensor, c: Tensor, *, alpha: float, out: Tensor | None = None
+    a: DiffTargetA,
+    b: Annotated[Tensor, Doc("model B: the trained model")],
+    c: Annotated[Tensor, Doc("model C: what B was trained from")],
+    *,
+    alpha: Annotated[
+        Weights,
+        Doc(
+            "how much of the scaled difference to add per block (no BASE default: give "
+            "26 values, a BASE: or default: entry, or base=)"
+        ),
+        base_number("alpha", "the multiplier"),
+    ] = 1.0,
+    out: Tensor,
 ) -> Tensor:
     """A + 1.8 * alpha * sign(B - C) * |B - C| * |B - A| / (|B - C| + |B - A|)
 
@@ -93,46 +97,34 @@ def train_difference(
     total = trained_size + distance
     share = torch.where(total == 0, 0.0, distance / total)
     delta = torch.sign(trained).mul_(share).mul_(trained_size).mul_(alpha * 1.8)
-    if out is None:
-        return a + delta
     return torch.add(a, delta, out=out)
 
 
-@method(
-    "multiply_difference",
-    params=[
-        Param("a", "model", doc="model A: its difference from C has exponent 1 - alpha"),
-        Param("b", "model", doc="model B: its difference from C has exponent alpha"),
-        Param("c", "model", doc="model C: the common base both differences start from"),
-        Param(
-            "alpha",
-            "weights",
-            default=0.5,
-            minimum=0.0,
-            maximum=1.0,
-            base_default=0.0,
-            doc="B's exponent in the geometric mean of |A - C| and |B - C|, per block; an "
-            "unset BASE is 0 (A, up to rounding) unless base= gives one",
-        ),
-        Param(
-            "beta",
-            "weights",
-            default=0.5,
-            base_default=0.0,
-            doc="where between A (0) and B (1) the sign of the difference is read, per "
-            "block; an unset BASE is 0",
-        ),
-        base_param("alpha", "B's exponent"),
-    ],
-)
+@method("multiply_difference")
 def multiply_difference(
-    a: Tensor,
-    b: Tensor,
-    c: Tensor,
+    a: Annotated[Tensor, Doc("model A: its difference from C has exponent 1 - alpha")],
+    b: Annotated[Tensor, Doc("model B: its difference from C has exponent alpha")],
+    c: Annotated[Tensor, Doc("model C: the common base both differences start from")],
     *,
-    alpha: float,
-    beta: float,
-    out: Tensor | None = None,
+    alpha: Annotated[
+        Weights,
+        Doc(
+            "B's exponent in the geometric mean of |A - C| and |B - C|, per block; an "
+            "unset BASE is 0 (A, up to rounding) unless base= gives one"
+        ),
+        Range(0.0, 1.0),
+        BaseDefault(0.0),
+        base_number("alpha", "B's exponent"),
+    ] = 0.5,
+    beta: Annotated[
+        Weights,
+        Doc(
+            "where between A (0) and B (1) the sign of the difference is read, per "
+            "block; an unset BASE is 0"
+        ),
+        BaseDefault(0.0),
+    ] = 0.5,
+    out: Tensor,
 ) -> Tensor:
     """C + sign((1 - beta) * A + beta * B - C) * |A - C|^(1 - alpha) * |B - C|^alpha
 
@@ -151,46 +143,34 @@ def multiply_difference(
     magnitude = power_product((a - c).abs_(), (b - c).abs_(), alpha)
     blended = (1 - beta) * a + beta * b
     direction = torch.sign(blended.sub_(c))
-    if out is None:
-        return c + direction * magnitude
     torch.mul(direction, magnitude, out=out)
     return out.add_(c)
 
 
-@method(
-    "similarity_add_difference",
-    params=[
-        Param("a", "model", doc="model A: the base the difference is added to"),
-        Param("b", "model", doc="model B: the model whose difference from C is added"),
-        Param("c", "model", doc="model C: what B is compared with (usually B's own base)"),
-        Param(
-            "alpha",
-            "weights",
-            default=1.0,
-            doc="how much of B - C to add per block, as in add_difference (no BASE "
-            "default: give 26 values, a BASE: or default: entry, or base=)",
-        ),
-        Param(
-            "beta",
-            "weights",
-            default=1.0,
-            minimum=0.0,
-            maximum=1.0,
-            base_default=0.0,
-            doc="how far elements where A and B agree move from the add difference to the "
-            "weighted sum, per block (0 = plain add difference); an unset BASE is 0",
-        ),
-        base_param("alpha", "the multiplier"),
-    ],
-)
+@method("similarity_add_difference")
 def similarity_add_difference(
-    a: Tensor,
-    b: Tensor,
-    c: Tensor,
+    a: DiffTargetA,
+    b: DiffSourceB,
+    c: DiffReferenceC,
     *,
-    alpha: float,
-    beta: float,
-    out: Tensor | None = None,
+    alpha: Annotated[
+        Weights,
+        Doc(
+            "how much of B - C to add per block, as in add_difference (no BASE "
+            "default: give 26 values, a BASE: or default: entry, or base=)"
+        ),
+        base_number("alpha", "the multiplier"),
+    ] = 1.0,
+    beta: Annotated[
+        Weights,
+        Doc(
+            "how far elements where A and B agree move from the add difference to the "
+            "weighted sum, per block (0 = plain add difference); an unset BASE is 0"
+        ),
+        Range(0.0, 1.0),
+        BaseDefault(0.0),
+    ] = 1.0,
+    out: Tensor,
 ) -> Tensor:
     """(1 - s) * (A + alpha * (B - C)) + s * ((1 - alpha / 2) * A + (alpha / 2) * B)
 
@@ -212,8 +192,6 @@ def similarity_add_difference(
     blended = (1 - alpha / 2) * a + (alpha / 2) * b
     kept = (1 - similarity).mul_(added)
     moved = similarity.mul_(blended)
-    if out is None:
-        return kept.add_(moved)
     return torch.add(kept, moved, out=out)
 
 
@@ -400,24 +378,21 @@ def _folded_taps(size: int, weights: list[float]) -> list[list[float]]:
     return folded
 
 
-@method(
-    "smooth_add",
-    params=[
-        Param("a", "model", doc="model A: the base the smoothed difference is added to"),
-        Param("b", "model", doc="model B: the model whose difference from C is added"),
-        Param("c", "model", doc="model C: what B is compared with (usually B's own base)"),
-        Param(
-            "alpha",
-            "weights",
-            default=1.0,
-            doc="how much of the smoothed B - C to add per block (no BASE default: give 26 "
-            "values, a BASE: or default: entry, or base=)",
+@method("smooth_add", elementwise=False)
+def smooth_add(
+    a: Annotated[Tensor, Doc("model A: the base the smoothed difference is added to")],
+    b: DiffSourceB,
+    c: DiffReferenceC,
+    *,
+    alpha: Annotated[
+        Weights,
+        Doc(
+            "how much of the smoothed B - C to add per block (no BASE default: give 26 "
+            "values, a BASE: or default: entry, or base=)"
         ),
-        base_param("alpha", "the multiplier"),
-    ],
-    elementwise=False,
-)
-def smooth_add(a: Tensor, b: Tensor, c: Tensor, *, alpha: float) -> Tensor:
+        base_number("alpha", "the multiplier"),
+    ] = 1.0,
+) -> Tensor:
     """A + alpha * gaussian_filter(median_filter(B - C, size=3), sigma=1)
 
     SuperMerger's "smooth add difference": B - C (float32) goes through a 3-wide median

@@ -29,10 +29,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Final, TypeAlias
 
-from mergelang.methods.common import MODEL_A_KEPT, MODEL_B_TAKEN, as_float32
-from mergelang.methods.registry import Param, method
+from mergelang.methods.common import (
+    DiffSourceB,
+    ModelAKept,
+    ModelBTaken,
+    as_float32,
+    base_number,
+)
+from mergelang.methods.params import BaseDefault, BaseNumber, Doc, Range, Weights
+from mergelang.methods.registry import method
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -104,35 +111,22 @@ def _flat_cosine(x: Tensor, y: Tensor) -> float:
 # slerp
 
 
-@method(
-    "slerp",
-    params=[
-        MODEL_A_KEPT,
-        MODEL_B_TAKEN,
-        Param(
-            "alpha",
-            "weights",
-            default=0.5,
-            minimum=0.0,
-            maximum=1.0,
-            base_default=0.0,
-            doc="how far along the arc from A to B, per block (0..1); an unset BASE is 0 "
-            "(A's text encoder kept) unless base= gives one",
+@method("slerp", elementwise=False)
+def slerp(
+    a: ModelAKept,
+    b: ModelBTaken,
+    *,
+    alpha: Annotated[
+        Weights,
+        Doc(
+            "how far along the arc from A to B, per block (0..1); an unset BASE is 0 "
+            "(A's text encoder kept) unless base= gives one"
         ),
-        Param(
-            "base",
-            "number",
-            default=None,
-            minimum=0.0,
-            maximum=1.0,
-            base_of="alpha",
-            doc="alpha for BASE (text encoders and other keys outside the U-Net blocks); "
-            "overrides the BASE that alpha sets",
-        ),
-    ],
-    elementwise=False,
-)
-def slerp(a: Tensor, b: Tensor, *, alpha: float) -> Tensor:
+        Range(0.0, 1.0),
+        BaseDefault(0.0),
+        base_number("alpha", "alpha", minimum=0.0, maximum=1.0),
+    ] = 0.5,
+) -> Tensor:
     """sin((1 - alpha) * theta) / sin(theta) * A + sin(alpha * theta) / sin(theta) * B
 
     ``theta`` is the angle between A and B, each flattened: ``acos(A . B / (|A| |B|))``
@@ -167,31 +161,21 @@ def slerp(a: Tensor, b: Tensor, *, alpha: float) -> Tensor:
 # add_perpendicular
 
 
-@method(
-    "add_perpendicular",
-    params=[
-        Param("a", "model", doc="model A: the base the perpendicular part is added to"),
-        Param("b", "model", doc="model B: the model whose difference from C is added"),
-        Param("c", "model", doc="model C: the common ancestor of A and B"),
-        Param(
-            "alpha",
-            "weights",
-            default=1.0,
-            doc="how much of the perpendicular part of B - C to add per block (negative "
-            "subtracts; no BASE default: give 26 values, a BASE: or default: entry, or base=)",
+@method("add_perpendicular", elementwise=False)
+def add_perpendicular(
+    a: Annotated[Tensor, Doc("model A: the base the perpendicular part is added to")],
+    b: DiffSourceB,
+    c: Annotated[Tensor, Doc("model C: the common ancestor of A and B")],
+    *,
+    alpha: Annotated[
+        Weights,
+        Doc(
+            "how much of the perpendicular part of B - C to add per block (negative "
+            "subtracts; no BASE default: give 26 values, a BASE: or default: entry, or base=)"
         ),
-        Param(
-            "base",
-            "number",
-            default=None,
-            base_of="alpha",
-            doc="the multiplier for BASE (text encoders and other keys outside the U-Net "
-            "blocks); overrides the BASE that alpha sets",
-        ),
-    ],
-    elementwise=False,
-)
-def add_perpendicular(a: Tensor, b: Tensor, c: Tensor, *, alpha: float) -> Tensor:
+        base_number("alpha", "the multiplier"),
+    ] = 1.0,
+) -> Tensor:
     """A + alpha * ((B - C) - ((A - C) . (B - C)) / ((A - C) . (A - C)) * (A - C))
 
     The part of B's difference from C that is perpendicular to A's difference from C, dot
@@ -213,52 +197,37 @@ def add_perpendicular(a: Tensor, b: Tensor, c: Tensor, *, alpha: float) -> Tenso
 # extract
 
 
-@method(
-    "extract",
-    params=[
-        Param("a", "model", doc="model A: the base the extracted features are added to"),
-        Param("b", "model", doc="model B: its difference from A is one feature source"),
-        Param("c", "model", doc="model C: its difference from A is the other feature source"),
-        Param(
-            "alpha",
-            "weights",
-            default=0.5,
-            minimum=0.0,
-            maximum=1.0,
-            doc="mix of the two differences per block: 0 takes B - A, 1 takes C - A (no "
-            "BASE default: give 26 values, a BASE: or default: entry, or base=)",
+@method("extract", elementwise=False)
+def extract(
+    a: Annotated[Tensor, Doc("model A: the base the extracted features are added to")],
+    b: Annotated[Tensor, Doc("model B: its difference from A is one feature source")],
+    c: Annotated[Tensor, Doc("model C: its difference from A is the other feature source")],
+    *,
+    alpha: Annotated[
+        Weights,
+        Doc(
+            "mix of the two differences per block: 0 takes B - A, 1 takes C - A (no "
+            "BASE default: give 26 values, a BASE: or default: entry, or base=)"
         ),
-        Param(
-            "beta",
-            "weights",
-            default=0.0,
-            minimum=0.0,
-            maximum=1.0,
-            doc="per block, 0 keeps what B - A and C - A share (similar rows), 1 what they "
-            "do not (dissimilar rows), 0.5 both alike (no BASE default)",
+        Range(0.0, 1.0),
+        base_number("alpha", "alpha", minimum=0.0, maximum=1.0),
+    ] = 0.5,
+    beta: Annotated[
+        Weights,
+        Doc(
+            "per block, 0 keeps what B - A and C - A share (similar rows), 1 what they "
+            "do not (dissimilar rows), 0.5 both alike (no BASE default)"
         ),
-        Param(
-            "gamma",
-            "number",
-            default=1.0,
-            minimum=0.0,
-            doc="sharpness of the similarity weighting (SuperMerger's opt value); 0 ignores "
-            "similarity",
+        Range(0.0, 1.0),
+    ] = 0.0,
+    gamma: Annotated[
+        float,
+        Doc(
+            "sharpness of the similarity weighting (SuperMerger's opt value); 0 ignores similarity"
         ),
-        Param(
-            "base",
-            "number",
-            default=None,
-            minimum=0.0,
-            maximum=1.0,
-            base_of="alpha",
-            doc="alpha for BASE (text encoders and other keys outside the U-Net blocks); "
-            "overrides the BASE that alpha sets",
-        ),
-    ],
-    elementwise=False,
-)
-def extract(a: Tensor, b: Tensor, c: Tensor, *, alpha: float, beta: float, gamma: float) -> Tensor:
+        Range(minimum=0.0),
+    ] = 1.0,
+) -> Tensor:
     """A + lerp(B - A, C - A, alpha) * lerp(d, 1 - d, beta), d = ((r + 1) / 2) ** gamma
 
     SuperMerger's ``extract`` calc mode: ``r`` is the cosine similarity of B - A and C - A
@@ -418,36 +387,30 @@ def _cosine_mix(
     return result.reshape(shape)
 
 
-def _cosine_params(favoured: str) -> list[Param]:
-    return [
-        Param("a", "model", doc="model A: taken where its columns are most like B's"),
-        Param("b", "model", doc="model B: taken where the columns differ most"),
-        Param(
-            "alpha",
-            "weights",
-            default=0.5,
-            doc=f"per block, how far to shift toward B ({favoured}): subtracted from the "
-            "normalised similarity before clamping to 0..1 (no BASE default: give 26 "
-            "values, a BASE: or default: entry, or base=)",
-        ),
-        Param(
-            "base",
-            "number",
-            default=None,
-            base_of="alpha",
-            doc="alpha for BASE (text encoders, VAE and other keys outside the U-Net "
-            "blocks); overrides the BASE that alpha sets",
-        ),
-    ]
-
-
-@method(
-    "cosine_a",
-    params=_cosine_params("its sign is ignored"),
-    elementwise=False,
-    stats=cosine_a_statistics,
+CosineA: TypeAlias = Annotated["Tensor", Doc("model A: taken where its columns are most like B's")]
+CosineB: TypeAlias = Annotated["Tensor", Doc("model B: taken where the columns differ most")]
+COSINE_BASE: Final = BaseNumber(
+    "alpha for BASE (text encoders, VAE and other keys outside the U-Net blocks); "
+    "overrides the BASE that alpha sets"
 )
-def cosine_a(a: Tensor, b: Tensor, *, alpha: float, stats: SimilarityRange) -> Tensor:
+
+
+def _cosine_alpha_doc(favoured: str) -> Doc:
+    return Doc(
+        f"per block, how far to shift toward B ({favoured}): subtracted from the "
+        "normalised similarity before clamping to 0..1 (no BASE default: give 26 "
+        "values, a BASE: or default: entry, or base=)"
+    )
+
+
+@method("cosine_a", elementwise=False, stats=cosine_a_statistics)
+def cosine_a(
+    a: CosineA,
+    b: CosineB,
+    *,
+    alpha: Annotated[Weights, _cosine_alpha_doc("its sign is ignored"), COSINE_BASE] = 0.5,
+    stats: SimilarityRange,
+) -> Tensor:
     """k * A + (1 - k) * B, k = clamp((s - lo) / (hi - lo) - |alpha|, 0, 1) per column
 
     SuperMerger's cosineA: ``s`` is :func:`cosine_a_similarity` of the key's columns
@@ -460,13 +423,14 @@ def cosine_a(a: Tensor, b: Tensor, *, alpha: float, stats: SimilarityRange) -> T
     return _cosine_mix(a, b, cosine_a_similarity(a, b), abs(alpha), stats)
 
 
-@method(
-    "cosine_b",
-    params=_cosine_params("negative shifts toward A"),
-    elementwise=False,
-    stats=cosine_b_statistics,
-)
-def cosine_b(a: Tensor, b: Tensor, *, alpha: float, stats: SimilarityRange) -> Tensor:
+@method("cosine_b", elementwise=False, stats=cosine_b_statistics)
+def cosine_b(
+    a: CosineA,
+    b: CosineB,
+    *,
+    alpha: Annotated[Weights, _cosine_alpha_doc("negative shifts toward A"), COSINE_BASE] = 0.5,
+    stats: SimilarityRange,
+) -> Tensor:
     """k * A + (1 - k) * B, k = clamp((s - lo) / (hi - lo) - alpha, 0, 1) per column
 
     SuperMerger's cosineB: ``s`` is :func:`cosine_b_similarity` of the key's columns

@@ -3,45 +3,47 @@
 Kernels take float32 tensors (the executor casts; anything else is cast here too) and
 compute exactly the formula in their docstring, in float32, in the order written, so the
 result equals that formula evaluated on whole float32 tensors bit for bit, whatever chunks
-the executor splits a tensor into. ``out``, when given, receives the result (it must have
-the result's shape, be float32, and share no memory with an input).
+the executor splits a tensor into. ``out`` receives the result (it has the result's shape,
+is float32, and shares no memory with an input).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from mergelang.methods.common import MODEL_A_KEPT, MODEL_B_TAKEN, as_float32, lerp
-from mergelang.methods.registry import Param, method
+from mergelang.methods.common import (
+    DiffReferenceC,
+    DiffSourceB,
+    DiffTargetA,
+    ModelAKept,
+    ModelBTaken,
+    as_float32,
+    base_number,
+    lerp,
+)
+from mergelang.methods.params import BaseDefault, Doc, Weights
+from mergelang.methods.registry import method
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 
-@method(
-    "weighted_sum",
-    params=[
-        MODEL_A_KEPT,
-        MODEL_B_TAKEN,
-        Param(
-            "alpha",
-            "weights",
-            default=0.5,
-            base_default=0.0,
-            doc="B's share per block (values outside 0..1 extrapolate); an unset BASE is 0 "
-            "(MBW's base_alpha default: A's text encoder kept) unless base= gives one",
+@method("weighted_sum")
+def weighted_sum(
+    a: ModelAKept,
+    b: ModelBTaken,
+    *,
+    alpha: Annotated[
+        Weights,
+        Doc(
+            "B's share per block (values outside 0..1 extrapolate); an unset BASE is 0 "
+            "(MBW's base_alpha default: A's text encoder kept) unless base= gives one"
         ),
-        Param(
-            "base",
-            "number",
-            default=None,
-            base_of="alpha",
-            doc="B's share for BASE (text encoders and other keys outside the U-Net blocks); "
-            "overrides the BASE that alpha sets",
-        ),
-    ],
-)
-def weighted_sum(a: Tensor, b: Tensor, *, alpha: float, out: Tensor | None = None) -> Tensor:
+        BaseDefault(0.0),
+        base_number("alpha", "B's share"),
+    ] = 0.5,
+    out: Tensor,
+) -> Tensor:
     """(1 - alpha) * A + alpha * B
 
     Computed in float32 exactly as written: ``(1 - alpha) * a + alpha * b``; alpha is the
@@ -51,42 +53,30 @@ def weighted_sum(a: Tensor, b: Tensor, *, alpha: float, out: Tensor | None = Non
     return lerp(as_float32(a), as_float32(b), alpha, out)
 
 
-@method(
-    "add_difference",
-    params=[
-        Param("a", "model", doc="model A: the base the difference is added to"),
-        Param("b", "model", doc="model B: the model whose difference from C is added"),
-        Param("c", "model", doc="model C: what B is compared with (usually B's own base)"),
-        Param(
-            "alpha",
-            "weights",
-            default=1.0,
-            doc="how much of B - C to add per block (negative subtracts; no BASE default: "
-            "give 26 values, a BASE: or default: entry, or base=)",
-        ),
-        Param(
-            "base",
-            "number",
-            default=None,
-            base_of="alpha",
-            doc="the multiplier for BASE (text encoders and other keys outside the U-Net "
-            "blocks); overrides the BASE that alpha sets",
-        ),
-    ],
-)
+@method("add_difference")
 def add_difference(
-    a: Tensor, b: Tensor, c: Tensor, *, alpha: float, out: Tensor | None = None
+    a: DiffTargetA,
+    b: DiffSourceB,
+    c: DiffReferenceC,
+    *,
+    alpha: Annotated[
+        Weights,
+        Doc(
+            "how much of B - C to add per block (negative subtracts; no BASE default: "
+            "give 26 values, a BASE: or default: entry, or base=)"
+        ),
+        base_number("alpha", "the multiplier"),
+    ] = 1.0,
+    out: Tensor,
 ) -> Tensor:
     """A + alpha * (B - C)
 
     Computed in float32 exactly as written: ``a + alpha * (b - c)``; alpha is the weight of
     this key's block. An unset BASE weight is an error for this method (no fallback).
     """
-    a, b, c = as_float32(a), as_float32(b), as_float32(c)
-    if out is None:
-        return a + alpha * (b - c)
     import torch
 
+    a, b, c = as_float32(a), as_float32(b), as_float32(c)
     torch.sub(b, c, out=out)
     out.mul_(alpha)
     return out.add_(a)

@@ -1,28 +1,23 @@
 """The merge method registry: every method a recipe can call, with its typed parameters.
 
-A method is a per-key kernel registered with :func:`method`::
+A method is a per-key kernel registered with :func:`method`; the kernel's typed signature is
+the method's parameter list (read by :mod:`mergelang.methods.signature`)::
 
-    @method("weighted_sum", params=[Param("a", "model"), Param("b", "model"),
-                                    Param("alpha", "weights", default=0.5)])
-    def weighted_sum(a, b, *, alpha):
+    @method("weighted_sum")
+    def weighted_sum(
+        a: Annotated[Tensor, Doc("model A")],
+        b: Annotated[Tensor, Doc("model B")],
+        *,
+        alpha: Annotated[Weights, Doc("B's share"), BaseDefault(0.0), BaseNumber("BASE's")] = 0.5,
+        out: Tensor,
+    ) -> Tensor:
         '''(1 - alpha) * A + alpha * B'''
-        ...
+        torch.mul(a, 1 - alpha, out=out)
+        return out.add_(alpha * b)
 
-The kernel's docstring states the formula; its first line is the formula itself.
-
-Calling convention (what the executor does for each key): the tensors of the ``model``
-parameters positionally, in parameter order (a variadic one contributes all of its tensors),
-then every other parameter as a keyword: ``weights`` parameters resolved to this key's block
-value (a float), ``number``/``int``/``string`` parameters as given. A ``number`` parameter
-with ``base_of`` set is not passed to the kernel: it is folded into the BASE slot of its
-weights parameter beforehand (see :meth:`MethodSpec.resolve_weights`).
-:meth:`MethodSpec.call_kernel` applies exactly this rule. Kernels receive float32 tensors
-(the executor casts) and return float32.
-
-BASE rule: a weights value that sets no BASE (a 25-value vector, a map without ``BASE:`` or
-``default:``) takes its BASE from, in order: the parameter named by ``base_of`` when the
-recipe gives it (it also overrides a BASE the value does set), then the weights parameter's
-``base_default``, and if that is ``None`` too, resolving raises :class:`WeightsError`.
+gives ``weighted_sum(a, b, alpha=0.5, base=None)``. The kernel's docstring states the
+formula; its first line is the formula itself. See :mod:`mergelang.methods.spec` for the
+calling convention and the BASE rule.
 
 Third-party packages add methods through the ``mergelang.methods`` entry point group: each
 entry point names a module whose import registers its methods with this decorator (or a
@@ -35,14 +30,16 @@ import difflib
 import importlib
 import inspect
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
 from types import ModuleType
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, TypeVar
 
-from mergelang.block_weights import BlockWeights, ResolvedWeights, WeightsError
 from mergelang.errors import Diagnostic, MergelangError
+from mergelang.methods.params import REQUIRED, Param, ParamKind, RegistrationError
+from mergelang.methods.signature import read_signature
+from mergelang.methods.spec import MethodSpec
 
 __all__ = [
     "BUILTIN_FAMILIES",
@@ -62,9 +59,6 @@ __all__ = [
     "suggest_method",
 ]
 
-ParamKind = Literal["model", "weights", "number", "int", "string"]
-PARAM_KINDS: Final[tuple[str, ...]] = ("model", "weights", "number", "int", "string")
-
 ENTRY_POINT_GROUP: Final = "mergelang.methods"
 
 BUILTIN_FAMILIES: tuple[str, ...] = (
@@ -75,31 +69,6 @@ BUILTIN_FAMILIES: tuple[str, ...] = (
     "mergelang.methods.geometry",
 )
 """Modules of mergelang's own method families, imported on the first lookup."""
-
-
-class _Required:
-    """The type of :data:`REQUIRED`."""
-
-    _instance: _Required | None = None
-
-    def __new__(cls) -> _Required:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "REQUIRED"
-
-    def __reduce__(self) -> str:
-        return "REQUIRED"
-
-
-REQUIRED: Final = _Required()
-"""The default of a parameter that has none: the recipe must give it."""
-
-
-class RegistrationError(ValueError):
-    """A method definition that cannot be registered (a name taken twice, bad parameters)."""
 
 
 class PluginError(MergelangError):
@@ -117,173 +86,6 @@ class PluginError(MergelangError):
                 )
             ]
         )
-
-
-@dataclass(frozen=True)
-class Param:
-    """One parameter of a merge method.
-
-    ``kind``: ``model`` (a checkpoint), ``weights`` (block weights: scalar, vector, map,
-    preset), ``number``, ``int`` or ``string``. ``minimum``/``maximum`` bound numbers and
-    every block of weights (inclusive; ``None`` = unbounded). ``variadic`` (models only): the
-    parameter takes one or more models. ``base_of`` (numbers only): the parameter is the BASE
-    weight of the named weights parameter, overriding whatever BASE that value sets; it is
-    not passed to the kernel. ``base_default`` (weights only): the BASE used when neither the
-    value nor the ``base_of`` parameter gives one; ``None`` makes a missing BASE an error.
-    """
-
-    name: str
-    kind: ParamKind
-    default: object = REQUIRED
-    minimum: float | None = None
-    maximum: float | None = None
-    variadic: bool = False
-    base_of: str | None = None
-    base_default: float | None = None
-    doc: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.name.isidentifier():
-            raise RegistrationError(f"parameter name {self.name!r} is not an identifier")
-        if self.kind not in PARAM_KINDS:
-            raise RegistrationError(
-                f"parameter {self.name}: kind {self.kind!r} is not one of {', '.join(PARAM_KINDS)}"
-            )
-        if self.variadic and self.kind != "model":
-            raise RegistrationError(f"parameter {self.name}: only model parameters are variadic")
-        if self.base_of is not None and self.kind != "number":
-            raise RegistrationError(f"parameter {self.name}: base_of is for number parameters")
-        if self.base_default is not None and self.kind != "weights":
-            raise RegistrationError(
-                f"parameter {self.name}: base_default is for weights parameters"
-            )
-        if self.kind == "model" and not self.required:
-            raise RegistrationError(f"parameter {self.name}: model parameters have no default")
-        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
-            raise RegistrationError(f"parameter {self.name}: minimum is above maximum")
-
-    @property
-    def required(self) -> bool:
-        return self.default is REQUIRED
-
-    def range_error(self, value: float) -> str | None:
-        """Why ``value`` is out of this parameter's range, or ``None`` if it is in range."""
-        if self.minimum is not None and value < self.minimum:
-            return f"{self.name} is at least {_number_text(self.minimum)}, not {value!r}"
-        if self.maximum is not None and value > self.maximum:
-            return f"{self.name} is at most {_number_text(self.maximum)}, not {value!r}"
-        return None
-
-    def signature(self) -> str:
-        """How the parameter reads in a method signature: ``a``, ``*models``, ``alpha=0.5``."""
-        if self.variadic:
-            return f"*{self.name}"
-        if self.required:
-            return self.name
-        return f"{self.name}={_default_text(self.default)}"
-
-
-def _number_text(value: float) -> str:
-    return repr(float(value)) if isinstance(value, float) else repr(value)
-
-
-def _default_text(value: object) -> str:
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
-    if isinstance(value, BlockWeights):
-        return value.to_text()
-    return repr(value)
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A registered merge method.
-
-    ``doc`` is the kernel's docstring; its first line (:attr:`formula`) is the formula.
-    ``elementwise``: the kernel treats each element on its own, so the executor may fuse it
-    with neighbours and split tensors into chunks; a method that is not gets each key's whole
-    tensors (in their shapes) and returns the result instead of filling ``out``.
-    ``needs_stats``: the method needs a pass over the whole model first (e.g. a norm over
-    every key): ``stats`` makes a collector; before the merge the executor calls its
-    ``add(key, block, *tensors)`` with the float32 operands of every merged key, then its
-    ``finish()`` if it has one, and passes it to the kernel as ``stats=``.
-    ``wants_key``: the kernel also receives ``key=`` (the checkpoint key being merged), e.g.
-    to derive a per-key random stream that is the same whatever order keys come in.
-    """
-
-    name: str
-    params: tuple[Param, ...]
-    doc: str
-    elementwise: bool
-    needs_stats: bool
-    kernel: Callable[..., Any]
-    stats: Callable[[], Any] | None = None
-    wants_key: bool = False
-
-    @property
-    def formula(self) -> str:
-        return self.doc.splitlines()[0] if self.doc else ""
-
-    def signature(self) -> str:
-        """``weighted_sum(a, b, alpha=0.5, base=None)``."""
-        return f"{self.name}({', '.join(p.signature() for p in self.params)})"
-
-    def param(self, name: str) -> Param | None:
-        for p in self.params:
-            if p.name == name:
-                return p
-        return None
-
-    @property
-    def model_params(self) -> tuple[Param, ...]:
-        return tuple(p for p in self.params if p.kind == "model")
-
-    @property
-    def kernel_params(self) -> tuple[Param, ...]:
-        """The parameters passed to the kernel as keywords (not models, not ``base_of``)."""
-        return tuple(p for p in self.params if p.kind != "model" and p.base_of is None)
-
-    def base_param_for(self, weights_name: str) -> Param | None:
-        """The ``number`` parameter that sets the BASE of weights parameter ``weights_name``."""
-        for p in self.params:
-            if p.base_of == weights_name:
-                return p
-        return None
-
-    def resolve_weights(
-        self,
-        name: str,
-        value: BlockWeights,
-        blocks: Sequence[str],
-        *,
-        base: float | None = None,
-    ) -> ResolvedWeights:
-        """Resolve weights parameter ``name`` for an architecture's ``blocks``.
-
-        ``base`` is the value of the parameter whose ``base_of`` is ``name`` (``None`` when the
-        recipe leaves it out): it overrides BASE. Otherwise an unset BASE falls back to the
-        parameter's ``base_default``; a :class:`WeightsError` names the method and parameter.
-        """
-        param = self.param(name)
-        if param is None or param.kind != "weights":
-            raise KeyError(f"{self.name} has no weights parameter {name!r}")
-        weights = value if base is None else value.with_base(base)
-        try:
-            return weights.resolve(blocks, base=param.base_default)
-        except WeightsError as exc:
-            raise WeightsError(
-                f"{name} of {self.name}: {exc.message}", hint=exc.hint, index=exc.index
-            ) from None
-
-    def call_kernel(
-        self, tensors: Sequence[Any], scalars: Mapping[str, object], **extra: Any
-    ) -> Any:
-        """Call the kernel per the calling convention: ``tensors`` positionally, then the
-        kernel parameters found in ``scalars`` as keywords (``base_of`` parameters and unknown
-        names are left out), then ``extra`` (e.g. ``out=``)."""
-        keywords = {p.name: scalars[p.name] for p in self.kernel_params if p.name in scalars}
-        return self.kernel(*tensors, **keywords, **extra)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -373,22 +175,39 @@ def _validate_params(name: str, params: Sequence[Param]) -> tuple[Param, ...]:
 def method(
     name: str,
     *,
-    params: Sequence[Param],
     elementwise: bool = True,
     needs_stats: bool = False,
     stats: Callable[[], Any] | None = None,
     wants_key: bool = False,
     registry: MethodRegistry | None = None,
+    params: Sequence[Param] | None = None,
 ) -> Callable[[F], F]:
     """Register the decorated kernel as merge method ``name`` (in ``registry``, by default
-    the global one). The kernel's docstring, formula first, becomes the method's ``doc``;
-    a kernel without one is refused, as is a name registered twice. ``stats`` (a collector
-    factory, see :class:`MethodSpec`) implies ``needs_stats``."""
+    the global one) and return the kernel itself.
+
+    The kernel's typed signature states the parameters (see
+    :mod:`mergelang.methods.signature`); its docstring, formula first, becomes the method's
+    ``doc``. ``elementwise`` methods take ``out=``; ``stats`` (a collector factory, see
+    :class:`MethodSpec`) implies ``needs_stats`` and a ``stats=`` keyword; ``wants_key`` a
+    ``key=`` keyword. A kernel without a docstring, a signature that cannot be read as a
+    method, and a name registered twice raise :class:`RegistrationError`.
+
+    ``params`` (deprecated) lists the parameters instead, as :class:`Param` objects; the
+    signature is then not read, and an elementwise kernel must accept ``out=None`` too.
+    """
     if needs_stats and stats is None:
         raise RegistrationError(f"method {name}: needs_stats requires a stats collector")
     if not name.isidentifier():
         raise RegistrationError(f"method name {name!r} is not an identifier")
-    checked = _validate_params(name, params)
+    listed: tuple[Param, ...] | None = None
+    if params is not None:
+        warnings.warn(
+            f"method {name}: params=[Param(...)] is deprecated; state the parameters in the "
+            "kernel's typed signature instead (see docs/methods/README.md)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        listed = _validate_params(name, params)
     target = REGISTRY if registry is None else registry
 
     def decorate(kernel: F) -> F:
@@ -397,6 +216,13 @@ def method(
             raise RegistrationError(
                 f"method {name}: the kernel needs a docstring stating its formula"
             )
+        if listed is None:
+            read = read_signature(
+                name, kernel, elementwise=elementwise, stats=stats is not None, wants_key=wants_key
+            )
+            checked, writes_out = _validate_params(name, read.params), read.takes_out
+        else:
+            checked, writes_out = listed, False
         spec = MethodSpec(
             name=name,
             params=checked,
@@ -406,6 +232,7 @@ def method(
             kernel=kernel,
             stats=stats,
             wants_key=wants_key,
+            writes_out=writes_out,
         )
         target.register(spec)
         return kernel

@@ -22,38 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 from mergelang.methods.common import as_float32
-from mergelang.methods.registry import Param, method
+from mergelang.methods.params import Doc, Range, Weights
+from mergelang.methods.registry import method
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["OpenRangeParam", "dare", "dare_mask_seed", "kept_count", "ties"]
-
-
-@dataclass(frozen=True)
-class OpenRangeParam(Param):
-    """A parameter whose range excludes its ``minimum`` (``open_minimum``) and/or its
-    ``maximum`` (``open_maximum``): ``density`` is in (0, 1], ``drop`` in [0, 1). The recipe
-    checker asks :meth:`range_error`, so a value on an excluded bound is refused at its
-    recipe line and column, for every block it sets."""
-
-    open_minimum: bool = False
-    open_maximum: bool = False
-
-    def range_error(self, value: float) -> str | None:
-        if self.open_minimum and self.minimum is not None and value <= self.minimum:
-            return f"{self.name} is more than {_bound_text(self.minimum)}, not {value!r}"
-        if self.open_maximum and self.maximum is not None and value >= self.maximum:
-            return f"{self.name} is less than {_bound_text(self.maximum)}, not {value!r}"
-        return super().range_error(value)
-
-
-def _bound_text(value: float) -> str:
-    return repr(float(value))
+__all__ = ["dare", "dare_mask_seed", "kept_count", "ties"]
 
 
 def _check_models(name: str, models: tuple[Tensor, ...]) -> None:
@@ -98,40 +76,34 @@ _DENSITY_DOC = (
     "the fraction of each task vector's entries kept, per key: the largest by magnitude "
     "(in (0, 1]; 1 keeps everything). Per block like alpha; a vector or map must set BASE"
 )
-_ALPHA_DOC = (
-    "how much of the merged task vector to add to base, per block (1 adds it once; no BASE "
-    "default: give a scalar, 26 values, or a BASE: or default: entry)"
-)
+TaskAlpha: TypeAlias = Annotated[
+    Weights,
+    Doc(
+        "how much of the merged task vector to add to base, per block (1 adds it once; no "
+        "BASE default: give a scalar, 26 values, or a BASE: or default: entry)"
+    ),
+]
+"""The ``alpha`` of both sparse methods."""
+
+FineTuned: TypeAlias = Annotated[
+    "Tensor", Doc("one or more fine-tuned models whose differences from base are merged")
+]
+"""The ``*models`` of both sparse methods."""
 
 
-@method(
-    "ties",
-    params=[
-        Param(
-            "base",
-            "model",
-            doc="the model every other one was fine-tuned from: task vectors are measured "
-            "from it and the merged one is added back onto it",
+@method("ties", elementwise=False)
+def ties(
+    base: Annotated[
+        Tensor,
+        Doc(
+            "the model every other one was fine-tuned from: task vectors are measured "
+            "from it and the merged one is added back onto it"
         ),
-        Param(
-            "models",
-            "model",
-            variadic=True,
-            doc="one or more fine-tuned models whose differences from base are merged",
-        ),
-        OpenRangeParam(
-            "density",
-            "weights",
-            minimum=0.0,
-            maximum=1.0,
-            open_minimum=True,
-            doc=_DENSITY_DOC,
-        ),
-        Param("alpha", "weights", doc=_ALPHA_DOC),
     ],
-    elementwise=False,
-)
-def ties(base: Tensor, *models: Tensor, density: float, alpha: float) -> Tensor:
+    *models: FineTuned,
+    density: Annotated[Weights, Doc(_DENSITY_DOC), Range(0.0, 1.0, open_minimum=True)],
+    alpha: TaskAlpha,
+) -> Tensor:
     """B + alpha * disjoint_mean_i(top_density(X_i - B))
 
     For each model, the task vector ``d_i = X_i - B`` is trimmed: per key, entries whose
@@ -186,43 +158,35 @@ def _keep_mask(seed: int, key: str, index: int, like: Tensor, keep: float) -> Te
     return mask.reshape(like.shape).to(like.device)
 
 
-@method(
-    "dare",
-    params=[
-        Param(
-            "base",
-            "model",
-            doc="the model every other one was fine-tuned from: task vectors are measured "
-            "from it and their mean is added back onto it",
-        ),
-        Param(
-            "models",
-            "model",
-            variadic=True,
-            doc="one or more fine-tuned models whose differences from base are merged",
-        ),
-        OpenRangeParam(
-            "drop",
-            "weights",
-            minimum=0.0,
-            maximum=1.0,
-            open_maximum=True,
-            doc="the probability of dropping each entry of a task vector (in [0, 1); the "
-            "kept ones are scaled by 1 / (1 - drop)). Per block like alpha; a vector or map "
-            "must set BASE",
-        ),
-        Param("alpha", "weights", doc=_ALPHA_DOC),
-        Param(
-            "seed",
-            "int",
-            doc="the seed of the random masks: the same seed gives the same result, "
-            "whatever the order of keys, the workers or the device",
+@method("dare", elementwise=False, wants_key=True)
+def dare(
+    base: Annotated[
+        Tensor,
+        Doc(
+            "the model every other one was fine-tuned from: task vectors are measured "
+            "from it and their mean is added back onto it"
         ),
     ],
-    elementwise=False,
-    wants_key=True,
-)
-def dare(base: Tensor, *models: Tensor, drop: float, alpha: float, seed: int, key: str) -> Tensor:
+    *models: FineTuned,
+    drop: Annotated[
+        Weights,
+        Doc(
+            "the probability of dropping each entry of a task vector (in [0, 1); the "
+            "kept ones are scaled by 1 / (1 - drop)). Per block like alpha; a vector or "
+            "map must set BASE"
+        ),
+        Range(0.0, 1.0, open_maximum=True),
+    ],
+    alpha: TaskAlpha,
+    seed: Annotated[
+        int,
+        Doc(
+            "the seed of the random masks: the same seed gives the same result, "
+            "whatever the order of keys, the workers or the device"
+        ),
+    ],
+    key: str,
+) -> Tensor:
     """B + alpha * mean_i(M_i * (X_i - B) / (1 - drop))
 
     ``M_i`` keeps each element with probability ``1 - drop``: ``M_i = rand_i < 1 - drop``
