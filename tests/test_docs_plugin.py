@@ -72,8 +72,8 @@ def test_the_documented_plugin_registers_a_method_recipes_can_call(tmp_path: Pat
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok ")
-    listed = subprocess.run(
-        [sys.executable, "-W", "ignore", "-m", "mergelang", "methods", "soft_clamp_sum"],
+    listed = subprocess.run(  # the documented form is the current one: no deprecation
+        [sys.executable, "-W", "error", "-m", "mergelang", "methods", "soft_clamp_sum"],
         env=env,
         capture_output=True,
         text=True,
@@ -81,3 +81,6 @@ def test_the_documented_plugin_registers_a_method_recipes_can_call(tmp_path: Pat
     )
     assert listed.returncode == 0, listed.stderr
     assert "clamp((1 - alpha) * A + alpha * B, -limit, limit)" in listed.stdout
+    assert listed.stdout.startswith("soft_clamp_sum(a, b, alpha=0.5, limit=1.0)\n")
+    assert "  alpha (weights; default 0.5; an unset BASE is 0.0)\n      B's share" in listed.stdout
+    assert "  limit (number; default 1.0; at least 0.0)\n      largest magnitude" in listed.stdout
