@@ -41,6 +41,7 @@ from importlib import metadata
 from types import ModuleType
 from typing import Any, Final, Literal, TypeVar
 
+from mergelang.arch.scheme import BlockScheme
 from mergelang.block_weights import BlockWeights, ResolvedWeights, WeightsError
 from mergelang.errors import Diagnostic, MergelangError
 
@@ -255,11 +256,11 @@ class MethodSpec:
         self,
         name: str,
         value: BlockWeights,
-        blocks: Sequence[str],
+        scheme: BlockScheme,
         *,
         base: float | None = None,
     ) -> ResolvedWeights:
-        """Resolve weights parameter ``name`` for an architecture's ``blocks``.
+        """Resolve weights parameter ``name`` for an architecture's block ``scheme``.
 
         ``base`` is the value of the parameter whose ``base_of`` is ``name`` (``None`` when the
         recipe leaves it out): it overrides BASE. Otherwise an unset BASE falls back to the
@@ -270,7 +271,7 @@ class MethodSpec:
             raise KeyError(f"{self.name} has no weights parameter {name!r}")
         weights = value if base is None else value.with_base(base)
         try:
-            return weights.resolve(blocks, base=param.base_default)
+            return weights.resolve(scheme, base=param.base_default)
         except WeightsError as exc:
             raise WeightsError(
                 f"{name} of {self.name}: {exc.message}", hint=exc.hint, index=exc.index
