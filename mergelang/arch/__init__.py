@@ -17,6 +17,7 @@ from mergelang.arch.architecture import (
     classify_role,
     get_architecture,
     register_architecture,
+    unregister_architecture,
 )
 from mergelang.arch.components import (
     ROLES,
@@ -83,4 +84,5 @@ __all__ = [
     "key_dtype",
     "parameter_count",
     "register_architecture",
+    "unregister_architecture",
 ]

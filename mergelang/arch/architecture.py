@@ -35,6 +35,7 @@ __all__ = [
     "classify_role",
     "get_architecture",
     "register_architecture",
+    "unregister_architecture",
 ]
 
 MARKER_KEYS: frozenset[str] = frozenset({"v_pred", "ztsnr", "denoiser.sigmas"})
@@ -64,6 +65,8 @@ class Architecture:
     variants: VariantSpec | None = None
     ema_prefix: str | None = None
     schedule_keys: tuple[str, ...] = ()
+    modelspec: str = ""
+    """The model-spec architecture id outputs carry (``stable-diffusion-v1``)."""
     _blocks: dict[tuple[str, str], str | None] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
@@ -193,6 +196,12 @@ def register_architecture(arch: Architecture) -> Architecture:
                 raise ValueError(f"a block scheme named {scheme.name!r} is already registered")
     _REGISTRY[arch.name] = arch
     return arch
+
+
+def unregister_architecture(name: str) -> Architecture | None:
+    """Forget the architecture called ``name`` (a plugin being reloaded, a test's own
+    architecture); returns it, or ``None`` when none was registered."""
+    return _REGISTRY.pop(name, None)
 
 
 def architectures() -> tuple[Architecture, ...]:

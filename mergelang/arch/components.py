@@ -10,7 +10,8 @@ fixtures are made from. Pure Python: no torch.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal, Protocol
 
 __all__ = [
@@ -124,6 +125,8 @@ class VariantSpec:
     channels: Mapping[Variant, int]
     titles: Mapping[Variant, str]
     component_title: str = "U-Net"
+    modelspec_suffixes: Mapping[Variant, str] = field(default_factory=lambda: MappingProxyType({}))
+    """What each variant adds to the architecture's model-spec id (``-inpainting``)."""
 
     @property
     def normal(self) -> Variant:

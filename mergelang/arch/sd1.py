@@ -75,5 +75,6 @@ SD1 = register_architecture(
         variants=VARIANTS,
         ema_prefix=EMA_PREFIX,
         schedule_keys=SCHEDULE_KEYS,
+        modelspec="stable-diffusion-v1",
     )
 )

@@ -62,5 +62,6 @@ SD2 = register_architecture(
         variants=VARIANTS,
         ema_prefix=EMA_PREFIX,
         schedule_keys=SCHEDULE_KEYS,
+        modelspec="stable-diffusion-v2-768-v",
     )
 )

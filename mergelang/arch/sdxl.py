@@ -93,5 +93,6 @@ SDXL = register_architecture(
         variants=VARIANTS,
         ema_prefix=EMA_PREFIX,
         schedule_keys=SCHEDULE_KEYS,
+        modelspec="stable-diffusion-xl-v1-base",
     )
 )

@@ -398,8 +398,9 @@ class BlockWeights:
         for other in vocab.schemes:
             if other is scheme or not other.blocks:
                 continue
+            shared = set(other.blocks) & set(scheme.blocks)
             covers = all(reading.get(b) is not None for b in other.blocks)
-            if covers and set(missing) <= set(scheme.blocks) - set(other.blocks):
+            if shared and covers and set(missing) <= set(scheme.blocks) - set(other.blocks):
                 listed = vocab.describe(other.blocks, by_group=True)
                 also = f"this {scheme.title} model also has {vocab.describe(missing)}"
                 if self.origin.endswith("-value vector"):
@@ -410,11 +411,14 @@ class BlockWeights:
                         f"blocks ({listed}); {also}"
                     )
                 return WeightsError(message, hint=hint)
-        if self.origin.endswith("-value vector") and reading.form and reading.scheme:
+        if reading.form is not None and reading.scheme is not None:
             listed = vocab.describe([n for n in reading.form.names if n != BASE], by_group=True)
+            what = f"{reading.scheme.title}'s"
+            if not self.origin.endswith("-value vector"):
+                what += f" {reading.form.length} values"
             return WeightsError(
-                f"a {self.origin} is {reading.scheme.title}'s ({listed}); {scheme.title} "
-                f"models have {vocab.describe(scheme.blocks, by_group=True)}",
+                f"{self._subject()} is {what} ({listed}); {scheme.title} models have "
+                f"{vocab.describe(scheme.blocks, by_group=True)}",
                 hint=hint,
             )
         return WeightsError(

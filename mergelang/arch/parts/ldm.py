@@ -46,6 +46,9 @@ VARIANTS = VariantSpec(
     titles=MappingProxyType(
         {"normal": "normal", "inpainting": "inpainting", "pix2pix": "instruct-pix2pix"}
     ),
+    modelspec_suffixes=MappingProxyType(
+        {"inpainting": "-inpainting", "pix2pix": "-instruct-pix2pix"}
+    ),
 )
 """U-Net variants by the input channels of ``input_blocks.0.0.weight``."""
 
