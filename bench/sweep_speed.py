@@ -35,7 +35,7 @@ import torch
 from process_stats import Run, run_process
 
 from mergelang.arch import get_architecture
-from mergelang.arch.blocks import SD_BLOCKS
+from mergelang.arch.sd1 import SD_BLOCKS
 from mergelang.io.readers import SafetensorsReader
 from mergelang.io.writer import OutputEntry, SafetensorsWriter
 from mergelang.testing import make_checkpoint

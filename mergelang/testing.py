@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 
-from mergelang.arch.base import SCHEDULE_KEYS
 from mergelang.arch.layout import (
     EMA_DECAY_KEY,
     EMA_NUM_UPDATES_KEY,
@@ -35,6 +34,7 @@ from mergelang.arch.layout import (
     key_dtype,
     parameter_count,
 )
+from mergelang.arch.parts.ldm import SCHEDULE_KEYS
 from mergelang.errors import MergelangError
 from mergelang.io.dtypes import SAVE_DTYPES, torch_dtype
 from mergelang.io.metadata import MODELSPEC_VERSION, modelspec_architecture

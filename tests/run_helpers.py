@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 from mergelang.arch import SD_BLOCKS, SDXL_BLOCKS, get_architecture
-from mergelang.arch.base import SCHEDULE_KEYS
+from mergelang.arch.parts.ldm import SCHEDULE_KEYS
 from mergelang.io.dtypes import code_for_torch, torch_dtype
 from mergelang.io.writer import PARTIAL_MARKER, OutputEntry, SafetensorsWriter, is_partial_name
 from mergelang.testing import make_checkpoint

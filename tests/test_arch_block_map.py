@@ -11,10 +11,11 @@ from collections import Counter
 
 import pytest
 
-from mergelang.arch import BASE, SD1, SD2, SDXL, Architecture, get_architecture
-from mergelang.arch.blocks import SD_BLOCKS, SDXL_BLOCKS
+from mergelang.arch import BASE, SD1, SD2, SDXL, Architecture, get_architecture, sd1, sd2, sdxl
 from mergelang.arch.conventions import CONVENTION_NAMES, get_convention
 from mergelang.arch.layout import checkpoint_layout
+from mergelang.arch.sd1 import SD_BLOCKS
+from mergelang.arch.sdxl import SDXL_BLOCKS
 
 # keys per module, from the parameter names in the reference
 CONV = 2  # weight + bias
@@ -240,19 +241,26 @@ def test_roles() -> None:
 def test_architecture_lookup() -> None:
     assert get_architecture("sdxl") is SDXL
     assert SDXL.blocks == SDXL_BLOCKS and SD2.blocks == SD_BLOCKS
-    assert SD1.blocks_with_base[0] == BASE and len(SD1.blocks_with_base) == 26
-    assert len(SDXL.blocks_with_base) == 20
+    assert SD1.scheme.vector_lengths == (25, 26) and SDXL.scheme.vector_lengths == (19, 20)
+    with_base = SD1.scheme.vector_form(26)
+    assert with_base is not None and with_base.names == (BASE, *SD_BLOCKS)
+    assert SD1.scheme is SD2.scheme and SDXL.scheme is not SD1.scheme
     with pytest.raises(ValueError, match=r"unknown architecture 'sd3' \(known: sd1, sd2, sdxl\)"):
         get_architecture("sd3")
 
 
-def test_prefixes_per_role() -> None:
-    assert SD1.prefixes == {
-        "unet": ("model.diffusion_model.",),
-        "text_encoder": ("cond_stage_model.",),
-        "vae": ("first_stage_model.",),
-        "ema": ("model_ema.",),
-    }
-    assert SDXL.prefixes["text_encoder"] == ("conditioner.",)
-    assert SDXL.unet_config.adm_in_channels == 2816
-    assert SD2.unet_config.linear_proj and not SD1.unet_config.linear_proj
+def test_components_and_their_prefixes() -> None:
+    assert [(c.name, c.role, c.prefix) for c in SD1.components] == [
+        ("unet", "unet", "model.diffusion_model."),
+        ("vae", "vae", "first_stage_model."),
+        ("clip_l", "text_encoder", "cond_stage_model.transformer.text_model."),
+    ]
+    assert SD1.claims == (("cond_stage_model.", "text_encoder"),)
+    assert SD1.ema_prefix == "model_ema."
+    assert [c.prefix for c in SDXL.components_with("text_encoder")] == [
+        "conditioner.embedders.0.transformer.text_model.",
+        "conditioner.embedders.1.model.",
+    ]
+    assert SDXL.claims == (("conditioner.", "text_encoder"),)
+    assert SDXL.denoiser.spec == sdxl.UNET and sdxl.UNET.adm_in_channels == 2816
+    assert sd2.UNET.linear_proj and not sd1.UNET.linear_proj

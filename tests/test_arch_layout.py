@@ -5,18 +5,16 @@ import re
 import pytest
 
 from mergelang.arch import SD1, SD2, SDXL, get_architecture
-from mergelang.arch.base import SCHEDULE_KEYS
 from mergelang.arch.layout import (
     checkpoint_layout,
+    component_layout,
     ema_key,
     key_dtype,
     optional_keys,
     parameter_count,
     scaled_width,
-    text_encoder_layout,
-    unet_layout,
-    vae_layout,
 )
+from mergelang.arch.parts.ldm import SCHEDULE_KEYS
 
 ARCHS = ("sd1", "sd2", "sdxl")
 
@@ -40,13 +38,13 @@ def _millions(n: int) -> float:
 )
 def test_unet_key_and_parameter_counts(arch_name: str, keys: int, params: float) -> None:
     arch = get_architecture(arch_name)
-    unet = unet_layout(arch.unet_config, prefix=arch.unet_prefix)
+    unet = component_layout(arch.denoiser)
     assert len(unet) == keys
     assert _millions(parameter_count(unet)) == params
 
 
 def test_vae_is_the_same_248_keys_everywhere() -> None:
-    layouts = [vae_layout(a.vae) for a in (SD1, SD2, SDXL)]
+    layouts = [component_layout(a.component("vae")) for a in (SD1, SD2, SDXL)]
     assert all(len(v) == 248 for v in layouts)
     assert layouts[0] == layouts[1] == layouts[2]
     assert _millions(parameter_count(layouts[0])) == 83.7
@@ -65,8 +63,8 @@ def _open_clip_params(vocab: int, w: int, layers: int) -> int:
 
 
 def test_clip_l_matches_the_formula_and_the_reference() -> None:
-    (spec,) = SD1.text_encoders
-    layout = text_encoder_layout(spec)
+    (clip,) = SD1.components_with("text_encoder")
+    layout = component_layout(clip)
     assert len(layout) == 197
     assert parameter_count(layout) == _hf_clip_params(49408, 768, 12)
     assert _millions(parameter_count(layout)) == 123.1
@@ -74,10 +72,10 @@ def test_clip_l_matches_the_formula_and_the_reference() -> None:
 
 
 def test_open_clip_h_and_big_g_match_the_formula_and_the_reference() -> None:
-    (h,) = SD2.text_encoders
-    big_g = SDXL.text_encoders[1]
-    h_layout = text_encoder_layout(h)
-    g_layout = text_encoder_layout(big_g)
+    (h,) = SD2.components_with("text_encoder")
+    big_g = SDXL.component("clip_g")
+    h_layout = component_layout(h)
+    g_layout = component_layout(big_g)
     assert len(h_layout) == 24 * 12 + 6 == 294
     assert len(g_layout) == 32 * 12 + 6 == 390
     assert parameter_count(h_layout) == _open_clip_params(49408, 1024, 24)

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from weights_helpers import sd_slots, sd_weights
 
-from mergelang.arch.blocks import SD_BLOCKS
+from mergelang.arch.sd1 import SD_BLOCKS
 from mergelang.block_weights import BlockWeights
 from mergelang.check import (
     BoundArg,
@@ -133,17 +134,17 @@ def test_issue_recipe() -> None:
     )
     alpha = mix.arg("alpha")
     assert isinstance(alpha, BlockWeights)
-    assert alpha.blocks[0] == 1 and alpha.blocks[12] == 0 and alpha.base is None
+    assert sd_slots(alpha)[0] == 1 and sd_slots(alpha)[12] == 0 and alpha.base is None
     assert mix.args[2].span == Span(4, 37, 4, 43)
 
     mix2 = result.step("mix2").value
     assert isinstance(mix2, MethodCall)
-    assert mix2.arg("alpha") == BlockWeights(0.3, (1.0,) * 12 + (0.5,) + (0.0,) * 12)
+    assert mix2.arg("alpha") == sd_weights(0.3, (1.0,) * 12 + (0.5,) + (0.0,) * 12)
 
     mix3 = result.step("mix3").value
     assert isinstance(mix3, MethodCall)
     expected = (1.0,) * 6 + (0.5,) * 6 + (0.5,) + (0.0,) * 12
-    assert mix3.arg("alpha") == BlockWeights(0.3, expected)
+    assert mix3.arg("alpha") == sd_weights(0.3, expected)
 
     diff = result.step("diff").value
     assert isinstance(diff, MethodCall)
@@ -156,7 +157,7 @@ def test_issue_recipe() -> None:
     assert isinstance(each, LinearCombination)
     (sd15_term, wd_term) = each.terms
     assert sd15_term.model == InputRef("sd15")
-    assert sd15_term.weight == BlockWeights(1.0, (0.75,) + (1.0,) * 24)
+    assert sd15_term.weight == sd_weights(1.0, (0.75,) + (1.0,) * 24)
     assert wd_term.model == InputRef("wd")
     assert wd_term.weight == BlockWeights.scalar(0.0)
 
@@ -172,7 +173,7 @@ def test_issue_recipe() -> None:
         (term,) = save.model.terms
         assert term.model == InputRef("sd15")
         assert term.weight.base == 1.0
-        assert term.weight.blocks == tuple(
+        assert sd_slots(term.weight) == tuple(
             0.75 if i == index else 1.0 for i in range(len(SD_BLOCKS))
         )
     assert [w.code for w in result.warnings] == ["unused"] * 4
@@ -242,7 +243,7 @@ def test_mixed_recipe_with_preset_multiplier_and_literal_models() -> None:
     grad_v = BUILTIN_PRESETS["GRAD_V"]
     alpha = soft.arg("alpha")
     assert isinstance(alpha, BlockWeights)
-    assert alpha.blocks == tuple(1 - v for v in grad_v.blocks if v is not None)
+    assert sd_slots(alpha) == tuple(1 - v for v in sd_slots(grad_v) if v is not None)
     half = result.saves[-1]
     assert half.path == "out/half-half.safetensors"
     assert isinstance(half.model, LinearCombination)
@@ -272,9 +273,9 @@ def test_weights_arithmetic_is_evaluated() -> None:
     )
     w = result.step("w")
     assert w.kind == "weights"
-    grad_v = BUILTIN_PRESETS["GRAD_V"].blocks
+    grad_v = sd_slots(BUILTIN_PRESETS["GRAD_V"])
     assert isinstance(w.value, BlockWeights)
-    assert w.value.blocks == tuple((1 - g) * 0.5 + -0.25 * 0.25 for g in grad_v if g is not None)
+    assert sd_slots(w.value) == tuple((1 - g) * 0.5 + -0.25 * 0.25 for g in grad_v if g is not None)
     assert w.value.base is None
 
 
@@ -512,7 +513,7 @@ def test_user_presets_file(tmp_path: Path) -> None:
     result = check(recipe, base_dir=tmp_path)
     call = result.saves[0].model
     assert isinstance(call, MethodCall)
-    assert call.arg("alpha") == BlockWeights(None, (0.25,) * 25)
+    assert call.arg("alpha") == sd_weights(None, (0.25,) * 25)
 
 
 def test_preset_file_errors_name_the_file(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from weights_helpers import sd_slots
 
 from mergelang.check import check
 from mergelang.convert import detect_format
@@ -46,7 +47,7 @@ def test_preset_gives_b_the_preset_and_a_its_complement() -> None:
     out = convert_mbw_each("O=g, Preset_Weights=GRAD_V, Model_A=a, Model_B=b\n")
     from mergelang.presets import BUILTIN_PRESETS
 
-    grad = BUILTIN_PRESETS["GRAD_V"].blocks
+    grad = sd_slots(BUILTIN_PRESETS["GRAD_V"])
     line = out.splitlines()[-1]
     assert f"IN01: {1 - grad[1]!r}" in line.split(" + ")[0]
     assert f"IN01: {grad[1]!r}" in line.split(" + ")[1]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from weights_helpers import sd_slots
+
 from mergelang.presets import BUILTIN_PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,4 +18,4 @@ def test_the_presets_page_matches_the_built_in_table() -> None:
     assert [name for name, *_ in rows] == list(BUILTIN_PRESETS)
     for name, first, middle, last in rows:
         values = [float(v) for v in f"{first} {middle} {last}".split()]
-        assert values == list(BUILTIN_PRESETS[name].blocks), name
+        assert values == list(sd_slots(BUILTIN_PRESETS[name])), name

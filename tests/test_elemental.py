@@ -177,7 +177,7 @@ def test_later_entries_win_and_apply_after_block_entries() -> None:
     w = weights_of(
         '{"attn": 0.1, default: 0.5, "attn2" in OUT: 0.2, OUT03: 0.9, not "norm" in OUT03: 0.7}'
     )
-    resolved = w.resolve(SD1.blocks)
+    resolved = w.resolve(SD1.scheme)
     k = "model.diffusion_model.output_blocks.3.1.transformer_blocks.0.attn2.to_k.weight"
     n = "model.diffusion_model.output_blocks.3.1.norm.weight"
     assert resolved.value("OUT03", k) == 0.7  # the last matching entry
@@ -211,8 +211,7 @@ def test_to_text_reads_back_equal() -> None:
     )
     text = w.to_text()
     assert text == (
-        '{BASE: 0.3, IN00..OUT11: 0.5, "at\\"t{{n}}" not in [BASE, OUT03..OUT05]: 0.2, '
-        'not "*x*": 1}'
+        '{BASE: 0.3, default: 0.5, "at\\"t{{n}}" not in [BASE, OUT03..OUT05]: 0.2, not "*x*": 1}'
     )
     assert weights_of(text) == w
     assert weights_of(text).elemental[0].selector.pattern == 'at"t{n}'
@@ -223,7 +222,7 @@ def test_values_with_different_entries_differ_and_hash() -> None:
     two = weights_of('{default: 1, "attn1": 0.5}')
     assert one != two and one.is_scalar is None
     assert len({one, two, weights_of('{default: 1, "attn2": 0.5}')}) == 2
-    assert len({one.resolve(SD1.blocks), two.resolve(SD1.blocks)}) == 2
+    assert len({one.resolve(SD1.scheme), two.resolve(SD1.scheme)}) == 2
 
 
 # ---- runs: exact values ---------------------------------------------------------------------

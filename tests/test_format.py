@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mergelang.arch.blocks import SD_BLOCKS
+from mergelang.arch.sd1 import SD_BLOCKS
 from mergelang.errors import RecipeError
 from mergelang.lang import ast
 from mergelang.lang.formatter import format_expr, format_recipe, format_string, format_text

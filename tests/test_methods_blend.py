@@ -373,7 +373,7 @@ def test_sigmoid_sum_end_to_end(models: Path, tmp_path: Path) -> None:
 
 def test_geometric_end_to_end(models: Path, tmp_path: Path) -> None:
     got = run_recipe(models, tmp_path, "geometric(a, b, alpha=GRAD_V, base=0.4)")
-    grad_v = BUILTIN_PRESETS["GRAD_V"].resolve(SD_BLOCKS, base=0.4)
+    grad_v = BUILTIN_PRESETS["GRAD_V"].resolve(get_architecture("sd1").scheme, base=0.4)
     ab = inputs(models, "ab")
 
     def formula(xs: Sequence[torch.Tensor], block: str) -> torch.Tensor:

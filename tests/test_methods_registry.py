@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mergelang.arch.blocks import SD_BLOCKS, SDXL_BLOCKS
+from mergelang.arch import SD1, SDXL
 from mergelang.block_weights import BlockWeights, WeightsError
 from mergelang.methods import (
     REGISTRY,
@@ -127,7 +127,7 @@ def test_unknown_method_and_suggestions() -> None:
 def test_weighted_sum_base_defaults_to_zero() -> None:
     spec = get_method("weighted_sum")
     assert spec is not None
-    r = spec.resolve_weights("alpha", BUILTIN_PRESETS["GRAD_V"], SD_BLOCKS)
+    r = spec.resolve_weights("alpha", BUILTIN_PRESETS["GRAD_V"], SD1.scheme)
     assert r.base == 0.0
     assert r["IN00"] == 1.0
     assert r["M00"] == 0.0
@@ -137,28 +137,28 @@ def test_base_param_overrides_even_a_given_base() -> None:
     spec = get_method("weighted_sum")
     assert spec is not None
     w26 = BlockWeights.from_vector([0.9, *[1.0] * 25])
-    assert spec.resolve_weights("alpha", w26, SD_BLOCKS).base == 0.9
-    assert spec.resolve_weights("alpha", w26, SD_BLOCKS, base=0.3).base == 0.3
-    assert spec.resolve_weights("alpha", w26, SD_BLOCKS, base=0.0).base == 0.0
+    assert spec.resolve_weights("alpha", w26, SD1.scheme).base == 0.9
+    assert spec.resolve_weights("alpha", w26, SD1.scheme, base=0.3).base == 0.3
+    assert spec.resolve_weights("alpha", w26, SD1.scheme, base=0.0).base == 0.0
 
 
 def test_scalar_alpha_sets_its_own_base() -> None:
     spec = get_method("add_difference")
     assert spec is not None
-    assert spec.resolve_weights("alpha", BlockWeights.scalar(0.4), SDXL_BLOCKS).base == 0.4
+    assert spec.resolve_weights("alpha", BlockWeights.scalar(0.4), SDXL.scheme).base == 0.4
 
 
 def test_add_difference_without_base_is_an_error() -> None:
     spec = get_method("add_difference")
     assert spec is not None
     with pytest.raises(WeightsError) as info:
-        spec.resolve_weights("alpha", BUILTIN_PRESETS["GRAD_V"], SD_BLOCKS)
+        spec.resolve_weights("alpha", BUILTIN_PRESETS["GRAD_V"], SD1.scheme)
     assert info.value.message == (
         "alpha of add_difference: GRAD_V sets no BASE weight (text encoders and other keys "
         "outside the U-Net blocks)"
     )
     assert info.value.hint == "give 26 values, a BASE: entry, a default:, or base="
-    r = spec.resolve_weights("alpha", BUILTIN_PRESETS["GRAD_V"], SD_BLOCKS, base=0.5)
+    r = spec.resolve_weights("alpha", BUILTIN_PRESETS["GRAD_V"], SD1.scheme, base=0.5)
     assert r.base == 0.5
 
 
@@ -166,7 +166,7 @@ def test_resolve_weights_of_a_non_weights_param() -> None:
     spec = get_method("weighted_sum")
     assert spec is not None
     with pytest.raises(KeyError):
-        spec.resolve_weights("a", BlockWeights.scalar(1), SD_BLOCKS)
+        spec.resolve_weights("a", BlockWeights.scalar(1), SD1.scheme)
 
 
 # --- kernels -----------------------------------------------------------------------------
@@ -585,7 +585,8 @@ def test_lookups_do_not_import_torch() -> None:
         "from mergelang.block_weights import BlockWeights\n"
         "assert get_method('weighted_sum') is not None\n"
         "assert 'add_difference' in method_names()\n"
-        "PresetTable().get('GRAD_V').resolve(['IN00'], base=0.0)\n"
+        "from mergelang.arch import SD1\n"
+        "PresetTable().get('GRAD_V').resolve(SD1.scheme, base=0.0)\n"
         "print('torch' in sys.modules)\n"
     )
     result = subprocess.run(

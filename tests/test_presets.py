@@ -6,8 +6,9 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from weights_helpers import SD_SCHEME, SDXL_SCHEME, sd_slots, sd_weights
 
-from mergelang.arch.blocks import SD_BLOCKS, SDXL_BLOCKS
+from mergelang.arch.sdxl import SDXL_BLOCKS
 from mergelang.block_weights import BlockWeights, WeightsError
 from mergelang.errors import RecipeError, Span
 from mergelang.presets import (
@@ -41,34 +42,36 @@ def test_builtins_match_the_packaged_table() -> None:
     for name, values in rows:
         numbers = tuple(float(v) for v in values.split(","))
         preset = BUILTIN_PRESETS[name]
-        assert preset.blocks == numbers
+        assert sd_slots(preset) == numbers
         assert preset.base is None
         assert preset.origin == name
 
 
 def test_builtin_exact_values() -> None:
     grad_v = BUILTIN_PRESETS["GRAD_V"]
-    assert grad_v.blocks[0] == 1
-    assert grad_v.blocks[12] == 0
-    assert grad_v.blocks[24] == 1
-    assert grad_v.blocks[1] == 0.9166666667
-    assert BUILTIN_PRESETS["ALL_B"].blocks == (1.0,) * 25
-    assert BUILTIN_PRESETS["ALL_A"].blocks == (0.0,) * 25
-    assert BUILTIN_PRESETS["FLAT_25"].blocks == (0.25,) * 25
-    assert BUILTIN_PRESETS["COSINE"].blocks[1] == 0.995722430686905
+    assert sd_slots(grad_v)[0] == 1
+    assert sd_slots(grad_v)[12] == 0
+    assert sd_slots(grad_v)[24] == 1
+    assert sd_slots(grad_v)[1] == 0.9166666667
+    assert sd_slots(BUILTIN_PRESETS["ALL_B"]) == (1.0,) * 25
+    assert sd_slots(BUILTIN_PRESETS["ALL_A"]) == (0.0,) * 25
+    assert sd_slots(BUILTIN_PRESETS["FLAT_25"]) == (0.25,) * 25
+    assert sd_slots(BUILTIN_PRESETS["COSINE"])[1] == 0.995722430686905
 
 
 def test_builtin_gradients_follow_their_formulas() -> None:
     for i in range(25):
-        assert BUILTIN_PRESETS["GRAD_V"].blocks[i] == pytest.approx(abs(12 - i) / 12, abs=1e-9)
-        assert BUILTIN_PRESETS["GRAD_A"].blocks[i] == pytest.approx(1 - abs(12 - i) / 12, abs=1e-9)
+        assert sd_slots(BUILTIN_PRESETS["GRAD_V"])[i] == pytest.approx(abs(12 - i) / 12, abs=1e-9)
+        assert sd_slots(BUILTIN_PRESETS["GRAD_A"])[i] == pytest.approx(
+            1 - abs(12 - i) / 12, abs=1e-9
+        )
         cosine = (1 + math.cos(math.pi * i / 24)) / 2
-        assert BUILTIN_PRESETS["COSINE"].blocks[i] == pytest.approx(cosine, abs=1e-12)
+        assert sd_slots(BUILTIN_PRESETS["COSINE"])[i] == pytest.approx(cosine, abs=1e-12)
 
 
 def test_builtin_presets_need_a_base_to_resolve() -> None:
-    r = BUILTIN_PRESETS["GRAD_V"].resolve(SDXL_BLOCKS, base=0.0)
-    assert r["OUT08"] == BUILTIN_PRESETS["GRAD_V"].blocks[21]
+    r = BUILTIN_PRESETS["GRAD_V"].resolve(SDXL_SCHEME, base=0.0)
+    assert r["OUT08"] == sd_slots(BUILTIN_PRESETS["GRAD_V"])[21]
     assert r.base == 0.0
 
 
@@ -92,9 +95,9 @@ def test_load_tsv_with_header_comments_and_blanks(tmp_path: Path) -> None:
     path.write_text(text, encoding="utf-8")
     presets = load_preset_file(path)
     assert list(presets) == ["HALF", "WITH_BASE"]
-    assert presets["HALF"] == BlockWeights(None, (0.5,) * 25)
+    assert presets["HALF"] == sd_weights(None, (0.5,) * 25)
     assert presets["WITH_BASE"].base == 0.1
-    assert presets["WITH_BASE"].blocks == (1.0,) * 25
+    assert sd_slots(presets["WITH_BASE"]) == (1.0,) * 25
     assert presets["HALF"].origin == "HALF"
     assert path.read_text(encoding="utf-8") == text  # the input is untouched
 
@@ -109,20 +112,20 @@ def test_load_colon_and_equals_forms(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     presets = load_preset_file(path)
-    assert presets["COLON"].blocks == (0.2,) * 25
+    assert sd_slots(presets["COLON"]) == (0.2,) * 25
     equals = presets["EQUALS"]
     assert [equals.get(b) for b in SDXL_BLOCKS] == [i / 10 for i in range(19)]
     assert equals.get("IN09") is None
     assert presets["SDXL_BASE"].base == 0.7
     with pytest.raises(WeightsError, match=r"^SDXL_BASE sets only SDXL's 19 blocks"):
-        presets["SDXL_BASE"].resolve(SD_BLOCKS)
+        presets["SDXL_BASE"].resolve(SD_SCHEME)
 
 
 def test_load_handles_bom_and_crlf(tmp_path: Path) -> None:
     path = tmp_path / "win.tsv"
     path.write_bytes(("\ufeffX\t" + vec(25, 1) + "\r\nY: " + vec(26, 0) + "\r\n").encode())
     presets = load_preset_file(path)
-    assert presets["X"].blocks == (1.0,) * 25
+    assert sd_slots(presets["X"]) == (1.0,) * 25
     assert presets["Y"].is_scalar == 0.0
 
 
@@ -263,7 +266,7 @@ def test_table_with_file_overrides_and_adds(tmp_path: Path) -> None:
     path.write_text(f"GRAD_V\t{vec(25, 0.125)}\nMINE: {vec(26, 0.75)}\n", encoding="utf-8")
     base = PresetTable()
     table = base.with_file(path)
-    assert table.get("GRAD_V") == BlockWeights(None, (0.125,) * 25)
+    assert table.get("GRAD_V") == sd_weights(None, (0.125,) * 25)
     assert table.get("MINE") == BlockWeights.scalar(0.75)
     assert table.names()[0] == "GRAD_V"
     assert table.names()[-1] == "MINE"
@@ -282,7 +285,7 @@ def test_table_with_two_files_later_wins(tmp_path: Path) -> None:
     table = PresetTable().with_file(first).with_file(second)
     preset = table.get("P")
     assert preset is not None
-    assert preset.blocks == (0.2,) * 25
+    assert sd_slots(preset) == (0.2,) * 25
     assert table.files == (first, second)
 
 

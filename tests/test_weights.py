@@ -6,8 +6,10 @@ import re
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from weights_helpers import SD_SCHEME, SDXL_SCHEME, sd_slots, sd_weights
 
-from mergelang.arch.blocks import SD_BLOCKS, SDXL_BLOCKS
+from mergelang.arch.sd1 import SD_BLOCKS
+from mergelang.arch.sdxl import SDXL_BLOCKS
 from mergelang.block_weights import (
     BlockValues,
     BlockWeights,
@@ -35,7 +37,7 @@ def ramp(n: int, step: float = 0.01) -> list[float]:
 def test_scalar_sets_every_block_and_base() -> None:
     w = BlockWeights.scalar(0.3)
     assert w.base == 0.3
-    assert w.blocks == (0.3,) * 25
+    assert sd_slots(w) == (0.3,) * 25
     assert w.is_scalar == 0.3
     assert w.to_text() == "0.3"
 
@@ -44,14 +46,14 @@ def test_scalar_zero_is_a_scalar_not_missing() -> None:
     w = BlockWeights.scalar(0)
     assert w.is_scalar is not None
     assert w.is_scalar == 0.0
-    assert w.resolve(SD_BLOCKS).base == 0.0
+    assert w.resolve(SD_SCHEME).base == 0.0
 
 
 def test_vector_25_leaves_base_unset() -> None:
     values = ramp(25)
     w = BlockWeights.from_vector(values)
     assert w.base is None
-    assert w.blocks == tuple(values)
+    assert sd_slots(w) == tuple(values)
     assert w.origin == "25-value vector"
     assert w.is_scalar is None
 
@@ -60,7 +62,7 @@ def test_vector_26_puts_base_first() -> None:
     values = [0.9, *ramp(25)]
     w = BlockWeights.from_vector(values)
     assert w.base == 0.9
-    assert w.blocks == tuple(values[1:])
+    assert sd_slots(w) == tuple(values[1:])
     assert w.get("IN00") == 0.0
     assert w.get("OUT11") == 0.24
 
@@ -88,13 +90,13 @@ def test_vector_20_puts_base_first() -> None:
 def test_values_kept_exactly() -> None:
     values = [0.1, 1 / 3, 0.9166666667, *[1e-7] * 22]
     w = BlockWeights.from_vector(values)
-    assert w.blocks[:3] == (0.1, 1 / 3, 0.9166666667)
-    assert w.blocks[3] == 1e-7
+    assert sd_slots(w)[:3] == (0.1, 1 / 3, 0.9166666667)
+    assert sd_slots(w)[3] == 1e-7
 
 
 def test_int_values_become_floats() -> None:
     w = BlockWeights.from_vector([1] * 25)
-    assert all(type(v) is float for v in w.blocks)
+    assert all(type(v) is float for v in sd_slots(w))
 
 
 @pytest.mark.parametrize("count", [0, 1, 18, 21, 24, 27, 50])
@@ -140,9 +142,10 @@ def test_scalar_rejects_nan() -> None:
         BlockWeights.scalar(math.nan)
 
 
-def test_direct_construction_checks_slot_count() -> None:
-    with pytest.raises(WeightsError, match="25 block slots, not 24"):
-        BlockWeights(None, (0.0,) * 24)
+def test_direct_construction_leaves_unnamed_blocks_unset() -> None:
+    w = BlockWeights.from_blocks({"IN00": 0.5, "OUT11": None}, base=0.25)
+    assert w.get("IN00") == 0.5 and w.get("OUT11") is None and w.get("M00") is None
+    assert w.base == 0.25
 
 
 # --- maps --------------------------------------------------------------------------------
@@ -159,7 +162,7 @@ def test_map_groups_ranges_and_blocks() -> None:
         ]
     )
     expected = [1.0] * 6 + [0.5] * 6 + [0.25] + [0.0] * 12
-    assert w.blocks == tuple(expected)
+    assert sd_slots(w) == tuple(expected)
     assert w.base == 0.3
     assert w.origin == "map"
 
@@ -188,7 +191,7 @@ def test_map_default_fills_only_unset_slots_wherever_written(default_first: bool
 def test_map_base_entry_beats_default() -> None:
     w = BlockWeights.from_map([("default", 1.0), ("BASE", 0.0)])
     assert w.base == 0.0
-    assert w.blocks == (1.0,) * 25
+    assert sd_slots(w) == (1.0,) * 25
 
 
 def test_map_range_across_middle() -> None:
@@ -200,7 +203,7 @@ def test_map_range_across_middle() -> None:
 def test_empty_map() -> None:
     w = BlockWeights.from_map([])
     assert w.base is None
-    assert w.blocks == (None,) * 25
+    assert sd_slots(w) == (None,) * 25
     assert w.to_text() == "{}"
 
 
@@ -300,7 +303,7 @@ def test_with_base_replaces_base_only() -> None:
     w = BlockWeights.from_vector(ramp(25))
     v = w.with_base(0.0)
     assert v.base == 0.0
-    assert v.blocks == w.blocks
+    assert sd_slots(v) == sd_slots(w)
     assert w.base is None  # the original is unchanged
     assert v.with_base(0.7).base == 0.7
 
@@ -326,7 +329,7 @@ def test_equality_ignores_origin_and_is_hashable() -> None:
 
 def test_resolve_sd_blocks_26_vector() -> None:
     values = [0.9, *ramp(25)]
-    r = BlockWeights.from_vector(values).resolve(SD_BLOCKS)
+    r = BlockWeights.from_vector(values).resolve(SD_SCHEME)
     assert r.base == 0.9
     assert list(r.values) == list(SD_BLOCKS)
     assert dict(r.values) == dict(zip(SD_BLOCKS, values[1:], strict=True))
@@ -336,7 +339,7 @@ def test_resolve_sd_blocks_26_vector() -> None:
 
 def test_resolve_sdxl_ignores_sd_only_blocks_of_a_25_vector() -> None:
     values = ramp(25)
-    r = BlockWeights.from_vector(values).resolve(SDXL_BLOCKS, base=0.0)
+    r = BlockWeights.from_vector(values).resolve(SDXL_SCHEME, base=0.0)
     assert list(r.values) == list(SDXL_BLOCKS)
     assert r["M00"] == values[12]
     assert r["OUT00"] == values[13]
@@ -347,7 +350,7 @@ def test_resolve_sdxl_ignores_sd_only_blocks_of_a_25_vector() -> None:
 
 def test_resolve_19_vector_for_sdxl() -> None:
     values = [float(i) / 20 for i in range(19)]
-    r = BlockWeights.from_vector(values).resolve(SDXL_BLOCKS, base=0.5)
+    r = BlockWeights.from_vector(values).resolve(SDXL_SCHEME, base=0.5)
     assert [r[b] for b in SDXL_BLOCKS] == values
     assert r.base == 0.5
 
@@ -356,7 +359,7 @@ def test_resolve_19_vector_for_sdxl() -> None:
 def test_resolve_sdxl_vector_for_sd_model_errors(count: int) -> None:
     w = BlockWeights.from_vector([0.5] * count)
     with pytest.raises(WeightsError) as info:
-        w.resolve(SD_BLOCKS, base=0.0)
+        w.resolve(SD_SCHEME, base=0.0)
     assert info.value.message == (
         f"a {count}-value vector is SDXL's (IN00..IN08, M00, OUT00..OUT08); "
         "this SD1/SD2 model also has IN09..IN11, OUT09..OUT11"
@@ -367,20 +370,20 @@ def test_resolve_sdxl_vector_for_sd_model_errors(count: int) -> None:
 def test_resolve_sdxl_only_map_for_sd_model_errors() -> None:
     w = BlockWeights.from_map([(("IN00", "IN08"), 1.0), ("M00", 1.0), (("OUT00", "OUT08"), 0.0)])
     with pytest.raises(WeightsError, match=re.escape("sets only SDXL's 19 blocks")):
-        w.resolve(SD_BLOCKS, base=0.0)
+        w.resolve(SD_SCHEME, base=0.0)
 
 
 def test_resolve_base_fallback_used_only_when_unset() -> None:
     w25 = BlockWeights.from_vector([1.0] * 25)
-    assert w25.resolve(SD_BLOCKS, base=0.0).base == 0.0
-    assert w25.resolve(SD_BLOCKS, base=0.4).base == 0.4
+    assert w25.resolve(SD_SCHEME, base=0.0).base == 0.0
+    assert w25.resolve(SD_SCHEME, base=0.4).base == 0.4
     w26 = BlockWeights.from_vector([0.0] + [1.0] * 25)
-    assert w26.resolve(SD_BLOCKS, base=0.4).base == 0.0  # its own BASE 0 wins
+    assert w26.resolve(SD_SCHEME, base=0.4).base == 0.0  # its own BASE 0 wins
 
 
 def test_resolve_without_any_base_errors() -> None:
     with pytest.raises(WeightsError) as info:
-        BlockWeights.from_vector([1.0] * 25).resolve(SD_BLOCKS)
+        BlockWeights.from_vector([1.0] * 25).resolve(SD_SCHEME)
     assert info.value.message == (
         "a 25-value vector sets no BASE weight (text encoders and other keys outside the "
         "U-Net blocks)"
@@ -389,34 +392,38 @@ def test_resolve_without_any_base_errors() -> None:
 
 
 def test_resolve_names_the_preset_origin() -> None:
-    w = BlockWeights(None, (0.5,) * 25, origin="GRAD_V")
+    w = sd_weights(None, (0.5,) * 25, origin="GRAD_V")
     with pytest.raises(WeightsError, match=r"^GRAD_V sets no BASE weight"):
-        w.resolve(SD_BLOCKS)
+        w.resolve(SD_SCHEME)
 
 
 def test_resolve_map_missing_blocks_lists_them_as_ranges() -> None:
     w = BlockWeights.from_map([("IN00", 1.0), ("OUT", 0.0), ("BASE", 0.0)])
     with pytest.raises(WeightsError) as info:
-        w.resolve(SD_BLOCKS)
+        w.resolve(SD_SCHEME)
     assert info.value.message == "a block weight map sets no weight for IN01..M00"
     assert info.value.hint == "add a default: entry, or give those blocks a value"
 
 
-def test_resolve_subset_of_blocks() -> None:
-    w = BlockWeights.from_map([("IN00", 1.0), ("OUT11", 0.0), ("BASE", 0.5)])
-    r = w.resolve(["OUT11", "IN00", "BASE", "IN00"])
-    assert dict(r.values) == {"OUT11": 0.0, "IN00": 1.0}
-    assert r.base == 0.5
+def test_resolve_gives_exactly_the_schemes_blocks_in_order() -> None:
+    w = BlockWeights.from_map([("IN00", 1.0), ("default", 0.0), ("BASE", 0.5)])
+    r = w.resolve(SDXL_SCHEME)
+    assert tuple(r.values) == SDXL_BLOCKS
+    assert r["IN00"] == 1.0 and r["OUT08"] == 0.0 and r.base == 0.5
+    with pytest.raises(KeyError, match="IN09"):
+        r["IN09"]
 
 
-def test_resolve_unknown_block() -> None:
+def test_unknown_block_names_are_refused() -> None:
     with pytest.raises(WeightsError, match="unknown block 'IN12'"):
-        BlockWeights.scalar(1).resolve(["IN12"])
+        BlockWeights.from_blocks({"IN12": 1.0})
+    with pytest.raises(WeightsError, match="unknown block 'IN12'"):
+        BlockWeights.scalar(1).get("IN12")
 
 
 def test_resolved_weights_are_frozen_and_hashable() -> None:
-    a = BlockWeights.scalar(0.5).resolve(SDXL_BLOCKS)
-    b = BlockWeights.from_vector([0.5] * 26).resolve(SDXL_BLOCKS)
+    a = BlockWeights.scalar(0.5).resolve(SDXL_SCHEME)
+    b = BlockWeights.from_vector([0.5] * 26).resolve(SDXL_SCHEME)
     assert a == b
     assert hash(a) == hash(b)
     with pytest.raises(AttributeError):
@@ -437,14 +444,14 @@ FULL = BlockWeights.from_vector(ramp(25, 0.1))
 
 def test_arithmetic_with_floats_on_either_side() -> None:
     v = ramp(25, 0.1)
-    assert (FULL + 0.25).blocks == tuple(x + 0.25 for x in v)
-    assert (0.25 + FULL).blocks == tuple(0.25 + x for x in v)
-    assert (FULL - 1).blocks == tuple(x - 1 for x in v)
-    assert (1 - FULL).blocks == tuple(1 - x for x in v)
-    assert (FULL * 3).blocks == tuple(x * 3 for x in v)
-    assert (3 * FULL).blocks == tuple(3 * x for x in v)
-    assert (FULL / 3).blocks == tuple(x / 3 for x in v)
-    assert (-FULL).blocks == tuple(-x for x in v)
+    assert sd_slots(FULL + 0.25) == tuple(x + 0.25 for x in v)
+    assert sd_slots(0.25 + FULL) == tuple(0.25 + x for x in v)
+    assert sd_slots(FULL - 1) == tuple(x - 1 for x in v)
+    assert sd_slots(1 - FULL) == tuple(1 - x for x in v)
+    assert sd_slots(FULL * 3) == tuple(x * 3 for x in v)
+    assert sd_slots(3 * FULL) == tuple(3 * x for x in v)
+    assert sd_slots(FULL / 3) == tuple(x / 3 for x in v)
+    assert sd_slots(-FULL) == tuple(-x for x in v)
     assert (1 - FULL).base is None
 
 
@@ -452,7 +459,7 @@ def test_reflected_division() -> None:
     w = BlockWeights.from_vector([2.0, *[4.0] * 25])
     r = 1 / w
     assert r.base == 0.5
-    assert r.blocks == (0.25,) * 25
+    assert sd_slots(r) == (0.25,) * 25
 
 
 def test_arithmetic_between_weights_propagates_unset() -> None:
@@ -466,7 +473,7 @@ def test_arithmetic_between_weights_propagates_unset() -> None:
     p = PARTIAL * PARTIAL
     assert p.base == 0.0625
     assert p.get("M00") == 4.0
-    assert sum(1 for b in p.blocks if b is not None) == 5
+    assert sum(1 for b in sd_slots(p) if b is not None) == 5
 
 
 def test_unset_slots_stay_unset_with_floats() -> None:
@@ -511,7 +518,7 @@ def test_arithmetic_with_other_types_is_a_type_error() -> None:
 
 
 def test_arithmetic_origin_describes_the_expression() -> None:
-    g = BlockWeights(None, (0.5,) * 25, origin="GRAD_V")
+    g = sd_weights(None, (0.5,) * 25, origin="GRAD_V")
     assert (1 - g).origin == "1 - GRAD_V"
     assert ((1 - g) * 0.5).origin == "(1 - GRAD_V) * 0.5"
     assert (-g).origin == "-GRAD_V"
@@ -525,7 +532,7 @@ slot = st.one_of(st.none(), finite)
 def block_weights(draw: st.DrawFn) -> BlockWeights:
     base = draw(slot)
     blocks = tuple(draw(st.lists(slot, min_size=25, max_size=25)))
-    return BlockWeights(base, blocks)
+    return sd_weights(base, blocks)
 
 
 @settings(max_examples=100, deadline=None)
@@ -539,7 +546,7 @@ def test_property_scaling_by_two_round_trips(w: BlockWeights) -> None:
 def test_property_self_difference_is_zero_where_set(w: BlockWeights) -> None:
     d = w - w
     assert d.base == (None if w.base is None else 0.0)
-    for mine, diff in zip(w.blocks, d.blocks, strict=True):
+    for mine, diff in zip(sd_slots(w), sd_slots(d), strict=True):
         assert diff == (None if mine is None else 0.0)
 
 
@@ -547,7 +554,7 @@ def test_property_self_difference_is_zero_where_set(w: BlockWeights) -> None:
 @given(block_weights(), finite)
 def test_property_add_then_subtract(w: BlockWeights, x: float) -> None:
     back = (w + x) - x
-    for mine, got in zip((w.base, *w.blocks), (back.base, *back.blocks), strict=True):
+    for mine, got in zip((w.base, *sd_slots(w)), (back.base, *sd_slots(back)), strict=True):
         if mine is None:
             assert got is None
         else:
@@ -634,7 +641,7 @@ def test_property_to_text_round_trips(w: BlockWeights) -> None:
     back = parse_weights_text(w.to_text())
     assert back == w
     if w.is_scalar is None:  # signed zeros survive too (a scalar may mix 0 and -0)
-        assert [repr(v) for v in back.blocks] == [repr(v) for v in w.blocks]
+        assert [repr(v) for v in sd_slots(back)] == [repr(v) for v in sd_slots(w)]
         assert repr(back.base) == repr(w.base)
 
 

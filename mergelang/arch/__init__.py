@@ -1,28 +1,32 @@
-"""Stable Diffusion architectures as data: configs, key layouts, key -> block, detection.
+"""Architectures as data: components, block schemes, key layouts, detection, alignment.
 
 Importing the package registers the built-in architectures (``sd1``, ``sd2``, ``sdxl``); each
-lives in its own data module. See ``docs/architectures.md``.
+lives in its own data module built from the parts in :mod:`mergelang.arch.parts`. See
+``docs/architectures.md``, which also walks through adding one.
 """
 
 from __future__ import annotations
 
 from mergelang.arch import sd1, sd2, sdxl
 from mergelang.arch.align import Alignment, KeyPlan, align
-from mergelang.arch.base import (
-    ROLES,
+from mergelang.arch.architecture import (
     Architecture,
-    KeyRule,
-    Role,
-    TextEncoderSpec,
-    UNetConfig,
-    VAEConfig,
     architecture_names,
     architectures,
+    block_schemes,
     classify_role,
     get_architecture,
     register_architecture,
+    unregister_architecture,
 )
-from mergelang.arch.blocks import BASE, SD_BLOCKS, SDXL_BLOCKS
+from mergelang.arch.components import (
+    ROLES,
+    Component,
+    ComponentLayout,
+    KeyRule,
+    Role,
+    VariantSpec,
+)
 from mergelang.arch.conventions import (
     CONVENTION_NAMES,
     DEFAULT_CONVENTION,
@@ -31,10 +35,16 @@ from mergelang.arch.conventions import (
 )
 from mergelang.arch.detect import Detected, detect
 from mergelang.arch.layout import checkpoint_layout, key_dtype, parameter_count
+from mergelang.arch.parts.clip import TextEncoderSpec
+from mergelang.arch.parts.unet import UNetConfig
+from mergelang.arch.parts.vae import VAEConfig
+from mergelang.arch.scheme import BASE, BlockRule, BlockScheme, VectorForm
 
 SD1 = sd1.SD1
 SD2 = sd2.SD2
 SDXL = sdxl.SDXL
+SD_BLOCKS = sd1.SD_BLOCKS
+SDXL_BLOCKS = sdxl.SDXL_BLOCKS
 
 __all__ = [
     "BASE",
@@ -48,6 +58,10 @@ __all__ = [
     "SD_BLOCKS",
     "Alignment",
     "Architecture",
+    "BlockRule",
+    "BlockScheme",
+    "Component",
+    "ComponentLayout",
     "Convention",
     "Detected",
     "KeyPlan",
@@ -56,9 +70,12 @@ __all__ = [
     "TextEncoderSpec",
     "UNetConfig",
     "VAEConfig",
+    "VariantSpec",
+    "VectorForm",
     "align",
     "architecture_names",
     "architectures",
+    "block_schemes",
     "checkpoint_layout",
     "classify_role",
     "detect",
@@ -67,4 +84,5 @@ __all__ = [
     "key_dtype",
     "parameter_count",
     "register_architecture",
+    "unregister_architecture",
 ]

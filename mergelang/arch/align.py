@@ -10,9 +10,11 @@ inputs) a :class:`KeyPlan` says what the output gets:
     that exist in one model only are kept rather than dropped (as SuperMerger keeps B-only
     keys), so merging a file that lacks optional text-encoder keys loses nothing.
 ``merge_channels``
-    ``input_blocks.0.0.weight`` of an inpainting (9 input channels) or instruct-pix2pix (8)
-    U-Net next to a normal one (4): channels ``0:4`` of dim 1 are merged, the remaining
-    channels come from the first input that has them, and the output has its shape.
+    the key the architecture's variants differ by (``input_blocks.0.0.weight`` of an
+    inpainting U-Net, 9 input channels, or an instruct-pix2pix one, 8) next to the normal
+    variant's (4): the normal variant's channels (``0:4`` of dim 1) are merged, the
+    remaining channels come from the first input that has them, and the output has its
+    shape.
 ``skip_merge``
     the key is never merged (:meth:`Architecture.block_of` gives None: EMA copies, schedule
     buffers, markers, ``position_ids``, parts the block convention leaves alone): the output
@@ -28,16 +30,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mergelang.arch.base import VARIANT_IN_CHANNELS, Architecture, get_architecture
+from mergelang.arch.architecture import Architecture, get_architecture
 from mergelang.arch.conventions import DEFAULT_CONVENTION, Convention, get_convention
 from mergelang.arch.detect import Detected, detect
 from mergelang.errors import CheckpointError
 
 Action = Literal["merge", "copy", "merge_channels", "skip_merge"]
 ACTIONS: tuple[Action, ...] = ("merge", "copy", "merge_channels", "skip_merge")
-
-CHANNEL_MERGE_KEY = "input_blocks.0.0.weight"
-"""The U-Net key (without prefix) whose input channels differ between variants."""
 
 
 @dataclass(frozen=True)
@@ -144,12 +143,9 @@ def align_tables(
         union.update(dict.fromkeys(table))
     plans: list[KeyPlan] = []
     mismatches: list[tuple[str, int, int]] = []
-    blocks = _blocks(arch, conv)
     for key in union:
         present = tuple(i for i, table in enumerate(tables) if key in table)
-        block = blocks.get(key, _UNKNOWN)
-        if block is _UNKNOWN:
-            block = blocks[key] = arch.block_of(key, conv)
+        block = arch.block_of(key, conv)
         first = present[0]
         shape = tables[first][key]
         if block is None:
@@ -170,16 +166,6 @@ def align_tables(
     if mismatches:
         raise _shape_error(mismatches, labels, tables)
     return tuple(plans)
-
-
-_UNKNOWN = "\0unknown"
-_BLOCKS: dict[tuple[str, str], dict[str, str | None]] = {}
-
-
-def _blocks(arch: Architecture, conv: Convention) -> dict[str, str | None]:
-    """The remembered ``key -> block`` answers for one architecture and convention (a plan
-    aligns every step over the same few thousand keys)."""
-    return _BLOCKS.setdefault((arch.name, conv.name), {})
 
 
 def _check_architectures(
@@ -211,34 +197,43 @@ def _channel_plan(
     block: str,
     paths: Sequence[str],
 ) -> KeyPlan | None:
-    """The ``merge_channels`` plan for a normal vs inpainting/pix2pix input conv, or None."""
-    if arch.unet_local(key) != CHANNEL_MERGE_KEY:
+    """The ``merge_channels`` plan for a normal variant's key next to a wider variant's
+    (inpainting or instruct-pix2pix input convolution), or None."""
+    spec = arch.variants
+    if spec is None or key not in (spec.key, spec.key.removeprefix(arch.denoiser.prefix)):
         return None
+    dim = spec.dim
     shapes = [tables[i][key] for i in present]
-    if any(len(s) != 4 for s in shapes):
-        return None
     base = shapes[0]
-    if any(s[0] != base[0] or s[2:] != base[2:] for s in shapes):
+    if any(len(s) != len(base) or len(s) <= dim for s in shapes):
         return None
-    channels = {s[1] for s in shapes}
-    normal = VARIANT_IN_CHANNELS["normal"]
+    if any(s[:dim] != base[:dim] or s[dim + 1 :] != base[dim + 1 :] for s in shapes):
+        return None
+    channels = {s[dim] for s in shapes}
+    normal = spec.normal_channels
     wider = channels - {normal}
     if normal not in channels or len(wider) != 1:
-        special = {VARIANT_IN_CHANNELS["inpainting"], VARIANT_IN_CHANNELS["pix2pix"]}
-        if special <= channels:
-            by_channels = {s[1]: paths[i] for i, s in zip(present, shapes, strict=True)}
+        by_variant = {
+            variant: paths[i]
+            for i, s in zip(present, shapes, strict=True)
+            if (variant := spec.of_channels(s[dim])) is not None and variant != spec.normal
+        }
+        if len(by_variant) >= 2:
+            (first, first_path), (second, second_path) = sorted(
+                by_variant.items(), key=lambda item: list(spec.channels).index(item[0])
+            )[:2]
+            title = spec.component_title
             raise CheckpointError(
-                by_channels[VARIANT_IN_CHANNELS["pix2pix"]],
-                "cannot merge an inpainting U-Net "
-                f"({by_channels[VARIANT_IN_CHANNELS['inpainting']]}, 9 input channels) with an "
-                f"instruct-pix2pix one ({by_channels[VARIANT_IN_CHANNELS['pix2pix']]}, "
-                "8 input channels)",
+                second_path,
+                f"cannot merge an {spec.titles[first]} {title} ({first_path}, "
+                f"{spec.channels[first]} input channels) with an {spec.titles[second]} one "
+                f"({second_path}, {spec.channels[second]} input channels)",
                 code="shape-mismatch",
                 key=key,
             )
         return None
     (extra,) = wider
-    source = next(i for i, s in zip(present, shapes, strict=True) if s[1] == extra)
+    source = next(i for i, s in zip(present, shapes, strict=True) if s[dim] == extra)
     return KeyPlan(
         key,
         present,

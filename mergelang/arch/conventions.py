@@ -1,41 +1,61 @@
-"""Key -> block conventions: where the keys outside ``input/middle/output_blocks`` go.
+"""Key -> block conventions: where the keys the tools users know disagree on go.
 
 Every tool agrees on the U-Net's numbered blocks (``input_blocks.N.`` is ``IN{N}``,
 ``middle_block.`` is ``M00``, ``output_blocks.N.`` is ``OUT{N}``, ``out.`` is the last OUT
 block) and on the text encoders (``BASE``). They disagree on three groups of keys: the U-Net's
 timestep embedding (``time_embed.*``), SDXL's size/pooled-text embedding (``label_emb.*``) and
-the VAE. A :class:`Convention` names where each of those goes, so a recipe can reproduce the
-numbers of the tool its weights were tuned with.
+the VAE. A block scheme sends those keys to named *slots* (``@time_embed``, ``@label_emb``,
+``@vae``; see :mod:`mergelang.arch.scheme`) and a :class:`Convention` says where each slot
+goes, so a recipe can reproduce the numbers of the tool its weights were tuned with.
 
-A target is a block name (``"IN00"``), ``"BASE"``, ``"FIRST_IN"`` (the architecture's first
-input block, IN00), ``"LAST_OUT"`` (its last output block: OUT11 for SD1/SD2, OUT08 for SDXL),
-or ``None``: the key is not merged and the output takes it from the first model.
+A target is a block name (``"IN00"``), ``BASE``, ``FIRST_BLOCK`` (the scheme's first block,
+IN00), ``LAST_BLOCK`` (its last: OUT11 for SD1/SD2, OUT08 for SDXL), or ``None``: the key is
+not merged and the output takes it from the first model. A slot a convention does not name
+takes the scheme's own target.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
-FIRST_IN = "FIRST_IN"
-LAST_OUT = "LAST_OUT"
+from mergelang.arch.scheme import BASE, FIRST_BLOCK
+
+FIRST_IN = FIRST_BLOCK
+"""The target "the scheme's first block" (IN00 for the U-Nets)."""
 
 
 @dataclass(frozen=True)
 class Convention:
-    """Where ``time_embed.*``, ``label_emb.*`` and the VAE go (``None``: not merged)."""
+    """Where each convention slot goes (``None``: not merged)."""
 
     name: str
-    time_embed: str | None
-    label_emb: str | None
-    vae: str | None
-    doc: str
+    slots: Mapping[str, str | None] = field(default_factory=lambda: MappingProxyType({}))
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "slots", MappingProxyType(dict(self.slots)))
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    @property
+    def time_embed(self) -> str | None:
+        return self.slots.get("time_embed", BASE)
+
+    @property
+    def label_emb(self) -> str | None:
+        return self.slots.get("label_emb", BASE)
+
+    @property
+    def vae(self) -> str | None:
+        return self.slots.get("vae", BASE)
 
 
 MBW = Convention(
     name="mbw",
-    time_embed=FIRST_IN,
-    label_emb=FIRST_IN,
-    vae="BASE",
+    slots={"time_embed": FIRST_IN, "label_emb": FIRST_IN, "vae": BASE},
     doc=(
         "Merge Block Weighted and kohya's merge script: time_embed (and SDXL label_emb) with "
         "IN00, out.* with the last OUT block, text encoders and VAE with BASE. The default: "
@@ -45,17 +65,13 @@ MBW = Convention(
 
 KOHYA = Convention(
     name="kohya",
-    time_embed=FIRST_IN,
-    label_emb=FIRST_IN,
-    vae="BASE",
+    slots={"time_embed": FIRST_IN, "label_emb": FIRST_IN, "vae": BASE},
     doc="The same rules as mbw, under the name of kohya's script that introduced them.",
 )
 
 SUPERMERGER = Convention(
     name="supermerger",
-    time_embed=None,
-    label_emb=None,
-    vae="BASE",
+    slots={"time_embed": None, "label_emb": None, "vae": BASE},
     doc=(
         "SuperMerger: time_embed and label_emb are not merged (taken from the first model), "
         "out.* with the last OUT block, text encoders and VAE with BASE."
@@ -64,9 +80,7 @@ SUPERMERGER = Convention(
 
 SD_MECHA = Convention(
     name="sd_mecha",
-    time_embed="BASE",
-    label_emb="BASE",
-    vae=None,
+    slots={"time_embed": BASE, "label_emb": BASE, "vae": None},
     doc=(
         "sd-mecha: time_embed and label_emb with BASE, out.* with the last OUT block, "
         "the VAE not merged (taken from the first model)."

@@ -8,7 +8,9 @@ is SD1's U-Net with linear ``proj_in``). Names and ranks do not change when widt
 so tiny fixtures are detected like full-size files. The best score wins if it covers the U-Net
 well and leaves few keys unexplained; otherwise the file is an unknown layout and the error
 names the closest architecture and the keys that differ. The variant (inpainting,
-instruct-pix2pix) is read from the input channels of ``input_blocks.0.0.weight``.
+instruct-pix2pix) is read from the width of the key the architecture's
+:class:`~mergelang.arch.components.VariantSpec` names (``input_blocks.0.0.weight``'s input
+channels for the U-Nets).
 """
 
 from __future__ import annotations
@@ -18,13 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
-from mergelang.arch.base import (
-    VARIANT_IN_CHANNELS,
-    Architecture,
-    Variant,
-    architectures,
-    classify_role,
-)
+from mergelang.arch.architecture import Architecture, architectures, classify_role
+from mergelang.arch.components import DENOISER_ROLES, Variant
 from mergelang.arch.layout import checkpoint_layout, optional_keys
 from mergelang.errors import CheckpointError
 
@@ -64,13 +61,11 @@ def _expected(arch: Architecture) -> _Expected:
     layout = checkpoint_layout(arch)
     component: dict[str, str] = {}
     for key in layout:
-        role = arch.role(key)
-        if role == "text_encoder":
-            spec = next(s for s in arch.text_encoders if key.startswith(s.prefix))
-            component[key] = f"text encoder {spec.title}"
-        else:
-            component[key] = "VAE" if role == "vae" else "U-Net"
-    unet_total = sum(1 for c in component.values() if c == "U-Net")
+        found = arch.component_of(key)
+        assert found is not None, key
+        component[key] = found[0].title
+    denoiser = arch.denoiser.title
+    unet_total = sum(1 for c in component.values() if c == denoiser)
     ndims = {key: len(shape) for key, shape in layout.items()}
     return _Expected(ndims, component, optional_keys(arch), unet_total)
 
@@ -103,10 +98,11 @@ class _Match:
 
 
 def normalize_key(arch: Architecture, key: str) -> str:
-    """``key`` as it would be named in the architecture's current layout: a bare U-Net key
-    gets the U-Net prefix, an older prefix (``key_aliases``) the current one."""
-    if not key.startswith(arch.unet_prefix) and arch.unet_local(key) is not None:
-        return arch.unet_prefix + key
+    """``key`` as it would be named in the architecture's current layout: a bare denoiser
+    key gets the denoiser's prefix, an older prefix (``key_aliases``) the current one."""
+    prefix = arch.denoiser.prefix
+    if not key.startswith(prefix) and arch.denoiser_local(key) is not None:
+        return prefix + key
     for old, new in arch.key_aliases:
         if key.startswith(old) and not key.startswith(new):
             return new + key[len(old) :]
@@ -116,6 +112,7 @@ def normalize_key(arch: Architecture, key: str) -> str:
 def _score(arch: Architecture, shapes: Mapping[str, tuple[int, ...]]) -> _Match:
     expected = _expected(arch)
     match = _Match(arch)
+    denoiser = arch.denoiser
     present: dict[str, tuple[int, ...]] = {}
     for key, shape in shapes.items():
         if arch.role(key) in _NOT_MODEL:
@@ -123,7 +120,7 @@ def _score(arch: Architecture, shapes: Mapping[str, tuple[int, ...]]) -> _Match:
         match.considered += 1
         name = normalize_key(arch, key)
         if name != key:
-            if name.startswith(arch.unet_prefix) and not key.startswith(arch.unet_prefix):
+            if name.startswith(denoiser.prefix) and not key.startswith(denoiser.prefix):
                 match.bare_unet += 1
             else:
                 match.aliased += 1
@@ -137,7 +134,7 @@ def _score(arch: Architecture, shapes: Mapping[str, tuple[int, ...]]) -> _Match:
             match.matched += 1
             component = expected.component[name]
             match.components.add(component)
-            if component == "U-Net":
+            if component == denoiser.title:
                 match.unet_matched += 1
     for key, component in expected.component.items():
         if key in present:
@@ -145,7 +142,7 @@ def _score(arch: Architecture, shapes: Mapping[str, tuple[int, ...]]) -> _Match:
         if key in expected.optional:
             if component in match.components:
                 match.optional_missing += 1
-        elif component in match.components or component == "U-Net":
+        elif component in match.components or component == denoiser.title:
             match.missing.append(key)
     bonus = 0.0
     for rule in arch.signature:
@@ -171,18 +168,18 @@ def _examples(keys: Sequence[str]) -> str:
 def _variant(
     arch: Architecture, shapes: Mapping[str, tuple[int, ...]]
 ) -> tuple[Variant, int | None]:
-    conv_in = None
-    for key, shape in shapes.items():
-        if normalize_key(arch, key) == arch.unet_prefix + "input_blocks.0.0.weight":
-            conv_in = shape
-            break
-    if conv_in is None or len(conv_in) != 4:
+    spec = arch.variants
+    if spec is None:
         return "normal", None
-    channels = conv_in[1]
-    for variant, count in VARIANT_IN_CHANNELS.items():
-        if count == channels:
-            return variant, channels  # type: ignore[return-value]
-    return "normal", channels
+    found = None
+    for key, shape in shapes.items():
+        if normalize_key(arch, key) == spec.key:
+            found = shape
+            break
+    if found is None or len(found) != _expected(arch).ndims.get(spec.key):
+        return spec.normal, None
+    channels = found[spec.dim]
+    return spec.of_channels(channels) or spec.normal, channels
 
 
 def _notes(match: _Match, shapes: Mapping[str, tuple[int, ...]], channels: int | None) -> list[str]:
@@ -196,7 +193,8 @@ def _notes(match: _Match, shapes: Mapping[str, tuple[int, ...]], channels: int |
         if role == "marker":
             markers.append(key)
     if roles.get("ema"):
-        notes.append(f"EMA copy of the U-Net (model_ema.*): {roles['ema']} keys")
+        ema = f"{arch.denoiser.title} ({arch.ema_prefix}*)"
+        notes.append(f"EMA copy of the {ema}: {roles['ema']} keys")
     if roles.get("schedule"):
         notes.append(f"DDPM schedule buffers: {roles['schedule']} keys")
     if markers:
@@ -207,7 +205,8 @@ def _notes(match: _Match, shapes: Mapping[str, tuple[int, ...]], channels: int |
     if absent:
         notes.append("no " + " and no ".join(absent) + " in this file")
     if match.bare_unet:
-        notes.append("U-Net keys saved without the model.diffusion_model. prefix")
+        denoiser = arch.denoiser
+        notes.append(f"{denoiser.title} keys saved without the {denoiser.prefix} prefix")
     if match.aliased:
         notes.append(f"{match.aliased} keys in an older naming (read as the current names)")
     if match.optional_missing:
@@ -224,8 +223,9 @@ def _notes(match: _Match, shapes: Mapping[str, tuple[int, ...]], channels: int |
             f"{len(match.rank_mismatch)} keys with an unexpected number of dimensions, "
             f"e.g. {_examples(match.rank_mismatch)}"
         )
-    if channels is not None and channels not in VARIANT_IN_CHANNELS.values():
-        notes.append(f"unusual U-Net input channels: {channels}")
+    spec = arch.variants
+    if spec is not None and channels is not None and spec.of_channels(channels) is None:
+        notes.append(f"unusual {spec.component_title} input channels: {channels}")
     return notes
 
 
@@ -270,11 +270,12 @@ def _partial(
             hint="mergelang merges whole checkpoints; apply the LoRA to a checkpoint first",
         )
     arch = best.arch
-    if any(arch.role(normalize_key(arch, key)) == "unet" for key in keys):
+    if any(arch.role(normalize_key(arch, key)) in DENOISER_ROLES for key in keys):
         return None
-    vae_names = _expected(arch).component
-    if all(vae_names.get(arch.vae.prefix + key) == "VAE" for key in keys):
-        held = "a VAE on its own (without the first_stage_model. prefix)"
+    names = _expected(arch).component
+    vae = next(iter(arch.components_with("vae")), None)
+    if vae is not None and all(names.get(vae.prefix + key) == vae.title for key in keys):
+        held = f"a VAE on its own (without the {vae.prefix} prefix)"
     elif best.components:
         held = "only the " + " and the ".join(sorted(best.components))
     else:

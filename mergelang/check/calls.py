@@ -11,9 +11,6 @@ filled in.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-from mergelang.arch.blocks import BASE, SD_BLOCKS
 from mergelang.block_weights import BlockWeights
 from mergelang.check.checked_recipe import ArgValue, BoundArg, MethodCall
 from mergelang.check.scope import (
@@ -185,7 +182,7 @@ class CallChecker(CheckerState):
             )
             return UNCONVERTED
         if param.kind == "weights":
-            for slot, slot_value in _slots(value.weights):
+            for slot, slot_value in value.weights.numbers():
                 problem = param.range_error(slot_value)
                 if problem is not None:
                     where = "" if value.number is not None else f" (at {slot})"
@@ -224,11 +221,3 @@ def _default(param: Param) -> ArgValue:
 
 def _join(first: Span, last: Span) -> Span:
     return Span(first.line, first.column, last.end_line, last.end_column)
-
-
-def _slots(weights: BlockWeights) -> Iterator[tuple[str, float]]:
-    if weights.base is not None:
-        yield BASE, weights.base
-    for name, value in zip(SD_BLOCKS, weights.blocks, strict=True):
-        if value is not None:
-            yield name, value

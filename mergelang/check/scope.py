@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeAlias
 
-from mergelang.arch.blocks import BASE, GROUPS, SD_BLOCKS
-from mergelang.block_weights import BlockWeights, format_number
+from mergelang.block_weights import DEFAULT_KEY, BlockWeights, format_number, vocabulary
 from mergelang.check.checked_recipe import ModelExpr, ModelSource, SaveTarget, Step, StepRef
 from mergelang.errors import DiagnosticSink, Span
 from mergelang.lang import ast
@@ -139,7 +138,8 @@ def finite_number(text: str) -> float | None:
 
 def is_block_word(name: str) -> bool:
     """Whether ``name`` is reserved for blocks: a block, a group, ``BASE`` or ``default``."""
-    return name in SD_BLOCKS or name in GROUPS or name in (BASE, "default")
+    vocab = vocabulary()
+    return vocab.is_block(name) or name in vocab.groups or name == DEFAULT_KEY
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from mergelang.arch.blocks import GROUPS, SD_BLOCKS
+from mergelang.block_weights import vocabulary
 from mergelang.check.calls import Unconverted
 from mergelang.check.checked_recipe import (
     BoundArg,
@@ -214,8 +214,9 @@ class StatementChecker(SaveChecker):
             blocks = self._block_range(iterable)
             return None if blocks is None else [BlockValue(b) for b in blocks]
         if isinstance(iterable, ast.Name):
-            if iterable.name in GROUPS:
-                return [BlockValue(b) for b in GROUPS[iterable.name]]
+            groups = vocabulary().groups
+            if iterable.name in groups:
+                return [BlockValue(b) for b in groups[iterable.name]]
             self.sink.error(
                 f"a for loop iterates a block range, a group, a list or a numeric range, "
                 f"not '{iterable.name}'",
@@ -235,7 +236,7 @@ class StatementChecker(SaveChecker):
             return None
         values: list[Value] = []
         for item in iterable.items:
-            if isinstance(item, ast.Name) and item.name in SD_BLOCKS:
+            if isinstance(item, ast.Name) and item.name in vocabulary().order:
                 values.append(BlockValue(item.name))
                 continue
             value = self._eval(item, "any")

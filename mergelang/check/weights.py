@@ -10,14 +10,15 @@ checked here too, and so are the key patterns of elemental entries (``"attn2" in
 
 from __future__ import annotations
 
-from mergelang.arch.blocks import SD_BLOCKS, block_range
 from mergelang.block_weights import (
     BlockWeights,
     KeySelector,
     MapKey,
     WeightsError,
+    block_range,
     selector_blocks,
     suggest_block,
+    vocabulary,
 )
 from mergelang.check.checked_recipe import LinearCombination, Term
 from mergelang.check.scope import (
@@ -249,7 +250,7 @@ class WeightsChecker(CheckerState):
     def _block_range(self, node: ast.BlockRange) -> tuple[str, ...] | None:
         ok = True
         for name, span in ((node.start, node.start_span), (node.end, node.end_span)):
-            if name not in SD_BLOCKS:
+            if name not in vocabulary().order:
                 self._unknown_block(name, span)
                 ok = False
         if not ok:
@@ -261,7 +262,8 @@ class WeightsChecker(CheckerState):
                 f"the block range {node.start}..{node.end} runs backwards",
                 node.span,
                 code="block-range",
-                hint=f"write {node.end}..{node.start}; blocks run IN00..IN11, M00, OUT00..OUT11",
+                hint=f"write {node.end}..{node.start}; blocks run "
+                f"{vocabulary().order_text(node.start, node.end)}",
             )
             return None
 
@@ -272,8 +274,9 @@ class WeightsChecker(CheckerState):
             f"unknown block name '{name}'",
             span,
             code="unknown-block",
-            hint=hint + "blocks are IN00..IN11, M00, OUT00..OUT11 (SDXL: IN00..IN08, M00, "
-            "OUT00..OUT08); also IN, M, OUT, BASE and default",
+            hint=hint
+            + vocabulary().blocks_text()
+            + f"; also {', '.join(vocabulary().groups)}, BASE and default",
         )
 
 

@@ -31,7 +31,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from mergelang.arch.blocks import BASE, SD_BLOCKS
+from mergelang.arch.sd1 import SD_BLOCKS
+from mergelang.block_weights import BASE
 from mergelang.convert.recipe_writer import (
     RecipeWriter,
     convert_error,
@@ -170,7 +171,7 @@ def _parse_line(reader: _LineReader, line_text: str, line: int) -> _Merge:
             base_alpha = _number(reader, first, line, first_column)
         elif key == "preset_weights":
             preset = BUILTIN_PRESETS.get(first) or BUILTIN_PRESETS.get(first.upper())
-            if preset is None or len(preset.blocks) != len(SD_BLOCKS):
+            if preset is None or preset.vector is None or len(preset.vector) != len(SD_BLOCKS):
                 raise reader.error(
                     f"unknown preset '{first}'",
                     line,
@@ -178,8 +179,7 @@ def _parse_line(reader: _LineReader, line_text: str, line: int) -> _Merge:
                     len(first),
                     hint="the MBW presets: GRAD_V, GRAD_A, FLAT_25, ..., ALL_A, ALL_B",
                 )
-            for name, value in zip(SD_BLOCKS, preset.blocks, strict=True):
-                assert value is not None
+            for name, value in zip(SD_BLOCKS, preset.vector, strict=True):
                 weights_b[name] = value
                 weights_a[name] = 1 - value
         elif key == "weight_values":

@@ -11,8 +11,9 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from mergelang.arch.blocks import BASE, GROUPS, SD_BLOCKS, SDXL_BLOCKS
-from mergelang.block_weights import format_number
+from mergelang.arch.sd1 import SD_BLOCKS
+from mergelang.arch.sdxl import SDXL_BLOCKS
+from mergelang.block_weights import BASE, format_number, vocabulary
 from mergelang.errors import Diagnostic, RecipeError, Span
 from mergelang.lang.syntax_errors import RESERVED_WORDS
 
@@ -24,7 +25,9 @@ __all__ = [
     "weights_from_vector",
 ]
 
-_NOT_NAMES = frozenset({*RESERVED_WORDS, *SD_BLOCKS, *GROUPS, BASE, "default", "not"})
+_NOT_NAMES = frozenset(
+    {*RESERVED_WORDS, *vocabulary().names, *vocabulary().groups, BASE, "default", "not"}
+)
 
 
 def convert_error(

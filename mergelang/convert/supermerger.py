@@ -74,7 +74,7 @@ def _weights_text(
         from mergelang.presets import BUILTIN_PRESETS
 
         preset = BUILTIN_PRESETS[values]
-        numbers = [v for v in preset.blocks if v is not None]
+        numbers = list(preset.vector or ())
         weights = weights_from_vector(numbers, base=preset.base if base is None else base)
     elif len(values) in (26, 20):
         weights = weights_from_vector(values[1:], base=values[0])

@@ -23,8 +23,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mergelang.arch.blocks import BASE, SD_BLOCKS, SDXL_BLOCKS, block_range, is_block_name
-from mergelang.block_weights import format_number
+from mergelang.arch.sd1 import SD_BLOCKS
+from mergelang.arch.sdxl import SDXL_BLOCKS
+from mergelang.block_weights import BASE, block_range, format_number, is_block_name
 from mergelang.convert.recipe_writer import convert_error
 from mergelang.errors import RecipeError
 from mergelang.lang.formatter import format_string

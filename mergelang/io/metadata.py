@@ -54,13 +54,12 @@ INPUTS_KEY = "mergelang.inputs"
 SD_MERGE_RECIPE = "sd_merge_recipe"
 SD_MERGE_MODELS = "sd_merge_models"
 
-MODELSPEC_ARCHITECTURES: dict[str, str] = {
-    "sd1": "stable-diffusion-v1",
-    "sd2": "stable-diffusion-v2-768-v",
+MODELSPEC_ALIASES: dict[str, str] = {
     "sd2-512": "stable-diffusion-v2-512",
     "sd2-768-v": "stable-diffusion-v2-768-v",
-    "sdxl": "stable-diffusion-xl-v1-base",
 }
+"""Model-spec ids for names that are not registered architectures (SD2's two sizes); a
+registered architecture carries its own id (``Architecture.modelspec``)."""
 _RESOLUTIONS = {
     "stable-diffusion-v1": "512x512",
     "stable-diffusion-v2-512": "512x512",
@@ -165,9 +164,16 @@ def input_record(
 
 
 def modelspec_architecture(architecture: str, variant: str = "normal") -> str:
-    """The model-spec architecture id for ``sd1``/``sd2``/``sdxl`` (an id passes through)."""
-    base = MODELSPEC_ARCHITECTURES.get(architecture.lower(), architecture)
-    return base + _VARIANT_SUFFIX.get(variant, "")
+    """The model-spec architecture id of a registered architecture (``sd1``...) and one of
+    its variants; any other name passes through as an id."""
+    from mergelang.arch import architecture_names, get_architecture
+
+    name = architecture.lower()
+    if name in architecture_names():
+        arch = get_architecture(name)
+        suffixes = arch.variants.modelspec_suffixes if arch.variants is not None else {}
+        return (arch.modelspec or arch.name) + suffixes.get(variant, "")
+    return MODELSPEC_ALIASES.get(name, architecture) + _VARIANT_SUFFIX.get(variant, "")
 
 
 def _refuse_constant(name: str) -> object:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mergelang.arch.scheme import BlockScheme
 from mergelang.block_weights import BlockWeights, ResolvedWeights, WeightsError
 from mergelang.methods.params import Param
 from mergelang.methods.signature import KERNEL_EXTRAS
@@ -97,11 +98,11 @@ class MethodSpec:
         self,
         name: str,
         value: BlockWeights,
-        blocks: Sequence[str],
+        scheme: BlockScheme,
         *,
         base: float | None = None,
     ) -> ResolvedWeights:
-        """Resolve weights parameter ``name`` for an architecture's ``blocks``.
+        """Resolve weights parameter ``name`` for an architecture's block ``scheme``.
 
         ``base`` is the value of the parameter whose ``base_of`` is ``name`` (``None`` when the
         recipe leaves it out): it overrides BASE. Otherwise an unset BASE falls back to the
@@ -112,7 +113,7 @@ class MethodSpec:
             raise KeyError(f"{self.name} has no weights parameter {name!r}")
         weights = value if base is None else value.with_base(base)
         try:
-            return weights.resolve(blocks, base=param.base_default)
+            return weights.resolve(scheme, base=param.base_default)
         except WeightsError as exc:
             raise WeightsError(
                 f"{name} of {self.name}: {exc.message}", hint=exc.hint, index=exc.index

@@ -275,11 +275,11 @@ def _metadata(plan: Plan, output: OutputPlan) -> dict[str, str]:
 
 
 def _variant(output: OutputPlan) -> str:
-    from mergelang.arch.base import VARIANT_IN_CHANNELS
-
+    spec = output.node.arch.variants
+    if spec is None:
+        return "normal"
+    bare = spec.key.removeprefix(output.node.arch.denoiser.prefix)
     for item in output.layout:
-        if item.key.endswith("diffusion_model.input_blocks.0.0.weight") and len(item.shape) == 4:
-            for variant, channels in VARIANT_IN_CHANNELS.items():
-                if item.shape[1] == channels:
-                    return variant
-    return "normal"
+        if item.key in (spec.key, bare) and len(item.shape) > spec.dim:
+            return spec.of_channels(item.shape[spec.dim]) or spec.normal
+    return spec.normal

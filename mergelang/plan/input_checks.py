@@ -419,7 +419,7 @@ class _InputsChecker:
             base = None if base_param is None else _as_number(_argument(call, base_param.name))
             self._elemental_matches(weights, arch, _span_of(bound, call.span))
             try:
-                spec.resolve_weights(param.name, weights, arch.blocks, base=base)
+                spec.resolve_weights(param.name, weights, arch.scheme, base=base)
             except WeightsError as exc:
                 prefix = f"{param.name} of {spec.name}: "
                 reason = exc.message.removeprefix(prefix)
@@ -436,7 +436,7 @@ class _InputsChecker:
             fallback = term.span if term.span != ast.NO_SPAN else expr.span
             self._elemental_matches(term.weight, arch, fallback)
             try:
-                term.weight.resolve(arch.blocks, base=None)
+                term.weight.resolve(arch.scheme, base=None)
             except WeightsError as exc:
                 hint = exc.hint
                 if "sets no BASE" in exc.message:

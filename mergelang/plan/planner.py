@@ -331,7 +331,7 @@ class _Planner:
                     weights[param.name] = spec.resolve_weights(
                         param.name,
                         value,
-                        arch.blocks,
+                        arch.scheme,
                         base=None if base is None else float(base),  # type: ignore[arg-type]
                     )
                 except WeightsError as exc:
@@ -353,7 +353,7 @@ class _Planner:
         resolved = []
         for term in expr.terms:
             try:
-                resolved.append(term.weight.resolve(arch.blocks, base=None))
+                resolved.append(term.weight.resolve(arch.scheme, base=None))
             except WeightsError as exc:
                 span = term.span if term.span.line else expr.span
                 raise self._fail(

@@ -19,6 +19,7 @@ Every bad line is reported at once, with its line and column, as a :class:`Recip
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import re
@@ -29,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 
-from mergelang.block_weights import BlockWeights
+from mergelang.block_weights import BASE, BlockWeights, vocabulary
 from mergelang.errors import Diagnostic, DiagnosticSink, RecipeError, Span
 from mergelang.lang.parser import MAX_RECIPE_SIZE
 
@@ -44,7 +45,6 @@ __all__ = [
 PRESET_FILE_CODE = "preset-file"
 """The diagnostic code of every preset-file problem."""
 
-VALID_COUNTS = (25, 26, 19, 20)
 
 _SEPARATORS = re.compile(r"[\t:=]")
 _HEADER = ("preset_name", "preset_weights")
@@ -176,17 +176,19 @@ def parse_preset_text(text: str, path: str | None = None) -> dict[str, BlockWeig
                 numbers.append(parsed)
         if not line_ok:
             continue
-        if len(numbers) not in VALID_COUNTS:
+        vocab = vocabulary()
+        if not vocab.forms(len(numbers)):
+            with_base = [str(f.length) for s in vocab.schemes for f in s.vectors if BASE in f.names]
             sink.error(
-                f"preset {name.text} has {len(numbers)} values; a preset has 25 or 26 "
-                "(SD1/SD2) or 19 or 20 (SDXL)",
+                f"preset {name.text} has {len(numbers)} values; a preset has "
+                f"{vocab.lengths_text(unit='')}",
                 _span(line_no, values_region),
                 code=PRESET_FILE_CODE,
-                hint="26 and 20 values put BASE first",
+                hint=" and ".join(with_base) + " values put BASE first",
             )
             continue
         weights = BlockWeights.from_vector(numbers)
-        presets[name.text] = BlockWeights(weights.base, weights.blocks, origin=name.text)
+        presets[name.text] = dataclasses.replace(weights, origin=name.text)
     sink.raise_if_errors()
     return presets
 
