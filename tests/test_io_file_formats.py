@@ -18,10 +18,11 @@ from mergelang.io.file_formats import (
     DEFAULT_FORMAT,
     FILE_FORMATS,
     format_for_path,
+    format_of_content,
     implied_format,
     input_suffixes,
 )
-from mergelang.io.formats import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES
+from mergelang.io.formats import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES, sniff_format
 from mergelang.io.locate import MODEL_SUFFIXES
 from mergelang.io.safetensors_header import read_safetensors_header
 from mergelang.io.save_choices import SAVE_CHOICES, SaveOptions, listed
@@ -165,6 +166,17 @@ def test_a_sink_refuses_to_replace_a_file_or_an_input(tmp_path: Path, name: str)
     assert caught.value.diagnostics[0].code == "overwrite-input"
     assert (taken.read_bytes(), guarded.read_bytes()) == (b"x", b"y")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([taken.name, guarded.name])
+
+
+@pytest.mark.parametrize("name", list(FILE_FORMATS))
+def test_each_format_reads_back_the_metadata_its_sink_wrote(tmp_path: Path, name: str) -> None:
+    file_format = FILE_FORMATS[name]
+    path = tmp_path / f"o{file_format.suffix}"
+    sink = file_format.open_sink(SinkTarget(path, ENTRIES, {"mergelang.output_key": "abc"}))
+    fill(sink)
+    sink.commit()
+    assert format_of_content(sniff_format(path)) is file_format
+    assert dict(file_format.read_metadata(path)) == {"mergelang.output_key": "abc"}
 
 
 def test_the_memory_sink_returns_its_tensors(tmp_path: Path) -> None:

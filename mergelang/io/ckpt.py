@@ -123,6 +123,11 @@ def descriptor_path(file: BufferedReader) -> str | None:
     return path if os.path.exists(path) else None
 
 
+def read_metadata(path: Path) -> Mapping[str, str]:
+    """:func:`read_ckpt_metadata`, as the format table calls it."""
+    return read_ckpt_metadata(path)
+
+
 def _load(where: Path, file: BufferedReader | None = None) -> object:
     """``torch.load`` with the weights-only loader, refusing anything else clearly."""
     name = str(where)

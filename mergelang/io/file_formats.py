@@ -4,10 +4,12 @@ each.
 A :class:`FileFormat` says what a format is called in recipes (``save ... with
 format=NAME``, the Merge Board flags), which file suffixes mean it (for a save path, and for
 an input whose content does not tell), whether its outputs stream to disk key by key or are
-held whole until they are committed, and which module opens its outputs: that module's
-``open_sink(target)`` returns a :class:`~mergelang.io.sinks.Sink`. The module is imported only
-when a run writes such a file, so this table, which the checker and the parser read, never
-imports torch. A new output format is its sink module and one line here.
+held whole until they are committed, and which module handles its files: that module's
+``open_sink(target)`` returns a :class:`~mergelang.io.sinks.Sink` for an output, and its
+``read_metadata(path)`` reads back what an existing file records (how a re-run finds an output
+up to date). The module is imported only when such a file is written or read back, so this
+table, which the checker and the parser read, never imports torch. A new output format is its
+module and one line here.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
+from pathlib import Path
+from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Literal, TypeAlias, cast
 
 if TYPE_CHECKING:
@@ -27,6 +30,7 @@ __all__ = [
     "CheckpointFormat",
     "FileFormat",
     "format_for_path",
+    "format_of_content",
     "implied_format",
     "input_suffixes",
 ]
@@ -44,7 +48,7 @@ class FileFormat:
     inputs with these are read in this format when their first bytes do not tell.
     ``content``: what the readers call such a file's content. ``streams``: written key by
     key as the keys are computed (the output never sits in memory), else held whole until
-    committed. ``sink_module``: the module whose ``open_sink(target)`` opens an output.
+    committed. ``module``: the module with ``open_sink(target)`` and ``read_metadata(path)``.
     """
 
     name: str
@@ -52,17 +56,27 @@ class FileFormat:
     read_suffixes: tuple[str, ...]
     content: CheckpointFormat
     streams: bool
-    sink_module: str
+    module: str
 
     @property
     def suffix(self) -> str:
         """The suffix an output name without one gets."""
         return self.suffixes[0]
 
+    def _module(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
     def open_sink(self, target: SinkTarget) -> Sink:
-        """Open an output of this format (imports the sink module, which may import torch)."""
-        opener = cast("SinkOpener", importlib.import_module(self.sink_module).open_sink)
+        """Open an output of this format (imports the format's module, which may import
+        torch)."""
+        opener = cast("SinkOpener", self._module().open_sink)
         return opener(target)
+
+    def read_metadata(self, path: Path) -> Mapping[str, str]:
+        """The string pairs an existing file of this format records (its provenance and
+        output address, for a file mergelang wrote); reads no tensor."""
+        found = self._module().read_metadata(path)
+        return cast("Mapping[str, str]", found)
 
 
 FILE_FORMATS: Mapping[str, FileFormat] = MappingProxyType(
@@ -73,7 +87,7 @@ FILE_FORMATS: Mapping[str, FileFormat] = MappingProxyType(
             (".safetensors",),
             "safetensors",
             streams=True,
-            sink_module="mergelang.io.writer",
+            module="mergelang.io.writer",
         ),
         "ckpt": FileFormat(
             "ckpt",
@@ -81,7 +95,7 @@ FILE_FORMATS: Mapping[str, FileFormat] = MappingProxyType(
             (".ckpt", ".pt", ".pth", ".bin"),
             "pickle",
             streams=False,
-            sink_module="mergelang.io.ckpt",
+            module="mergelang.io.ckpt",
         ),
     }
 )
@@ -98,6 +112,15 @@ def format_for_path(path: str) -> FileFormat | None:
         if lowered.endswith(file_format.suffixes):
             return file_format
     return None
+
+
+def format_of_content(content: CheckpointFormat) -> FileFormat:
+    """The format whose files hold ``content`` (what :func:`~mergelang.io.formats.sniff_format`
+    found in a file)."""
+    for file_format in FILE_FORMATS.values():
+        if file_format.content == content:
+            return file_format
+    raise KeyError(content)
 
 
 def implied_format(path: str) -> str:

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING
 
 from mergelang.errors import OutputError
 from mergelang.io.dtypes import code_for_torch, is_known_code, item_size
-from mergelang.io.safetensors_header import MAX_DIMENSION, is_utf8_text
+from mergelang.io.safetensors_header import MAX_DIMENSION, is_utf8_text, read_safetensors_header
 
 if TYPE_CHECKING:
     import torch
@@ -673,6 +673,11 @@ def open_sink(target: SinkTarget) -> SafetensorsWriter:
         overwrite=target.overwrite,
         protected=target.protected,
     )
+
+
+def read_metadata(path: Path) -> Mapping[str, str]:
+    """What a safetensors file records in its header's ``__metadata__``."""
+    return read_safetensors_header(path).metadata
 
 
 def _insert_span(done: list[tuple[int, int]], span: tuple[int, int]) -> None:

@@ -38,9 +38,9 @@ from typing import TYPE_CHECKING
 
 from mergelang._version import __version__
 from mergelang.errors import Diagnostic, MergelangError, OutputError, RecipeError, source_line
+from mergelang.io.file_formats import format_of_content
 from mergelang.io.formats import sniff_format
 from mergelang.io.metadata import InputRecord, build_metadata
-from mergelang.io.safetensors_header import read_safetensors_header
 from mergelang.io.writer import check_target
 from mergelang.plan.graph import LoadNode, Node, walk
 from mergelang.plan.inputs import InputHandle, open_cached
@@ -134,11 +134,7 @@ def existing_output_key(path: Path) -> str | None:
     """The output address recorded in an existing output (safetensors header, or the
     metadata mergelang keeps in a ``.ckpt``), or ``None``."""
     try:
-        if sniff_format(path) == "pickle":
-            from mergelang.io.ckpt import read_ckpt_metadata
-
-            return read_ckpt_metadata(path).get(OUTPUT_KEY)
-        return read_safetensors_header(path).metadata.get(OUTPUT_KEY)
+        return format_of_content(sniff_format(path)).read_metadata(path).get(OUTPUT_KEY)
     except (MergelangError, OSError):
         return None
 
