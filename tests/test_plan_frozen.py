@@ -52,6 +52,15 @@ def test_a_plan_its_outputs_and_cache_entries_are_frozen(tmp_path: Path, models:
         plan.inputs[0].architecture = "sdxl"  # type: ignore[misc]
     with pytest.raises(TypeError):
         first.metadata["title"] = "changed"  # type: ignore[index]
+    node = first.node
+    assert node.sealed and node.names == ("slerped",)
+    assert all(n.sealed for n in plan.all_nodes())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        node.cache_marked = False
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        node.add_name("another")
+    with pytest.raises(TypeError):
+        node.keys["x"] = node.keys[next(iter(node.keys))]  # type: ignore[index]
 
 
 def test_a_run_reports_what_happened_and_leaves_its_plan_as_it_was(

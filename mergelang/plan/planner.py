@@ -54,7 +54,7 @@ from mergelang.io.hashing import default_cache_dir
 from mergelang.io.locate import ModelLocator
 from mergelang.io.save_options import OutputKey, SaveOptions, output_layout
 from mergelang.methods.registry import get_method
-from mergelang.plan.graph import KeySlot, LinearNode, LoadNode, MethodNode, Node
+from mergelang.plan.graph import KeySlot, LinearNode, LoadNode, MethodNode, Node, walk
 from mergelang.plan.input_checks import InputsReport, check_inputs
 from mergelang.plan.inputs import InputHandle, ResolvedInputs, ResolvedSource, resolve_inputs
 from mergelang.plan.plan import (
@@ -195,6 +195,9 @@ class _Planner:
         report = check_inputs(self.checked, inputs)
         self._open_handles(inputs, report)
         outputs = self._outputs()
+        finished = [o.node for o in outputs] + [o.vae for o in outputs if o.vae is not None]
+        for node in walk(finished):
+            node.seal()
         workers = self.options.workers or _default_workers(self.options.device)
         return Plan(
             self.checked,
@@ -248,7 +251,7 @@ class _Planner:
             assert handle.architecture is not None
             node = self._intern(LoadNode(handle, get_architecture(handle.architecture)))
             if expr.model not in node.names:
-                node.names.append(expr.model)
+                node.add_name(expr.model)
             return node
         if isinstance(expr, StepRef):
             found = self.step_nodes.get(expr.step)
@@ -256,7 +259,7 @@ class _Planner:
                 step = self.steps[expr.step]
                 assert not isinstance(step.value, BlockWeights)
                 found = self.node_of(step.value)
-                found.names.append(expr.step.split("@", 1)[0] if "@" in expr.step else expr.step)
+                found.add_name(expr.step.split("@", 1)[0] if "@" in expr.step else expr.step)
                 found.cache_marked = found.cache_marked or step.cached
                 if found.span.line == 0:
                     found.span = step.span
