@@ -224,6 +224,10 @@ class _InputsChecker:
 
     # -- reporting
 
+    def _line(self, span: Span) -> str | None:
+        """The recipe line ``span`` is on, as the parser counts lines."""
+        return self.lines[span.line - 1] if 0 < span.line <= len(self.lines) else None
+
     def _report(
         self,
         message: str,
@@ -240,14 +244,13 @@ class _InputsChecker:
         if identity in self.seen:
             return
         self.seen.add(identity)
-        line = self.lines[span.line - 1] if 0 < span.line <= len(self.lines) else None
         diagnostic = Diagnostic(
             message,
             code,
             self.checked.path,
             span,
             hint,
-            source_line=line,
+            source_line=self._line(span),
             key=key,
             severity="warning" if warning else "error",
         )
@@ -294,11 +297,6 @@ class _InputsChecker:
         for diag in exc.diagnostics:
             where = resolved.path if resolved.path is not None else diag.path
             message = f"{label}: {where}: {diag.message}" if where else f"{label}: {diag.message}"
-            line = (
-                self.lines[source.span.line - 1]
-                if 0 < source.span.line <= len(self.lines)
-                else None
-            )
             found.append(
                 Diagnostic(
                     message,
@@ -306,7 +304,7 @@ class _InputsChecker:
                     self.checked.path,
                     source.span,
                     diag.hint,
-                    source_line=line,
+                    source_line=self._line(source.span),
                     key=diag.key,
                 )
             )
