@@ -156,6 +156,7 @@ def run(
             for o in made.outputs
         )
         hits = tuple(e.node.label for e in made.cache if e.status == "hit")
+        made.close()
         return RunResult(outputs, hits, (), made.bytes_read, 0, 0.0, made.warnings)
     return execute(made, reporter=reporter, cancel=cancel)
 

@@ -185,6 +185,21 @@ class UsageError(MergelangError):
         super().__init__([Diagnostic(message, "usage", hint=hint)])
 
 
+def source_lines(source: str) -> list[str]:
+    """``source`` cut into lines as the parser counts them: only ``"\\n"`` ends one (a
+    ``"\\r"`` before it is dropped). :meth:`str.splitlines` would also split at U+2028, form
+    feeds and others, shifting every later line."""
+    return [line.removesuffix("\r") for line in source.split("\n")]
+
+
+def source_line(source: str | None, line: int) -> str | None:
+    """Line ``line`` (1-based) of ``source`` as :func:`source_lines` cuts it, or ``None``."""
+    if source is None:
+        return None
+    lines = source_lines(source)
+    return lines[line - 1] if 0 < line <= len(lines) else None
+
+
 @dataclass
 class DiagnosticSink:
     """Collects diagnostics during one pass so every problem is reported at once."""
@@ -198,9 +213,7 @@ class DiagnosticSink:
         if span is None or self.source is None:
             return None
         if self._lines is None:
-            # Lines as the parser counts them: only "\n" ends one (str.splitlines would also
-            # split at U+2028, form feeds and others, shifting every later line).
-            self._lines = [line.removesuffix("\r") for line in self.source.split("\n")]
+            self._lines = source_lines(self.source)
         lines = self._lines
         return lines[span.line - 1] if 0 < span.line <= len(lines) else None
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import mergelang
 from mergelang.check import check
 from mergelang.check.checked_recipe import InputRef, ModelSource, StepRef
 from mergelang.cli import main
@@ -20,6 +21,7 @@ from mergelang.io.locate import ModelLocator
 from mergelang.io.writer import OutputEntry, SafetensorsWriter
 from mergelang.lang.parser import parse
 from mergelang.plan.input_checks import InputInfo, InputsReport, check_inputs
+from mergelang.plan.inputs import resolve_inputs
 from mergelang.testing import make_checkpoint, make_ckpt
 
 SCALE = 1 / 80
@@ -49,7 +51,8 @@ def write(path: Path, text: str) -> Path:
 def inspect(recipe: Path, *dirs: Path) -> InputsReport:
     text = recipe.read_text(encoding="utf-8")
     checked = check(parse(text, path=str(recipe)))
-    return check_inputs(checked, ModelLocator(list(dirs), env={}))
+    with resolve_inputs(checked, ModelLocator(list(dirs), env={})) as inputs:
+        return check_inputs(checked, inputs)
 
 
 def problems(recipe: Path, *dirs: Path) -> list[Diagnostic]:
@@ -518,3 +521,59 @@ def test_check_inputs_never_imports_torch(tmp_path: Path, models: Path) -> None:
         f"{recipe}: ok: 2 models (sd1), 0 steps, 1 output",
         "0 False",
     ]
+
+
+# ---- recipe lines as the parser counts them ------------------------------------------------------
+
+LINE_SEPARATOR_COMMENT = "# weights from the\u2028forum thread, see\u2029below\n"
+"""A comment holding U+2028 and U+2029: ``str.splitlines`` would see three lines in it."""
+
+
+def test_a_missing_model_after_a_line_separator_quotes_its_own_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = write(
+        tmp_path / "r.merge",
+        LINE_SEPARATOR_COMMENT + 'model a = "nowhere.safetensors"\nsave a to "o.safetensors"\n',
+    )
+    diag = only_error(recipe)
+    assert diag.location() == f"{recipe}:2:11"
+    assert diag.source_line == 'model a = "nowhere.safetensors"'
+    assert main(["check", "--inputs", str(recipe)]) == 1
+    err = capsys.readouterr().err
+    assert f"{recipe}:2:11: error: model 'a': cannot find this model" in err
+    assert '   2 | model a = "nowhere.safetensors"\n' in err
+
+
+@pytest.mark.parametrize("verb", ["check", "plan"])
+def test_a_19_value_vector_after_a_line_separator_quotes_its_own_line(
+    tmp_path: Path, models: Path, verb: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    call = f"mix = weighted_sum(a, b, alpha={V19})"
+    recipe = write(
+        tmp_path / "r.merge",
+        LINE_SEPARATOR_COMMENT
+        + f'model a = "{models / "sd1.safetensors"}"\nmodel b = "{models / "sd1b.safetensors"}"\n'
+        + f'{call}\nsave mix to "o.safetensors"\n',
+    )
+    argv = ["check", "--inputs"] if verb == "check" else ["plan", "--cache-dir", str(tmp_path)]
+    assert main([*argv, str(recipe)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{recipe}:4:32: error: alpha of weighted_sum with sd1 models: "), err
+    assert f"   4 | {call}\n" in err
+
+
+def test_an_existing_output_after_a_line_separator_quotes_the_save(
+    tmp_path: Path, models: Path
+) -> None:
+    save = 'save a to "o.safetensors"'
+    recipe = write(
+        tmp_path / "r.merge",
+        LINE_SEPARATOR_COMMENT + f'model a = "{models / "sd1.safetensors"}"\n{save}\n',
+    )
+    (tmp_path / "o.safetensors").write_bytes(b"someone else's file")
+    with pytest.raises(RecipeError) as caught:
+        mergelang.plan(recipe, cache_dir=tmp_path / "cache", hash_inputs=True)
+    (diag,) = caught.value.diagnostics
+    assert (diag.code, diag.location()) == ("exists", f"{recipe}:3:1")
+    assert diag.source_line == save

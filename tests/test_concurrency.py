@@ -13,6 +13,7 @@ in process.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import subprocess
@@ -35,7 +36,7 @@ from run_helpers import (
 
 from mergelang import api
 from mergelang.errors import OutputError
-from mergelang.plan.plan import Plan
+from mergelang.plan.plan import FileOutput, Plan
 from mergelang.run.executor import RunResult, execute
 
 KINDS = ("fp16", "bf16")
@@ -154,6 +155,14 @@ def planned(folder: Path, models: Path, kind: str, *, force: bool = False) -> Pl
     return api.plan(path, cache_dir=folder / "cache", force=force, workers=1, hash_inputs=True)
 
 
+def writing_to(plan: Plan, path: Path | None) -> Plan:
+    """``plan`` with its one output going to ``path`` instead (plans are frozen)."""
+    assert path is not None
+    (output,) = plan.outputs
+    assert isinstance(output, FileOutput)
+    return dataclasses.replace(plan, outputs=(dataclasses.replace(output, path=path),))
+
+
 @pytest.fixture(scope="module")
 def small_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return shared_models(tmp_path_factory, ("a", "b"))
@@ -165,7 +174,7 @@ def test_a_run_whose_output_appears_with_the_same_content_finds_it_up_to_date(
 ) -> None:
     first, second = (planned(tmp_path / name, small_models, "fp16") for name in ("1", "2"))
     # Both planned before either wrote: each would write the file. Same folder for both.
-    second.outputs[0].path = first.outputs[0].path
+    second = writing_to(second, first.outputs[0].path)
     if when == "while merging":
         reporter = RunsOtherFirst(first)
         result = execute(second, reporter=reporter)
@@ -176,6 +185,7 @@ def test_a_run_whose_output_appears_with_the_same_content_finds_it_up_to_date(
         result = execute(second)
 
     assert [o.status for o in result.outputs] == ["up-to-date"]
+    assert [o.status for o in second.outputs] == ["write"]  # the plan itself is unchanged
     output = first.outputs[0].path
     assert output is not None
     assert_same_tensors(load(output), expected(small_models, "fp16"))
@@ -194,7 +204,7 @@ def test_a_run_whose_output_appears_with_other_content_fails_without_force(
 ) -> None:
     first = planned(tmp_path / "1", small_models, "bf16")
     second = planned(tmp_path / "2", small_models, "fp16")
-    second.outputs[0].path = output = first.outputs[0].path
+    second = writing_to(second, output := first.outputs[0].path)
     assert output is not None
 
     with pytest.raises(OutputError) as caught:
@@ -216,7 +226,7 @@ def test_with_force_a_run_replaces_an_output_that_appeared_while_it_was_writing(
 ) -> None:
     first = planned(tmp_path / "1", small_models, "bf16", force=True)
     second = planned(tmp_path / "2", small_models, "fp16", force=True)
-    second.outputs[0].path = output = first.outputs[0].path
+    second = writing_to(second, output := first.outputs[0].path)
     assert output is not None
 
     reporter = RunsOtherFirst(first)

@@ -21,6 +21,7 @@ from mergelang.lang import ast
 from mergelang.lang.formatter import format_text
 from mergelang.lang.parser import parse
 from mergelang.plan.input_checks import check_inputs
+from mergelang.plan.inputs import resolve_inputs
 from mergelang.plan.text import render_plan
 from mergelang.testing import make_checkpoint
 
@@ -366,7 +367,8 @@ def test_a_pattern_matching_no_key_is_a_warning_at_the_entry(models: Path, tmp_p
         '"nothing_like_this": 0.3}) to "o.safetensors"\n'
     )
     checked = check(parse(recipe.read_text(), path=str(recipe)), base_dir=tmp_path)
-    report = check_inputs(checked, ModelLocator([models]))
+    with resolve_inputs(checked, ModelLocator([models])) as inputs:
+        report = check_inputs(checked, inputs)
     found = [(d.line, d.column, d.severity, d.code, d.message) for d in report.warnings]
     assert found == [
         (

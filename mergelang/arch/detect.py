@@ -3,7 +3,7 @@
 Each registered architecture scores the file: one point per key whose name and number of
 dimensions match the architecture's layout, penalties for keys that do not belong, for
 expected keys that are missing from a part the file has, and for a wrong number of
-dimensions; plus the architecture's own :class:`~mergelang.arch.base.KeyRule` clues (e.g. SD2
+dimensions; plus the architecture's own :class:`~mergelang.arch.components.KeyRule` clues (e.g. SD2
 is SD1's U-Net with linear ``proj_in``). Names and ranks do not change when widths are scaled,
 so tiny fixtures are detected like full-size files. The best score wins if it covers the U-Net
 well and leaves few keys unexplained; otherwise the file is an unknown layout and the error

@@ -18,6 +18,8 @@ from typing import Literal, TypeAlias
 
 from mergelang.block_weights import BlockWeights
 from mergelang.errors import Diagnostic, Span
+from mergelang.io.file_formats import FILE_FORMATS
+from mergelang.io.save_choices import SaveOptions
 from mergelang.lang import ast
 from mergelang.presets import PresetTable
 
@@ -160,6 +162,18 @@ class SaveTarget:
     bindings: tuple[tuple[str, str], ...] = ()
     span: Span = field(default=ast.NO_SPAN, compare=False)
 
+    @property
+    def options(self) -> SaveOptions:
+        """The save's choices; the VAE, a file found only when the run is planned, is left
+        out."""
+        return SaveOptions(
+            dtype=self.dtype,
+            ema=self.ema,
+            schedule=self.schedule,
+            position_ids=self.position_ids,
+            format=self.format,
+        )
+
 
 @dataclass(frozen=True)
 class CheckedRecipe:
@@ -195,4 +209,4 @@ def merge_board_output_path(output: str, *, safetensors: bool) -> str:
     sub-folders, and the extension is ``.safetensors`` or ``.ckpt``."""
     parts = [p.strip() for p in _MB_UNSAFE.sub("-", output).split("/")]
     name = "/".join(p for p in parts if p and p != ".")
-    return name + (".safetensors" if safetensors else ".ckpt")
+    return name + FILE_FORMATS["safetensors" if safetensors else "ckpt"].suffix

@@ -4,7 +4,8 @@ Each save becomes a :class:`~mergelang.check.checked_recipe.SaveTarget` (one per
 templates
 filled); two saves to the same file are an error, and so is a relative path that climbs
 out of the output folder (``../x``; absolute paths may go anywhere). :data:`SAVE_DTYPES` and
-:data:`SAVE_OPTIONS` say what ``save ... as DTYPE`` and ``save ... with KEY=VALUE`` accept.
+:data:`SAVE_OPTIONS` say what ``save ... as DTYPE`` and ``save ... with KEY=VALUE`` accept,
+read from the table of save choices (:mod:`mergelang.io.save_choices`).
 """
 
 from __future__ import annotations
@@ -19,27 +20,20 @@ from mergelang.check.checked_recipe import ModelSource, SaveTarget
 from mergelang.check.expressions import ExpressionChecker
 from mergelang.check.scope import InvalidValue, ModelValue, describe, did_you_mean, template_text
 from mergelang.errors import Span
+from mergelang.io.file_formats import format_for_path, implied_format
+from mergelang.io.save_choices import SAVE_CHOICES, listed
+from mergelang.io.save_choices import SAVE_DTYPES as _SAVE_DTYPE_CODES
 from mergelang.lang import ast
 
 __all__ = ["SAVE_DTYPES", "SAVE_OPTIONS", "SaveChecker", "leaves_output_folder"]
 
-SAVE_DTYPES: tuple[str, ...] = ("fp16", "bf16", "fp32")
+SAVE_DTYPES: tuple[str, ...] = tuple(_SAVE_DTYPE_CODES)
 """What ``save ... as DTYPE`` accepts."""
 
-SAVE_OPTIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {
-        "ema": ("keep", "drop"),
-        "schedule": ("keep", "drop"),
-        "position_ids": ("keep", "reset"),
-        "format": ("safetensors", "ckpt"),
-        "vae": (),
-    }
-)
+SAVE_OPTIONS: Mapping[str, tuple[str, ...]] = MappingProxyType({**SAVE_CHOICES, "vae": ()})
 """``save ... with KEY=VALUE``: the keys and their allowed values (``vae`` takes a path in
 quotes or a declared model's name). The first value listed is not always the default: see
 :class:`SaveTarget`."""
-
-_CKPT_SUFFIXES = (".ckpt", ".pt", ".pth")
 
 
 class SaveChecker(ExpressionChecker):
@@ -77,7 +71,7 @@ class SaveChecker(ExpressionChecker):
                     f"unknown dtype '{dtype}'",
                     stmt.dtype.span,
                     code="unknown-dtype",
-                    hint=(hint + " " if hint else "") + "choose fp16, bf16 or fp32",
+                    hint=(hint + " " if hint else "") + "choose " + listed(SAVE_DTYPES),
                 )
         options = self._save_options(stmt, path)
         if model is None or path is None or options is None:
@@ -179,13 +173,9 @@ class SaveChecker(ExpressionChecker):
                 continue
             chosen[key] = value.name
         if path is not None:
-            implied = "ckpt" if path.lower().endswith(_CKPT_SUFFIXES) else "safetensors"
+            implied = implied_format(path)
             given = chosen.get("format")
-            if (
-                given is not None
-                and given != implied
-                and path.lower().endswith((".safetensors", *_CKPT_SUFFIXES))
-            ):
+            if given is not None and given != implied and format_for_path(path) is not None:
                 self.sink.error(
                     f"format={given} does not match the file extension of '{path}'",
                     seen["format"].span,

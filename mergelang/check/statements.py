@@ -36,6 +36,7 @@ from mergelang.check.scope import (
     is_block_word,
 )
 from mergelang.errors import Span
+from mergelang.io.file_formats import implied_format
 from mergelang.lang import ast
 from mergelang.lang.formatter import format_iterable
 from mergelang.lang.syntax_errors import RESERVED_WORDS
@@ -391,7 +392,7 @@ class StatementChecker(SaveChecker):
         self.steps.append(Step(step_name, "model", expr, False, "merge_board", span=stmt.span))
         self.merge_board_steps[index] = step_name
         dtype = stmt.dtype.name if stmt.dtype is not None else "fp32"
-        file_format = "safetensors" if path.endswith(".safetensors") else "ckpt"
+        file_format = implied_format(path)
         self._add_save(
             SaveTarget(StepRef(step_name), path, dtype, format=file_format, span=stmt.span),
             stmt.output_span,

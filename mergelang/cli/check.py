@@ -11,21 +11,20 @@ imported.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mergelang.check import CheckedRecipe, check
-from mergelang.errors import Diagnostic, RecipeError, UsageError
-from mergelang.lang import ast
-from mergelang.lang.parser import MAX_RECIPE_SIZE, decode_recipe, parse, read_recipe_text, too_large
+from mergelang.cli.options import (
+    STDIN_NAME,
+    add_models_dir_argument,
+    add_recipe_argument,
+    add_variable_arguments,
+    check_recipe,
+)
 
 if TYPE_CHECKING:
+    from mergelang.check import CheckedRecipe
     from mergelang.plan.input_checks import InputsReport
-
-STDIN_NAME = "<stdin>"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,16 +40,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "architecture); .ckpt files are found but not inspected."
         ),
     )
-    parser.add_argument("recipe", metavar="RECIPE", help="the .merge file, or - for stdin")
+    add_recipe_argument(parser)
     add_variable_arguments(parser)
-    parser.add_argument(
-        "--models-dir",
-        dest="models_dirs",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="DIR",
-        help="a folder to look models up by name in (repeatable; also $MERGELANG_MODELS); "
+    add_models_dir_argument(
+        parser,
+        "a folder to look models up by name in (repeatable; also $MERGELANG_MODELS); "
         "implies --inputs",
     )
     parser.add_argument(
@@ -60,76 +54,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "its header; no tensor is read",
     )
     parser.set_defaults(handler=run_check)
-
-
-def add_variable_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--set NAME=VALUE`` (repeatable), shared by every verb that reads a recipe."""
-    parser.add_argument(
-        "--set",
-        dest="variables",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="bind the recipe variable $NAME and __NAME__ to VALUE (a path, a model name or "
-        "a number); repeatable",
-    )
-
-
-_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_OUTPUT_REFERENCE = re.compile(r"O[0-9]+")
-
-
-def parse_variables(items: Sequence[str]) -> dict[str, str]:
-    """``["A=x", "B=1"]`` -> ``{"A": "x", "B": "1"}``; a malformed item is a usage error.
-
-    ``NAME`` may be written ``$NAME`` or ``__NAME__``; it is letters, digits and ``_``, not
-    starting with a digit (what a recipe can write after ``$``), and not ``O`` followed by
-    digits: ``__O1__`` is the output of Merge Board line 1, never a variable.
-    """
-    variables: dict[str, str] = {}
-    for item in items:
-        written, equals, value = item.partition("=")
-        name = written.strip()
-        if name.startswith("$"):
-            name = name[1:]
-        elif len(name) > 4 and name.startswith("__") and name.endswith("__"):
-            name = name[2:-2]
-        problem = None
-        if not equals or not name:
-            problem = ""
-        elif not _VARIABLE_NAME.fullmatch(name):
-            problem = ", with NAME letters, digits and _, not starting with a digit"
-        elif _OUTPUT_REFERENCE.fullmatch(name):
-            problem = f"; __{name}__ is a Merge Board output reference, not a variable"
-        if problem is not None:
-            raise UsageError(
-                f"--set {item}: expected NAME=VALUE{problem}",
-                hint="e.g. --set SD15=models/v1-5-pruned-emaonly.safetensors",
-            )
-        variables[name] = value
-    return variables
-
-
-def read_stdin_text() -> str:
-    """Standard input as recipe text: UTF-8 (a BOM allowed), at most
-    :data:`~mergelang.lang.parser.MAX_RECIPE_SIZE` bytes; anything else raises RecipeError."""
-    stdin = sys.stdin
-    if stdin is None:
-        raise RecipeError([Diagnostic("standard input is closed", "recipe-file", STDIN_NAME)])
-    buffer = getattr(stdin, "buffer", None)
-    if buffer is None:  # a text stream put in place of stdin (by a test, an embedding)
-        text: str = stdin.read(MAX_RECIPE_SIZE + 1)
-        if len(text) > MAX_RECIPE_SIZE:
-            raise too_large(STDIN_NAME)
-        return text
-    return decode_recipe(buffer.read(MAX_RECIPE_SIZE + 1), STDIN_NAME)
-
-
-def load_recipe(argument: str) -> ast.Recipe:
-    """Parse the recipe named on the command line (``-`` reads standard input)."""
-    if argument == "-":
-        return parse(read_stdin_text(), path=STDIN_NAME)
-    return parse(read_recipe_text(argument), path=argument)
 
 
 def _plural(count: int, word: str) -> str:
@@ -160,16 +84,15 @@ def summary(name: str, checked: CheckedRecipe, inputs: InputsReport | None = Non
 def run_check(args: argparse.Namespace) -> int:
     from mergelang.cli.console import print_diagnostics, stderr_console
 
-    variables = parse_variables(args.variables)
-    recipe = load_recipe(args.recipe)
-    base_dir = Path.cwd() if args.recipe == "-" else None
-    checked = check(recipe, variables=variables, base_dir=base_dir)
+    checked = check_recipe(args)
     inputs = None
     if args.inputs or args.models_dirs:
         from mergelang.io.locate import ModelLocator
         from mergelang.plan.input_checks import check_inputs
+        from mergelang.plan.inputs import resolve_inputs
 
-        inputs = check_inputs(checked, ModelLocator(args.models_dirs))
+        with resolve_inputs(checked, ModelLocator(args.models_dirs)) as resolved:
+            inputs = check_inputs(checked, resolved)
     warnings = [*checked.warnings, *(inputs.warnings if inputs is not None else ())]
     if warnings:
         print_diagnostics(stderr_console(), warnings)

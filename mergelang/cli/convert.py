@@ -12,9 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from mergelang.cli.options import STDIN_NAME, read_stdin_text
 from mergelang.errors import OutputError, UsageError
-
-STDIN_NAME = "<stdin>"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,8 +45,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _read_input(argument: str) -> tuple[str, str]:
     """``(text, name)`` of INPUT."""
     if argument == "-":
-        from mergelang.cli.check import read_stdin_text
-
         return read_stdin_text(), STDIN_NAME
     if argument.lower().endswith(".safetensors"):
         from mergelang.io.safetensors_header import read_safetensors_header

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mergelang.cli.check import read_stdin_text
+from mergelang.cli.options import STDIN_NAME, read_stdin_text
 from mergelang.errors import OutputError, RecipeError, UsageError
 from mergelang.lang.formatter import format_text
 from mergelang.lang.parser import read_recipe_text
@@ -86,7 +86,7 @@ def run_fmt(args: argparse.Namespace) -> int:
     changed: list[str] = []
     show_names = len(recipes) > 1 and not (args.write or args.check)
     for argument in recipes:
-        name = "<stdin>" if argument == "-" else argument
+        name = STDIN_NAME if argument == "-" else argument
         try:
             original = _read(argument)
             formatted = format_text(original, path=name)

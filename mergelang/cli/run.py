@@ -29,8 +29,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mergelang.cli.check import add_variable_arguments
-from mergelang.cli.plan import add_planning_arguments, check_recipe, make_plan
+from mergelang.cli.options import (
+    add_compute_arguments,
+    add_planning_arguments,
+    add_recipe_argument,
+    add_variable_arguments,
+    api_arguments,
+    check_recipe,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -66,22 +72,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "terminated (143); an interrupted run leaves no partial file."
         ),
     )
-    parser.add_argument("recipe", metavar="RECIPE", help="the .merge file, or - for stdin")
+    add_recipe_argument(parser)
     add_variable_arguments(parser)
     add_planning_arguments(parser)
-    parser.add_argument(
-        "--device",
-        default="cpu",
-        metavar="DEVICE",
-        help="where to compute: cpu (default), cuda or cuda:N",
-    )
-    parser.add_argument(
-        "--nan",
-        choices=("error", "keep"),
-        default="error",
-        help="NaN or infinite values in the inputs of a merge: refuse them, naming the model "
-        "and key (error, the default), or merge them as they are (keep)",
-    )
+    add_compute_arguments(parser)
     parser.add_argument(
         "--dry-run",
         action="store_true",
@@ -97,6 +91,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_recipe(args: argparse.Namespace) -> int:
+    """:func:`mergelang.api.run` with a progress reporter, and its summary rendered; a dry
+    run is :func:`mergelang.api.plan` (inputs hashed), rendered."""
+    from mergelang import api
     from mergelang.cli.console import print_diagnostics, stderr_console
     from mergelang.cli.progress import RichReporter
 
@@ -113,7 +110,7 @@ def run_recipe(args: argparse.Namespace) -> int:
     if args.dry_run:
         with RichReporter(console, enabled) as reporter:
             reporter.waiting(PLANNING)
-            plan = make_plan(args, checked, hash_inputs=True, device=args.device, nan=args.nan)
+            plan = api.plan(checked, **api_arguments(args), hash_inputs=True)
             plan.close()
         if not args.quiet:
             print_diagnostics(console, plan.warnings)
@@ -121,13 +118,7 @@ def run_recipe(args: argparse.Namespace) -> int:
         return 0
     with RichReporter(console, enabled) as reporter:
         reporter.waiting(PLANNING)
-        plan = make_plan(args, checked, hash_inputs=True, device=args.device, nan=args.nan)
-        try:
-            from mergelang.run.executor import execute
-        except BaseException:
-            plan.close()
-            raise
-        result = execute(plan, reporter=reporter)
+        result = api.run(checked, **api_arguments(args), reporter=reporter)
     if not args.quiet:
         print_diagnostics(console, result.warnings)
         print_diagnostics(console, removed_partial_warnings(result))

@@ -88,10 +88,11 @@ def _read(
 def describe_checkpoint(path: Path, *, hashes: bool = True) -> dict[str, Any]:
     """Everything ``show`` reports, as a JSON-ready dict with a fixed set of keys."""
     from mergelang.arch import ROLES, classify_role, detect
+    from mergelang.io.file_formats import format_of_content
     from mergelang.io.formats import sniff_format
     from mergelang.io.metadata import read_provenance
 
-    fmt = "ckpt" if sniff_format(path) == "pickle" else "safetensors"
+    fmt = format_of_content(sniff_format(path)).name
     shapes, dtypes, metadata, size = _read(path, fmt)
 
     architecture: dict[str, Any] | None = None

@@ -40,6 +40,7 @@ from mergelang.convert.recipe_writer import (
     identifier_for,
 )
 from mergelang.errors import RecipeError
+from mergelang.io.file_formats import DEFAULT_FORMAT, FILE_FORMATS
 from mergelang.lang.formatter import format_string
 
 __all__ = ["DEFAULT_A", "DEFAULT_B", "DEFAULT_BASE_ALPHA", "convert_mbw_each"]
@@ -52,7 +53,8 @@ DEFAULT_BASE_ALPHA = 0.0
 """B's share of the keys outside the U-Net blocks when ``base_alpha`` is not given."""
 
 _BLOCK_KEY = re.compile(r"^(IN|M|OUT)_([AB])_(\d\d)$", re.IGNORECASE)
-_MODEL_SUFFIXES = (".safetensors", ".ckpt")
+_MODEL_SUFFIXES = tuple(f.suffix for f in FILE_FORMATS.values())
+"""An output name ending in one of these keeps it; any other gets the default format's."""
 
 
 @dataclass
@@ -224,7 +226,8 @@ def _parse_line(reader: _LineReader, line_text: str, line: int) -> _Merge:
 
 def _output_path(output: str) -> str:
     path = output.replace("\\", "/")
-    return path if path.lower().endswith(_MODEL_SUFFIXES) else path + ".safetensors"
+    default = FILE_FORMATS[DEFAULT_FORMAT].suffix
+    return path if path.lower().endswith(_MODEL_SUFFIXES) else path + default
 
 
 def convert_mbw_each(text: str, path: str | None = None) -> str:

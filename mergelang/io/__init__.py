@@ -4,8 +4,14 @@
 - :mod:`~mergelang.io.readers`: lazy, memory-mapped reading; :func:`open_checkpoint`.
 - :mod:`~mergelang.io.ckpt`: weights-only pickle loading and the legacy ``.ckpt`` writer.
 - :mod:`~mergelang.io.writer`: atomic output files and the header-first streaming writer.
-- :mod:`~mergelang.io.hashing`, :mod:`~mergelang.io.locate`, :mod:`~mergelang.io.metadata`,
-  :mod:`~mergelang.io.save_options`: hashes, finding models, provenance, save options.
+- :mod:`~mergelang.io.file_formats`: the table of file formats (names, suffixes, sinks);
+  :mod:`~mergelang.io.formats`: telling a file's format from its first bytes.
+- :mod:`~mergelang.io.sinks`: the sink protocol outputs are written through, and the
+  in-memory sink; :mod:`~mergelang.io.memory_reader`: tensors in memory read like a file.
+- :mod:`~mergelang.io.save_choices`: the table of save choices and :class:`SaveOptions`;
+  :mod:`~mergelang.io.save_options`: output layouts.
+- :mod:`~mergelang.io.hashing`, :mod:`~mergelang.io.locate`, :mod:`~mergelang.io.metadata`:
+  hashes, finding models, provenance.
 
 The names below are imported on first use, so ``import mergelang.io`` (or a torch-free
 submodule such as the header parser, the locator or the hashes) does not import torch.
@@ -20,12 +26,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mergelang.io.ckpt import CkptReader, load_state_dict, save_ckpt
     from mergelang.io.dtypes import (
-        SAVE_DTYPES,
         is_float_code,
         output_code,
         save_dtype_code,
         torch_dtype,
     )
+    from mergelang.io.file_formats import FILE_FORMATS, FileFormat
     from mergelang.io.hashing import FileHashes, default_cache_dir, file_hashes
     from mergelang.io.locate import ModelLocator
     from mergelang.io.metadata import (
@@ -46,9 +52,9 @@ if TYPE_CHECKING:
         TensorInfo,
         read_safetensors_header,
     )
+    from mergelang.io.save_choices import SAVE_DTYPES, SaveOptions
     from mergelang.io.save_options import (
         OutputKey,
-        SaveOptions,
         output_layout,
         output_tensor,
         save_checkpoint,
@@ -59,7 +65,10 @@ _EXPORTS: dict[str, str] = {
     "CkptReader": "ckpt",
     "load_state_dict": "ckpt",
     "save_ckpt": "ckpt",
-    "SAVE_DTYPES": "dtypes",
+    "SAVE_DTYPES": "save_choices",
+    "SaveOptions": "save_choices",
+    "FILE_FORMATS": "file_formats",
+    "FileFormat": "file_formats",
     "is_float_code": "dtypes",
     "output_code": "dtypes",
     "save_dtype_code": "dtypes",
@@ -81,7 +90,6 @@ _EXPORTS: dict[str, str] = {
     "TensorInfo": "safetensors_header",
     "read_safetensors_header": "safetensors_header",
     "OutputKey": "save_options",
-    "SaveOptions": "save_options",
     "output_layout": "save_options",
     "output_tensor": "save_options",
     "save_checkpoint": "save_options",
@@ -91,10 +99,12 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "FILE_FORMATS",
     "SAVE_DTYPES",
     "AtomicFile",
     "CheckpointReader",
     "CkptReader",
+    "FileFormat",
     "FileHashes",
     "InputRecord",
     "ModelLocator",

@@ -25,17 +25,24 @@ import pickle
 import pickletools
 import re
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from io import BufferedReader
 from pathlib import Path
 from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING
 
 import torch
 
 from mergelang.errors import CheckpointError, OutputError
 from mergelang.io.dtypes import code_for_torch
-from mergelang.io.formats import ZIP_MAGIC, check_torch_signature
+from mergelang.io.formats import ZIP_MAGIC, check_torch_signature, check_torch_signature_of
+from mergelang.io.sinks import MemorySink
 from mergelang.io.writer import AtomicFile
+
+if TYPE_CHECKING:
+    from mergelang.io.sinks import SinkTarget
+    from mergelang.io.writer import OutputEntry
 
 WRAPPER_KEYS = ("state_dict", "model", "module")
 """Keys whose dict value holds the real state dict, looked into in this order."""
@@ -91,9 +98,12 @@ METADATA_KEY = "mergelang.metadata"
 same string pairs a safetensors output has in its header); other loaders ignore it."""
 
 
-def load_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Load the tensors of a pickle checkpoint safely; returns (tensors, dropped keys)."""
-    return _tensors_of(str(path), _load(Path(path)))
+def load_state_dict(
+    path: str | os.PathLike[str], *, file: BufferedReader | None = None
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Load the tensors of a pickle checkpoint safely; returns (tensors, dropped keys).
+    ``file``: the file already open (``path`` then only names it in messages)."""
+    return _tensors_of(str(path), _load(Path(path), file))
 
 
 def read_ckpt_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -106,15 +116,36 @@ def read_ckpt_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     return {str(k): v for k, v in found.items() if isinstance(v, str)}
 
 
-def _load(where: Path) -> object:
+def descriptor_path(file: BufferedReader) -> str | None:
+    """A path that opens the very file ``file`` has open (``/proc/self/fd/N``), even if its
+    name now leads elsewhere; ``None`` where the system has no such paths."""
+    path = f"/proc/self/fd/{file.fileno()}"
+    return path if os.path.exists(path) else None
+
+
+def read_metadata(path: Path) -> Mapping[str, str]:
+    """:func:`read_ckpt_metadata`, as the format table calls it."""
+    return read_ckpt_metadata(path)
+
+
+def _load(where: Path, file: BufferedReader | None = None) -> object:
     """``torch.load`` with the weights-only loader, refusing anything else clearly."""
     name = str(where)
-    is_zip = check_torch_signature(where) == ZIP_MAGIC
+    if file is None:
+        is_zip = check_torch_signature(where) == ZIP_MAGIC
+    else:
+        is_zip = check_torch_signature_of(file, os.fstat(file.fileno()).st_size, where) == ZIP_MAGIC
     try:
         with warnings.catch_warnings():
             # torch notes pickle protocols it did not write; the refusal below says what matters.
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            if name.endswith(".safetensors"):
+            mapped = None if file is None else descriptor_path(file)
+            if mapped is not None and is_zip:
+                loaded = torch.load(mapped, map_location="cpu", weights_only=True, mmap=True)
+            elif file is not None:
+                file.seek(0)
+                loaded = torch.load(file, map_location="cpu", weights_only=True)
+            elif name.endswith(".safetensors"):
                 # torch.load hands paths with this extension to the safetensors loader.
                 with where.open("rb") as handle:
                     loaded = torch.load(handle, map_location="cpu", weights_only=True)
@@ -197,9 +228,9 @@ class CkptReader:
     entries that were left out.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, file: BufferedReader | None = None) -> None:
         self.path = Path(path)
-        tensors, dropped = load_state_dict(self.path)
+        tensors, dropped = load_state_dict(self.path, file=file)
         self._tensors: dict[str, torch.Tensor] | None = tensors
         self._infos = {
             key: CkptTensorInfo(code_for_torch(t.dtype) or "", tuple(t.shape))
@@ -305,3 +336,44 @@ def save_ckpt(
         target.abort()
         raise
     return target.commit()
+
+
+class CkptSink(MemorySink):
+    """A ``.ckpt`` output: collected in memory, then saved atomically on :meth:`commit`."""
+
+    def __init__(
+        self,
+        path: Path,
+        entries: Sequence[OutputEntry],
+        *,
+        overwrite: bool,
+        protected: Iterable[str | os.PathLike[str]],
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(entries)
+        self.path = path
+        self._overwrite = overwrite
+        self._protected = list(protected)
+        self._metadata = dict(metadata or {})
+
+    def commit(self) -> Path:
+        written = save_ckpt(
+            self.path,
+            self.tensors,
+            overwrite=self._overwrite,
+            protected=self._protected,
+            metadata=self._metadata,
+        )
+        self.abort()
+        return written
+
+
+def open_sink(target: SinkTarget) -> CkptSink:
+    """The sink of a ``.ckpt`` output (see :mod:`mergelang.io.file_formats`)."""
+    return CkptSink(
+        target.path,
+        target.entries,
+        overwrite=target.overwrite,
+        protected=target.protected,
+        metadata=target.metadata,
+    )

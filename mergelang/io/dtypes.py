@@ -13,6 +13,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mergelang.io.save_choices import SAVE_DTYPES
+
+__all__ = [
+    "FLOAT_CODES",
+    "ITEM_SIZES",
+    "SAVE_DTYPES",
+    "code_for_torch",
+    "is_float_code",
+    "is_known_code",
+    "item_size",
+    "output_code",
+    "save_dtype_code",
+    "torch_dtype",
+]
+
 if TYPE_CHECKING:
     import torch
 
@@ -37,8 +52,6 @@ ITEM_SIZES: dict[str, int] = {
 
 FLOAT_CODES: frozenset[str] = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
 
-SAVE_DTYPES: dict[str, str] = {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}
-"""Output dtype names accepted in recipes and on the command line -> safetensors code."""
 
 _TORCH_NAMES: dict[str, str] = {
     "F64": "float64",

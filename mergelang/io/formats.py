@@ -3,22 +3,40 @@
 A safetensors file starts with a little-endian header length that fits the file, followed by
 ``{``; a ``torch.save`` file is a zip archive (``PK\\x03\\x04``) or, in the legacy format, a
 pickle (protocol 2 and later start with ``\\x80``). Files that match neither are judged by
-their extension, so that the right parser reports what is wrong with them.
+their extension (the ``read_suffixes`` of :data:`~mergelang.io.file_formats.FILE_FORMATS`), so
+that the right parser reports what is wrong with them.
+
+Each check has two forms: one that opens the file by path, and one (``..._of``) that reads an
+already open file with ``pread``, so that an input opened once is sniffed through the same
+descriptor that later reads it.
 """
 
 from __future__ import annotations
 
 import os
+from io import BufferedReader
 from pathlib import Path
-from typing import Literal, TypeAlias
 
 from mergelang.errors import CheckpointError
+from mergelang.io.file_formats import FILE_FORMATS, CheckpointFormat
 from mergelang.io.safetensors_header import open_regular_file
 
-CheckpointFormat: TypeAlias = Literal["safetensors", "pickle"]
+__all__ = [
+    "NOT_TORCH_MESSAGE",
+    "PICKLE_MAGIC",
+    "PICKLE_SUFFIXES",
+    "SAFETENSORS_SUFFIXES",
+    "ZIP_MAGIC",
+    "CheckpointFormat",
+    "check_torch_signature",
+    "check_torch_signature_of",
+    "has_torch_signature",
+    "sniff_format",
+    "sniff_format_of",
+]
 
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-SAFETENSORS_SUFFIXES = (".safetensors",)
+SAFETENSORS_SUFFIXES = FILE_FORMATS["safetensors"].read_suffixes
+PICKLE_SUFFIXES = FILE_FORMATS["ckpt"].read_suffixes
 ZIP_MAGIC = b"PK\x03\x04"
 PICKLE_MAGIC = b"\x80"
 
@@ -32,22 +50,36 @@ def has_torch_signature(head: bytes) -> bool:
     return head.startswith((ZIP_MAGIC, PICKLE_MAGIC))
 
 
+def _head(handle: BufferedReader, count: int, where: Path) -> bytes:
+    """The first ``count`` bytes of an open file (fewer if it is shorter), read with
+    ``pread`` so the file's position is left alone."""
+    try:
+        if hasattr(os, "pread"):
+            return os.pread(handle.fileno(), count, 0)
+        handle.seek(0)  # pragma: no cover - platforms without pread
+        return handle.read(count)  # pragma: no cover
+    except OSError as exc:
+        raise CheckpointError(
+            str(where), f"cannot read: {exc.strerror}", code="unreadable"
+        ) from None
+
+
 def check_torch_signature(path: str | os.PathLike[str]) -> bytes:
     """The first 4 bytes of a pickle-format file (``.ckpt``...), refusing one that is empty
     or does not begin like a ``torch.save`` file; reads nothing more, imports no torch."""
     where = Path(path)
     with open_regular_file(where) as (handle, size):
-        try:
-            head = handle.read(len(ZIP_MAGIC))
-        except OSError as exc:
-            raise CheckpointError(
-                str(where), f"cannot read: {exc.strerror}", code="unreadable"
-            ) from None
+        return check_torch_signature_of(handle, size, where)
+
+
+def check_torch_signature_of(handle: BufferedReader, size: int, path: Path) -> bytes:
+    """:func:`check_torch_signature` of a file already open (``size`` bytes long)."""
+    head = _head(handle, len(ZIP_MAGIC), path)
     if size == 0:
-        raise CheckpointError(str(where), "the file is empty (0 bytes)", code="empty-file")
+        raise CheckpointError(str(path), "the file is empty (0 bytes)", code="empty-file")
     if not has_torch_signature(head):
         raise CheckpointError(
-            str(where),
+            str(path),
             NOT_TORCH_MESSAGE,
             code="corrupt-ckpt",
             hint="mergelang reads .safetensors and weights-only .ckpt/.pt/.pth/.bin files",
@@ -63,17 +95,17 @@ def sniff_format(path: str | os.PathLike[str]) -> CheckpointFormat:
     """
     where = Path(path)
     with open_regular_file(where) as (handle, size):
-        try:
-            head = handle.read(9)
-        except OSError as exc:
-            raise CheckpointError(
-                str(where), f"cannot read: {exc.strerror}", code="unreadable"
-            ) from None
+        return sniff_format_of(handle, size, where)
+
+
+def sniff_format_of(handle: BufferedReader, size: int, path: Path) -> CheckpointFormat:
+    """:func:`sniff_format` of a file already open (``size`` bytes long)."""
+    head = _head(handle, 9, path)
     if len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
         return "safetensors"
     if has_torch_signature(head):
         return "pickle"
-    suffix = where.suffix.lower()
+    suffix = path.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
         return "safetensors"
     if suffix in PICKLE_SUFFIXES:
@@ -81,7 +113,7 @@ def sniff_format(path: str | os.PathLike[str]) -> CheckpointFormat:
     if size < 8:
         return "safetensors"
     raise CheckpointError(
-        str(where),
+        str(path),
         "not a checkpoint: neither a safetensors header nor a torch pickle",
         code="unknown-format",
         hint="mergelang reads .safetensors and weights-only .ckpt/.pt/.pth/.bin files",

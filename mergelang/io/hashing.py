@@ -13,6 +13,10 @@ inode: any change to the file invalidates its entry. The cache file is replaced 
 a corrupt or unreadable one is ignored and rewritten; failing to write it never fails a run.
 The cache folder is ``$MERGELANG_CACHE``, else ``$XDG_CACHE_HOME/mergelang``, else
 ``~/.cache/mergelang`` (:func:`default_cache_dir`).
+
+Given ``file``, an input already open, the hashes are those of that open file: it is read
+(with ``pread``) and fingerprinted (``fstat``) through its descriptor, never reopened by name,
+so they describe the bytes a run reads even if the name now leads to another file.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from io import BufferedReader
 from pathlib import Path
 
 from mergelang.io.safetensors_header import open_regular_file
@@ -59,29 +64,47 @@ def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path.home() / ".cache" / "mergelang"
 
 
-def compute_hashes(path: str | os.PathLike[str]) -> FileHashes:
-    """Read the file once, in 8 MiB blocks, and compute every hash (no cache)."""
+def compute_hashes(
+    path: str | os.PathLike[str], *, file: BufferedReader | None = None
+) -> FileHashes:
+    """Read the file once, in 8 MiB blocks, and compute every hash (no cache). ``file``:
+    the file already open (read from its start with ``pread``; ``path`` is not opened)."""
+    if file is not None:
+        return _digest(file)
+    with open_regular_file(Path(path)) as (handle, _):
+        return _digest(handle)
+
+
+def _digest(file: BufferedReader) -> FileHashes:
+    fd = file.fileno()
+    if hasattr(os, "posix_fadvise"):
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
     whole = hashlib.sha256()
     legacy = hashlib.sha256()
     buffer = bytearray(BLOCK_SIZE)
     view = memoryview(buffer)
     position = 0
-    with open_regular_file(Path(path)) as (handle, _):
-        if hasattr(os, "posix_fadvise"):
-            with contextlib.suppress(OSError):
-                os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        while True:
-            count = handle.readinto(buffer)
-            if not count:
-                break
-            chunk = view[:count]
-            whole.update(chunk)
-            low = max(LEGACY_OFFSET, position)
-            high = min(LEGACY_OFFSET + LEGACY_LENGTH, position + count)
-            if low < high:
-                legacy.update(chunk[low - position : high - position])
-            position += count
+    while True:
+        count = _read_at(fd, buffer, position)
+        if not count:
+            break
+        chunk = view[:count]
+        whole.update(chunk)
+        low = max(LEGACY_OFFSET, position)
+        high = min(LEGACY_OFFSET + LEGACY_LENGTH, position + count)
+        if low < high:
+            legacy.update(chunk[low - position : high - position])
+        position += count
     return FileHashes.from_digests(whole.hexdigest(), legacy.hexdigest(), position)
+
+
+def _read_at(fd: int, buffer: bytearray, offset: int) -> int:
+    """Read into ``buffer`` from ``offset`` without moving the descriptor's position."""
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [buffer], offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - platforms without preadv
+    return os.readv(fd, [buffer])  # pragma: no cover
 
 
 def _cache_key(path: Path) -> str:
@@ -135,43 +158,55 @@ def _cached(entry: object, fingerprint: dict[str, int]) -> FileHashes | None:
     return FileHashes(sha256, sha256[:10], legacy, fingerprint["size"])
 
 
+def _stat(path: Path, file: BufferedReader | None) -> os.stat_result:
+    return os.stat(path) if file is None else os.fstat(file.fileno())
+
+
 def known_hashes(
-    path: str | os.PathLike[str], *, cache_dir: Path | None = None
+    path: str | os.PathLike[str],
+    *,
+    cache_dir: Path | None = None,
+    file: BufferedReader | None = None,
 ) -> FileHashes | None:
-    """The cached hashes of ``path`` if the file is unchanged since they were computed, else
-    ``None``; never reads the file's content."""
+    """The cached hashes of ``path`` (or of ``file``, that path open) if the file is
+    unchanged since they were computed, else ``None``; never reads the file's content."""
     where = Path(path)
     folder = default_cache_dir() if cache_dir is None else cache_dir
     try:
-        now = _fingerprint(os.stat(where))
+        now = _fingerprint(_stat(where, file))
     except OSError:
         return None
     return _cached(load_cache(folder).get(_cache_key(where)), now)
 
 
 def file_hashes(
-    path: str | os.PathLike[str], *, cache_dir: Path | None = None, use_cache: bool = True
+    path: str | os.PathLike[str],
+    *,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    file: BufferedReader | None = None,
 ) -> FileHashes:
     """The hashes of ``path``, from the cache when the file is unchanged since last time.
 
     ``cache_dir`` defaults to :func:`default_cache_dir`; ``use_cache=False`` always reads the
-    file and leaves the cache alone.
+    file and leaves the cache alone. ``file``: the file already open (see the module
+    docstring).
     """
     where = Path(path)
     if not use_cache:
-        return compute_hashes(where)
+        return compute_hashes(where, file=file)
     folder = default_cache_dir() if cache_dir is None else cache_dir
     key = _cache_key(where)
     try:
-        before = _fingerprint(os.stat(where))
+        before = _fingerprint(_stat(where, file))
     except OSError:
-        return compute_hashes(where)  # reports the problem with the path
+        return compute_hashes(where, file=file)  # reports the problem with the path
     hit = _cached(load_cache(folder).get(key), before)
     if hit is not None:
         return hit
-    hashes = compute_hashes(where)
+    hashes = compute_hashes(where, file=file)
     try:
-        after = _fingerprint(os.stat(where))
+        after = _fingerprint(_stat(where, file))
     except OSError:
         return hashes
     if after == before:

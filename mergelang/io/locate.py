@@ -30,9 +30,11 @@ from pathlib import Path
 from typing import Literal, TypeAlias
 
 from mergelang.errors import CheckpointError
+from mergelang.io.file_formats import input_suffixes
 from mergelang.io.writer import is_partial_name
 
-MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+MODEL_SUFFIXES = input_suffixes()
+"""The suffixes of the files the locator finds by name: ``.safetensors``, ``.ckpt``..."""
 MODELS_ENV = "MERGELANG_MODELS"
 _HASH_SUFFIX = re.compile(r"^(?P<name>.*?)\s*\[(?P<hash>[0-9a-fA-F]{8,64})\]\s*$")
 

@@ -90,21 +90,36 @@ class CheckpointReader(Protocol):
 
 
 class SafetensorsReader:
-    """A ``.safetensors`` file, validated at open; tensors are mapped lazily, key by key."""
+    """A ``.safetensors`` file, validated at open; tensors are mapped lazily, key by key.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    Given ``file`` and its validated ``header`` (an input opened and read once), the reader
+    maps through that descriptor and leaves closing it to its owner.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        file: BufferedReader | None = None,
+        header: SafetensorsHeader | None = None,
+    ) -> None:
         if sys.byteorder != "little":
             raise CheckpointError(
                 str(path), "mergelang reads safetensors only on little-endian hosts"
             )
         self.path = Path(path)
-        handle, size = open_regular(self.path)
-        try:
-            self.header: SafetensorsHeader = read_header_from(handle, size, self.path)
-        except BaseException:
-            handle.close()
-            raise
-        self._handle: BufferedReader | None = handle
+        self._owns_file = file is None
+        if file is None:
+            file, size = open_regular(self.path)
+            try:
+                header = read_header_from(file, size, self.path)
+            except BaseException:
+                file.close()
+                raise
+        elif header is None:
+            raise ValueError("SafetensorsReader: an open file needs its header")
+        self.header: SafetensorsHeader = header
+        self._handle: BufferedReader | None = file
         self.metadata: Mapping[str, str] = MappingProxyType(self.header.metadata)
 
     def keys(self) -> list[str]:
@@ -165,10 +180,11 @@ class SafetensorsReader:
         return raw.clone().view(dtype).view(info.shape)
 
     def close(self) -> None:
-        """Close the file; tensors already returned keep their own mappings."""
-        if self._handle is not None:
+        """Close the file (unless it was given open); tensors already returned keep their
+        own mappings."""
+        if self._handle is not None and self._owns_file:
             self._handle.close()
-            self._handle = None
+        self._handle = None
 
     def __enter__(self) -> SafetensorsReader:
         return self

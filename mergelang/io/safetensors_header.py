@@ -54,8 +54,6 @@ import math
 import os
 import stat
 import struct
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -218,34 +216,7 @@ def read_header_from(handle: BufferedReader, size: int, path: Path) -> Safetenso
         raise CheckpointError(
             name, "the file shrank while its header was read", code="header-out-of-bounds"
         )
-    return _parse_remembered(raw, path, size)
-
-
-_PARSED: OrderedDict[tuple[str, int, bytes], SafetensorsHeader] = OrderedDict()
-_PARSED_LOCK = threading.Lock()
-_PARSED_KEEP = 16
-
-
-def _parse_remembered(raw: bytes, path: Path, size: int) -> SafetensorsHeader:
-    """:func:`parse_header`, remembering the last few results by the exact header bytes.
-
-    A run reads each input's header several times (checking the recipe, planning, opening
-    the reader); validating a 2500-key JSON header costs far more than reading it, and
-    keying on the bytes themselves (with the path and size) can never return a stale result.
-    The result is shared: callers must not modify it.
-    """
-    key = (str(path), size, raw)
-    with _PARSED_LOCK:
-        found = _PARSED.get(key)
-        if found is not None:
-            _PARSED.move_to_end(key)
-            return found
-    header = parse_header(raw, path=path, file_size=size)
-    with _PARSED_LOCK:
-        _PARSED[key] = header
-        while len(_PARSED) > _PARSED_KEEP:
-            _PARSED.popitem(last=False)
-    return header
+    return parse_header(raw, path=path, file_size=size)
 
 
 def parse_header(raw: bytes, *, path: Path, file_size: int) -> SafetensorsHeader:

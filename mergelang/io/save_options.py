@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from mergelang.errors import CheckpointError, UsageError
-from mergelang.io.dtypes import SAVE_DTYPES, output_code, torch_dtype
+from mergelang.errors import CheckpointError
+from mergelang.io.dtypes import output_code, torch_dtype
+from mergelang.io.save_choices import SaveOptions
 from mergelang.io.writer import OutputEntry
 
 if TYPE_CHECKING:
@@ -40,51 +41,25 @@ if TYPE_CHECKING:
 
     from mergelang.io.readers import CheckpointReader, TensorMeta
 
+__all__ = [
+    "OutputKey",
+    "SaveOptions",
+    "output_layout",
+    "output_tensor",
+    "reset_position_ids",
+    "save_checkpoint",
+]
+
 Source = Literal["model", "vae", "position_ids"]
 VAE_PREFIX = "first_stage_model."
 VAE_PARTS = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
 POSITION_IDS_SUFFIX = "embeddings.position_ids"
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "ema": ("keep", "drop"),
-    "schedule": ("keep", "drop"),
-    "position_ids": ("keep", "reset"),
-    "format": ("safetensors", "ckpt"),
-}
 
 
 class KeyRoles(Protocol):
     """The part of an architecture the save options need: the role of each key."""
 
     def role(self, key: str) -> str: ...
-
-
-@dataclass(frozen=True)
-class SaveOptions:
-    """How to store one output. ``dtype`` is ``fp16``, ``bf16``, ``fp32`` or ``None``."""
-
-    dtype: str | None = None
-    ema: Literal["keep", "drop"] = "drop"
-    schedule: Literal["keep", "drop"] = "keep"
-    vae: Path | None = None
-    position_ids: Literal["keep", "reset"] = "keep"
-    format: Literal["safetensors", "ckpt"] = "safetensors"
-
-    def __post_init__(self) -> None:
-        if self.dtype is not None and self.dtype not in SAVE_DTYPES:
-            raise UsageError(f"unknown save dtype {self.dtype!r}", hint="use fp16, bf16 or fp32")
-        for name, choices in _CHOICES.items():
-            value = getattr(self, name)
-            if value not in choices:
-                raise UsageError(
-                    f"unknown {name} option {value!r}", hint="use " + " or ".join(choices)
-                )
-        if self.vae is not None and not isinstance(self.vae, Path):
-            object.__setattr__(self, "vae", Path(self.vae))
-
-    @property
-    def dtype_code(self) -> str | None:
-        """The safetensors code floats are saved as, or ``None`` to keep each key's."""
-        return None if self.dtype is None else SAVE_DTYPES[self.dtype]
 
 
 @dataclass(frozen=True)
@@ -241,7 +216,7 @@ def save_checkpoint(
         vae_header = None if vae is None else {k: vae.info(k) for k in vae.keys()}  # noqa: SIM118
         layout = output_layout(header, arch, options, vae_header)
         protected = [reader.path] + ([options.vae] if options.vae is not None else [])
-        if options.format == "ckpt":
+        if not options.file_format.streams:
             tensors = {item.key: output_tensor(item, reader, vae) for item in layout}
             return save_ckpt(path, tensors, overwrite=overwrite, protected=protected)
         meta = dict(reader.metadata) if metadata is None else dict(metadata)

@@ -54,10 +54,12 @@ from typing import TYPE_CHECKING
 
 from mergelang.errors import OutputError
 from mergelang.io.dtypes import code_for_torch, is_known_code, item_size
-from mergelang.io.safetensors_header import MAX_DIMENSION, is_utf8_text
+from mergelang.io.safetensors_header import MAX_DIMENSION, is_utf8_text, read_safetensors_header
 
 if TYPE_CHECKING:
     import torch
+
+    from mergelang.io.sinks import SinkTarget
 
 PARTIAL_MARKER = ".mergelang-partial-"
 """Part of every temporary output file name."""
@@ -658,6 +660,24 @@ class SafetensorsWriter:
             self.abort()
         elif self._file.is_open:
             self.commit()
+
+
+def open_sink(target: SinkTarget) -> SafetensorsWriter:
+    """The sink of a safetensors output (see :mod:`mergelang.io.file_formats`): the file
+    streamed to disk, its folder created first."""
+    target.path.parent.mkdir(parents=True, exist_ok=True)
+    return SafetensorsWriter(
+        target.path,
+        target.entries,
+        metadata=target.metadata,
+        overwrite=target.overwrite,
+        protected=target.protected,
+    )
+
+
+def read_metadata(path: Path) -> Mapping[str, str]:
+    """What a safetensors file records in its header's ``__metadata__``."""
+    return read_safetensors_header(path).metadata
 
 
 def _insert_span(done: list[tuple[int, int]], span: tuple[int, int]) -> None:

@@ -36,6 +36,8 @@ from lark.exceptions import UnexpectedInput
 from lark.tree import Meta
 
 from mergelang.errors import Diagnostic, RecipeError, Span
+from mergelang.io.file_formats import FILE_FORMATS
+from mergelang.io.save_choices import SAVE_DTYPES
 from mergelang.lang import ast
 from mergelang.lang.postlexer import BadDedent, LinePostLexer, token_span
 from mergelang.lang.syntax_errors import ParseProblem, explain_syntax_error, recipe_error
@@ -51,10 +53,10 @@ __all__ = [
 
 GRAMMAR_NAME = "mergelang.lark"
 
-DTYPE_FLAGS = ("fp16", "bf16", "fp32")
+DTYPE_FLAGS = tuple(SAVE_DTYPES)
 """Merge Board flags that pick the saved precision (Merge Board itself knows ``fp16``)."""
 
-FORMAT_FLAGS = ("safetensors", "ckpt")
+FORMAT_FLAGS = tuple(FILE_FORMATS)
 """Merge Board flags that pick the file format (without one, Merge Board writes ``.ckpt``)."""
 
 _DUNDER = re.compile(r"__(?=[A-Za-z0-9])([A-Za-z0-9_]*[A-Za-z0-9])__")

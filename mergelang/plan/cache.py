@@ -20,27 +20,37 @@ unless ``--force`` replaces it.
 
 The block convention is part of every computed step's address: the same weights under
 another convention reach other keys.
+
+:func:`decide` takes the plan the planner built and returns the finished one: the same plan
+with the content hashes, the outputs' addresses, statuses and metadata and the cache entries
+filled in. A cache hit is opened and read like an input (once, through one descriptor).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from mergelang._version import __version__
-from mergelang.errors import Diagnostic, MergelangError, OutputError, RecipeError
+from mergelang.errors import Diagnostic, MergelangError, OutputError, RecipeError, source_line
+from mergelang.io.file_formats import format_of_content
 from mergelang.io.formats import sniff_format
-from mergelang.io.hashing import default_cache_dir, file_hashes, known_hashes
 from mergelang.io.metadata import InputRecord, build_metadata
-from mergelang.io.safetensors_header import read_safetensors_header
 from mergelang.io.writer import check_target
 from mergelang.plan.graph import LoadNode, Node, walk
-from mergelang.plan.inputs import InputHandle, KeyMeta
-from mergelang.plan.plan import CacheEntry, OutputPlan, Plan
+from mergelang.plan.inputs import InputHandle, open_cached
+from mergelang.plan.plan import CacheEntry, FileOutput, OutputPlan, Plan
+
+if TYPE_CHECKING:
+    from mergelang.io.hashing import FileHashes
 
 __all__ = [
+    "CACHE_FORMAT",
     "CACHE_KEY",
     "OBJECTS",
     "OUTPUT_KEY",
@@ -51,6 +61,8 @@ __all__ = [
 ]
 
 OBJECTS = "objects"
+CACHE_FORMAT = "safetensors"
+"""The file format of cached step values."""
 OUTPUT_KEY = "mergelang.output_key"
 CACHE_KEY = "mergelang.cache_key"
 
@@ -70,26 +82,30 @@ def stored_dtype(node: Node, key: str) -> str:
     return slot.dtype if slot.action in ("read", "pass") else "F32"
 
 
-def _input_hashes(plan: Plan, *, hash_inputs: bool, cache_dir: Path) -> dict[int, str]:
-    """``id(LoadNode) -> sha256`` for every load whose content hash is known."""
+def _input_hashes(plan: Plan, *, hash_inputs: bool) -> tuple[dict[str, FileHashes], dict[int, str]]:
+    """The content hashes known of the inputs the outputs draw on (by handle identity), and
+    ``id(LoadNode) -> sha256`` for every load whose hash is known."""
+    hashes: dict[str, FileHashes] = {}
+    asked: set[str] = set()
     found: dict[int, str] = {}
     loads = [n for n in plan.all_nodes() if isinstance(n, LoadNode)]
     loads += [o.vae for o in plan.outputs if o.vae is not None]
     for node in loads:
         handle = node.handle
-        if handle.path is None:
+        file = handle.file
+        if file is None:
             continue
-        if handle.hashes is None:
-            if hash_inputs:
-                handle.hashes = file_hashes(handle.path, cache_dir=cache_dir)
-            else:
-                handle.hashes = known_hashes(handle.path, cache_dir=cache_dir)
-        if handle.hashes is not None:
-            found[id(node)] = handle.hashes.sha256
-    return found
+        if handle.identity not in asked:
+            asked.add(handle.identity)
+            known = file.hashes(plan.cache_dir, compute=hash_inputs)
+            if known is not None:
+                hashes[handle.identity] = known
+        if handle.identity in hashes:
+            found[id(node)] = hashes[handle.identity].sha256
+    return hashes, found
 
 
-def _output_key(output: OutputPlan, keys: dict[int, str]) -> str | None:
+def _output_key(output: FileOutput, keys: dict[int, str]) -> str | None:
     node_key = output.node.content_key(keys)
     if node_key is None:
         return None
@@ -118,11 +134,7 @@ def existing_output_key(path: Path) -> str | None:
     """The output address recorded in an existing output (safetensors header, or the
     metadata mergelang keeps in a ``.ckpt``), or ``None``."""
     try:
-        if sniff_format(path) == "pickle":
-            from mergelang.io.ckpt import read_ckpt_metadata
-
-            return read_ckpt_metadata(path).get(OUTPUT_KEY)
-        return read_safetensors_header(path).metadata.get(OUTPUT_KEY)
+        return format_of_content(sniff_format(path)).read_metadata(path).get(OUTPUT_KEY)
     except (MergelangError, OSError):
         return None
 
@@ -140,34 +152,45 @@ def _cacheable(node: Node) -> str | None:
 
 def _hit_handle(node: Node, path: Path, key: str) -> InputHandle | None:
     """The cached file as an input, if it is whole and holds what ``node`` needs."""
-    try:
-        header = read_safetensors_header(path)
-    except (MergelangError, OSError):
+    file = open_cached(path)
+    if file is None:
         return None
-    if header.metadata.get(CACHE_KEY) != key:
-        return None
-    metas = {k: KeyMeta(t.dtype, tuple(t.shape)) for k, t in header.tensors.items()}
+    metas = file.metas()
+    whole = file.metadata.get(CACHE_KEY) == key
     for name, slot in node.keys.items():
         meta = metas.get(name)
         if meta is None or meta.shape != slot.shape or meta.dtype != stored_dtype(node, name):
-            return None
+            whole = False
+            break
+    if not whole:
+        file.close()
+        return None
     return InputHandle(
-        name=f"cache:{key[:12]}", path=path, format="safetensors", header=metas, metadata={}
+        name=f"cache:{key[:12]}",
+        path=path,
+        format="safetensors",
+        header=metas,
+        metadata={},
+        source=file,
     )
 
 
-def decide(plan: Plan, *, hash_inputs: bool, force: bool, use_cache: bool) -> None:
-    """Fill in the cache decisions, the outputs' addresses, statuses and metadata."""
-    cache_dir = plan.cache_dir if plan.cache_dir is not None else default_cache_dir()
-    plan.cache_dir = cache_dir
-    keys = _input_hashes(plan, hash_inputs=hash_inputs, cache_dir=cache_dir)
-    plan.hashed = all(h.hashes is not None for h in plan.inputs if h.path is not None)
+def decide(plan: Plan, *, hash_inputs: bool, force: bool, use_cache: bool) -> Plan:
+    """``plan`` finished: its content hashes, the outputs' addresses, statuses and metadata,
+    and the cache decisions; raises :class:`RecipeError` for outputs that cannot be
+    written."""
+    hashes, keys = _input_hashes(plan, hash_inputs=hash_inputs)
+    hashed = all(h.identity in hashes for h in plan.inputs if h.path is not None)
+    known = dataclasses.replace(plan, hashes=MappingProxyType(hashes), hashed=hashed)
     protected = [h.path for h in plan.inputs if h.path is not None]
     blocked: list[Diagnostic] = []
+    outputs: list[OutputPlan] = []
     for output in plan.outputs:
-        if output.status == "memory" or output.path is None:
+        if not isinstance(output, FileOutput):
+            outputs.append(output)
             continue
-        output.key = _output_key(output, keys)
+        output = dataclasses.replace(output, key=_output_key(output, keys))
+        outputs.append(output)
         try:
             check_target(output.path, overwrite=True, protected=protected)
         except OutputError as exc:
@@ -176,8 +199,8 @@ def decide(plan: Plan, *, hash_inputs: bool, force: bool, use_cache: bool) -> No
         if os.path.lexists(output.path):
             existing = existing_output_key(output.path)
             if output.key is not None and existing == output.key:
-                output.status = "up-to-date"
-            elif not force and (plan.hashed or existing is None):
+                outputs[-1] = dataclasses.replace(output, status="up-to-date")
+            elif not force and (hashed or existing is None):
                 blocked += _at_save(
                     plan,
                     output,
@@ -195,63 +218,76 @@ def decide(plan: Plan, *, hash_inputs: bool, force: bool, use_cache: bool) -> No
                 )
     if blocked:
         raise RecipeError(blocked)
-    if use_cache:
-        _decide_cache(plan, keys, cache_dir)
-    for output in plan.outputs:
-        if output.status == "write" and plan.hashed:
-            output.metadata = _metadata(plan, output)
+    known = dataclasses.replace(known, outputs=tuple(outputs))
+    cache = _decide_cache(known, keys) if use_cache else ()
+    decided = dataclasses.replace(known, cache=cache)
+    if hashed:
+        finished = [
+            dataclasses.replace(o, metadata=MappingProxyType(_metadata(decided, o)))
+            if isinstance(o, FileOutput) and o.status == "write"
+            else o
+            for o in outputs
+        ]
+        decided = dataclasses.replace(decided, outputs=tuple(finished))
+    return decided
 
 
-def _at_save(plan: Plan, output: OutputPlan, exc: MergelangError) -> list[Diagnostic]:
+def _at_save(plan: Plan, output: FileOutput, exc: MergelangError) -> list[Diagnostic]:
     save = output.save
-    lines = (plan.checked.recipe.source or "").splitlines()
     found: list[Diagnostic] = []
     for diag in exc.diagnostics:
-        span = save.span if save is not None else None
-        line = lines[span.line - 1] if span is not None and 0 < span.line <= len(lines) else None
         found.append(
             Diagnostic(
                 f"{output.path}: {diag.message}",
                 diag.code,
                 plan.checked.path,
-                span,
+                save.span,
                 diag.hint,
-                source_line=line,
+                source_line=source_line(plan.checked.recipe.source, save.span.line),
             )
         )
     return found
 
 
-def _decide_cache(plan: Plan, keys: dict[int, str], cache_dir: Path) -> None:
+def _decide_cache(plan: Plan, keys: dict[int, str]) -> tuple[CacheEntry, ...]:
     pending = plan.pending
     if not pending:
-        return
-    for node in walk(plan.roots()):
-        reason = _cacheable(node)
-        if reason is None:
-            continue
-        key = node.content_key(keys)
-        if key is None:
-            if not plan.hashed:
-                plan.cache.append(CacheEntry(node, None, None, "unknown", reason))
-            continue
-        path = object_path(cache_dir, key)
-        handle = _hit_handle(node, path, key) if path.is_file() else None
-        if handle is not None:
-            plan.cache.append(CacheEntry(node, key, path, "hit", reason, handle))
-        else:
-            plan.cache.append(CacheEntry(node, key, path, "store", reason))
+        return ()
+    entries: list[CacheEntry] = []
+    try:
+        for node in walk(plan.roots()):
+            reason = _cacheable(node)
+            if reason is None:
+                continue
+            key = node.content_key(keys)
+            if key is None:
+                if not plan.hashed:
+                    entries.append(CacheEntry(node, None, None, "unknown", reason))
+                continue
+            path = object_path(plan.cache_dir, key)
+            handle = _hit_handle(node, path, key) if path.is_file() else None
+            if handle is not None:
+                entries.append(CacheEntry(node, key, path, "hit", reason, handle))
+            else:
+                entries.append(CacheEntry(node, key, path, "store", reason))
+    except BaseException:
+        for entry in entries:
+            if entry.handle is not None:
+                entry.handle.close()
+        raise
+    return tuple(entries)
 
 
-def _metadata(plan: Plan, output: OutputPlan) -> dict[str, str]:
+def _metadata(plan: Plan, output: FileOutput) -> dict[str, str]:
     loads: list[LoadNode] = [n for n in walk([output.node]) if isinstance(n, LoadNode)]
     records: list[InputRecord] = []
     for load in loads:
         handle = load.handle
-        if handle.path is None or handle.hashes is None:
+        hashes = plan.hashes_of(handle)
+        if handle.path is None or hashes is None:
             continue
         name = load.names[0] if load.names else handle.name
-        records.append(InputRecord.from_hashes(name, handle.path, handle.hashes, handle.metadata))
+        records.append(InputRecord.from_hashes(name, handle.path, hashes, handle.metadata))
     node = output.node
     arch = node.arch
     extra: dict[str, str] = {"architecture": arch.name, "variant": _variant(output)}
@@ -264,7 +300,7 @@ def _metadata(plan: Plan, output: OutputPlan) -> dict[str, str]:
         extra[OUTPUT_KEY] = output.key
     if plan.checked.variables:
         extra["mergelang.set"] = json.dumps(dict(plan.checked.variables), ensure_ascii=False)
-    if output.save is not None and output.save.bindings:
+    if output.save.bindings:
         extra["mergelang.bindings"] = json.dumps(dict(output.save.bindings), ensure_ascii=False)
     return build_metadata(
         recipe_text=plan.checked.recipe.source or "",
@@ -274,7 +310,7 @@ def _metadata(plan: Plan, output: OutputPlan) -> dict[str, str]:
     )
 
 
-def _variant(output: OutputPlan) -> str:
+def _variant(output: FileOutput) -> str:
     spec = output.node.arch.variants
     if spec is None:
         return "normal"

@@ -20,15 +20,21 @@ its shape, its natural dtype (what a ``save`` without ``as`` writes) and how it 
 ``channels``
     a normal U-Net's input convolution merged with an inpainting/pix2pix one: the first
     ``merged_channels`` channels of dim 1 are computed, the rest come from child ``source``.
+
+The planner builds each node (interning it, filling its key table, binding the recipe names
+to it), then seals it (:meth:`Node.seal`): from then on, in a finished plan, no attribute of
+a node can be set and its names and key table are read-only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
 from mergelang.block_weights import ResolvedWeights, format_number
@@ -78,13 +84,36 @@ class Node(ABC):
     children: tuple[Node, ...]
     arch: Architecture
     keys: Mapping[str, KeySlot] = field(default_factory=dict, repr=False)
-    names: list[str] = field(default_factory=list)
+    names: Sequence[str] = field(default_factory=list)
     """The recipe names bound to this value (steps, inputs), first definition first."""
     span: Span = NO_SPAN
     cache_marked: bool = False
     """A step declared with ``cache``."""
     convention: str = "mbw"
     """The block convention the key -> block assignment follows (part of the address)."""
+    sealed: bool = field(default=False, init=False, repr=False)
+    """Whether the planner has finished the node (see :meth:`seal`)."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if getattr(self, "sealed", False):
+            raise dataclasses.FrozenInstanceError(
+                f"cannot assign to field {name!r}: the node belongs to a finished plan"
+            )
+        object.__setattr__(self, name, value)
+
+    def add_name(self, name: str) -> None:
+        """Bind one more recipe name to the node, while the planner builds it."""
+        if self.sealed or not isinstance(self.names, list):
+            raise dataclasses.FrozenInstanceError("the node belongs to a finished plan")
+        self.names.append(name)
+
+    def seal(self) -> None:
+        """Finish the node: its names and key table become read-only and no attribute can
+        be set any more."""
+        if not self.sealed:
+            self.names = tuple(self.names)
+            self.keys = MappingProxyType(dict(self.keys))
+            self.sealed = True
 
     @property
     @abstractmethod
@@ -191,8 +220,8 @@ class MethodNode(Node):
         span: Span = NO_SPAN,
     ) -> None:
         self.spec = spec
-        self.weights = dict(weights)
-        self.numbers = dict(numbers)
+        self.weights: Mapping[str, ResolvedWeights] = MappingProxyType(dict(weights))
+        self.numbers: Mapping[str, object] = MappingProxyType(dict(numbers))
         identity = f"{spec.name}({self.parameters()};{','.join(str(id(c)) for c in children)})"
         super().__init__(identity, children, arch, span=span)
         self._blocks: dict[str | None, dict[str, object]] = {}

@@ -1,21 +1,17 @@
 """Checking a recipe against its input checkpoints, reading their headers only.
 
-:func:`check_inputs` takes a :class:`~mergelang.check.checked_recipe.CheckedRecipe` and, for every
-input
-model (and every VAE a save names by path):
+:func:`check_inputs` takes a :class:`~mergelang.check.checked_recipe.CheckedRecipe` and its
+inputs, each resolved once by :func:`~mergelang.plan.inputs.resolve_inputs` (found, opened,
+its format sniffed, a safetensors header read and validated: a missing, truncated or corrupt
+file is reported here, with the locator's or the header reader's error code, at the place
+in the recipe that names it). For every input model it detects the architecture from the
+key names and shapes (:func:`mergelang.arch.detect`; no fitting architecture is
+``unknown-architecture``). A VAE file is only validated: it is not a whole checkpoint.
 
-1. finds the file (:class:`~mergelang.io.locate.ModelLocator`: paths relative to the recipe's
-   folder, ``--set`` values relative to the working folder, names in the model folders);
-2. decides its format by content first and extension second, like the readers do;
-3. for a safetensors file, reads and validates the header
-   (:func:`~mergelang.io.safetensors_header.read_safetensors_header`: a truncated or corrupt
-   file is refused here, with the header reader's error code) and detects the architecture
-   from the key names and shapes (:func:`mergelang.arch.detect`; no fitting architecture is
-   ``unknown-architecture``). A VAE file is only validated: it is not a whole checkpoint.
-
-Pickle files (``.ckpt``, ``.pt``, ``.pth``, ``.bin``) are found but not inspected: reading
-their key names needs torch and loads the whole file, which is the run's job. Their
-architecture is ``None``, and the checks below leave them out.
+Pickle files (``.ckpt``, ``.pt``, ``.pth``, ``.bin``) are found but, for ``check --inputs``,
+not inspected: reading their key names needs torch and loads the whole file, which is the
+run's job. Their architecture is then ``None``, and the checks below leave them out. Inputs
+resolved for a run have their pickles loaded, and those are inspected like the rest.
 
 With the architectures known, it checks the model expressions of every step and save:
 
@@ -29,7 +25,9 @@ With the architectures known, it checks the model expressions of every step and 
   recipe: they are in :attr:`InputsReport.warnings`.
 
 Every problem is collected and one :class:`~mergelang.errors.RecipeError` is raised with all
-of them (and the recipe's warnings), sorted by position. Nothing here reads a tensor or
+of them (and the recipe's warnings), sorted by position. For the inputs of a run, a file that
+cannot be opened or an input (a pickle, tensors in memory) that cannot be loaded or detected
+is raised first, on its own: the run cannot go on without it. Nothing here reads a tensor or
 imports torch.
 """
 
@@ -40,9 +38,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal, TypeAlias
 
-from mergelang.arch import Architecture, detect, get_architecture
+from mergelang.arch import Architecture, get_architecture
 from mergelang.arch.layout import checkpoint_layout
 from mergelang.block_weights import BlockWeights, ElementalEntry, WeightsError
 from mergelang.check.checked_recipe import (
@@ -55,16 +52,12 @@ from mergelang.check.checked_recipe import (
     ModelSource,
     StepRef,
 )
-from mergelang.errors import CheckpointError, Diagnostic, RecipeError, Span
-from mergelang.io.formats import CheckpointFormat, sniff_format
-from mergelang.io.locate import ModelLocator
-from mergelang.io.safetensors_header import read_safetensors_header
+from mergelang.errors import CheckpointError, Diagnostic, RecipeError, Span, source_lines
 from mergelang.lang import ast
 from mergelang.methods.registry import MethodSpec, get_method
+from mergelang.plan.inputs import InputFormat, ResolvedInputs, ResolvedSource
 
 __all__ = ["InputFormat", "InputInfo", "InputsReport", "check_inputs"]
-
-InputFormat: TypeAlias = CheckpointFormat | Literal["memory"]
 
 
 @dataclass(frozen=True)
@@ -73,7 +66,7 @@ class InputInfo:
 
     ``architecture`` is the registered name (``sd1``, ``sd2``, ``sdxl``) and ``variant`` the
     U-Net variant (``normal``, ``inpainting``, ``pix2pix``); both are ``None`` for a pickle
-    file, which is not inspected, and for a VAE file.
+    file that is not inspected, and for a VAE file.
     """
 
     source: ModelSource
@@ -110,7 +103,8 @@ class InputsReport:
 
     @property
     def not_inspected(self) -> tuple[str, ...]:
-        """The inputs whose architecture is unknown because they are pickle files."""
+        """The inputs whose architecture is unknown because they are pickle files not
+        loaded."""
         return tuple(name for name, info in self.inputs.items() if not info.inspected)
 
     def inputs_of(self, expr: ModelExpr) -> tuple[str, ...]:
@@ -133,21 +127,13 @@ class InputsReport:
         return found[0] if found else None
 
 
-def check_inputs(
-    checked: CheckedRecipe,
-    locator: ModelLocator,
-    *,
-    provided: Mapping[str, InputInfo] | None = None,
-) -> InputsReport:
-    """Find and inspect every input of ``checked`` and check the recipe against them.
+def check_inputs(checked: CheckedRecipe, inputs: ResolvedInputs) -> InputsReport:
+    """Check ``checked`` against its resolved ``inputs`` (see the module docstring).
 
-    ``provided`` gives the inputs already inspected by the caller, by model name (a pickle
-    file the planner has loaded, tensors handed over in memory): they are not looked up, and
-    the expression checks use their architecture. Raises :class:`RecipeError` with every
-    problem found (and the recipe's warnings), each at its place in the recipe; returns the
-    :class:`InputsReport` otherwise.
+    Raises :class:`RecipeError` with every problem found (and the recipe's warnings), each at
+    its place in the recipe; returns the :class:`InputsReport` otherwise.
     """
-    return _InputsChecker(checked, locator, provided or {}).run()
+    return _InputsChecker(checked, inputs).run()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,13 +185,10 @@ def _expression_name(expr: ModelExpr) -> str:
 
 
 class _InputsChecker:
-    def __init__(
-        self, checked: CheckedRecipe, locator: ModelLocator, provided: Mapping[str, InputInfo]
-    ) -> None:
+    def __init__(self, checked: CheckedRecipe, inputs: ResolvedInputs) -> None:
         self.checked = checked
-        self.locator = locator
-        self.provided = provided
-        self.lines = (checked.recipe.source or "").splitlines()
+        self.resolved = inputs
+        self.lines = source_lines(checked.recipe.source or "")
         self.problems: list[Diagnostic] = []
         self.warnings: list[Diagnostic] = []
         self.seen: set[tuple[str, Span, str]] = set()
@@ -215,11 +198,12 @@ class _InputsChecker:
                 self.steps[step.name] = step.value
         self.inputs: dict[str, InputInfo] = {}
         self.vaes: dict[str, InputInfo] = {}
-        self.by_path: dict[tuple[Path, bool], tuple[InputFormat, str | None, str | None]] = {}
         self.memo: dict[str, dict[str, None]] = {}
         self.mixed_steps: dict[str, bool] = {}
 
     def run(self) -> InputsReport:
+        if self.resolved.for_run:
+            self._refuse_unloadable()
         self._inspect_files()
         for name, expr in self.steps.items():
             self._step_mixed(name, expr)
@@ -240,6 +224,10 @@ class _InputsChecker:
 
     # -- reporting
 
+    def _line(self, span: Span) -> str | None:
+        """The recipe line ``span`` is on, as the parser counts lines."""
+        return self.lines[span.line - 1] if 0 < span.line <= len(self.lines) else None
+
     def _report(
         self,
         message: str,
@@ -256,14 +244,13 @@ class _InputsChecker:
         if identity in self.seen:
             return
         self.seen.add(identity)
-        line = self.lines[span.line - 1] if 0 < span.line <= len(self.lines) else None
         diagnostic = Diagnostic(
             message,
             code,
             self.checked.path,
             span,
             hint,
-            source_line=line,
+            source_line=self._line(span),
             key=key,
             severity="warning" if warning else "error",
         )
@@ -271,23 +258,70 @@ class _InputsChecker:
 
     # -- files
 
-    def _inspect_files(self) -> None:
+    def _whole_models(self) -> set[str]:
+        """The models whose architecture is detected: every one but a VAE file declared as
+        a model and used only as a save's ``vae``."""
         used = self._models_in_expressions()
         models = self.checked.models
-        vaes = [s.vae for s in self.checked.saves if s.vae is not None]
-        declared_vaes = {v.name for v in vaes if models.get(v.name) == v}
+        declared_vaes = {
+            s.vae.name
+            for s in self.checked.saves
+            if s.vae is not None and models.get(s.vae.name) == s.vae
+        }
+        return {name for name in models if name in used or name not in declared_vaes}
+
+    def _refuse_unloadable(self) -> None:
+        """Raise the problems a run cannot go past (in declaration order, on their own): a
+        model file that cannot be opened, and a pickle or tensors in memory that cannot be
+        loaded or whose architecture is unknown."""
+        whole = self._whole_models()
+        found: list[Diagnostic] = []
+        for name, resolved in self.resolved.models.items():
+            if resolved.stage in ("open", "load"):
+                assert resolved.problem is not None
+                found += self._file_problem(resolved, resolved.source, resolved.problem)
+            elif resolved.format in ("pickle", "memory") and name in whole:
+                try:
+                    self.resolved.detected(resolved)
+                except CheckpointError as exc:
+                    found += self._file_problem(resolved, resolved.source, exc)
+        if found:
+            raise RecipeError(found)
+
+    def _file_problem(
+        self, resolved: ResolvedSource, source: ModelSource, exc: CheckpointError
+    ) -> list[Diagnostic]:
+        """``exc``, a problem of the resolved file (or tensors), at ``source``'s place."""
+        label = f"{resolved.role} '{source.name}'"
+        found = []
+        for diag in exc.diagnostics:
+            where = resolved.path if resolved.path is not None else diag.path
+            message = f"{label}: {where}: {diag.message}" if where else f"{label}: {diag.message}"
+            found.append(
+                Diagnostic(
+                    message,
+                    diag.code,
+                    self.checked.path,
+                    source.span,
+                    diag.hint,
+                    source_line=self._line(source.span),
+                    key=diag.key,
+                )
+            )
+        return found
+
+    def _inspect_files(self) -> None:
+        whole = self._whole_models()
+        models = self.checked.models
         for name, source in models.items():
-            if name in self.provided:
-                self.inputs[name] = self.provided[name]
-                continue
-            whole = name in used or name not in declared_vaes
-            info = self._inspect(source, "model", whole=whole)
+            info = self._inspect(self.resolved.models[name], source, whole=name in whole)
             if info is not None:
                 self.inputs[name] = info
-        for vae in vaes:
-            if vae.name in declared_vaes or vae.ref in self.vaes:
+        for save in self.checked.saves:
+            vae = save.vae
+            if vae is None or models.get(vae.name) == vae or vae.ref in self.vaes:
                 continue
-            info = self._inspect(vae, "VAE", whole=False)
+            info = self._inspect(self.resolved.vaes[vae.ref], vae, whole=False)
             if info is not None:
                 self.vaes[vae.ref] = info
 
@@ -297,45 +331,41 @@ class _InputsChecker:
             used.update(_inputs_of(expr, self.steps, self.memo))
         return used
 
-    def _inspect(self, source: ModelSource, what: str, *, whole: bool) -> InputInfo | None:
-        """Locate ``source`` and, for safetensors, validate its header and (``whole``)
-        detect its architecture; a problem is reported at the source's span."""
-        label = f"{what} '{source.name}'"
-        relative = Path.cwd() if source.kind == "variable" else self.checked.base_dir
-        try:
-            path = self.locator.find(source.ref, relative_to=relative or Path.cwd())
-        except CheckpointError as exc:
-            for diag in exc.diagnostics:
+    def _inspect(
+        self, resolved: ResolvedSource, source: ModelSource, *, whole: bool
+    ) -> InputInfo | None:
+        """What resolving ``source`` found and, for a whole model whose keys are known, its
+        architecture; a problem is reported at the source's span."""
+        problem = resolved.problem
+        if problem is not None and resolved.stage == "locate":
+            label = f"{resolved.role} '{source.name}'"
+            for diag in problem.diagnostics:
                 self._report(f"{label}: {diag.message}", diag.code, source.span, diag.hint)
             return None
-        known = self.by_path.get((path, whole))
-        if known is None:
-            try:
-                known = self._read(path, whole=whole)
-            except CheckpointError as exc:
-                for diag in exc.diagnostics:
-                    self._report(
-                        f"{label}: {path}: {diag.message}",
-                        diag.code,
-                        source.span,
-                        diag.hint,
-                        key=diag.key,
-                    )
-                return None
-            self.by_path[path, whole] = known
-        fmt, arch, variant = known
-        return InputInfo(source, path, fmt, arch, variant)
+        if problem is not None:
+            self._add(self._file_problem(resolved, source, problem))
+            return None
+        fmt = resolved.format
+        assert fmt is not None
+        path = resolved.path if resolved.memory is None else resolved.memory.path
+        assert path is not None
+        if not whole or not resolved.inspectable:
+            return InputInfo(source, path, fmt)
+        try:
+            found = self.resolved.detected(resolved)
+        except CheckpointError as exc:
+            self._add(self._file_problem(resolved, source, exc))
+            return None
+        return InputInfo(source, path, fmt, found.arch.name, found.variant)
 
-    @staticmethod
-    def _read(path: Path, *, whole: bool) -> tuple[InputFormat, str | None, str | None]:
-        fmt = sniff_format(path)
-        if fmt != "safetensors":
-            return fmt, None, None
-        header = read_safetensors_header(path)
-        if not whole:
-            return fmt, None, None
-        found = detect(header.shapes(), path=str(path))
-        return fmt, found.arch.name, found.variant
+    def _add(self, diagnostics: list[Diagnostic]) -> None:
+        """Add each unless an equal one (same code, place and message) was added."""
+        for diag in diagnostics:
+            assert diag.span is not None
+            identity = (diag.code, diag.span, diag.message)
+            if identity not in self.seen:
+                self.seen.add(identity)
+                self.problems.append(diag)
 
     # -- architectures of expressions
 

@@ -4,6 +4,12 @@ A :class:`Plan` is complete before any tensor is read: every output's keys, dtyp
 (so each file's header can be written first), which steps are fused into their consumers,
 which come from or go to the cache, which outputs are already up to date, how many bytes the
 run reads and writes, and an estimate of its working memory.
+
+A plan is finished when planning returns it, cache decisions included, and nothing changes it
+afterwards: :class:`Plan`, its outputs (:class:`FileOutput` for a file, :class:`MemoryOutput`
+for a result returned in memory) and its :class:`CacheEntry` objects are frozen, and the
+executor reports what happened in its own result. The one thing done to a plan is
+:meth:`Plan.close`, which closes the input files it holds open.
 """
 
 from __future__ import annotations
@@ -11,18 +17,25 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeAlias
 
 from mergelang.check.checked_recipe import CheckedRecipe, SaveTarget
 from mergelang.errors import Diagnostic
+from mergelang.io.file_formats import FileFormat
 from mergelang.io.save_options import OutputKey, SaveOptions
 from mergelang.plan.graph import LoadNode, Node, walk
 from mergelang.plan.inputs import InputHandle
+
+if TYPE_CHECKING:
+    from mergelang.io.hashing import FileHashes
 
 __all__ = [
     "CUDA_CHUNK",
     "DEFAULT_CHUNK",
     "CacheEntry",
+    "FileOutput",
+    "MemoryOutput",
     "OutputPlan",
     "OutputStatus",
     "Plan",
@@ -37,28 +50,31 @@ CUDA_CHUNK = 1 << 24
 (64 MiB of float32) pay; the GPU's memory holds these buffers easily."""
 
 OutputStatus = Literal["write", "up-to-date", "memory"]
+FileStatus = Literal["write", "up-to-date"]
 CacheStatus = Literal["hit", "store", "unknown"]
 
+_NO_METADATA: Mapping[str, str] = MappingProxyType({})
 
-@dataclass(eq=False)
-class OutputPlan:
-    """One output: the save it comes from, where it goes and every key it will hold.
 
-    ``status``: ``write`` (made by this run), ``up-to-date`` (the file exists and was made
-    from the same step, inputs and options: nothing to do) or ``memory`` (returned to the
-    caller, not written). ``key`` is the content address of the output (``None`` when an
-    input has no content hash yet, or is held in memory).
+@dataclass(frozen=True, eq=False)
+class FileOutput:
+    """One output file: the save it comes from, where it goes and every key it will hold.
+
+    ``status``: ``write`` (made by this run) or ``up-to-date`` (the file exists and was made
+    from the same step, inputs and options: nothing to do). ``key`` is the content address of
+    the output (``None`` when an input has no content hash yet). ``metadata``: what the file
+    records (provenance, the address), known once every input is hashed.
     """
 
-    save: SaveTarget | None
-    path: Path | None
+    save: SaveTarget
+    path: Path
     node: Node
     options: SaveOptions
-    layout: list[OutputKey]
+    layout: tuple[OutputKey, ...]
     vae: LoadNode | None = None
-    status: OutputStatus = "write"
+    status: FileStatus = "write"
     key: str | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=lambda: _NO_METADATA)
     name: str = ""
 
     @property
@@ -67,10 +83,44 @@ class OutputPlan:
 
     @property
     def label(self) -> str:
-        return str(self.path) if self.path is not None else self.name
+        return str(self.path)
+
+    @property
+    def file_format(self) -> FileFormat:
+        return self.options.file_format
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
+class MemoryOutput:
+    """A result returned to the caller in memory (``mergelang.evaluate``), never written:
+    a save of the recipe (with its options) or a step or input with every key kept."""
+
+    node: Node
+    options: SaveOptions
+    layout: tuple[OutputKey, ...]
+    name: str
+    save: SaveTarget | None = None
+    vae: LoadNode | None = None
+
+    status: ClassVar[Literal["memory"]] = "memory"
+    path: ClassVar[None] = None
+    key: ClassVar[None] = None
+    metadata: ClassVar[Mapping[str, str]] = _NO_METADATA
+
+    @property
+    def nbytes(self) -> int:
+        return sum(item.entry().nbytes for item in self.layout)
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+OutputPlan: TypeAlias = FileOutput | MemoryOutput
+"""One output of a plan."""
+
+
+@dataclass(frozen=True, eq=False)
 class CacheEntry:
     """A step whose value goes through the on-disk cache: read from it (``hit``) or stored
     into it by this run (``store``). ``unknown``: an input has not been hashed yet, so the
@@ -85,15 +135,15 @@ class CacheEntry:
     """For a hit: the cached file, read like an input."""
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class Plan:
     """A run, decided: see the module docstring."""
 
     checked: CheckedRecipe
-    inputs: list[InputHandle]
-    outputs: list[OutputPlan]
-    cache: list[CacheEntry]
-    cache_dir: Path | None
+    inputs: tuple[InputHandle, ...]
+    outputs: tuple[OutputPlan, ...]
+    cache: tuple[CacheEntry, ...]
+    cache_dir: Path
     chunk: int = DEFAULT_CHUNK
     workers: int = 1
     device: str = "cpu"
@@ -110,6 +160,8 @@ class Plan:
     """Whether outputs may replace existing files (``--force``). Without it an output is
     moved into place only if its name is still free then, so a file that another process
     wrote meanwhile is never replaced."""
+    hashes: Mapping[str, FileHashes] = field(default_factory=lambda: MappingProxyType({}))
+    """The content hashes known, by :attr:`InputHandle.identity`."""
 
     def close(self) -> None:
         """Close the files the plan holds open (its inputs and cache hits)."""
@@ -118,6 +170,10 @@ class Plan:
         for entry in self.cache:
             if entry.handle is not None:
                 entry.handle.close()
+
+    def hashes_of(self, handle: InputHandle) -> FileHashes | None:
+        """The content hashes of an input, if known."""
+        return self.hashes.get(handle.identity)
 
     def cache_entry(self, node: Node) -> CacheEntry | None:
         for entry in self.cache:
@@ -201,8 +257,9 @@ class Plan:
 
         Per worker: one float32 chunk per evaluated node and per output dtype; whole-tensor
         keys (non-elementwise methods, channel merges), evaluated one large key at a time,
-        hold the largest key for each node that needs it; outputs kept in memory (``.ckpt``
-        files, in-memory results) whole.
+        hold the largest key for each node that needs it; outputs held whole until they are
+        committed (in-memory results, and files of a format that does not stream, such as
+        ``.ckpt``).
         """
         if not self.passes:
             return 0
@@ -211,10 +268,12 @@ class Plan:
         whole = [n for n in needed if not n.elementwise]
         largest = max((s.numel for n in needed for s in n.keys.values()), default=0)
         whole_bytes = sum((len(n.children) + 1) * largest * 4 for n in whole)
-        held = sum(
-            o.nbytes for o in self.pending if o.status == "memory" or o.options.format == "ckpt"
-        )
+        held = sum(o.nbytes for o in self.pending if not _streams(o))
         return self.workers * per_chunk + whole_bytes + held
+
+
+def _streams(output: OutputPlan) -> bool:
+    return isinstance(output, FileOutput) and output.file_format.streams
 
 
 def _store_bytes(node: Node) -> int:

@@ -1,9 +1,12 @@
 """From a checked recipe to a :class:`~mergelang.plan.plan.Plan`, reading headers only.
 
-1. **Inputs.** Every input is found and its header read (a pickle file is loaded with the
-   weights-only loader); :func:`~mergelang.plan.input_checks.check_inputs` then checks the recipe
-   against the architectures found, so a 19-value vector given to SD1 models, or SD1 merged
-   with SDXL, is reported at its place in the recipe before any tensor is read.
+1. **Inputs.** Every input is resolved once (:func:`~mergelang.plan.inputs.resolve_inputs`:
+   found, opened, its format sniffed, its header read; a pickle file is loaded with the
+   weights-only loader) and :func:`~mergelang.plan.input_checks.check_inputs` checks the
+   recipe against the architectures found, so a 19-value vector given to SD1 models, or SD1
+   merged with SDXL, is reported at its place in the recipe before any tensor is read. Each
+   file becomes one :class:`~mergelang.plan.inputs.InputHandle`, shared by the names that
+   refer to it; its open descriptor serves the rest of the run.
 2. **Graph.** Every model expression becomes a :class:`~mergelang.plan.graph.Node`; structurally
    equal expressions are one node. Weights are resolved for the architecture here.
 3. **Keys.** Each node's per-key table (:class:`~mergelang.plan.graph.KeySlot`) is derived from its
@@ -12,7 +15,8 @@
    relative path is taken from ``out_dir`` (else the recipe's folder); symlinked folders on
    the way are followed. Two saves naming one file are an error.
 5. **Cache.** :func:`mergelang.plan.cache.decide` gives content addresses and decides hits,
-   stores and up-to-date outputs (see :mod:`mergelang.plan.cache`).
+   stores and up-to-date outputs (see :mod:`mergelang.plan.cache`), and returns the
+   finished plan.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mergelang.arch import Architecture, detect, get_architecture
+from mergelang.arch import Architecture, get_architecture
 from mergelang.arch.align import align_tables
 from mergelang.block_weights import BlockWeights, WeightsError
 from mergelang.check.checked_recipe import (
@@ -33,7 +37,6 @@ from mergelang.check.checked_recipe import (
     LinearCombination,
     MethodCall,
     ModelExpr,
-    ModelSource,
     SaveTarget,
     StepRef,
 )
@@ -44,22 +47,27 @@ from mergelang.errors import (
     RecipeError,
     Span,
     UsageError,
+    source_lines,
 )
 from mergelang.io.dtypes import is_float_code
-from mergelang.io.formats import sniff_format
+from mergelang.io.hashing import default_cache_dir
 from mergelang.io.locate import ModelLocator
-from mergelang.io.safetensors_header import read_safetensors_header
 from mergelang.io.save_options import OutputKey, SaveOptions, output_layout
 from mergelang.methods.registry import get_method
-from mergelang.plan.graph import KeySlot, LinearNode, LoadNode, MethodNode, Node
-from mergelang.plan.input_checks import InputFormat, InputInfo, InputsReport, check_inputs
-from mergelang.plan.inputs import InputHandle, KeyMeta, MemoryReader
-from mergelang.plan.plan import CUDA_CHUNK, DEFAULT_CHUNK, OutputPlan, Plan
+from mergelang.plan.graph import KeySlot, LinearNode, LoadNode, MethodNode, Node, walk
+from mergelang.plan.input_checks import InputsReport, check_inputs
+from mergelang.plan.inputs import InputHandle, ResolvedInputs, ResolvedSource, resolve_inputs
+from mergelang.plan.plan import (
+    CUDA_CHUNK,
+    DEFAULT_CHUNK,
+    FileOutput,
+    MemoryOutput,
+    OutputPlan,
+    Plan,
+)
 
 if TYPE_CHECKING:
     import torch
-
-    from mergelang.io.readers import CheckpointReader
 
 __all__ = ["PlanOptions", "build_plan"]
 
@@ -102,12 +110,26 @@ def build_plan(
 ) -> Plan:
     """Plan ``checked``; see the module docstring. ``hash_inputs=False`` uses only content
     hashes already in the hash cache (``mergelang plan``): cache decisions that need an
-    unhashed input are then ``unknown``."""
+    unhashed input are then ``unknown``. The plan holds its inputs open until
+    :meth:`~mergelang.plan.plan.Plan.close`."""
     from mergelang.plan.cache import decide
 
     planner = _Planner(checked, locator, options)
-    plan = planner.build()
-    decide(plan, hash_inputs=hash_inputs, force=options.force, use_cache=options.use_cache)
+    inputs = resolve_inputs(checked, locator, memory=options.inputs, load_pickles=True)
+    try:
+        plan = decide(
+            planner.build(inputs),
+            hash_inputs=hash_inputs,
+            force=options.force,
+            use_cache=options.use_cache,
+        )
+    except BaseException:
+        inputs.close()
+        raise
+    held = {id(h.source) for h in plan.inputs}
+    for file in inputs.files():
+        if id(file) not in held:
+            file.close()
     return plan
 
 
@@ -133,7 +155,7 @@ class _Planner:
         self.checked = checked
         self.locator = locator
         self.options = options
-        self.lines = (checked.recipe.source or "").splitlines()
+        self.lines = source_lines(checked.recipe.source or "")
         self.handles: dict[str, InputHandle] = {}
         self.by_identity: dict[str, InputHandle] = {}
         self.nodes: dict[str, Node] = {}
@@ -168,17 +190,21 @@ class _Planner:
 
     # -- inputs
 
-    def build(self) -> Plan:
-        report = self._inspect_inputs()
-        self._open_handles(report)
-        outputs = self._outputs(report)
+    def build(self, inputs: ResolvedInputs) -> Plan:
+        """The plan before its cache decisions (see :func:`mergelang.plan.cache.decide`)."""
+        report = check_inputs(self.checked, inputs)
+        self._open_handles(inputs, report)
+        outputs = self._outputs()
+        finished = [o.node for o in outputs] + [o.vae for o in outputs if o.vae is not None]
+        for node in walk(finished):
+            node.seal()
         workers = self.options.workers or _default_workers(self.options.device)
         return Plan(
             self.checked,
-            list(self.by_identity.values()),
-            outputs,
-            [],
-            self.options.cache_dir,
+            tuple(self.by_identity.values()),
+            tuple(outputs),
+            (),
+            self.options.cache_dir if self.options.cache_dir is not None else default_cache_dir(),
             chunk=self.options.chunk or _default_chunk(self.options.device),
             workers=workers,
             device=self.options.device,
@@ -187,85 +213,26 @@ class _Planner:
             force=self.options.force,
         )
 
-    def _inspect_inputs(self) -> InputsReport:
-        provided: dict[str, InputInfo] = {}
-        memory = self.options.inputs or {}
-        problems: list[Diagnostic] = []
-        for name, source in self.checked.models.items():
-            try:
-                if name in memory:
-                    reader: CheckpointReader = MemoryReader(memory[name], name)
-                    path = reader.path
-                    fmt = "memory"
-                else:
-                    found = self._locate(source)
-                    if found is None or sniff_format(found) != "pickle":
-                        continue
-                    from mergelang.io.ckpt import CkptReader
-
-                    reader, path, fmt = CkptReader(found), found, "pickle"
-                detected = detect(reader.shapes(), path=str(path))
-            except MergelangError as exc:
-                problems += self._located(exc, f"model '{name}': ", source.span).diagnostics
-                continue
-            handle = self._handle(name, source, path if fmt != "memory" else None, fmt, reader)
-            handle.architecture, handle.variant = detected.arch.name, detected.variant
-            kind: InputFormat = "memory" if fmt == "memory" else "pickle"
-            provided[name] = InputInfo(source, path, kind, detected.arch.name, detected.variant)
-        if problems:
-            raise RecipeError(problems)
-        return check_inputs(self.checked, self.locator, provided=provided)
-
-    def _locate(self, source: ModelSource) -> Path | None:
-        relative = Path.cwd() if source.kind == "variable" else self.checked.base_dir
-        try:
-            return self.locator.find(source.ref, relative_to=relative or Path.cwd())
-        except CheckpointError:
-            return None  # check_inputs reports it at the source
-
-    def _handle(
-        self,
-        name: str,
-        source: ModelSource,
-        path: Path | None,
-        fmt: str,
-        reader: CheckpointReader | None = None,
-    ) -> InputHandle:
-        identity = str(path.resolve()) if path is not None else f"<memory:{name}>"
-        handle = self.by_identity.get(identity)
-        if handle is None:
-            if reader is not None:
-                infos = {k: reader.info(k) for k in reader.keys()}  # noqa: SIM118
-                header = {k: KeyMeta(i.dtype, tuple(i.shape)) for k, i in infos.items()}
-                metadata: Mapping[str, str] = reader.metadata
-            else:
-                assert path is not None
-                parsed = read_safetensors_header(path)
-                header = {k: KeyMeta(t.dtype, tuple(t.shape)) for k, t in parsed.tensors.items()}
-                metadata = parsed.metadata
-            handle = InputHandle(
-                name=name,
-                path=path,
-                format=fmt,
-                header=header,
-                metadata=metadata,
-                span=source.span,
-                reader=reader,
-            )
-            self.by_identity[identity] = handle
-        self.handles[name] = handle
-        return handle
-
-    def _open_handles(self, report: InputsReport) -> None:
+    def _open_handles(self, inputs: ResolvedInputs, report: InputsReport) -> None:
+        """One handle per distinct input, named after the first name that refers to it; its
+        architecture is the first one detected under any of its names."""
+        found: list[tuple[str, ResolvedSource, str | None, str | None]] = []
         for name, info in report.inputs.items():
-            if name in self.handles:
-                continue
-            handle = self._handle(name, info.source, info.path, info.format)
-            if info.architecture is not None:
-                handle.architecture = info.architecture
-                handle.variant = info.variant or "normal"
-        for ref, info in report.vaes.items():
-            self._handle(f"vae:{ref}", info.source, info.path, info.format)
+            found.append((name, inputs.models[name], info.architecture, info.variant))
+        for ref in report.vaes:
+            found.append((f"vae:{ref}", inputs.vaes[ref], None, None))
+        detected: dict[str, tuple[str, str]] = {}
+        for _, resolved, arch, variant in found:
+            if arch is not None:
+                detected.setdefault(_identity_of(resolved), (arch, variant or "normal"))
+        for name, resolved, _, _ in found:
+            identity = _identity_of(resolved)
+            handle = self.by_identity.get(identity)
+            if handle is None:
+                arch, variant = detected.get(identity, (None, "normal"))
+                handle = _handle(name, resolved, arch, variant)
+                self.by_identity[identity] = handle
+            self.handles[name] = handle
 
     # -- the graph
 
@@ -284,7 +251,7 @@ class _Planner:
             assert handle.architecture is not None
             node = self._intern(LoadNode(handle, get_architecture(handle.architecture)))
             if expr.model not in node.names:
-                node.names.append(expr.model)
+                node.add_name(expr.model)
             return node
         if isinstance(expr, StepRef):
             found = self.step_nodes.get(expr.step)
@@ -292,7 +259,7 @@ class _Planner:
                 step = self.steps[expr.step]
                 assert not isinstance(step.value, BlockWeights)
                 found = self.node_of(step.value)
-                found.names.append(expr.step.split("@", 1)[0] if "@" in expr.step else expr.step)
+                found.add_name(expr.step.split("@", 1)[0] if "@" in expr.step else expr.step)
                 found.cache_marked = found.cache_marked or step.cached
                 if found.span.line == 0:
                     found.span = step.span
@@ -398,27 +365,26 @@ class _Planner:
 
     # -- outputs
 
-    def _outputs(self, report: InputsReport) -> list[OutputPlan]:
+    def _outputs(self) -> list[OutputPlan]:
         targets = self.options.targets
         if targets is not None:
             return [self._memory_output(name) for name in targets]
-        outputs = [self._save_output(save) for save in self.checked.saves]
-        self._check_same_files(outputs)
+        files = [self._save_output(save) for save in self.checked.saves]
+        self._check_same_files(files)
+        outputs: list[OutputPlan] = list(files)
         return outputs
 
-    def _check_same_files(self, outputs: list[OutputPlan]) -> None:
+    def _check_same_files(self, outputs: list[FileOutput]) -> None:
         """Two saves whose paths differ in text but name one file (an absolute and a
         relative path, a symlinked folder, ``--out-dir``) are an error at the later one."""
-        seen: dict[str, OutputPlan] = {}
+        seen: dict[str, FileOutput] = {}
         problems: list[Diagnostic] = []
         for output in outputs:
-            assert output.path is not None and output.save is not None
             folder = os.path.realpath(output.path.parent)
             identity = os.path.normcase(os.path.join(folder, output.path.name))
             first = seen.setdefault(identity, output)
             if first is output:
                 continue
-            assert first.save is not None
             problems.append(
                 self._diagnostic(
                     f"'{output.save.path}' is the same file as '{first.save.path}', "
@@ -431,7 +397,7 @@ class _Planner:
         if problems:
             raise RecipeError(problems)
 
-    def _memory_output(self, target: str | int) -> OutputPlan:
+    def _memory_output(self, target: str | int) -> MemoryOutput:
         """An in-memory result: a save of the recipe (with that save's options; ``dtype``
         overrides its dtype), or a named step or input with every key kept."""
         if isinstance(target, int):
@@ -439,16 +405,16 @@ class _Planner:
             if self.options.dtype is not None:
                 save = dataclasses.replace(save, dtype=self.options.dtype)
             output = self._save_output(save)
-            output.status, output.path = "memory", None
-            return output
+            return MemoryOutput(
+                output.node, output.options, output.layout, output.name, save, output.vae
+            )
         ref: ModelExpr = InputRef(target) if target in self.checked.models else StepRef(target)
-        name = target
         node = self.node_of(ref)
         options = SaveOptions(dtype=self.options.dtype, ema="keep")
         layout = output_layout(node.keys, node.arch, options, None)
-        return OutputPlan(None, None, node, options, layout, status="memory", name=name)
+        return MemoryOutput(node, options, tuple(layout), target)
 
-    def _save_output(self, save: SaveTarget) -> OutputPlan:
+    def _save_output(self, save: SaveTarget) -> FileOutput:
         node = self.node_of(save.model)
         vae_node: LoadNode | None = None
         vae_path: Path | None = None
@@ -459,14 +425,7 @@ class _Planner:
             vae_path = handle.path
             vae_node = LoadNode(handle, node.arch)
             self._fill_keys(vae_node)
-        options = SaveOptions(
-            dtype=save.dtype,
-            ema=save.ema,  # type: ignore[arg-type]
-            schedule=save.schedule,  # type: ignore[arg-type]
-            vae=vae_path,
-            position_ids=save.position_ids,  # type: ignore[arg-type]
-            format=save.format,  # type: ignore[arg-type]
-        )
+        options = dataclasses.replace(save.options, vae=vae_path)
         vae_header = None if vae_node is None else vae_node.handle.header
         try:
             layout: list[OutputKey] = output_layout(node.keys, node.arch, options, vae_header)
@@ -483,9 +442,54 @@ class _Planner:
                 "output-folder-not-a-folder",
                 save.span,
             )
-        return OutputPlan(
-            save, Path(os.path.abspath(path)), node, options, layout, vae=vae_node, name=save.path
+        return FileOutput(
+            save,
+            Path(os.path.abspath(path)),
+            node,
+            options,
+            tuple(layout),
+            vae=vae_node,
+            name=save.path,
         )
+
+
+def _identity_of(resolved: ResolvedSource) -> str:
+    """What makes two names one input: the file's real path, or the model's name."""
+    if resolved.path is not None:
+        return str(resolved.path.resolve())
+    return f"<memory:{resolved.source.name}>"
+
+
+def _handle(
+    name: str, resolved: ResolvedSource, architecture: str | None, variant: str
+) -> InputHandle:
+    if resolved.memory is not None:
+        reader = resolved.memory
+        header = {k: reader.info(k) for k in reader.keys()}  # noqa: SIM118
+        return InputHandle(
+            name=name,
+            path=None,
+            format="memory",
+            header=header,
+            metadata=reader.metadata,
+            source=reader,
+            span=resolved.source.span,
+            architecture=architecture,
+            variant=variant,
+        )
+    file = resolved.file
+    assert file is not None and resolved.path is not None
+    return InputHandle(
+        name=name,
+        path=resolved.path,
+        format=file.format,
+        header=file.metas(),
+        metadata=file.metadata,
+        source=file,
+        span=resolved.source.span,
+        architecture=architecture,
+        variant=variant,
+    )
 
 
 def _blocking_file(path: Path) -> Path | None:

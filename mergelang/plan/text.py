@@ -122,7 +122,7 @@ class _Renderer:
         ]
         rows: list[tuple[str, ...]] = []
         for handle in plan.inputs:
-            hashed = "hashed" if handle.hashes is not None else "not hashed yet"
+            hashed = "hashed" if plan.hashes_of(handle) is not None else "not hashed yet"
             if handle.path is None:
                 hashed = "in memory"
             arch = handle.architecture or "vae"

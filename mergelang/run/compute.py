@@ -34,9 +34,9 @@ from mergelang.plan.graph import KeySlot, LinearNode, LoadNode, MethodNode, Node
 from mergelang.plan.plan import CacheEntry
 
 if TYPE_CHECKING:
+    from mergelang.io.sinks import Sink
     from mergelang.io.writer import OutputEntry
     from mergelang.plan.inputs import InputHandle
-    from mergelang.run.sinks import Sink
 
 __all__ = ["Arena", "Chunk", "Evaluator", "KeyTask", "Target"]
 

@@ -22,6 +22,11 @@ Without ``--force`` (:attr:`Plan.force`) an output is moved into place only if i
 still free: when two runs race for one file, the first to finish wins. The other fails with
 ``exists``, unless the file that won records the same output address, in which case its
 output is ``up-to-date``.
+
+Each file output is opened through its format's line of
+:data:`~mergelang.io.file_formats.FILE_FORMATS`, so the executor never asks which format an
+output is: every sink takes ``write_part`` and then ``commit`` or ``abort``. The plan is never
+changed: what happened to each output is in the :class:`RunResult`.
 """
 
 from __future__ import annotations
@@ -38,14 +43,15 @@ from typing import Any
 import torch
 
 from mergelang.errors import Diagnostic, OutputError, UsageError
+from mergelang.io.file_formats import FILE_FORMATS
 from mergelang.io.save_options import OutputKey
-from mergelang.io.writer import SafetensorsWriter, remove_stale_partials
-from mergelang.plan.cache import CACHE_KEY, existing_output_key, stored_dtype
+from mergelang.io.sinks import MemorySink, Sink, SinkTarget
+from mergelang.io.writer import remove_stale_partials
+from mergelang.plan.cache import CACHE_FORMAT, CACHE_KEY, existing_output_key, stored_dtype
 from mergelang.plan.graph import MethodNode, Node
-from mergelang.plan.plan import CacheEntry, OutputPlan, Plan
+from mergelang.plan.plan import CacheEntry, FileOutput, MemoryOutput, OutputPlan, Plan
 from mergelang.run.compute import Chunk, Evaluator, KeyTask, Target
 from mergelang.run.progress import NullReporter, Reporter
-from mergelang.run.sinks import CkptSink, MemorySink, Sink
 
 __all__ = ["OutputResult", "RunResult", "execute", "resolve_device"]
 
@@ -114,6 +120,8 @@ class _Run:
         self.hits = plan.hits
         self.sinks: list[tuple[Sink, OutputPlan | CacheEntry]] = []
         self.removed: list[tuple[Path, int]] = []
+        self.made_meanwhile: set[int] = set()
+        """``id()`` of the outputs another run made, the same, while this one ran."""
 
     # -- sinks
 
@@ -122,47 +130,34 @@ class _Run:
         protected += [e.path for e in self.plan.cache if e.status == "hit" and e.path]
         for entry in self.plan.stores:
             assert entry.path is not None and entry.key is not None
-            entry.path.parent.mkdir(parents=True, exist_ok=True)
             self.removed += remove_stale_partials(entry.path)
-            entries = [
+            entries = tuple(
                 OutputKey(k, stored_dtype(entry.node, k), s.shape, "model").entry()
                 for k, s in entry.node.keys.items()
-            ]
+            )
             meta = {CACHE_KEY: entry.key, "mergelang.step": entry.node.describe()[:2000]}
-            writer = SafetensorsWriter(entry.path, entries, metadata=meta, overwrite=True)
-            self.sinks.append((writer, entry))
+            target = SinkTarget(entry.path, entries, meta, overwrite=True)
+            self.sinks.append((FILE_FORMATS[CACHE_FORMAT].open_sink(target), entry))
         for output in self.plan.pending:
-            entries = [item.entry() for item in output.layout]
-            sink: Sink
-            if output.status == "memory":
-                sink = MemorySink(entries)
-                self.sinks.append((sink, output))
+            entries = tuple(item.entry() for item in output.layout)
+            if isinstance(output, MemoryOutput):
+                self.sinks.append((MemorySink(entries), output))
                 continue
-            assert output.path is not None
             self.removed += remove_stale_partials(output.path)
-            if output.options.format == "ckpt":
-                sink = CkptSink(
-                    output.path,
-                    entries,
-                    overwrite=self.plan.force,
-                    protected=protected,
-                    metadata=output.metadata,
-                )
-            else:
-                output.path.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    sink = SafetensorsWriter(
-                        output.path,
-                        entries,
-                        metadata=output.metadata,
-                        overwrite=self.plan.force,
-                        protected=protected,
-                    )
-                except OutputError as exc:
-                    if not _made_meanwhile(output, exc):
-                        raise
-                    output.status = "up-to-date"
-                    continue
+            target = SinkTarget(
+                output.path,
+                entries,
+                output.metadata,
+                overwrite=self.plan.force,
+                protected=tuple(protected),
+            )
+            try:
+                sink = output.file_format.open_sink(target)
+            except OutputError as exc:
+                if not _made_meanwhile(output, exc):
+                    raise
+                self.made_meanwhile.add(id(output))
+                continue
             self.sinks.append((sink, output))
 
     def abort(self) -> None:
@@ -251,46 +246,42 @@ class _Run:
                 raise
 
     def commit(self) -> list[OutputResult]:
-        results: list[OutputResult] = []
         by_output: dict[int, OutputResult] = {}
         for sink, owner in self.sinks:
             if isinstance(owner, CacheEntry):
-                assert isinstance(sink, SafetensorsWriter)
                 sink.commit()
                 continue
-            tensors = None
-            status = "written"
             try:
-                if isinstance(sink, CkptSink):
-                    sink.commit_file()
-                elif isinstance(sink, MemorySink):
-                    tensors = sink.commit()
-                    status = "memory"
-                else:
-                    assert isinstance(sink, SafetensorsWriter)
-                    sink.commit()
+                sink.commit()
+                status = "written"
             except OutputError as exc:
-                if not _made_meanwhile(owner, exc):
+                if not isinstance(owner, FileOutput) or not _made_meanwhile(owner, exc):
                     raise
                 status = "up-to-date"
+            tensors = None
+            if isinstance(owner, MemoryOutput):
+                assert isinstance(sink, MemorySink)
+                tensors, status = sink.result, "memory"
             self.reporter.note(f"{status} {owner.label}")
             by_output[id(owner)] = OutputResult(
                 owner.name, owner.path, status, owner.nbytes, len(owner.layout), tensors
             )
+        results: list[OutputResult] = []
         for output in self.plan.outputs:
             found = by_output.get(id(output))
             if found is None:
+                status = "up-to-date" if id(output) in self.made_meanwhile else output.status
                 found = OutputResult(
-                    output.name, output.path, output.status, output.nbytes, len(output.layout)
+                    output.name, output.path, status, output.nbytes, len(output.layout)
                 )
             results.append(found)
         return results
 
 
-def _made_meanwhile(output: OutputPlan, exc: OutputError) -> bool:
+def _made_meanwhile(output: FileOutput, exc: OutputError) -> bool:
     """Whether ``exc`` says the output's file appeared while it was being written, and that
     file records this output's address: another run made the same output first."""
-    if output.path is None or output.key is None:
+    if output.key is None:
         return False
     if not any(d.code == "exists" for d in exc.diagnostics):
         return False

@@ -1,0 +1,78 @@
+"""What a save can choose: one table of dtypes, ``with`` options and formats, and
+:class:`SaveOptions`, the choices of one output.
+
+The parser (Merge Board flags), the checker (``save ... as DTYPE with KEY=VALUE``), the
+converters and the planner all read these tables; none of it imports torch. The formats
+and their file suffixes are :data:`~mergelang.io.file_formats.FILE_FORMATS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from mergelang.errors import UsageError
+from mergelang.io.file_formats import FILE_FORMATS, FileFormat
+
+__all__ = ["SAVE_CHOICES", "SAVE_DTYPES", "SaveOptions", "listed"]
+
+SAVE_DTYPES: Mapping[str, str] = MappingProxyType({"fp16": "F16", "bf16": "BF16", "fp32": "F32"})
+"""Output dtype names accepted in recipes and on the command line -> safetensors code."""
+
+SAVE_CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "ema": ("keep", "drop"),
+        "schedule": ("keep", "drop"),
+        "position_ids": ("keep", "reset"),
+        "format": tuple(FILE_FORMATS),
+    }
+)
+"""``save ... with KEY=VALUE``: each option with a fixed set of values, and those values
+(the first listed is not always the default: see :class:`SaveOptions`)."""
+
+
+def listed(names: Iterable[str]) -> str:
+    """``["fp16", "bf16", "fp32"]`` -> ``"fp16, bf16 or fp32"``."""
+    items = list(names)
+    if len(items) < 2:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " or " + items[-1]
+
+
+@dataclass(frozen=True)
+class SaveOptions:
+    """How to store one output. ``dtype`` is ``fp16``, ``bf16``, ``fp32`` or ``None`` (each
+    key keeps its own); the other fields take the values of :data:`SAVE_CHOICES`."""
+
+    dtype: str | None = None
+    ema: str = "drop"
+    schedule: str = "keep"
+    vae: Path | None = None
+    position_ids: str = "keep"
+    format: str = "safetensors"
+
+    def __post_init__(self) -> None:
+        if self.dtype is not None and self.dtype not in SAVE_DTYPES:
+            raise UsageError(
+                f"unknown save dtype {self.dtype!r}", hint="use " + listed(SAVE_DTYPES)
+            )
+        for name, choices in SAVE_CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices:
+                raise UsageError(
+                    f"unknown {name} option {value!r}", hint="use " + " or ".join(choices)
+                )
+        if self.vae is not None and not isinstance(self.vae, Path):
+            object.__setattr__(self, "vae", Path(self.vae))
+
+    @property
+    def dtype_code(self) -> str | None:
+        """The safetensors code floats are saved as, or ``None`` to keep each key's."""
+        return None if self.dtype is None else SAVE_DTYPES[self.dtype]
+
+    @property
+    def file_format(self) -> FileFormat:
+        """The format's line of :data:`~mergelang.io.file_formats.FILE_FORMATS`."""
+        return FILE_FORMATS[self.format]
