@@ -185,6 +185,14 @@ class UsageError(MergelangError):
         super().__init__([Diagnostic(message, "usage", hint=hint)])
 
 
+def source_lines(source: str) -> list[str]:
+    """``source`` cut into lines as the parser counts them: only ``\\n`` ends a line, and a
+    ``\\r`` before it is dropped. (:meth:`str.splitlines` would also cut at U+2028, U+2029,
+    form feeds, ``\\x1c``..``\\x1e`` and others, so every later line would be quoted under
+    the wrong number.) Every diagnostic that quotes a recipe line takes it from here."""
+    return [line.removesuffix("\r") for line in source.split("\n")]
+
+
 @dataclass
 class DiagnosticSink:
     """Collects diagnostics during one pass so every problem is reported at once."""
@@ -198,9 +206,7 @@ class DiagnosticSink:
         if span is None or self.source is None:
             return None
         if self._lines is None:
-            # Lines as the parser counts them: only "\n" ends one (str.splitlines would also
-            # split at U+2028, form feeds and others, shifting every later line).
-            self._lines = [line.removesuffix("\r") for line in self.source.split("\n")]
+            self._lines = source_lines(self.source)
         lines = self._lines
         return lines[span.line - 1] if 0 < span.line <= len(lines) else None
 

@@ -605,6 +605,45 @@ def test_error_codes(text: str, code: str) -> None:
     assert code in codes(MODELS + text)
 
 
+# ---- lines as the parser counts them -------------------------------------------------------
+
+# Line and paragraph separators, and the information separators U+001C..U+001E that
+# str.splitlines also cuts at (those are refused as control characters before any check).
+SEPARATORS = ["\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("separator", SEPARATORS, ids=lambda s: f"U+{ord(s):04X}")
+def test_a_separator_in_a_comment_keeps_later_lines_in_place(separator: str) -> None:
+    text = f"# notes{separator}more notes\n" + MODELS + "x = weighted_sum(a, zz)\n"
+    with pytest.raises(RecipeError) as info:
+        checked(text)
+    (diag,) = info.value.errors
+    assert (diag.line, diag.column) == (5, 21)
+    assert diag.source_line == "x = weighted_sum(a, zz)"
+    assert format_diagnostic(diag).split("\n")[1:3] == [
+        "   5 | x = weighted_sum(a, zz)",
+        "     |                     ^^",
+    ]
+
+
+@pytest.mark.parametrize("separator", SEPARATORS, ids=lambda s: f"U+{ord(s):04X}")
+def test_a_separator_in_a_string_keeps_the_quoted_line_whole(separator: str) -> None:
+    text = MODELS + f'save a to "out{separator}name.safetensors" as fp8\n'
+    with pytest.raises(RecipeError) as info:
+        checked(text)
+    (diag,) = info.value.errors
+    assert (diag.code, diag.line, diag.column) == ("unknown-dtype", 4, 37)
+    assert diag.source_line == f'save a to "out{separator}name.safetensors" as fp8'
+
+
+def test_a_separator_before_a_syntax_error_keeps_its_line() -> None:
+    with pytest.raises(RecipeError) as info:
+        parse("# a\u2028b\nx = weighted_sum(a b)\n")
+    (diag,) = info.value.diagnostics
+    assert (diag.code, diag.line, diag.column) == ("missing-comma", 2, 20)
+    assert diag.source_line == "x = weighted_sum(a b)"
+
+
 # ---- documentation and examples ------------------------------------------------------------
 
 
