@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 
 from mergelang.check import CheckedRecipe, check
 from mergelang.errors import Diagnostic, RecipeError, UsageError
+from mergelang.io.text_files import MAX_RECIPE_SIZE, decode_recipe, read_recipe_text, too_large
 from mergelang.lang import ast
-from mergelang.lang.parser import MAX_RECIPE_SIZE, decode_recipe, parse, read_recipe_text, too_large
+from mergelang.lang.parser import parse
 
 if TYPE_CHECKING:
     from mergelang.plan.input_checks import InputsReport
@@ -112,7 +113,7 @@ def parse_variables(items: Sequence[str]) -> dict[str, str]:
 
 def read_stdin_text() -> str:
     """Standard input as recipe text: UTF-8 (a BOM allowed), at most
-    :data:`~mergelang.lang.parser.MAX_RECIPE_SIZE` bytes; anything else raises RecipeError."""
+    :data:`~mergelang.io.text_files.MAX_RECIPE_SIZE` bytes; anything else raises RecipeError."""
     stdin = sys.stdin
     if stdin is None:
         raise RecipeError([Diagnostic("standard input is closed", "recipe-file", STDIN_NAME)])
