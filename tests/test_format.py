@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from mergelang.arch.blocks import SD_BLOCKS
 from mergelang.errors import RecipeError
 from mergelang.lang import ast
-from mergelang.lang.build_ast import DTYPE_FLAGS, FORMAT_FLAGS
 from mergelang.lang.formatter import format_expr, format_recipe, format_string, format_text
+from mergelang.lang.merge_board import DTYPE_FLAGS, FORMAT_FLAGS
 from mergelang.lang.parser import parse
 
 TESTS = Path(__file__).parent

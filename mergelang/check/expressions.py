@@ -60,6 +60,8 @@ class ExpressionChecker(CallChecker, WeightsChecker):
             return self._negate(expr)
         if isinstance(expr, ast.Vector):
             return self._vector(expr)
+        if isinstance(expr, ast.Invalid):
+            raise TypeError("ast.Invalid comes from lowering, which this checker does not read")
         return self._map(expr)
 
     def _name(self, node: ast.Name, want: Want) -> Value:

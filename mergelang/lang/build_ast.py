@@ -19,16 +19,11 @@ from lark.tree import Meta
 
 from mergelang.errors import Span
 from mergelang.lang import ast
+from mergelang.lang.merge_board import DTYPE_FLAGS, FORMAT_FLAGS
 from mergelang.lang.postlexer import token_span
 from mergelang.lang.syntax_errors import ParseProblem
 
-__all__ = ["DTYPE_FLAGS", "FORMAT_FLAGS", "TreeToAst"]
-
-DTYPE_FLAGS = ("fp16", "bf16", "fp32")
-"""Merge Board flags that pick the saved precision (Merge Board itself knows ``fp16``)."""
-
-FORMAT_FLAGS = ("safetensors", "ckpt")
-"""Merge Board flags that pick the file format (without one, Merge Board writes ``.ckpt``)."""
+__all__ = ["TreeToAst"]
 
 _DUNDER = re.compile(r"__(?=[A-Za-z0-9])([A-Za-z0-9_]*[A-Za-z0-9])__")
 _OUTPUT_REF = re.compile(r"__O([1-9][0-9]*)__")
