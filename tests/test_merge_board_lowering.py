@@ -7,7 +7,7 @@ from dataclasses import fields
 
 import pytest
 
-from mergelang.check import check
+from mergelang.check import InputRef, MethodCall, StepRef, check
 from mergelang.errors import RecipeError, Span
 from mergelang.lang import ast
 from mergelang.lang.formatter import format_statement
@@ -179,6 +179,10 @@ def test_problems_are_left_where_they_are_found() -> None:
     assert sorted(found, key=lambda p: (p[2], p[3])) == BAD_PROBLEMS
 
 
+def test_the_checker_reports_them_in_place() -> None:
+    assert check_errors(BAD) == BAD_PROBLEMS
+
+
 def test_a_reference_to_a_line_that_defines_nothing_reports_nothing_more() -> None:
     text = 'model x = "x"\nx = __A__ + __B__, 0.5\ny = __O1__ + __B__, 0.5\n'
     (line_x, line_y) = MergeBoardLowering(parse(text)).lines
@@ -196,6 +200,28 @@ def test_a_reference_to_a_line_that_defines_nothing_reports_nothing_more() -> No
 
 
 # ---- the checker only sees native statements ----------------------------------------------------
+
+
+def test_checking_a_lowered_recipe_is_checking_the_recipe() -> None:
+    text = (
+        "a = __A__ + __B__, 0.5, fp16\n"
+        "b = __O1__ + __C__ + __A__, GRAD_V, 0.2, safetensors\n"
+        "save __O2__ * 0.5 + a * 0.5 to 'half.safetensors'\n".replace("'", '"')
+    )
+    direct = check(parse(text), variables=VARIABLES)
+    lowered = check(lower_merge_board(parse(text)), variables=VARIABLES)
+    assert direct.steps == lowered.steps
+    assert direct.saves == lowered.saves
+    assert dict(direct.models) == dict(lowered.models)
+    b = direct.step("b")
+    assert b.origin == "merge_board"
+    assert isinstance(b.value, MethodCall)
+    assert [b.value.arg(n) for n in "abc"] == [StepRef("a"), InputRef("__C__"), InputRef("__A__")]
+
+
+def test_messages_show_an_output_reference_as_written() -> None:
+    text = "a = __A__ + __B__, 0.5\nsave __O1__ + 0.5 to 'x'\n".replace("'", '"')
+    assert check_errors(text) == [("cannot add a model (__O1__) and a number", "type", 2, 6)]
 
 
 def test_an_operand_that_is_no_model_says_so() -> None:

@@ -19,7 +19,6 @@ from mergelang.check.checked_recipe import (
     Step,
     StepRef,
     Term,
-    merge_board_output_path,
 )
 from mergelang.check.checker import check
 from mergelang.check.saves import SAVE_DTYPES, SAVE_OPTIONS
@@ -39,5 +38,4 @@ __all__ = [
     "StepRef",
     "Term",
     "check",
-    "merge_board_output_path",
 ]

@@ -10,7 +10,6 @@ work from these and never see syntax again.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +33,7 @@ __all__ = [
     "Step",
     "StepRef",
     "Term",
-    "merge_board_output_path",
 ]
-
-_MB_UNSAFE = re.compile(r'[\\|:?"<>*]')
 
 
 @dataclass(frozen=True)
@@ -188,11 +184,3 @@ class CheckedRecipe:
     @property
     def model_steps(self) -> tuple[Step, ...]:
         return tuple(s for s in self.steps if s.kind == "model")
-
-
-def merge_board_output_path(output: str, *, safetensors: bool) -> str:
-    """The file a Merge Board line writes: ``\\ | : ? " < > *`` become ``-``, ``/`` makes
-    sub-folders, and the extension is ``.safetensors`` or ``.ckpt``."""
-    parts = [p.strip() for p in _MB_UNSAFE.sub("-", output).split("/")]
-    name = "/".join(p for p in parts if p and p != ".")
-    return name + (".safetensors" if safetensors else ".ckpt")
