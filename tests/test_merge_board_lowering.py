@@ -225,9 +225,17 @@ def test_messages_show_an_output_reference_as_written() -> None:
 
 
 def test_an_operand_that_is_no_model_says_so() -> None:
-    text = "w = 0.5\nm = w + __A__, 0.5\n"
+    text = "w = 0.5\nm = w + __A__, 0.5\nn = __A__ + __B__ + w + w, 0.5\n"
     assert check_errors(text) == [
-        ("a Merge Board operand must be a model, not a number", "type", 2, 5)
+        ("a Merge Board operand must be a model, not a number", "type", 2, 5),
+        ("a Merge Board operand must be a model, not a number", "type", 3, 21),
+        ("a Merge Board operand must be a model, not a number", "type", 3, 25),
+        (
+            "a Merge Board line merges 2 models (weighted sum) or 3 (add difference), not 4",
+            "merge-board",
+            3,
+            25,
+        ),
     ]
 
 

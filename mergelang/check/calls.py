@@ -29,6 +29,7 @@ from mergelang.check.values import (
     WeightsValue,
     describe,
     did_you_mean,
+    not_a_model,
 )
 from mergelang.errors import Span
 from mergelang.lang import ast
@@ -167,11 +168,10 @@ class CallChecker:
         if isinstance(value, InvalidValue):
             return None
         if call.operand_label is not None:
-            message = f"{call.operand_label} must be a model, not {describe(value)}"
-            self.sink.error(message, node.span, code="type")
+            self.sink.error(not_a_model(call.operand_label, value), node.span, code="type")
             return None
         self.sink.error(
-            f"argument '{param.name}' of {spec.name} must be a model, not {describe(value)}",
+            not_a_model(f"argument '{param.name}' of {spec.name}", value),
             node.span,
             code="type",
             hint=spec.signature(),

@@ -23,6 +23,7 @@ from mergelang.check.scope import Scope
 from mergelang.check.sink import CheckerSink
 from mergelang.check.values import (
     INVALID,
+    InvalidValue,
     ModelValue,
     TextValue,
     Value,
@@ -31,9 +32,11 @@ from mergelang.check.values import (
     did_you_mean,
     finite_number,
     is_block_word,
+    not_a_model,
     template_text,
 )
 from mergelang.check.weights import WeightsChecker
+from mergelang.errors import Span
 from mergelang.lang import ast
 from mergelang.methods import method_names
 
@@ -95,9 +98,20 @@ class ExpressionChecker:
     def report(self, problem: ast.Invalid) -> None:
         """Check what a front-end pass left standing at a problem, then report it."""
         for part in problem.parts:
-            self.eval(part, "any")
+            value = self.eval(part, "model")
+            if problem.operand_label is not None:
+                self.expect_model(value, part.span, problem.operand_label)
         if problem.message is not None:
             self.sink.error(problem.message, problem.span, code=problem.code, hint=problem.hint)
+
+    def expect_model(self, value: Value, span: Span, label: str) -> ModelValue | None:
+        """``value`` if it is a model; otherwise ``None``, and an error naming it ``label``
+        unless its own error is already reported."""
+        if isinstance(value, ModelValue):
+            return value
+        if not isinstance(value, InvalidValue):
+            self.sink.error(not_a_model(label, value), span, code="type")
+        return None
 
     # -- names and variables
 

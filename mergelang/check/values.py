@@ -34,6 +34,7 @@ __all__ = [
     "did_you_mean",
     "finite_number",
     "is_block_word",
+    "not_a_model",
     "template_text",
 ]
 
@@ -100,6 +101,12 @@ def describe(value: Value) -> str:
     if isinstance(value, BlockValue):
         return f"a block name ({value.name})"
     return "an invalid value"
+
+
+def not_a_model(what: str, value: Value) -> str:
+    """The message for ``what`` (``argument 'a' of weighted_sum``) holding ``value``, no
+    model."""
+    return f"{what} must be a model, not {describe(value)}"
 
 
 def template_text(value: Value) -> str:

@@ -249,17 +249,19 @@ class Invalid(Node):
     never makes one.
 
     As an expression it has no value; as a statement it does nothing. Checking it checks
-    ``parts`` first (the expressions the problem leaves standing, so their own problems are
-    found too), then reports ``message`` with ``code`` and ``hint`` at its span; a ``message``
-    of ``None`` reports nothing (the problem is reported where it lies: the line an
-    ``__On__`` refers to). ``replaced`` is the node it stands for, for tools that show the
-    recipe rather than check it.
+    ``parts`` first (the model expressions the problem leaves standing, so their own problems
+    are found too; with ``operand_label``, one that is no model is reported, named so), then
+    reports ``message`` with ``code`` and ``hint`` at its span; a ``message`` of ``None``
+    reports nothing (the problem is reported where it lies: the line an ``__On__`` refers
+    to). ``replaced`` is the node it stands for, for tools that show the recipe rather than
+    check it.
     """
 
     message: str | None = None
     code: str = "syntax"
     hint: str | None = None
     parts: tuple[Expr, ...] = ()
+    operand_label: str | None = None
     replaced: Node | None = field(default=None, compare=False, repr=False)
 
 

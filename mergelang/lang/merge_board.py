@@ -57,6 +57,9 @@ DEFAULT_DTYPE = "fp32"
 METHODS = {2: "weighted_sum", 3: "add_difference"}
 """The method a Merge Board line merges with, by its number of models."""
 
+OPERAND_LABEL = "a Merge Board operand"
+"""How messages name a line's model that is no model (``w = 0.5`` then ``m = w + b, 0.5``)."""
+
 _UNSAFE = re.compile(r'[\\|:?"<>*]')
 _BEYOND_HINT = "__On__ is the output of the n-th Merge Board merge line (1-based)"
 _EARLIER_HINT = "__On__ can only use earlier Merge Board lines"
@@ -238,6 +241,7 @@ class MergeBoardLowering:
                 f"not {count}",
                 "merge-board",
                 parts=operands,
+                operand_label=OPERAND_LABEL,
                 span=stmt.operands[min(count, 4) - 1].span,
             )
         earlier = self._earlier.get(id(stmt))
@@ -272,7 +276,7 @@ class MergeBoardLowering:
             tuple(args),
             span=stmt.span,
             func_span=stmt.span,
-            operand_label="a Merge Board operand",
+            operand_label=OPERAND_LABEL,
         )
 
     def _operand(self, operand: ast.MergeBoardOperand, place: _Place) -> ast.Expr:
