@@ -186,9 +186,10 @@ class UsageError(MergelangError):
 
 
 def source_lines(source: str) -> list[str]:
-    """``source`` cut into lines as the parser counts them: only ``"\\n"`` ends one (a
-    ``"\\r"`` before it is dropped). :meth:`str.splitlines` would also split at U+2028, form
-    feeds and others, shifting every later line."""
+    """``source`` cut into lines as the parser counts them: only ``\\n`` ends a line, and a
+    ``\\r`` before it is dropped. (:meth:`str.splitlines` would also cut at U+2028, U+2029,
+    form feeds, ``\\x1c``..``\\x1e`` and others, so every later line would be quoted under
+    the wrong number.) Every diagnostic that quotes a recipe line takes it from here."""
     return [line.removesuffix("\r") for line in source.split("\n")]
 
 

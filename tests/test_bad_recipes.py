@@ -23,7 +23,8 @@ from run_helpers import declare, shared_models
 
 from mergelang.cli import main
 from mergelang.errors import SHOWN_LINE_WIDTH
-from mergelang.lang.parser import MAX_LOOP_NESTING, MAX_NESTING, MAX_RECIPE_SIZE
+from mergelang.io.text_files import MAX_RECIPE_SIZE
+from mergelang.lang.parser import MAX_LOOP_NESTING, MAX_NESTING
 from mergelang.lang.syntax_errors import MAX_ERRORS
 
 VERBS = ["check", "fmt", "plan", "run"]

@@ -7,6 +7,7 @@ MERGELANG_UPDATE_GOLDEN=1.
 
 from __future__ import annotations
 
+import ast as python_ast
 import os
 import re
 import shlex
@@ -29,7 +30,6 @@ from mergelang.check import (
     ModelSource,
     StepRef,
     check,
-    merge_board_output_path,
 )
 from mergelang.errors import RecipeError, Span, format_diagnostic
 from mergelang.lang.parser import parse
@@ -560,20 +560,6 @@ def test_merge_board_operand_may_name_a_declared_model() -> None:
     assert [s.path for s in result.saves] == ["m.ckpt", "m2"]
 
 
-@pytest.mark.parametrize(
-    ("output", "flag", "path"),
-    [
-        ("a14", False, "a14.ckpt"),
-        ("SD-WD Fix", True, "SD-WD Fix.safetensors"),
-        ('a:b|c?"d"<e>*\\f', False, "a-b-c--d--e---f.ckpt"),
-        ("sub/dir/name", True, "sub/dir/name.safetensors"),
-        ("/lead//x/ ", False, "lead/x.ckpt"),
-    ],
-)
-def test_merge_board_output_path(output: str, flag: bool, path: str) -> None:
-    assert merge_board_output_path(output, safetensors=flag) == path
-
-
 def test_merge_board_lines_do_not_go_in_loops() -> None:
     assert codes("for b in IN:\n    x = __A__ + __B__, 0.5\n", A="a", B="b") == ["not-in-loop"]
 
@@ -604,6 +590,67 @@ def test_merge_board_lines_do_not_go_in_loops() -> None:
 )
 def test_error_codes(text: str, code: str) -> None:
     assert code in codes(MODELS + text)
+
+
+# ---- lines as the parser counts them -------------------------------------------------------
+
+# Line and paragraph separators, and the information separators U+001C..U+001E that
+# str.splitlines also cuts at (those are refused as control characters before any check).
+SEPARATORS = ["\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("separator", SEPARATORS, ids=lambda s: f"U+{ord(s):04X}")
+def test_a_separator_in_a_comment_keeps_later_lines_in_place(separator: str) -> None:
+    text = f"# notes{separator}more notes\n" + MODELS + "x = weighted_sum(a, zz)\n"
+    with pytest.raises(RecipeError) as info:
+        checked(text)
+    (diag,) = info.value.errors
+    assert (diag.line, diag.column) == (5, 21)
+    assert diag.source_line == "x = weighted_sum(a, zz)"
+    assert format_diagnostic(diag).split("\n")[1:3] == [
+        "   5 | x = weighted_sum(a, zz)",
+        "     |                     ^^",
+    ]
+
+
+@pytest.mark.parametrize("separator", SEPARATORS, ids=lambda s: f"U+{ord(s):04X}")
+def test_a_separator_in_a_string_keeps_the_quoted_line_whole(separator: str) -> None:
+    text = MODELS + f'save a to "out{separator}name.safetensors" as fp8\n'
+    with pytest.raises(RecipeError) as info:
+        checked(text)
+    (diag,) = info.value.errors
+    assert (diag.code, diag.line, diag.column) == ("unknown-dtype", 4, 37)
+    assert diag.source_line == f'save a to "out{separator}name.safetensors" as fp8'
+
+
+def test_a_separator_before_a_syntax_error_keeps_its_line() -> None:
+    with pytest.raises(RecipeError) as info:
+        parse("# a\u2028b\nx = weighted_sum(a b)\n")
+    (diag,) = info.value.diagnostics
+    assert (diag.code, diag.line, diag.column) == ("missing-comma", 2, 20)
+    assert diag.source_line == "x = weighted_sum(a b)"
+
+
+# ---- the checker's parts ---------------------------------------------------------------------
+
+
+def test_checker_parts_are_composed_not_inherited() -> None:
+    """No class of the checker extends a class defined in another of its modules."""
+    package = ROOT / "mergelang" / "check"
+    defined: dict[str, str] = {}
+    bases: list[tuple[str, str, str]] = []
+    for path in sorted(package.glob("*.py")):
+        tree = python_ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, python_ast.ClassDef):
+                defined[node.name] = path.stem
+                bases += [(path.stem, node.name, python_ast.unparse(b)) for b in node.bases]
+    across = [
+        f"{module}.{name}({base})"
+        for module, name, base in bases
+        if base in defined and defined[base] != module
+    ]
+    assert not across
 
 
 # ---- documentation and examples ------------------------------------------------------------

@@ -117,6 +117,42 @@ def test_bad_lines_are_reported_with_line_and_column(text: str, message: str, pl
     assert message in rendered
 
 
+@pytest.mark.parametrize(
+    ("text", "message", "place"),
+    [
+        (
+            "a = __A__ + __B__, 0.5\na = __A__ + __B__, 0.3\n",
+            "the output 'a' is already made on line 1",
+            "2:1",
+        ),
+        ("../a = __A__ + __B__, 0.5\n", "the output name '../a' makes no usable file name", "1:1"),
+        (
+            "for v in [1]:\n    a = __A__ + __B__, v\n",
+            "Merge Board lines belong at the top level, not inside a for loop",
+            "2:5",
+        ),
+        (
+            'save __O1__ to "x"\na = __A__ + __B__, 0.5\n',
+            "__O1__ refers to a later line (2)",
+            "1:6",
+        ),
+    ],
+)
+def test_what_the_checker_refuses_is_not_converted(text: str, message: str, place: str) -> None:
+    """The converter lowers lines as the checker does, so it refuses what the checker would."""
+    with pytest.raises(RecipeError) as caught:
+        convert_merge_board(text, "in.txt")
+    rendered = format_diagnostic(caught.value.diagnostics[0])
+    assert rendered.startswith(f"in.txt:{place}: error: {message}")
+
+
+def test_an_output_with_braces_is_saved_to_its_name() -> None:
+    out = convert_merge_board("a{b} = __A__ + __B__, 0.5\n")
+    assert 'save a_b to "a{{b}}.ckpt" as fp32\n' in out
+    result = check(parse(out), variables={"A": "a", "B": "b"})
+    assert [s.path for s in result.saves] == ["a{b}.ckpt"]
+
+
 def test_syntax_error_keeps_the_parsers_location() -> None:
     with pytest.raises(RecipeError) as caught:
         convert_merge_board("a = __A__ + __B__, 0.5\nb = (\n", "in.txt")

@@ -23,7 +23,8 @@ from mergelang.arch.sd1 import SD_BLOCKS
 from mergelang.errors import RecipeError
 from mergelang.lang import ast
 from mergelang.lang.formatter import format_expr, format_recipe, format_string, format_text
-from mergelang.lang.parser import DTYPE_FLAGS, FORMAT_FLAGS, parse
+from mergelang.lang.merge_board import DTYPE_FLAGS, FORMAT_FLAGS
+from mergelang.lang.parser import parse
 
 TESTS = Path(__file__).parent
 RECIPES = TESTS / "recipes"

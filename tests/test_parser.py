@@ -15,8 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mergelang.errors import RecipeError, Span, format_diagnostic
+from mergelang.io.text_files import read_recipe_text
 from mergelang.lang import ast
-from mergelang.lang.parser import grammar_text, parse, parse_file, read_recipe_text
+from mergelang.lang.grammar import grammar_text
+from mergelang.lang.parser import parse, parse_file
 
 TESTS = Path(__file__).parent
 RECIPES = TESTS / "recipes"

@@ -2,7 +2,9 @@
 
 :func:`check` turns a parsed :class:`~mergelang.lang.ast.Recipe` into a
 :class:`CheckedRecipe` (:mod:`mergelang.check.checked_recipe`), the only thing the planner
-reads. Nothing here reads a checkpoint or imports torch.
+reads. Merge Board lines are lowered to native statements first
+(:func:`~mergelang.lang.merge_board.lower_merge_board`), so the checker knows only those.
+Nothing here reads a checkpoint or imports torch.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from mergelang.check.checked_recipe import (
     Step,
     StepRef,
     Term,
-    merge_board_output_path,
 )
 from mergelang.check.checker import check
 from mergelang.check.saves import SAVE_DTYPES, SAVE_OPTIONS
@@ -39,5 +40,4 @@ __all__ = [
     "StepRef",
     "Term",
     "check",
-    "merge_board_output_path",
 ]

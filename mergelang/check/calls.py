@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from mergelang.block_weights import BlockWeights
 from mergelang.check.checked_recipe import ArgValue, BoundArg, MethodCall
-from mergelang.check.scope import (
+from mergelang.check.scope import Scope
+from mergelang.check.sink import CheckerSink
+from mergelang.check.values import (
     INVALID,
-    CheckerState,
+    Evaluator,
     InvalidValue,
     ModelValue,
     TextValue,
@@ -24,28 +26,38 @@ from mergelang.check.scope import (
     WeightsValue,
     describe,
     did_you_mean,
+    not_a_model,
 )
 from mergelang.errors import Span
 from mergelang.lang import ast
 from mergelang.methods import MethodSpec, Param, get_method, method_names
 
-__all__ = ["UNCONVERTED", "CallChecker", "Unconverted"]
+__all__ = ["CallChecker"]
 
 
-class Unconverted:
+class _Unconverted:
     """The result of an argument that could not be converted (already reported)."""
 
 
-UNCONVERTED = Unconverted()
+_UNCONVERTED = _Unconverted()
 
 
-class CallChecker(CheckerState):
-    """Method calls: argument binding and conversion to the parameters' kinds."""
+class CallChecker:
+    """Method calls: argument binding and conversion to the parameters' kinds.
 
-    def _call(self, call: ast.Call) -> Value:
+    ``evaluator`` gives the arguments' values (it is the expression checker this one
+    serves); ``scope`` tells a misspelt method from a model's name.
+    """
+
+    def __init__(self, evaluator: Evaluator, scope: Scope, sink: CheckerSink) -> None:
+        self.evaluator = evaluator
+        self.scope = scope
+        self.sink = sink
+
+    def call(self, call: ast.Call) -> Value:
         spec = get_method(call.func)
         if spec is None:
-            binding = self._lookup(call.func)
+            binding = self.scope.lookup(call.func)
             hint = did_you_mean(call.func, method_names())
             if binding is not None:
                 hint = f"'{call.func}' is a model or intermediate, not a method"
@@ -56,7 +68,7 @@ class CallChecker(CheckerState):
                 hint=hint or "methods: " + ", ".join(method_names()),
             )
             for arg in call.args:
-                self._eval(arg.value if isinstance(arg, ast.Keyword) else arg, "any")
+                self.evaluator.eval(arg.value if isinstance(arg, ast.Keyword) else arg, "any")
             return INVALID
         given: dict[str, tuple[list[ast.Expr], Span]] = {}
         ok = True
@@ -119,7 +131,7 @@ class CallChecker(CheckerState):
                 continue
             nodes, span = given[param.name]
             if param.variadic:
-                models = [self._model_arg(spec, param, n) for n in nodes]
+                models = [self._model_arg(call, spec, param, n) for n in nodes]
                 if any(m is None for m in models):
                     ok = False
                     continue
@@ -128,15 +140,15 @@ class CallChecker(CheckerState):
                 continue
             node = nodes[0]
             if param.kind == "model":
-                model = self._model_arg(spec, param, node)
+                model = self._model_arg(call, spec, param, node)
                 if model is None:
                     ok = False
                     continue
                 args.append(BoundArg(param.name, model.expr, span=node.span))
                 continue
             want: Want = "any" if param.kind == "string" else "weights"
-            converted = self._convert(spec, param, self._eval(node, want), node.span)
-            if isinstance(converted, Unconverted):
+            converted = self._convert(spec, param, self.evaluator.eval(node, want), node.span)
+            if isinstance(converted, _Unconverted):
                 ok = False
                 continue
             args.append(BoundArg(param.name, converted, span=node.span))
@@ -144,14 +156,19 @@ class CallChecker(CheckerState):
             return INVALID
         return ModelValue(MethodCall(spec.name, tuple(args), span=call.span), f"{spec.name}(...)")
 
-    def _model_arg(self, spec: MethodSpec, param: Param, node: ast.Expr) -> ModelValue | None:
-        value = self._eval(node, "model")
+    def _model_arg(
+        self, call: ast.Call, spec: MethodSpec, param: Param, node: ast.Expr
+    ) -> ModelValue | None:
+        value = self.evaluator.eval(node, "model")
         if isinstance(value, ModelValue):
             return value
         if isinstance(value, InvalidValue):
             return None
+        if call.operand_label is not None:
+            self.sink.error(not_a_model(call.operand_label, value), node.span, code="type")
+            return None
         self.sink.error(
-            f"argument '{param.name}' of {spec.name} must be a model, not {describe(value)}",
+            not_a_model(f"argument '{param.name}' of {spec.name}", value),
             node.span,
             code="type",
             hint=spec.signature(),
@@ -160,16 +177,16 @@ class CallChecker(CheckerState):
 
     def _convert(
         self, spec: MethodSpec, param: Param, value: Value, span: Span
-    ) -> ArgValue | Unconverted:
-        """A non-model argument in the form :class:`BoundArg` holds, or ``UNCONVERTED``."""
+    ) -> ArgValue | _Unconverted:
+        """A non-model argument in the form :class:`BoundArg` holds, or ``_UNCONVERTED``."""
         if isinstance(value, InvalidValue):
-            return UNCONVERTED
+            return _UNCONVERTED
         what = f"argument '{param.name}' of {spec.name}"
         if param.kind == "string":
             if isinstance(value, TextValue):
                 return value.value
             self.sink.error(f"{what} must be a string, not {describe(value)}", span, code="type")
-            return UNCONVERTED
+            return _UNCONVERTED
         if not isinstance(value, WeightsValue):
             expected = "weights (a number, a list, a map or a preset)"
             if param.kind != "weights":
@@ -180,14 +197,14 @@ class CallChecker(CheckerState):
                 code="type",
                 hint=spec.signature(),
             )
-            return UNCONVERTED
+            return _UNCONVERTED
         if param.kind == "weights":
             for slot, slot_value in value.weights.numbers():
                 problem = param.range_error(slot_value)
                 if problem is not None:
                     where = "" if value.number is not None else f" (at {slot})"
                     self.sink.error(f"out of range: {problem}{where}", span, code="out-of-range")
-                    return UNCONVERTED
+                    return _UNCONVERTED
             return value.weights
         if value.number is None:
             self.sink.error(
@@ -196,17 +213,17 @@ class CallChecker(CheckerState):
                 code="type",
                 hint=spec.signature(),
             )
-            return UNCONVERTED
+            return _UNCONVERTED
         number: float | int = value.number
         if param.kind == "int":
             if not value.number.is_integer():
                 self.sink.error(f"{what} must be a whole number", span, code="type")
-                return UNCONVERTED
+                return _UNCONVERTED
             number = int(value.number)
         problem = param.range_error(number)
         if problem is not None:
             self.sink.error(f"out of range: {problem}", span, code="out-of-range")
-            return UNCONVERTED
+            return _UNCONVERTED
         return number
 
 

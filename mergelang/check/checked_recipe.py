@@ -10,7 +10,6 @@ work from these and never see syntax again.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import Literal, TypeAlias
 
 from mergelang.block_weights import BlockWeights
 from mergelang.errors import Diagnostic, Span
-from mergelang.io.file_formats import FILE_FORMATS
 from mergelang.io.save_choices import SaveOptions
 from mergelang.lang import ast
 from mergelang.presets import PresetTable
@@ -36,10 +34,7 @@ __all__ = [
     "Step",
     "StepRef",
     "Term",
-    "merge_board_output_path",
 ]
-
-_MB_UNSAFE = re.compile(r'[\\|:?"<>*]')
 
 
 @dataclass(frozen=True)
@@ -202,11 +197,3 @@ class CheckedRecipe:
     @property
     def model_steps(self) -> tuple[Step, ...]:
         return tuple(s for s in self.steps if s.kind == "model")
-
-
-def merge_board_output_path(output: str, *, safetensors: bool) -> str:
-    """The file a Merge Board line writes: ``\\ | : ? " < > *`` become ``-``, ``/`` makes
-    sub-folders, and the extension is ``.safetensors`` or ``.ckpt``."""
-    parts = [p.strip() for p in _MB_UNSAFE.sub("-", output).split("/")]
-    name = "/".join(p for p in parts if p and p != ".")
-    return name + FILE_FORMATS["safetensors" if safetensors else "ckpt"].suffix

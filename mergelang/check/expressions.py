@@ -1,19 +1,27 @@
 """Checking expressions: a value for every expression, and an error for every misuse.
 
-:meth:`ExpressionChecker._eval` dispatches on the expression: numbers and strings (templates
+:meth:`ExpressionChecker.eval` dispatches on the expression: numbers and strings (templates
 filled from loop variables), names (loop variables, models, intermediates, presets, with a
 "did you mean" for unknown ones), ``$VARIABLE``/``__VARIABLE__`` bound on the command line
-(a number, a preset name or a model path, by what the context wants), Merge Board operands and
-``__On__`` output references, method calls (:mod:`mergelang.check.calls`) and arithmetic and
-weights literals (:mod:`mergelang.check.weights`).
+(a number, a preset name or a model path, by what the context wants), checkpoints named
+literally, and the problems a front-end pass left in the recipe
+(:class:`~mergelang.lang.ast.Invalid`). Method calls are
+:class:`~mergelang.check.calls.CallChecker`'s and arithmetic and weights literals
+:class:`~mergelang.check.weights.WeightsChecker`'s; both call back here for the values of
+their parts. The input models the expressions name are
+collected in :attr:`ExpressionChecker.models`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from mergelang.block_weights import BlockWeights
 from mergelang.check.calls import CallChecker
-from mergelang.check.checked_recipe import InputRef, ModelSource, StepRef
-from mergelang.check.scope import (
+from mergelang.check.checked_recipe import InputRef, ModelSource
+from mergelang.check.scope import Scope
+from mergelang.check.sink import CheckerSink
+from mergelang.check.values import (
     INVALID,
     InvalidValue,
     ModelValue,
@@ -21,10 +29,11 @@ from mergelang.check.scope import (
     Value,
     Want,
     WeightsValue,
-    describe,
     did_you_mean,
     finite_number,
     is_block_word,
+    not_a_model,
+    template_text,
 )
 from mergelang.check.weights import WeightsChecker
 from mergelang.errors import Span
@@ -34,45 +43,92 @@ from mergelang.methods import method_names
 __all__ = ["ExpressionChecker"]
 
 
-class ExpressionChecker(CallChecker, WeightsChecker):
-    """Expressions: names, variables, Merge Board operands, calls and arithmetic."""
+class ExpressionChecker:
+    """Expressions: names, variables, literal checkpoints, strings, calls and arithmetic.
 
-    def _eval(self, expr: ast.Expr, want: Want) -> Value:
+    ``models`` collects the recipe's input models as expressions name them: declared ones
+    (added by the statement checker), ``$NAME``/``__NAME__`` bound on the command line (keyed
+    by the variable as written) and checkpoints named literally (keyed by the name).
+    """
+
+    def __init__(
+        self,
+        scope: Scope,
+        sink: CheckerSink,
+        variables: Mapping[str, str],
+    ) -> None:
+        self.scope = scope
+        self.sink = sink
+        self.variables = variables
+        self.models: dict[str, ModelSource] = {}
+        self.calls = CallChecker(self, scope, sink)
+        self.weights = WeightsChecker(self, scope, sink)
+        self._model_by_variable: dict[str, str] = {}
+        self._literal_warned: set[str] = set()
+        self._unbound_reported: set[str] = set()
+
+    def eval(self, expr: ast.Expr, want: Want) -> Value:
+        """The value of ``expr``, every problem in it reported."""
         if isinstance(expr, ast.Number):
             return WeightsValue(BlockWeights.scalar(expr.value), expr.value)
         if isinstance(expr, ast.String):
-            text = self._render(expr)
+            text = self.render(expr)
             return INVALID if text is None else TextValue(text)
         if isinstance(expr, ast.Name):
             return self._name(expr, want)
         if isinstance(expr, ast.Variable):
             return self._variable(expr, want)
-        if isinstance(expr, ast.OutputRef):
-            found = self._output_ref(expr, None)
-            return INVALID if found is None else found
         if isinstance(expr, ast.ModelLiteral):
-            return self._operand(expr, 0) or INVALID
+            return self._model_literal(expr)
         if isinstance(expr, ast.Call):
-            return self._call(expr)
+            return self.calls.call(expr)
         if isinstance(expr, ast.BinaryOp):
-            return self._binary(expr)
+            return self.weights.binary(expr)
         if isinstance(expr, ast.Negate):
-            return self._negate(expr)
+            return self.weights.negate(expr)
         if isinstance(expr, ast.Vector):
-            return self._vector(expr)
-        return self._map(expr)
+            return self.weights.vector(expr)
+        if isinstance(expr, ast.WeightMap):
+            return self.weights.weight_map(expr)
+        if isinstance(expr, ast.Invalid):
+            self.report(expr)
+            return INVALID
+        raise TypeError(f"{expr.text} is lowered before checking (mergelang.lang.merge_board)")
+
+    def report(self, problem: ast.Invalid) -> None:
+        """Check what a front-end pass left standing at a problem, then report it."""
+        for part in problem.parts:
+            value = self.eval(part, "model")
+            if problem.operand_label is not None:
+                self.expect_model(value, part.span, problem.operand_label)
+        if problem.message is not None:
+            self.sink.error(problem.message, problem.span, code=problem.code, hint=problem.hint)
+
+    def expect_model(self, value: Value, span: Span, label: str) -> ModelValue | None:
+        """``value`` if it is a model; otherwise ``None``, and an error naming it ``label``
+        unless its own error is already reported."""
+        if isinstance(value, ModelValue):
+            return value
+        if not isinstance(value, InvalidValue):
+            self.sink.error(not_a_model(label, value), span, code="type")
+        return None
+
+    # -- names and variables
 
     def _name(self, node: ast.Name, want: Want) -> Value:
         name = node.name
-        if name in self.loop:
-            return self.loop[name]
-        binding = self._lookup(name)
+        scope = self.scope
+        if name in scope.loop:
+            return scope.loop[name]
+        binding = scope.lookup(name)
         if binding is not None:
-            self._mark_used(binding)
+            scope.mark_used(binding)
             if binding.failed:
                 return INVALID
+            if node.written is not None and isinstance(binding.value, ModelValue):
+                return ModelValue(binding.value.expr, node.written)
             return binding.value
-        preset = self.presets.get(name)
+        preset = self.scope.presets.get(name)
         if preset is not None:
             return WeightsValue(preset, None)
         if is_block_word(name):
@@ -83,7 +139,7 @@ class ExpressionChecker(CallChecker, WeightsChecker):
                 hint=f"write {{{name}: 0.5, default: 0}}",
             )
             return INVALID
-        line = self.later.get(name)
+        line = scope.later.get(name)
         if line is not None:
             if line == node.span.line:
                 message = f"'{name}' is used in its own definition"
@@ -96,13 +152,7 @@ class ExpressionChecker(CallChecker, WeightsChecker):
                 hint="a name can only use names defined above it",
             )
             return INVALID
-        candidates = [
-            *self.globals,
-            *(n for scope in self.locals for n in scope),
-            *self.loop,
-            *self.presets.names(),
-        ]
-        hint = did_you_mean(name, candidates)
+        hint = did_you_mean(name, [*scope.names(), *self.scope.presets.names()])
         if hint is None and name in method_names():
             hint = f"{name} is a merge method: call it, {name}(a, b, ...)"
         if want == "weights":
@@ -110,17 +160,19 @@ class ExpressionChecker(CallChecker, WeightsChecker):
                 f"unknown preset or name '{name}'",
                 node.span,
                 code="unknown-preset",
-                hint=hint or "presets: " + ", ".join(self.presets.names()[:8]) + ", ...",
+                hint=hint or "presets: " + ", ".join(self.scope.presets.names()[:8]) + ", ...",
             )
         else:
             self.sink.error(f"undefined name '{name}'", node.span, code="undefined-name", hint=hint)
         return INVALID
 
-    def _variable_value(self, node: ast.Variable) -> str | None:
+    def variable_value(self, node: ast.Variable) -> str | None:
+        """The value ``--set`` binds the variable to; ``None`` (reported where the variable
+        is first used) when it is not bound."""
         value = self.variables.get(node.name)
-        if value is None and node.name not in self.unbound_reported:
+        if value is None and node.name not in self._unbound_reported:
             # Reported once, where it is first used: the fix is one --set for every use.
-            self.unbound_reported.add(node.name)
+            self._unbound_reported.add(node.name)
             hint = f"bind it on the command line: --set {node.name}=path/to/model.safetensors"
             if node.name[:1] == "O" and node.name[1:].isdigit():  # __O0__, __O01__
                 hint = "__On__ is the output of Merge Board line n, counted from __O1__"
@@ -133,14 +185,14 @@ class ExpressionChecker(CallChecker, WeightsChecker):
         return value
 
     def _variable(self, node: ast.Variable, want: Want) -> Value:
-        value = self._variable_value(node)
+        value = self.variable_value(node)
         if value is None:
             return INVALID
         number = finite_number(value)
         if want == "weights" or (want == "any" and number is not None):
             if number is not None:
                 return WeightsValue(BlockWeights.scalar(number), number)
-            preset = self.presets.get(value)
+            preset = self.scope.presets.get(value)
             if preset is not None:
                 return WeightsValue(preset, None)
             self.sink.error(
@@ -150,79 +202,52 @@ class ExpressionChecker(CallChecker, WeightsChecker):
                 hint=f"--set {node.name}=0.5",
             )
             return INVALID
-        key = self.model_by_variable.get(node.name)
+        key = self._model_by_variable.get(node.name)
         if key is None:
             key = node.text
-            self.model_by_variable[node.name] = key
+            self._model_by_variable[node.name] = key
             self.models[key] = ModelSource(key, "variable", value, node.name, span=node.span)
         return ModelValue(InputRef(key), node.text)
 
-    def _expect_model(self, value: Value, span: Span, what: str) -> ModelValue | None:
-        if isinstance(value, ModelValue):
-            return value
-        if not isinstance(value, InvalidValue):
-            self.sink.error(f"{what} must be a model, not {describe(value)}", span, code="type")
-        return None
+    def _model_literal(self, node: ast.ModelLiteral) -> Value:
+        """A checkpoint named by its file name (a Merge Board operand naming nothing the
+        recipe defines); a warning when the word is close to a name the recipe declares."""
+        name = node.text
+        if name not in self.models:
+            self.models[name] = ModelSource(name, "literal", name, span=node.span)
+            hint = did_you_mean(name, self.scope.declared())
+            if hint is not None and name not in self._literal_warned:
+                self._literal_warned.add(name)
+                self.sink.warning(
+                    f"'{name}' is not a defined name, so it is read as a checkpoint file name",
+                    node.span,
+                    code="literal-model",
+                    hint=hint,
+                )
+        return ModelValue(InputRef(name), name)
 
-    # -- Merge Board operands
+    # -- templates
 
-    def _operand(self, operand: ast.MergeBoardOperand, line_index: int) -> ModelValue | None:
-        if isinstance(operand, ast.ModelLiteral):
-            name = operand.text
-            if name.isidentifier() and (self._lookup(name) is not None or name in self.later):
-                value = self._name(ast.Name(name, span=operand.span), "model")
-                return self._expect_model(value, operand.span, "a Merge Board operand")
-            key = name
-            if key not in self.models:
-                self.models[key] = ModelSource(name, "literal", name, span=operand.span)
-                defined = [n for n, b in self.globals.items() if b.kind != "merge_board"]
-                hint = did_you_mean(name, defined)
-                if hint is not None and name not in self.literal_warned:
-                    self.literal_warned.add(name)
-                    self.sink.warning(
-                        f"'{name}' is not a defined name, so it is read as a checkpoint file name",
-                        operand.span,
-                        code="literal-model",
-                        hint=hint,
-                    )
-            return ModelValue(InputRef(key), name)
-        if isinstance(operand, ast.OutputRef):
-            return self._output_ref(operand, line_index)
-        value = self._eval(operand, "model")
-        return self._expect_model(value, operand.span, "a Merge Board operand")
+    def render(self, node: ast.String) -> str | None:
+        """The text of a string, its ``{name}`` placeholders filled from the loop variables;
+        ``None`` after reporting a placeholder that is no loop variable here."""
+        loop = self.scope.loop
+        if any(p.name not in loop for p in node.placeholders):
+            self.report_unbound_placeholders(node)
+            return None
+        return node.render({n: template_text(v) for n, v in loop.items()})
 
-    def _output_ref(self, ref: ast.OutputRef, line_index: int | None) -> ModelValue | None:
-        total = len(self.merge_board_lines)
-        n = ref.index
-        if n > total:
+    def report_unbound_placeholders(self, node: ast.String) -> None:
+        """An error at every placeholder of ``node`` that is no loop variable here."""
+        loop = self.scope.loop
+        for placeholder in node.placeholders:
+            if placeholder.name in loop:
+                continue
+            hint = did_you_mean(placeholder.name, list(loop))
             self.sink.error(
-                f"{ref.text} refers to Merge Board line {n}, but the recipe has {total}",
-                ref.span,
-                code="output-ref",
-                hint="__On__ is the output of the n-th Merge Board merge line (1-based)",
+                f"the template placeholder {{{placeholder.name}}} is not a loop variable here",
+                placeholder.span,
+                code="unbound-placeholder",
+                hint=hint
+                or "placeholders are filled from for-loop variables; write {{ for a literal brace",
             )
-            return None
-        target = self.merge_board_lines[n - 1]
-        if line_index is not None and n == line_index:
-            self.sink.error(
-                f"{ref.text} refers to this line's own output",
-                ref.span,
-                code="output-ref",
-                hint="__On__ can only use earlier Merge Board lines",
-            )
-            return None
-        if n not in self.merge_board_steps:
-            self.sink.error(
-                f"{ref.text} refers to a later line ({target.span.line})",
-                ref.span,
-                code="output-ref",
-                hint="__On__ can only use earlier Merge Board lines",
-            )
-            return None
-        step = self.merge_board_steps[n]
-        if step is None:
-            return None
-        binding = self.globals.get(step)
-        if binding is not None:
-            self._mark_used(binding)
-        return ModelValue(StepRef(step), ref.text)

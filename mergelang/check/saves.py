@@ -1,11 +1,11 @@
 """Checking ``save`` statements: the model, the path, the dtype and the ``with`` options.
 
-Each save becomes a :class:`~mergelang.check.checked_recipe.SaveTarget` (one per loop iteration,
-templates
-filled); two saves to the same file are an error, and so is a relative path that climbs
-out of the output folder (``../x``; absolute paths may go anywhere). :data:`SAVE_DTYPES` and
-:data:`SAVE_OPTIONS` say what ``save ... as DTYPE`` and ``save ... with KEY=VALUE`` accept,
-read from the table of save choices (:mod:`mergelang.io.save_choices`).
+Each save becomes a :class:`~mergelang.check.checked_recipe.SaveTarget` (one per loop
+iteration, templates filled); two saves to the same file are an error, and so is a relative
+path that climbs out of the output folder (``../x``; absolute paths may go anywhere).
+:data:`SAVE_DTYPES` and :data:`SAVE_OPTIONS` say what ``save ... as DTYPE`` and
+``save ... with KEY=VALUE`` accept, read from the table of save choices
+(:mod:`mergelang.io.save_choices`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from types import MappingProxyType
 from mergelang.block_weights import format_number
 from mergelang.check.checked_recipe import ModelSource, SaveTarget
 from mergelang.check.expressions import ExpressionChecker
-from mergelang.check.scope import InvalidValue, ModelValue, describe, did_you_mean, template_text
+from mergelang.check.scope import Scope
+from mergelang.check.sink import CheckerSink
+from mergelang.check.values import InvalidValue, ModelValue, describe, did_you_mean, template_text
 from mergelang.errors import Span
 from mergelang.io.file_formats import format_for_path, implied_format
 from mergelang.io.save_choices import SAVE_CHOICES, listed
@@ -36,11 +38,21 @@ quotes or a declared model's name). The first value listed is not always the def
 :class:`SaveTarget`."""
 
 
-class SaveChecker(ExpressionChecker):
-    """``save`` statements, and the output files Merge Board lines add."""
+class SaveChecker:
+    """``save`` statements: each one checked, its :class:`SaveTarget` in ``saves``.
 
-    def _save(self, stmt: ast.Save) -> None:
-        value = self._eval(stmt.value, "model")
+    ``expressions`` evaluates the saved model and fills the path's templates.
+    """
+
+    def __init__(self, scope: Scope, sink: CheckerSink, expressions: ExpressionChecker) -> None:
+        self.scope = scope
+        self.sink = sink
+        self.expressions = expressions
+        self.saves: list[SaveTarget] = []
+        self._paths: dict[str, Span] = {}
+
+    def save(self, stmt: ast.Save) -> None:
+        value = self.expressions.eval(stmt.value, "model")
         model: ModelValue | None = None
         if isinstance(value, ModelValue):
             model = value
@@ -50,7 +62,7 @@ class SaveChecker(ExpressionChecker):
                 stmt.value.span,
                 code="type",
             )
-        path = self._render(stmt.path)
+        path = self.expressions.render(stmt.path)
         if path is not None and _names_no_file(path):
             self.sink.error(
                 f"the save path '{path}' names no file" if path else "the save path is empty",
@@ -77,7 +89,7 @@ class SaveChecker(ExpressionChecker):
         if model is None or path is None or options is None:
             return
         chosen, vae = options
-        self._add_save(
+        self._add(
             SaveTarget(
                 model.expr,
                 path,
@@ -87,7 +99,9 @@ class SaveChecker(ExpressionChecker):
                 position_ids=chosen.get("position_ids", "keep"),
                 format=chosen["format"],
                 vae=vae,
-                bindings=tuple((v, template_text(self.loop[v])) for v in self.loop_names),
+                bindings=tuple(
+                    (v, template_text(self.scope.loop[v])) for v in self.scope.loop_names
+                ),
                 span=stmt.span,
             ),
             stmt.path.span,
@@ -107,9 +121,9 @@ class SaveChecker(ExpressionChecker):
             "write an absolute path to save elsewhere",
         )
 
-    def _add_save(self, target: SaveTarget, span: Span) -> None:
+    def _add(self, target: SaveTarget, span: Span) -> None:
         key = posixpath.normpath(target.path.replace("\\", "/"))
-        previous = self.save_paths.get(key)
+        previous = self._paths.get(key)
         if previous is not None:
             where = (
                 f"line {previous.line}"
@@ -123,7 +137,7 @@ class SaveChecker(ExpressionChecker):
                 hint="each output needs its own path; in a loop, use {name} templates",
             )
             return
-        self.save_paths[key] = span
+        self._paths[key] = span
         self.saves.append(target)
 
     def _save_options(
@@ -189,17 +203,17 @@ class SaveChecker(ExpressionChecker):
     def _vae(self, option: ast.SaveOption) -> ModelSource | None:
         value = option.value
         if isinstance(value, ast.String):
-            path = self._render(value)
+            path = self.expressions.render(value)
             if path is None:
                 return None
             return ModelSource(path, "path", path, span=value.span)
         if isinstance(value, ast.Name):
-            binding = self._lookup(value.name)
+            binding = self.scope.lookup(value.name)
             if binding is not None and binding.kind == "model":
-                self._mark_used(binding)
-                return self.models.get(value.name)
+                self.scope.mark_used(binding)
+                return self.expressions.models.get(value.name)
             hint = did_you_mean(
-                value.name, [n for n, b in self.globals.items() if b.kind == "model"]
+                value.name, [n for n, b in self.scope.globals.items() if b.kind == "model"]
             )
             self.sink.error(
                 f"vae= takes a path in quotes or a declared model, and '{value.name}' is not a "

@@ -1,10 +1,12 @@
-"""Checking statements: models, assignments, ``for`` loops, conventions, Merge Board lines.
+"""Checking statements: models, assignments, saves, ``for`` loops and the convention.
 
-Each statement defines names, adds steps or saves, or sets the convention. A ``for`` loop's
-body is checked once per iteration with the loop variable bound (so its steps and saves are
-per iteration). A Merge Board line (``OUTPUT = A + B, 0.5``) becomes a weighted_sum or
-add_difference step, defines ``OUTPUT`` when it is a name, and saves it as
-:func:`~mergelang.check.checked_recipe.merge_board_output_path` says.
+:class:`StatementChecker` takes one statement at a time: a model declaration or an
+assignment defines a name (in :class:`~mergelang.check.scope.Scope`) and adds an input or a
+step, a ``save`` goes to :class:`~mergelang.check.saves.SaveChecker`, a ``convention`` sets
+the convention. A ``for`` loop's body is checked once per iteration with the loop variable
+bound, so its steps and saves are per iteration; the loops of a recipe may run
+:data:`MAX_LOOP_STATEMENTS` statements in all. Model declarations, presets and conventions
+belong at the top level. Expressions are :class:`~mergelang.check.expressions.ExpressionChecker`'s.
 """
 
 from __future__ import annotations
@@ -12,23 +14,15 @@ from __future__ import annotations
 from decimal import Decimal
 
 from mergelang.block_weights import vocabulary
-from mergelang.check.calls import Unconverted
-from mergelang.check.checked_recipe import (
-    BoundArg,
-    InputRef,
-    MethodCall,
-    ModelSource,
-    SaveTarget,
-    Step,
-    StepRef,
-    merge_board_output_path,
-)
+from mergelang.check.checked_recipe import InputRef, ModelSource, Step, StepRef
+from mergelang.check.expressions import ExpressionChecker
 from mergelang.check.saves import SaveChecker
-from mergelang.check.scope import (
+from mergelang.check.scope import BindingKind, Scope, Usage
+from mergelang.check.sink import CheckerSink
+from mergelang.check.values import (
     BlockValue,
     InvalidValue,
     ModelValue,
-    Usage,
     Value,
     WeightsValue,
     describe,
@@ -36,11 +30,9 @@ from mergelang.check.scope import (
     is_block_word,
 )
 from mergelang.errors import Span
-from mergelang.io.file_formats import implied_format
 from mergelang.lang import ast
 from mergelang.lang.formatter import format_iterable
 from mergelang.lang.syntax_errors import RESERVED_WORDS
-from mergelang.methods import get_method
 
 try:
     from mergelang.arch.conventions import CONVENTION_NAMES, DEFAULT_CONVENTION
@@ -61,33 +53,51 @@ the statements of its body, nested loops included). A sweep of every block at 25
 take the checker minutes to expand."""
 
 
-class StatementChecker(SaveChecker):
-    """Statements, one at a time, ``for`` loop bodies once per iteration."""
+class StatementChecker:
+    """Statements, one at a time, ``for`` loop bodies once per iteration.
 
-    convention: str = DEFAULT_CONVENTION
-    convention_span: Span | None = None  # where the convention statement chose it
-    loop_statements: int = 0  # statements the loops ran so far (see MAX_LOOP_STATEMENTS)
-    too_many_loop_statements: bool = False
+    ``steps`` collects the named steps in recipe order; ``convention`` is the one chosen
+    (``convention_span`` where), :data:`~mergelang.arch.conventions.DEFAULT_CONVENTION`
+    without a convention statement.
+    """
 
-    def _statement(self, stmt: ast.Statement, *, top_level: bool) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        sink: CheckerSink,
+        expressions: ExpressionChecker,
+        saves: SaveChecker,
+    ) -> None:
+        self.scope = scope
+        self.sink = sink
+        self.expressions = expressions
+        self.saves = saves
+        self.steps: list[Step] = []
+        self.convention: str = DEFAULT_CONVENTION
+        self.convention_span: Span | None = None
+        self._loop_statements = 0  # statements the loops ran so far (see MAX_LOOP_STATEMENTS)
+        self._too_many_loop_statements = False
+
+    def check(self, stmt: ast.Statement, *, top_level: bool) -> None:
+        """Check one statement (and, for a ``for`` loop, its body at every iteration)."""
         if isinstance(stmt, ast.ModelDecl):
             if self._at_top(stmt, top_level, "model declarations"):
                 self._model_decl(stmt)
         elif isinstance(stmt, ast.Assign):
             self._assign(stmt)
         elif isinstance(stmt, ast.Save):
-            self._save(stmt)
+            self.saves.save(stmt)
         elif isinstance(stmt, ast.For):
             self._for(stmt)
-        elif isinstance(stmt, ast.MergeBoard):
-            if self._at_top(stmt, top_level, "Merge Board lines"):
-                self._merge_board(stmt)
         elif isinstance(stmt, ast.PresetsImport):
             self._at_top(stmt, top_level, "presets statements")
-        elif isinstance(stmt, ast.ConventionChoice) and self._at_top(
-            stmt, top_level, "convention statements"
-        ):
-            self._convention(stmt)
+        elif isinstance(stmt, ast.ConventionChoice):
+            if self._at_top(stmt, top_level, "convention statements"):
+                self._convention(stmt)
+        elif isinstance(stmt, ast.Invalid):
+            self.expressions.report(stmt)
+        elif isinstance(stmt, ast.MergeBoard):
+            raise TypeError("Merge Board lines are lowered before checking")
         # ast.VarDoc documents a variable and checks nothing.
 
     def _at_top(self, stmt: ast.Node, top_level: bool, what: str) -> bool:
@@ -104,35 +114,34 @@ class StatementChecker(SaveChecker):
         source = stmt.source
         if isinstance(source, ast.String):
             if source.placeholders:
-                self._unbound_placeholders(source)
-                self._define_invalid(stmt.name, stmt)
+                self.expressions.report_unbound_placeholders(source)
+                self.scope.define_invalid(stmt.name, stmt)
                 return
             ref = source.render()
             if not ref.strip():
                 self.sink.error("the model path is empty", source.span, code="empty-path")
-                self._define_invalid(stmt.name, stmt)
+                self.scope.define_invalid(stmt.name, stmt)
                 return
             model = ModelSource(stmt.name, "path", ref, span=source.span)
         else:
-            value = self._variable_value(source)
+            value = self.expressions.variable_value(source)
             if value is None:
-                self._define_invalid(stmt.name, stmt)
+                self.scope.define_invalid(stmt.name, stmt)
                 return
             model = ModelSource(stmt.name, "variable", value, source.name, span=source.span)
-        if self._define(
-            stmt.name, stmt.name_span, ModelValue(InputRef(stmt.name), stmt.name), "model", stmt
-        ):
-            self.models[stmt.name] = model
-            self.usage[id(stmt)] = Usage(stmt.name, "model", stmt.name_span)
+        bound = ModelValue(InputRef(stmt.name), stmt.name)
+        if self.scope.define(stmt.name, stmt.name_span, bound, "model", stmt):
+            self.expressions.models[stmt.name] = model
+            self.scope.track(stmt, Usage(stmt.name, "model", stmt.name_span))
 
     def _assign(self, stmt: ast.Assign) -> None:
-        value = self._eval(stmt.value, "any")
+        value = self.expressions.eval(stmt.value, "any")
         if isinstance(value, InvalidValue):
-            self._define_invalid(stmt.name, stmt)
+            self.scope.define_invalid(stmt.name, stmt)
             return
-        step_name = self._step_name(stmt.name)
+        step_name = self.scope.step_name(stmt.name)
         if isinstance(value, ModelValue):
-            step = Step(step_name, "model", value.expr, stmt.cached, "assign", span=stmt.span)
+            step = Step(step_name, "model", value.expr, stmt.cached, stmt.origin, span=stmt.span)
             bound: ModelValue | WeightsValue = ModelValue(StepRef(step_name), stmt.name)
         elif isinstance(value, WeightsValue):
             if stmt.cached:
@@ -142,7 +151,7 @@ class StatementChecker(SaveChecker):
                     code="type",
                     hint=f"write {stmt.name} = ... without cache",
                 )
-            step = Step(step_name, "weights", value.weights, False, "assign", span=stmt.span)
+            step = Step(step_name, "weights", value.weights, False, stmt.origin, span=stmt.span)
             bound = value
         else:
             self.sink.error(
@@ -150,11 +159,12 @@ class StatementChecker(SaveChecker):
                 stmt.value.span,
                 code="type",
             )
-            self._define_invalid(stmt.name, stmt)
+            self.scope.define_invalid(stmt.name, stmt)
             return
-        if self._define(stmt.name, stmt.name_span, bound, "intermediate", stmt):
+        kind: BindingKind = "merge_board" if stmt.origin == "merge_board" else "intermediate"
+        if self.scope.define(stmt.name, stmt.name_span, bound, kind, stmt):
             self.steps.append(step)
-            self.usage.setdefault(id(stmt), Usage(stmt.name, "intermediate", stmt.name_span))
+            self.scope.track(stmt, Usage(stmt.name, "intermediate", stmt.name_span))
 
     def _for(self, stmt: ast.For) -> None:
         values = self._iterable(stmt.iterable)
@@ -164,11 +174,11 @@ class StatementChecker(SaveChecker):
             problem = f"'{var}' is a block name and cannot be a loop variable"
         elif var in RESERVED_WORDS:
             problem = f"'{var}' is a reserved word and cannot be a loop variable"
-        elif var in self.loop:
+        elif var in self.scope.loop:
             problem = f"'{var}' is already the variable of an enclosing loop"
-        elif self._lookup(var) is not None or var in self.later:
+        elif self.scope.lookup(var) is not None or var in self.scope.later:
             problem = f"the loop variable '{var}' hides a model or intermediate of that name"
-        elif self.presets.get(var) is not None:
+        elif self.scope.presets.get(var) is not None:
             problem = f"the loop variable '{var}' hides the preset of that name"
         if problem is not None:
             self.sink.error(
@@ -181,25 +191,18 @@ class StatementChecker(SaveChecker):
         if values is None or not self._count_loop_statements(stmt, len(values)):
             return
         for value in values:
-            self.loop[var] = value
-            self.loop_names.append(var)
-            self.locals.append({})
-            try:
+            with self.scope.iteration(var, value):
                 for body_stmt in stmt.body:
-                    self._statement(body_stmt, top_level=False)
-            finally:
-                self.locals.pop()
-                self.loop_names.pop()
-                del self.loop[var]
+                    self.check(body_stmt, top_level=False)
 
     def _count_loop_statements(self, stmt: ast.For, count: int) -> bool:
         """Count the statements ``count`` runs of ``stmt``'s body make; ``False`` (reported
         once) when the loops would run more than :data:`MAX_LOOP_STATEMENTS` in all."""
-        self.loop_statements += count * len(stmt.body)
-        if self.loop_statements <= MAX_LOOP_STATEMENTS:
+        self._loop_statements += count * len(stmt.body)
+        if self._loop_statements <= MAX_LOOP_STATEMENTS:
             return True
-        if not self.too_many_loop_statements:
-            self.too_many_loop_statements = True
+        if not self._too_many_loop_statements:
+            self._too_many_loop_statements = True
             end = stmt.iterable.span
             self.sink.error(
                 f"the for loops would run more than {MAX_LOOP_STATEMENTS} statements in all",
@@ -212,7 +215,7 @@ class StatementChecker(SaveChecker):
 
     def _iterable(self, iterable: ast.Iterable) -> list[Value] | None:
         if isinstance(iterable, ast.BlockRange):
-            blocks = self._block_range(iterable)
+            blocks = self.expressions.weights.block_range(iterable)
             return None if blocks is None else [BlockValue(b) for b in blocks]
         if isinstance(iterable, ast.Name):
             groups = vocabulary().groups
@@ -231,16 +234,21 @@ class StatementChecker(SaveChecker):
             numbers = self._number_range(iterable)
             if numbers is None:
                 return None
-            return [self._eval(ast.Number(n, span=iterable.span), "any") for n in numbers]
+            evaluate = self.expressions.eval
+            return [evaluate(ast.Number(n, span=iterable.span), "any") for n in numbers]
         if not iterable.items:
             self.sink.error("the list is empty", iterable.span, code="bad-iterable")
             return None
         values: list[Value] = []
         for item in iterable.items:
-            if isinstance(item, ast.Name) and item.name in vocabulary().order:
+            if (
+                isinstance(item, ast.Name)
+                and item.written is None
+                and item.name in vocabulary().order
+            ):
                 values.append(BlockValue(item.name))
                 continue
-            value = self._eval(item, "any")
+            value = self.expressions.eval(item, "any")
             if isinstance(value, InvalidValue):
                 return None
             values.append(value)
@@ -311,90 +319,3 @@ class StatementChecker(SaveChecker):
             )
             return
         self.convention = name
-
-    # -- Merge Board lines
-
-    def _merge_board(self, stmt: ast.MergeBoard) -> None:
-        if not self._merge_board_line(stmt):
-            self._define_invalid(stmt.output, stmt)
-
-    def _merge_board_line(self, stmt: ast.MergeBoard) -> bool:
-        """Check a Merge Board line, define its output and save it; ``False`` if it fails."""
-        index = self.merge_board_number[id(stmt)]
-        self.merge_board_steps[index] = None
-        count = len(stmt.operands)
-        method_name = {2: "weighted_sum", 3: "add_difference"}.get(count)
-        models = [self._operand(op, index) for op in stmt.operands]
-        if method_name is None:
-            self.sink.error(
-                f"a Merge Board line merges 2 models (weighted sum) or 3 (add difference), "
-                f"not {count}",
-                stmt.operands[min(count, 4) - 1].span,
-                code="merge-board",
-            )
-            return False
-        spec = get_method(method_name)
-        if spec is None:  # pragma: no cover - the linear methods always register
-            self.sink.error(f"method {method_name} is not available", stmt.span, code="method")
-            return False
-        alpha = self._eval(stmt.multiplier, "weights")
-        base = self._eval(stmt.base, "weights") if stmt.base is not None else None
-        args: list[BoundArg] = []
-        ok = True
-        for param, model, operand in zip(spec.model_params, models, stmt.operands, strict=False):
-            if model is None:
-                ok = False
-                continue
-            args.append(BoundArg(param.name, model.expr, span=operand.span))
-        for param_name, value, node in (
-            ("alpha", alpha, stmt.multiplier),
-            ("base", base, stmt.base),
-        ):
-            scalar_param = spec.param(param_name)
-            assert scalar_param is not None
-            if value is None or node is None:
-                args.append(BoundArg(param_name, None))
-                continue
-            converted = self._convert(spec, scalar_param, value, node.span)
-            if isinstance(converted, Unconverted):
-                ok = False
-                continue
-            args.append(BoundArg(param_name, converted, span=node.span))
-        output = stmt.output
-        duplicate = self.merge_board_first[output]
-        if duplicate is not stmt:
-            self.sink.error(
-                f"the output '{output}' is already made on line {duplicate.span.line}",
-                stmt.output_span,
-                code="duplicate-name",
-            )
-            return False
-        path = merge_board_output_path(
-            output, safetensors=stmt.format is not None and stmt.format.name == "safetensors"
-        )
-        if ".." in path.split("/") or not path.split("/")[0] or path.startswith("."):
-            self.sink.error(
-                f"the output name '{output}' makes no usable file name",
-                stmt.output_span,
-                code="merge-board",
-                hint="use letters, digits, spaces, - and _; / makes sub-folders",
-            )
-            return False
-        if not ok:
-            return False
-        expr = MethodCall(method_name, tuple(args), span=stmt.span)
-        step_name = output
-        binding = ModelValue(StepRef(output), output)
-        # An output that is no plain name (or is a reserved word) only names a file.
-        nameable = output.isidentifier() and output not in RESERVED_WORDS
-        if nameable and not self._define(output, stmt.output_span, binding, "merge_board", stmt):
-            return False
-        self.steps.append(Step(step_name, "model", expr, False, "merge_board", span=stmt.span))
-        self.merge_board_steps[index] = step_name
-        dtype = stmt.dtype.name if stmt.dtype is not None else "fp32"
-        file_format = implied_format(path)
-        self._add_save(
-            SaveTarget(StepRef(step_name), path, dtype, format=file_format, span=stmt.span),
-            stmt.output_span,
-        )
-        return True

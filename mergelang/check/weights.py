@@ -21,10 +21,12 @@ from mergelang.block_weights import (
     vocabulary,
 )
 from mergelang.check.checked_recipe import LinearCombination, Term
-from mergelang.check.scope import (
+from mergelang.check.scope import Scope
+from mergelang.check.sink import CheckerSink
+from mergelang.check.values import (
     INVALID,
     BlockValue,
-    CheckerState,
+    Evaluator,
     InvalidValue,
     ModelValue,
     Value,
@@ -39,14 +41,23 @@ from mergelang.lang import ast
 __all__ = ["WeightsChecker"]
 
 
-class WeightsChecker(CheckerState):
-    """Arithmetic on models and weights, weight vectors and maps, block names and ranges."""
+class WeightsChecker:
+    """Arithmetic on models and weights, weight vectors and maps, block names and ranges.
+
+    ``evaluator`` gives the values of the operands and entries (it is the expression
+    checker this one serves); loop variables come from ``scope``.
+    """
+
+    def __init__(self, evaluator: Evaluator, scope: Scope, sink: CheckerSink) -> None:
+        self.evaluator = evaluator
+        self.scope = scope
+        self.sink = sink
 
     # -- arithmetic
 
-    def _binary(self, node: ast.BinaryOp) -> Value:
-        left = self._eval(node.left, "any")
-        right = self._eval(node.right, "any")
+    def binary(self, node: ast.BinaryOp) -> Value:
+        left = self.evaluator.eval(node.left, "any")
+        right = self.evaluator.eval(node.right, "any")
         if isinstance(left, InvalidValue) or isinstance(right, InvalidValue):
             return INVALID
         op = node.op
@@ -110,8 +121,8 @@ class WeightsChecker(CheckerState):
         assert isinstance(result, BlockWeights)
         return WeightsValue(result, None)
 
-    def _negate(self, node: ast.Negate) -> Value:
-        value = self._eval(node.operand, "any")
+    def negate(self, node: ast.Negate) -> Value:
+        value = self.evaluator.eval(node.operand, "any")
         if isinstance(value, InvalidValue):
             return value
         if isinstance(value, WeightsValue):
@@ -125,11 +136,11 @@ class WeightsChecker(CheckerState):
 
     # -- weights literals
 
-    def _vector(self, node: ast.Vector) -> Value:
+    def vector(self, node: ast.Vector) -> Value:
         numbers: list[float] = []
         ok = True
         for item in node.items:
-            value = self._eval(item, "weights")
+            value = self.evaluator.eval(item, "weights")
             if isinstance(value, WeightsValue) and value.number is not None:
                 numbers.append(value.number)
                 continue
@@ -155,7 +166,7 @@ class WeightsChecker(CheckerState):
             )
             return INVALID
 
-    def _map(self, node: ast.WeightMap) -> Value:
+    def weight_map(self, node: ast.WeightMap) -> Value:
         entries: list[tuple[MapKey | KeySelector, float]] = []
         ok = True
         for entry in node.entries:
@@ -164,7 +175,7 @@ class WeightsChecker(CheckerState):
                 key = self._key_pattern(entry.key, entry.span)
             else:
                 key = self._map_key(entry.key)
-            value = self._eval(entry.value, "weights")
+            value = self.evaluator.eval(entry.value, "weights")
             if key is None:
                 ok = False
             if isinstance(value, WeightsValue) and value.number is not None:
@@ -189,7 +200,7 @@ class WeightsChecker(CheckerState):
 
     def _key_pattern(self, key: ast.KeyPattern, entry_span: Span) -> KeySelector | None:
         """The selector of an elemental entry; errors at the pattern or the block at fault."""
-        pattern = self._render(key.pattern)
+        pattern = self.evaluator.render(key.pattern)
         ok = pattern is not None
         if pattern == "":
             self.sink.error(
@@ -229,11 +240,11 @@ class WeightsChecker(CheckerState):
 
     def _map_key(self, key: ast.Name | ast.BlockRange) -> MapKey | None:
         if isinstance(key, ast.BlockRange):
-            blocks = self._block_range(key)
+            blocks = self.block_range(key)
             return None if blocks is None else (key.start, key.end)
         name = key.name
-        if name in self.loop:
-            bound = self.loop[name]
+        if name in self.scope.loop:
+            bound = self.scope.loop[name]
             if isinstance(bound, BlockValue):
                 return bound.name
             self.sink.error(
@@ -247,7 +258,7 @@ class WeightsChecker(CheckerState):
         self._unknown_block(name, key.span)
         return None
 
-    def _block_range(self, node: ast.BlockRange) -> tuple[str, ...] | None:
+    def block_range(self, node: ast.BlockRange) -> tuple[str, ...] | None:
         ok = True
         for name, span in ((node.start, node.start_span), (node.end, node.end_span)):
             if name not in vocabulary().order:

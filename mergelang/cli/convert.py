@@ -51,7 +51,7 @@ def _read_input(argument: str) -> tuple[str, str]:
 
         header = read_safetensors_header(argument)
         return json.dumps({"__metadata__": header.metadata}), argument
-    from mergelang.lang.parser import read_recipe_text
+    from mergelang.io.text_files import read_recipe_text
 
     return read_recipe_text(argument), argument
 

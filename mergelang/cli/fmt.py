@@ -19,8 +19,8 @@ from pathlib import Path
 
 from mergelang.cli.options import STDIN_NAME, read_stdin_text
 from mergelang.errors import OutputError, RecipeError, UsageError
+from mergelang.io.text_files import read_recipe_text
 from mergelang.lang.formatter import format_text
-from mergelang.lang.parser import read_recipe_text
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

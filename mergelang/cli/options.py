@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 from mergelang.errors import Diagnostic, RecipeError, UsageError
+from mergelang.io.text_files import MAX_RECIPE_SIZE, decode_recipe, read_recipe_text, too_large
 from mergelang.lang import ast
-from mergelang.lang.parser import MAX_RECIPE_SIZE, decode_recipe, parse, read_recipe_text, too_large
+from mergelang.lang.parser import parse
 
 if TYPE_CHECKING:
     from mergelang.check.checked_recipe import CheckedRecipe

@@ -1,14 +1,19 @@
 """Merge Board recipes to native mergelang statements.
 
-Each Merge Board merge line ``OUT = A + B[ + C], M[, BASE][, fp16][, safetensors]`` becomes
-a named step (``weighted_sum`` for two models, ``add_difference`` for three) and a ``save``
-to the same file Merge Board writes (``OUT.ckpt`` or ``OUT.safetensors``, ``as fp16`` or
-``as fp32``). ``__On__`` becomes the name of the n-th line's step; ``__NAME__`` variables
-become ``model name = $NAME`` declarations and literal checkpoint names ``model name =
-"SD1.5"`` declarations (a quoted path that is not a file is looked up by name, as a literal
-is). Native statements already in the recipe are kept, with ``__On__`` in them replaced.
+The recipe is lowered as the checker lowers it (:mod:`mergelang.lang.merge_board`), and the
+lowering is printed: each Merge Board merge line ``OUT = A + B[ + C], M[, BASE][, fp16][,
+safetensors]`` becomes a named step (``weighted_sum`` for two models, ``add_difference`` for
+three) and a ``save`` to the same file Merge Board writes (``OUT.ckpt`` or
+``OUT.safetensors``, ``as fp16`` or ``as fp32``). Then the names are made native: an output
+that is no plain name (``SD-WD Fix``) gets a step name derived from it, ``__On__`` becomes
+the name of the n-th line's step, ``__NAME__`` operands become ``model name = $NAME``
+declarations and literal checkpoint names ``model name = "SD1.5"`` declarations (a quoted
+path that is not a file is looked up by name, as a literal is). Native statements already
+in the recipe are kept, with ``__On__`` in them replaced.
 
-The converted recipe makes the same files with the same tensors as the original.
+The converted recipe makes the same files with the same tensors as the original. A problem
+the lowering finds (a bad ``__On__``, a line with four models...) is raised at its line and
+column.
 """
 
 from __future__ import annotations
@@ -16,17 +21,18 @@ from __future__ import annotations
 import dataclasses
 from typing import TypeVar
 
-from mergelang.check.checked_recipe import merge_board_output_path
-from mergelang.convert.recipe_writer import RecipeWriter, convert_error
-from mergelang.errors import Span
+from mergelang.convert.recipe_writer import RecipeWriter
+from mergelang.errors import Diagnostic, RecipeError, Span, source_lines
 from mergelang.lang import ast
-from mergelang.lang.formatter import INDENT, format_expr, format_statement, format_string
+from mergelang.lang.formatter import INDENT, format_statement, format_string
+from mergelang.lang.merge_board import LoweredLine, MergeBoardLowering, is_plain_name
 from mergelang.lang.parser import parse
-from mergelang.lang.syntax_errors import RESERVED_WORDS
 
 __all__ = ["convert_merge_board"]
 
 _N = TypeVar("_N", bound=ast.Node)
+
+_OPERAND_HINT = "__On__ is the output of the n-th Merge Board merge line (1-based)"
 
 
 def _defined_names(statements: tuple[ast.Statement, ...], into: set[str]) -> None:
@@ -36,24 +42,21 @@ def _defined_names(statements: tuple[ast.Statement, ...], into: set[str]) -> Non
         elif isinstance(stmt, ast.For):
             into.add(stmt.var)
             _defined_names(stmt.body, into)
-        elif isinstance(stmt, ast.MergeBoard) and _nameable(stmt.output):
+        elif isinstance(stmt, ast.MergeBoard) and is_plain_name(stmt.output):
             into.add(stmt.output)
 
 
-def _nameable(output: str) -> bool:
-    return output.isidentifier() and output not in RESERVED_WORDS
-
-
 class _Converter:
-    def __init__(self, recipe: ast.Recipe, path: str | None, source: str) -> None:
+    def __init__(self, recipe: ast.Recipe, path: str | None) -> None:
         self.recipe = recipe
         self.path = path
-        self.source = source
+        self.lines = source_lines(recipe.source or "")
+        self.lowering = MergeBoardLowering(recipe)
         taken: set[str] = set()
         _defined_names(recipe.statements, taken)
         self.writer = RecipeWriter(sorted(taken))
-        self.lines = [s for s in recipe.statements if isinstance(s, ast.MergeBoard)]
-        self.step_names: list[str] = []
+        self.step_of: dict[int, str] = {}  # a line's number -> its step's name
+        self.steps: dict[str, str] = {}  # an output -> its step's name
         self.variables: dict[str, str] = {}  # variable name -> model name
         self.literals: dict[str, str] = {}  # checkpoint name -> model name
         self.var_docs: dict[str, str | None] = {}  # variable -> its comment
@@ -65,16 +68,32 @@ class _Converter:
         self.next_comment = 0
         self.last_line = 0
 
-    def _error(self, message: str, span: Span, hint: str | None = None) -> None:
-        raise convert_error(
-            message,
-            self.path,
-            span.line,
-            span.column,
-            span.end_column - span.column if span.end_line == span.line else 1,
-            source=self.source,
-            code="merge-board",
-            hint=hint,
+    # -- problems
+
+    def _error(
+        self, message: str, span: Span, *, code: str = "merge-board", hint: str | None = None
+    ) -> RecipeError:
+        length = span.end_column - span.column if span.end_line == span.line else 1
+        where = Span(span.line, span.column, span.line, span.column + max(length, 1))
+        shown = self.lines[span.line - 1] if 0 < span.line <= len(self.lines) else None
+        return RecipeError([Diagnostic(message, code, self.path, where, hint, "error", shown)])
+
+    def _problem(self, problem: ast.Invalid) -> RecipeError:
+        """The error for a problem the lowering found outside a line's models."""
+        message = problem.message or "this refers to a Merge Board line that is wrong"
+        if problem.code == "output-ref":
+            return self._error(message, problem.span)
+        return self._error(message, problem.span, code=problem.code, hint=problem.hint)
+
+    def _operand_problem(self, problem: ast.Invalid, line: LoweredLine) -> RecipeError:
+        """The error for a bad ``__On__`` among a line's models."""
+        ref = problem.replaced
+        assert isinstance(ref, ast.OutputRef)
+        where = "its own line" if ref.index == line.number else "a later line"
+        return self._error(
+            f"{ref.text} refers to {where}; __On__ names the output of an earlier Merge Board line",
+            problem.span,
+            hint=_OPERAND_HINT,
         )
 
     # -- names
@@ -83,52 +102,26 @@ class _Converter:
         for stmt in self.recipe.statements:
             if isinstance(stmt, ast.VarDoc):
                 self.var_docs.setdefault(stmt.name, self.trailing.pop(stmt.span.line, None))
-        for index, line in enumerate(self.lines, start=1):
-            step = line.output if _nameable(line.output) else self.writer.new_name(line.output)
-            self.step_names.append(step)
-            if len(line.operands) not in (2, 3):
-                count = len(line.operands)
-                self._error(
-                    f"a Merge Board line merges 2 models (weighted sum) or 3 (add "
-                    f"difference), not {count}",
-                    line.operands[min(count, 4) - 1].span,
-                )
+        for line in self.lowering.lines:
+            output = line.source.output
+            step = output if is_plain_name(output) else self.writer.new_name(output)
+            self.step_of[line.number] = step
+            self.steps.setdefault(output, step)
+            if line.call is None:
+                assert line.problem is not None
+                raise self._problem(line.problem)
             for operand in line.operands:
-                self._check_operand(operand, index)
+                if isinstance(operand, ast.Invalid) and operand.message is not None:
+                    raise self._operand_problem(operand, line)
         # Variables documented by a line, then the others, in order of first use.
         for name in self.var_docs:
             self._variable_model(name)
-        for line in self.lines:
+        for line in self.lowering.lines:
             for operand in line.operands:
                 if isinstance(operand, ast.Variable):
                     self._variable_model(operand.name)
-                elif (
-                    isinstance(operand, ast.ModelLiteral)
-                    and not self._is_step(operand.text)
-                    and operand.text not in self.literals
-                ):
+                elif isinstance(operand, ast.ModelLiteral) and operand.text not in self.literals:
                     self.literals[operand.text] = self.writer.new_name(operand.text)
-
-    def _is_step(self, text: str) -> bool:
-        return text in self.step_names or text in self._native_names()
-
-    def _native_names(self) -> set[str]:
-        names: set[str] = set()
-        stmts = tuple(s for s in self.recipe.statements if not isinstance(s, ast.MergeBoard))
-        _defined_names(stmts, names)
-        return names
-
-    def _check_operand(self, operand: ast.MergeBoardOperand, index: int) -> None:
-        if isinstance(operand, ast.OutputRef) and operand.index >= index:
-            where = "its own line" if operand.index == index else "a later line"
-            self._error(
-                f"{operand.text} refers to {where}; __On__ names the output of an earlier "
-                f"Merge Board line",
-                operand.span,
-                hint="__On__ is the output of the n-th Merge Board merge line (1-based)",
-            )
-        if isinstance(operand, ast.OutputRef) and operand.index < 1:
-            self._error(f"{operand.text} names no line", operand.span)
 
     def _variable_model(self, name: str) -> str:
         found = self.variables.get(name)
@@ -137,35 +130,33 @@ class _Converter:
             self.variables[name] = found
         return found
 
-    # -- expressions
+    # -- native names in the lowered statements
 
-    def _operand(self, operand: ast.MergeBoardOperand) -> str:
-        if isinstance(operand, ast.OutputRef):
-            return self.step_names[operand.index - 1]
+    def _operand(self, operand: ast.Expr) -> ast.Expr:
         if isinstance(operand, ast.Variable):
-            return self.variables[operand.name]
+            return ast.Name(self.variables[operand.name], span=operand.span)
         if isinstance(operand, ast.ModelLiteral):
-            return self.literals.get(operand.text, operand.text)
-        return format_expr(self._rewrite(operand))
+            return ast.Name(self.literals[operand.text], span=operand.span)
+        return self._native(operand)
 
-    def _rewrite(self, node: _N) -> _N:
-        """``node`` with every ``__On__`` replaced by the name of that line's step."""
-        if isinstance(node, ast.OutputRef):
-            if not 1 <= node.index <= len(self.step_names):
-                self._error(
-                    f"{node.text} refers to Merge Board line {node.index}, but the recipe has "
-                    f"{len(self.step_names)}",
-                    node.span,
-                )
-            return ast.Name(self.step_names[node.index - 1], span=node.span)  # type: ignore[return-value]
+    def _native(self, node: _N) -> _N:
+        """``node`` with every lowered ``__On__`` named by its step's native name; a problem
+        the lowering left in it is raised."""
+        if isinstance(node, ast.Invalid):
+            if node.message is None and isinstance(node.replaced, ast.OutputRef):
+                name = self.step_of[node.replaced.index]
+                return ast.Name(name, span=node.span)  # type: ignore[return-value]
+            raise self._problem(node)
+        if isinstance(node, ast.Name) and node.written is not None:
+            return ast.Name(self.steps[node.name], span=node.span)  # type: ignore[return-value]
         changes: dict[str, object] = {}
         for field in dataclasses.fields(node):
             value = getattr(node, field.name)
             if isinstance(value, ast.Node):
-                changes[field.name] = self._rewrite(value)
+                changes[field.name] = self._native(value)
             elif isinstance(value, tuple) and any(isinstance(v, ast.Node) for v in value):
                 changes[field.name] = tuple(
-                    self._rewrite(v) if isinstance(v, ast.Node) else v for v in value
+                    self._native(v) if isinstance(v, ast.Node) else v for v in value
                 )
         return dataclasses.replace(node, **changes) if changes else node  # type: ignore[arg-type]
 
@@ -204,6 +195,7 @@ class _Converter:
         return writer.text()
 
     def _statements(self, statements: tuple[ast.Statement, ...], depth: int) -> None:
+        """Write ``statements``: the recipe's own at depth 0, lowered ones in a loop body."""
         for stmt in statements:
             self._comments_before(stmt.span.line, depth)
             if isinstance(stmt, ast.VarDoc):
@@ -214,32 +206,32 @@ class _Converter:
                 self._gap(stmt.span.line)
             self.last_line = stmt.span.end_line
             if isinstance(stmt, ast.MergeBoard):
-                self._merge_board_line(stmt, trailing)
+                self._merge_board_line(self.lowering.line(stmt), trailing)
                 continue
-            text = format_statement(self._rewrite(stmt))
+            (lowered,) = self.lowering.statement(stmt) if depth == 0 else (stmt,)
+            native = self._native(lowered)
+            text = format_statement(native)
             self.writer.raw(INDENT * depth + text + (f"  {trailing}" if trailing else ""))
-            if isinstance(stmt, ast.For):
-                self._statements(self._rewrite(stmt).body, depth + 1)
+            if isinstance(native, ast.For):
+                self._statements(native.body, depth + 1)
 
-    def _merge_board_line(self, line: ast.MergeBoard, trailing: str | None) -> None:
-        index = self.lines.index(line)
-        step = self.step_names[index]
-        models = ", ".join(self._operand(op) for op in line.operands)
-        method = "weighted_sum" if len(line.operands) == 2 else "add_difference"
-        args = f"{models}, alpha={format_expr(self._rewrite(line.multiplier))}"
-        if line.base is not None:
-            args += f", base={format_expr(self._rewrite(line.base))}"
-        safetensors = line.format is not None and line.format.name == "safetensors"
-        target = merge_board_output_path(line.output, safetensors=safetensors)
-        dtype = line.dtype.name if line.dtype is not None else "fp32"
-        if not _nameable(line.output):
-            self.writer.comment(f"Merge Board output: {line.output}")
-        self.writer.statement(f"{step} = {method}({args})", trailing)
-        self.writer.statement(f"save {step} to {format_string(target)} as {dtype}")
+    def _merge_board_line(self, line: LoweredLine, trailing: str | None) -> None:
+        if line.problem is not None:
+            raise self._problem(line.problem)
+        call = line.call
+        assert call is not None
+        operands = tuple(self._operand(op) for op in line.operands)
+        keywords = tuple(self._native(kw) for kw in call.keywords)
+        step = self.step_of[line.number]
+        merge = ast.Assign(step, dataclasses.replace(call, args=(*operands, *keywords)))
+        save = dataclasses.replace(line.save, value=ast.Name(step))
+        if not is_plain_name(line.source.output):
+            self.writer.comment(f"Merge Board output: {line.source.output}")
+        self.writer.statement(format_statement(merge), trailing)
+        self.writer.statement(format_statement(save))
 
 
 def convert_merge_board(text: str, path: str | None = None) -> str:
     """The native form of a Merge Board recipe (canonical text); raises ``RecipeError`` with
     the line and column of the first problem."""
-    recipe = parse(text, path=path)
-    return _Converter(recipe, path, text).convert()
+    return _Converter(parse(text, path=path), path).convert()

@@ -89,9 +89,15 @@ def template_problems(value: str) -> list[tuple[int, str]]:
 
 @dataclass(frozen=True)
 class Name(Node):
-    """A bare identifier: a model, an intermediate, a preset, a block, a loop variable..."""
+    """A bare identifier: a model, an intermediate, a preset, a block, a loop variable...
+
+    ``written`` is set on a name a front-end pass put in place of other text (``__O2__``,
+    lowered to the name of the second Merge Board line's output): messages show it as
+    written.
+    """
 
     name: str
+    written: str | None = field(default=None, compare=False, repr=False, kw_only=True)
 
 
 VariableStyle: TypeAlias = Literal["dollar", "dunder"]
@@ -142,11 +148,16 @@ class Keyword(Node):
 @dataclass(frozen=True)
 class Call(Node):
     """``method(arg, ..., key=value, ...)``; ``args`` keeps positional and keyword arguments
-    in the order written."""
+    in the order written.
+
+    ``operand_label`` is set on a call a front-end pass made of other text: messages name a
+    model argument so (``a Merge Board operand``) rather than as the method's parameter.
+    """
 
     func: str
     args: tuple[Expr | Keyword, ...] = ()
     func_span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
+    operand_label: str | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     @property
     def positional(self) -> tuple[Expr, ...]:
@@ -231,6 +242,29 @@ class WeightMap(Node):
     entries: tuple[MapEntry, ...] = ()
 
 
+@dataclass(frozen=True)
+class Invalid(Node):
+    """What a front-end pass put where it found a problem (:mod:`mergelang.lang.merge_board`:
+    an ``__O9__`` beyond the last Merge Board line, a line with four models...). The parser
+    never makes one.
+
+    As an expression it has no value; as a statement it does nothing. Checking it checks
+    ``parts`` first (the model expressions the problem leaves standing, so their own problems
+    are found too; with ``operand_label``, one that is no model is reported, named so), then
+    reports ``message`` with ``code`` and ``hint`` at its span; a ``message`` of ``None``
+    reports nothing (the problem is reported where it lies: the line an ``__On__`` refers
+    to). ``replaced`` is the node it stands for, for tools that show the recipe rather than
+    check it.
+    """
+
+    message: str | None = None
+    code: str = "syntax"
+    hint: str | None = None
+    parts: tuple[Expr, ...] = ()
+    operand_label: str | None = None
+    replaced: Node | None = field(default=None, compare=False, repr=False)
+
+
 Expr: TypeAlias = (
     Number
     | String
@@ -243,6 +277,7 @@ Expr: TypeAlias = (
     | Negate
     | Vector
     | WeightMap
+    | Invalid
 )
 
 
@@ -275,14 +310,23 @@ class ModelDecl(Node):
     name_span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
+AssignOrigin: TypeAlias = Literal["assign", "merge_board"]
+
+
 @dataclass(frozen=True)
 class Assign(Node):
-    """``NAME = expr``; ``cache NAME = expr`` when ``cached``."""
+    """``NAME = expr``; ``cache NAME = expr`` when ``cached``.
+
+    ``origin`` is ``merge_board`` for the merge a Merge Board line is lowered to
+    (:mod:`mergelang.lang.merge_board`): its name is the line's output, whatever its text
+    (``SD-WD Fix``, ``to``), which names the step and the file.
+    """
 
     name: str
     value: Expr
     cached: bool = False
     name_span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
+    origin: AssignOrigin = field(default="assign", compare=False, repr=False, kw_only=True)
 
 
 SaveValue: TypeAlias = Name | String | Number
@@ -357,7 +401,15 @@ class VarDoc(Node):
 
 
 Statement: TypeAlias = (
-    ModelDecl | Assign | Save | For | PresetsImport | ConventionChoice | MergeBoard | VarDoc
+    ModelDecl
+    | Assign
+    | Save
+    | For
+    | PresetsImport
+    | ConventionChoice
+    | MergeBoard
+    | VarDoc
+    | Invalid
 )
 
 

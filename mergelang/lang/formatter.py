@@ -110,6 +110,8 @@ def format_expr(expr: ast.Expr) -> str:
         return f"-{inner}"
     if isinstance(expr, ast.Vector):
         return "[" + ", ".join(format_expr(item) for item in expr.items) + "]"
+    if isinstance(expr, ast.Invalid):
+        raise ValueError(f"no text for a problem found in the recipe: {expr.message}")
     entries = ", ".join(f"{_map_key(e.key)}: {format_expr(e.value)}" for e in expr.entries)
     return "{" + entries + "}"
 
@@ -178,6 +180,8 @@ def format_statement(stmt: ast.Statement) -> str:
             parts.append(stmt.format.name)
         operands = " + ".join(op.text for op in stmt.operands)
         return f"{stmt.output} = {operands}, {', '.join(parts)}"
+    if isinstance(stmt, ast.Invalid):
+        raise ValueError(f"no text for a problem found in the recipe: {stmt.message}")
     return f"__{stmt.name}__"
 
 

@@ -16,7 +16,7 @@ from typing import NamedTuple
 from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
-from mergelang.errors import Diagnostic, RecipeError, Span
+from mergelang.errors import Diagnostic, RecipeError, Span, source_lines
 from mergelang.lang.postlexer import OPENERS, LinePostLexer, token_span
 
 __all__ = [
@@ -137,7 +137,7 @@ def explain_syntax_error(
 ) -> ParseProblem:
     """What went wrong, in the recipe's terms. ``brackets`` are the opening brackets still
     open where parsing stopped (:attr:`LinePostLexer.brackets`)."""
-    lines = source.split("\n")
+    lines = source_lines(source)
     if isinstance(exc, UnexpectedCharacters):
         span = Span.point(exc.line, exc.column)
         char = exc.char
@@ -281,7 +281,7 @@ def too_many_errors(span: Span, path: str | None, source_line: str | None) -> Di
 def recipe_error(problems: list[ParseProblem], path: str | None, source: str) -> RecipeError:
     """One error holding every problem, in source order, each with its source line (the
     first :data:`MAX_ERRORS`, then a note saying where the list stops)."""
-    lines = source.split("\n")
+    lines = source_lines(source)
 
     def line_of(span: Span) -> str | None:
         return lines[span.line - 1] if 0 < span.line <= len(lines) else None

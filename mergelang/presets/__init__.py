@@ -32,7 +32,7 @@ from types import MappingProxyType
 
 from mergelang.block_weights import BASE, BlockWeights, vocabulary
 from mergelang.errors import Diagnostic, DiagnosticSink, RecipeError, Span
-from mergelang.lang.parser import MAX_RECIPE_SIZE
+from mergelang.io.text_files import MAX_RECIPE_SIZE
 
 __all__ = [
     "BUILTIN_PRESETS",
