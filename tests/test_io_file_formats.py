@@ -29,7 +29,7 @@ from mergelang.io.save_choices import SAVE_CHOICES, SaveOptions, listed
 from mergelang.io.save_choices import SAVE_DTYPES as SAVE_DTYPE_CODES
 from mergelang.io.sinks import MemorySink, SinkTarget
 from mergelang.io.writer import OutputEntry, SafetensorsWriter
-from mergelang.lang.parser import DTYPE_FLAGS, FORMAT_FLAGS
+from mergelang.lang.merge_board import DTYPE_FLAGS, FORMAT_FLAGS
 
 
 def test_the_formats_and_their_suffixes() -> None:
