@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from png_helpers import a1111_parameters, comfyui_text, write_png
+from report_helpers import comfyui_text, make_study, write_png
 from run_helpers import declare, shared_models, write_recipe
 
 import mergelang
@@ -16,43 +16,11 @@ from mergelang.report.comparison import build_comparison
 from mergelang.report.html import render_html
 from mergelang.report.sources import output_paths
 
-SEEDS = (1, 2)
-
-
-def _study(folder: Path, models: Path, blocks: str = "IN00..OUT11") -> Path:
-    recipe = write_recipe(
-        folder,
-        declare(models, "a")
-        + f"for blk in {blocks}:\n"
-        + '    save a * {blk: 0.75, default: 1} to "out/a-{blk}.safetensors"\n',
-        "study.merge",
-    )
-    mergelang.run(recipe, cache_dir=folder / "cache")
-    return recipe
-
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """25 SD1 outputs, each with one block at 0.75, and A1111-style renders of each (seeds 1
-    and 2, matched by AutoV2 hash), and of the reference ``a`` (legacy hash)."""
     models = shared_models(tmp_path_factory, ["a", "xla"])
-    folder = tmp_path_factory.mktemp("page-study")
-    recipe = _study(folder, models)
-    cache = folder / "cache"
-    for index, output in enumerate(sorted((folder / "out").glob("*.safetensors"))):
-        hashes = file_hashes(output, cache_dir=cache)
-        for seed in SEEDS:
-            text = a1111_parameters(seed=seed, model_hash=hashes.autov2, model=None)
-            write_png(
-                folder / "renders" / f"{index:03d}-{seed}.png",
-                text={"parameters": text},
-                colour=(index * 10, seed * 100, 90),
-            )
-    legacy = file_hashes(models / "a.safetensors", cache_dir=cache).legacy
-    for seed in SEEDS:
-        text = a1111_parameters(seed=seed, model_hash=legacy, model=None)
-        write_png(folder / "renders" / f"ref-{seed}.png", text={"parameters": text})
-    return recipe
+    return make_study(tmp_path_factory.mktemp("page-study"), models)
 
 
 def _outputs(recipe: Path) -> list[Path]:

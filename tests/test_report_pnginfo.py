@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from png_helpers import a1111_parameters, comfyui_text, write_png
+from report_helpers import a1111_parameters, comfyui_text, write_png
 
 from mergelang.report.matching import Candidate, match_images, model_stem
 from mergelang.report.pnginfo import (

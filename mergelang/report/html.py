@@ -45,7 +45,7 @@ figure img { display: block; width: 96px; height: auto; cursor: zoom-in; border-
 #lightbox { position: fixed; inset: 0; background: rgba(10, 12, 16, .88); display: none;
   align-items: center; justify-content: center; flex-direction: column; z-index: 10; }
 #lightbox.open { display: flex; }
-#lightbox img { max-width: 92vw; max-height: 86vh; image-rendering: auto; }
+#lightbox img { height: 86vh; width: auto; max-width: 92vw; object-fit: contain; }
 #lightbox p { color: #eee; margin: 8px 0 0; }
 .problems { margin-top: 24px; font-size: 13px; }
 .problems li { margin: 2px 0; }

@@ -68,3 +68,40 @@ def comfyui_text(ckpt_name: str, seed: int) -> dict[str, str]:
         ]
     }
     return {"prompt": json.dumps(prompt), "workflow": json.dumps(workflow)}
+
+
+SEEDS = (1, 2)
+
+
+def make_study(folder: Path, models: Path) -> Path:
+    """The layer study of ``models/a.safetensors`` run in ``folder`` (25 SD1 outputs, each
+    with one block at 0.75), with A1111-style renders of each output (seeds 1 and 2, matched
+    by AutoV2 hash) and of the reference ``a`` (legacy hash) in ``folder/renders``; returns
+    the recipe."""
+    import mergelang
+    from mergelang.io.hashing import file_hashes
+
+    recipe = folder / "study.merge"
+    recipe.write_text(
+        f'model a = "{models / "a.safetensors"}"\n'
+        "for blk in IN00..OUT11:\n"
+        '    save a * {blk: 0.75, default: 1} to "out/a-{blk}.safetensors"\n',
+        encoding="utf-8",
+    )
+    cache = folder / "cache"
+    mergelang.run(recipe, cache_dir=cache)
+    for index, output in enumerate(sorted((folder / "out").glob("*.safetensors"))):
+        hashes = file_hashes(output, cache_dir=cache)
+        for seed in SEEDS:
+            text = a1111_parameters(seed=seed, model_hash=hashes.autov2, model=None)
+            write_png(
+                folder / "renders" / f"{index:03d}-{seed}.png",
+                text={"parameters": text},
+                colour=(index * 10, seed * 100, 90),
+                size=32,
+            )
+    legacy = file_hashes(models / "a.safetensors", cache_dir=cache).legacy
+    for seed in SEEDS:
+        text = a1111_parameters(seed=seed, model_hash=legacy, model=None)
+        write_png(folder / "renders" / f"ref-{seed}.png", text={"parameters": text}, size=32)
+    return recipe
