@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -187,3 +190,19 @@ def test_the_verb(
     assert "<title>A study</title>" in html
     assert main(["page", str(tmp_path / "nothing")]) == 2
     assert "no outputs to show: " in capsys.readouterr().err
+
+
+def test_the_verb_does_not_import_torch(study: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from mergelang.cli import main\n"
+        f"assert main(['page', {str(study)!r}, '--images', {str(study.parent / 'renders')!r}, "
+        f"'-o', {str(tmp_path / 'p.html')!r}]) == 0\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    env = {**os.environ, "MERGELANG_CACHE": str(study.parent / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "p.html").is_file()
