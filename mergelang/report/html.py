@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import mimetypes
 import os
+from dataclasses import replace
 from html import escape
 from pathlib import Path
 from urllib.parse import quote
@@ -244,6 +245,4 @@ def render_html(comparison: Comparison, page: Path, *, embed: bool = False) -> s
 
 def _shift(comparison: Comparison) -> list[Cell]:
     """Grid cells moved past the reference row, the column-label row and the label column."""
-    from dataclasses import replace
-
     return [replace(c, row=c.row + 2, column=c.column + 1) for c in comparison.cells]

@@ -24,7 +24,15 @@ from pathlib import Path
 
 from mergelang.report.pnginfo import ImageInfo, NotAnImage, image_info
 
-__all__ = ["Candidate", "ImageMatch", "Matches", "Unmatched", "match_images", "model_stem"]
+__all__ = [
+    "Candidate",
+    "ImageMatch",
+    "Matches",
+    "Unmatched",
+    "image_files",
+    "match_images",
+    "model_stem",
+]
 
 _MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
 _SEED_AT_END = re.compile(r"(\d+)\D*$")

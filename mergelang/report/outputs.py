@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mergelang.arch import Architecture, detect
@@ -150,34 +150,28 @@ def read_output(path: Path, *, hashes: bool = True, cache_dir: Path | None = Non
     if recipe is None or architecture is None:
         if recipe is None:
             problems.append(f"{path.name}: no mergelang recipe in its metadata (weights unknown)")
-        return _with(output, problems=tuple(problems))
+        return replace(output, problems=tuple(problems))
     source = _save_weights(recipe, _json_map(metadata.get(SET_KEY)), bindings, path, problems)
     if source is None:
-        return _with(output, problems=tuple(problems))
+        return replace(output, problems=tuple(problems))
     scheme = architecture.scheme
     try:
         values = resolved_values(source.weights, scheme, base=None)
     except WeightsError as exc:
         problems.append(f"{path.name}: its weights do not resolve for {scheme.title} ({exc})")
-        return _with(output, problems=tuple(problems))
+        return replace(output, problems=tuple(problems))
     changed = {
         name: values[name] - source.identity
         for name in scheme.blocks
         if values[name] != source.identity
     }
-    return _with(
+    return replace(
         output,
         weights=values,
         weight_label=source.label,
         changed=changed,
         problems=tuple(problems),
     )
-
-
-def _with(output: OutputModel, **changes: object) -> OutputModel:
-    from dataclasses import replace
-
-    return replace(output, **changes)  # type: ignore[arg-type]
 
 
 def _save_weights(
