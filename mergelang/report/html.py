@@ -37,7 +37,8 @@ h1 { font-size: 20px; margin: 0 0 4px; }
 .cell .meta { display: flex; gap: 8px; align-items: center; font-size: 12px; }
 .cell .diff { color: #d0573f; font-variant-numeric: tabular-nums; }
 .reference { border-color: #4a78c2; }
-.images { display: grid; grid-auto-flow: column; gap: 4px; margin-top: 4px; }
+.images { display: grid; grid-auto-flow: column; grid-auto-columns: max-content;
+  justify-content: start; gap: 4px; margin-top: 4px; }
 figure { margin: 0; text-align: center; font-size: 11px; color: #555; }
 figure img { display: block; width: 96px; height: auto; cursor: zoom-in; border-radius: 3px; }
 .missing { width: 96px; height: 96px; display: flex; align-items: center;
