@@ -7,15 +7,17 @@ import pytest
 from mergelang._version import __version__
 from mergelang.cli import main
 
+VERBS = ["check", "plan", "run", "fmt", "show", "methods", "convert", "page"]
+
 
 def test_help_lists_every_verb_in_order(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     listed = re.findall(r"^    (\S+)", out, flags=re.M)
-    assert listed == ["check", "plan", "run", "fmt", "show", "methods", "convert"]
+    assert listed == VERBS
 
 
-@pytest.mark.parametrize("verb", ["check", "plan", "run", "fmt", "show", "methods", "convert"])
+@pytest.mark.parametrize("verb", VERBS)
 def test_every_verb_has_help(verb: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([verb, "--help"]) == 0
     assert f"usage: mergelang {verb}" in capsys.readouterr().out

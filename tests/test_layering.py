@@ -34,9 +34,10 @@ ALLOWED: dict[str, set[str]] = {
     "check": _UNDER_LANG | {"lang"},
     "convert": _UNDER_LANG | {"lang"},
     "plan": _UNDER_LANG | {"lang", "check"},
+    "report": _UNDER_LANG | {"lang", "check"},
     "run": _UNDER_LANG | {"lang", "check", "plan"},
     "api": _UNDER_LANG | {"lang", "check", "plan", "run"},
-    "cli": _UNDER_LANG | {"lang", "check", "convert", "plan", "run", "api", "testing"},
+    "cli": _UNDER_LANG | {"lang", "check", "convert", "plan", "run", "api", "testing", "report"},
 }
 """Part -> the parts it may import (besides itself)."""
 

@@ -26,7 +26,7 @@ from types import FrameType
 from mergelang._version import __version__
 from mergelang.errors import Diagnostic, MergelangError
 
-VERBS: tuple[str, ...] = ("check", "plan", "run", "fmt", "show", "methods", "convert")
+VERBS: tuple[str, ...] = ("check", "plan", "run", "fmt", "show", "methods", "convert", "page")
 """Verb modules, in the order ``--help`` lists them."""
 
 

@@ -235,6 +235,7 @@ def _render(console: Console, info: Mapping[str, Any]) -> None:
     recipe = info["recipe"]
     if recipe is not None:
         _render_recipe(console, recipe)
+        _render_weights(console, info)
     if info["metadata"]:
         meta = Table(title="metadata", title_justify="left")
         meta.add_column("key")
@@ -252,6 +253,27 @@ def _warn_detection(info: Mapping[str, Any]) -> None:
         info["detection_error"], "unknown-architecture", path=info["path"], severity="warning"
     )
     print_diagnostics(stderr_console(), [diagnostic])
+
+
+def _render_weights(console: Console, info: Mapping[str, Any]) -> None:
+    """The block weights of the step that wrote the file, drawn as the U-Net's U, when its
+    embedded mergelang recipe gives them (see :func:`mergelang.report.outputs.read_output`)."""
+    if info["format"] != "safetensors" or info["architecture"] is None:
+        return
+    if info["recipe"]["text"] is None:
+        return
+    from mergelang.report.outputs import read_output
+    from mergelang.report.terminal import weights_text
+
+    output = read_output(Path(info["path"]), hashes=False)
+    if output.weights is None or output.architecture is None:
+        return
+    title = f"block weights ({output.weight_label})"
+    console.print(
+        weights_text(
+            output.weights, output.architecture.scheme, title=title, changed=output.changed
+        )
+    )
 
 
 def _render_recipe(console: Console, recipe: Mapping[str, Any]) -> None:
