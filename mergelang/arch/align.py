@@ -181,12 +181,48 @@ def _check_architectures(
         message = f"every input must be {target.name} ({target.title}): {listing}"
     else:
         message = f"the inputs are of different architectures: {listing}"
+    other = next(d.arch for d in detected if d.arch != target)
     raise CheckpointError(
         culprit,
         message,
         code="architecture-mismatch",
-        hint="merge checkpoints of one architecture (SD1 with SD1, SDXL with SDXL)",
+        hint=_relatives_hint(target, other)
+        or "merge checkpoints of one architecture (SD1 with SD1, SDXL with SDXL)",
     )
+
+
+def _relatives_hint(first: Architecture, second: Architecture) -> str | None:
+    """For two architectures with the same block scheme (Flux.1 dev and schnell, SD3 and
+    SD3.5 Medium), what tells them apart: the denoiser keys only one of them has. Their
+    merges are refused rather than silently taking those keys from one input."""
+    if first.scheme != second.scheme:
+        return None
+    mine = set(first.denoiser.spec.layout())
+    theirs = set(second.denoiser.spec.layout())
+    parts = []
+    for arch, only in ((first, mine - theirs), (second, theirs - mine)):
+        if only:
+            heads = sorted({_head(key) for key in only})
+            shown = ", ".join(heads[:3]) + (", ..." if len(heads) > 3 else "")
+            parts.append(
+                f"{arch.name} has {len(only)} {arch.denoiser.title} keys the other lacks ({shown})"
+            )
+    if not parts:
+        return None
+    return (
+        f"{first.title} and {second.title} share their blocks but not their keys: "
+        + "; ".join(parts)
+        + "; a merge would copy those keys from one input unmerged, so mergelang refuses it"
+    )
+
+
+def _head(key: str) -> str:
+    """``guidance_in.in_layer.weight`` -> ``guidance_in.*``; numbered blocks keep their
+    number out (``joint_blocks.N.x_block.attn2.*``)."""
+    parts = key.split(".")
+    if len(parts) > 2 and parts[1].isdigit():
+        return ".".join((parts[0], "N", *parts[2:-1])) + ".*"
+    return parts[0] + ".*"
 
 
 def _channel_plan(

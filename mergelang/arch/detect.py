@@ -297,7 +297,7 @@ def _unknown(where: str, best: _Match, known: Sequence[Architecture]) -> Checkpo
     arch = best.arch
     total = _expected(arch).unet_total
     if best.unet_coverage < UNET_COVERAGE:
-        reason = f"only {best.unet_matched} of its {total} U-Net keys match"
+        reason = f"only {best.unet_matched} of its {total} {arch.denoiser.title} keys match"
     else:
         reason = f"{len(best.unexpected)} of the file's {best.considered} keys are foreign to it"
     parts = [
