@@ -138,6 +138,7 @@ def align_tables(
     errors. The planner uses this for intermediate results, whose architecture is settled.
     """
     conv = get_convention(convention)
+    _check_layouts(labels, tables, arch)
     union: dict[str, None] = {}
     for table in tables:
         union.update(dict.fromkeys(table))
@@ -168,6 +169,35 @@ def align_tables(
     return tuple(plans)
 
 
+def _check_layouts(
+    labels: Sequence[str], tables: Sequence[Mapping[str, tuple[int, ...]]], arch: Architecture
+) -> None:
+    """Refuse to merge a diffusion-only file whose denoiser keys are bare (no prefix) with a
+    file that prefixes them: their key names do not line up, and merging them key by key
+    would give an output with both sets, unmerged."""
+    denoiser = arch.denoiser
+    bare: list[int] = []
+    prefixed: list[int] = []
+    for index, table in enumerate(tables):
+        for key in table:
+            if key.startswith(denoiser.prefix):
+                prefixed.append(index)
+                break
+            if denoiser.local(key) is not None:
+                bare.append(index)
+                break
+    if not bare or not prefixed:
+        return
+    first_bare, first_prefixed = labels[bare[0]], labels[prefixed[0]]
+    raise CheckpointError(
+        first_bare if bare[0] > prefixed[0] else first_prefixed,
+        f"{first_bare} holds the {denoiser.title} alone with bare key names and "
+        f"{first_prefixed} holds it under {denoiser.prefix}: their keys do not line up",
+        code="architecture-mismatch",
+        hint="merge files of one layout (all-in-one checkpoints, or diffusion-only files)",
+    )
+
+
 def _check_architectures(
     paths: Sequence[str], detected: Sequence[Detected], target: Architecture, *, explicit: bool
 ) -> None:
@@ -186,12 +216,12 @@ def _check_architectures(
         culprit,
         message,
         code="architecture-mismatch",
-        hint=_relatives_hint(target, other)
+        hint=relatives_hint(target, other)
         or "merge checkpoints of one architecture (SD1 with SD1, SDXL with SDXL)",
     )
 
 
-def _relatives_hint(first: Architecture, second: Architecture) -> str | None:
+def relatives_hint(first: Architecture, second: Architecture) -> str | None:
     """For two architectures with the same block scheme (Flux.1 dev and schnell, SD3 and
     SD3.5 Medium), what tells them apart: the denoiser keys only one of them has. Their
     merges are refused rather than silently taking those keys from one input."""
