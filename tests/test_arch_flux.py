@@ -371,3 +371,16 @@ def test_two_bare_files_merge(models: Path, tmp_path: Path) -> None:
         for key in out.keys():  # noqa: SIM118
             source = c if key.startswith("double_blocks.") else b
             assert torch.equal(out.get(key), source.get(key).float()), key
+
+
+def test_fill_with_depth_is_refused() -> None:
+    fill = checkpoint_layout("flux-dev", scale=SCALE, variant="fill")
+    depth = checkpoint_layout("flux-dev", scale=SCALE, variant="depth")
+    with pytest.raises(CheckpointError) as info:
+        align([("fill.safetensors", fill), ("depth.safetensors", depth)])
+    (diag,) = info.value.diagnostics
+    assert diag.code == "shape-mismatch" and diag.key == PREFIX + "img_in.weight"
+    assert diag.message == (
+        "cannot merge a Fill transformer (fill.safetensors, 384 input channels) with a Depth "
+        "one (depth.safetensors, 128 input channels)"
+    )

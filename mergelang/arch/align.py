@@ -291,8 +291,9 @@ def _channel_plan(
             title = spec.component_title
             raise CheckpointError(
                 second_path,
-                f"cannot merge an {spec.titles[first]} {title} ({first_path}, "
-                f"{spec.channels[first]} input channels) with an {spec.titles[second]} one "
+                f"cannot merge {_article(spec.titles[first])} {spec.titles[first]} {title} "
+                f"({first_path}, {spec.channels[first]} input channels) with "
+                f"{_article(spec.titles[second])} {spec.titles[second]} one "
                 f"({second_path}, {spec.channels[second]} input channels)",
                 code="shape-mismatch",
                 key=key,
@@ -309,6 +310,10 @@ def _channel_plan(
         source,
         merged_channels=normal,
     )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def _shape_error(
