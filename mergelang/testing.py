@@ -55,8 +55,17 @@ DEMO_MODELS: dict[str, tuple[str, int, str]] = {
     "sd15-inpainting": ("sd1", 4, "inpainting"),
     "sdxl-base": ("sdxl", 5, "normal"),
     "sdxl-art": ("sdxl", 6, "normal"),
+    "flux-base": ("flux-dev", 7, "normal"),
+    "flux-art": ("flux-dev", 8, "normal"),
+    "sd35-base": ("sd35-medium", 9, "normal"),
+    "sd35-art": ("sd35-medium", 10, "normal"),
 }
 """Demo checkpoints: name -> (architecture, seed, variant)."""
+
+DEMO_SCALE_FACTORS: dict[str, float] = {"flux-dev": 0.25, "sd35-medium": 0.25}
+"""The transformer architectures' demo files are written at a quarter of the demo scale:
+their widths shrink further than the U-Nets' while every key stays, so that a Flux demo file
+is under 2 MB."""
 
 
 def _float_code(dtype: str) -> str:
@@ -130,6 +139,7 @@ def checkpoint_tensors(
     ema: bool = False,
     schedule: bool = False,
     omit_optional: bool = False,
+    bare: bool = False,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Every ``(key, tensor)`` of a synthetic checkpoint, one at a time, in layout order."""
     layout = checkpoint_layout(
@@ -139,6 +149,7 @@ def checkpoint_tensors(
         ema=ema,
         schedule=schedule,
         omit_optional=omit_optional,
+        bare=bare,
     )
     for key, shape in layout.items():
         yield key, synthetic_tensor(key, shape, seed=seed, dtype=dtype)
@@ -155,13 +166,16 @@ def make_checkpoint(
     ema: bool = False,
     schedule: bool = False,
     omit_optional: bool = False,
+    bare: bool = False,
     metadata: Mapping[str, str] | None = None,
     overwrite: bool = True,
 ) -> Path:
     """Write a synthetic ``.safetensors`` checkpoint with the real layout; returns its path.
 
     ``dtype`` is the float type (``F16``, ``BF16``, ``F32``, ``F64`` or ``fp16``/``bf16``/
-    ``fp32``). The header is written first and the tensors streamed one by one.
+    ``fp32``). ``bare`` writes a diffusion-only file: the denoiser alone with its keys
+    unprefixed (Black Forest Labs' Flux.1 release form). The header is written first and the
+    tensors streamed one by one.
     """
     target = Path(path)
     code = _float_code(dtype)
@@ -172,6 +186,7 @@ def make_checkpoint(
         ema=ema,
         schedule=schedule,
         omit_optional=omit_optional,
+        bare=bare,
     )
     entries = [OutputEntry(key, key_dtype(key, code), shape) for key, shape in layout.items()]
     with SafetensorsWriter(target, entries, metadata=metadata, overwrite=overwrite) as writer:
@@ -242,7 +257,7 @@ def demo_models(folder: str | os.PathLike[str], *, scale: float = DEFAULT_SCALE)
         made[name] = make_checkpoint(
             root / f"{name}.safetensors",
             arch_name,
-            scale=scale,
+            scale=scale * DEMO_SCALE_FACTORS.get(arch_name, 1.0),
             seed=seed,
             variant=variant,
             metadata=metadata,
@@ -269,16 +284,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("folder", metavar="FOLDER")
     demo.add_argument("--scale", type=float, default=DEFAULT_SCALE, help="width scale")
     make = sub.add_parser("make", help="write one synthetic checkpoint")
-    make.add_argument("arch", metavar="ARCH", help="sd1, sd2 or sdxl")
+    make.add_argument(
+        "arch",
+        metavar="ARCH",
+        help="sd1, sd2, sdxl, flux-dev, flux-schnell, sd3-medium, sd35-medium or sd35-large",
+    )
     make.add_argument("path", metavar="PATH")
     make.add_argument("--scale", type=float, default=DEFAULT_SCALE, help="width scale (1 = full)")
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--dtype", default="F16", help="F16, BF16, F32 (or fp16, bf16, fp32)")
-    make.add_argument("--variant", default="normal", help="normal, inpainting or pix2pix")
+    make.add_argument(
+        "--variant", default="normal", help="normal, inpainting, pix2pix (SD); fill, depth (Flux)"
+    )
     make.add_argument("--ema", action="store_true", help="add the model_ema.* copy")
     make.add_argument("--schedule", action="store_true", help="add the DDPM schedule buffers")
     make.add_argument(
         "--omit-optional", action="store_true", help="leave out optional text-encoder keys"
+    )
+    make.add_argument(
+        "--bare", action="store_true", help="the denoiser alone, its keys without a prefix"
     )
     make.add_argument("--ckpt", action="store_true", help="write a pickle .ckpt instead")
     args = parser.parse_args(argv)
@@ -286,20 +310,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             for name, path in demo_models(args.folder, scale=args.scale).items():
                 arch_name = DEMO_MODELS[name][0]
-                print(f"{name:<16} {arch_name:<5} {_human(path.stat().st_size):>9}  {path}")
+                print(f"{name:<16} {arch_name:<11} {_human(path.stat().st_size):>9}  {path}")
             return 0
-        make_file = make_ckpt if args.ckpt else make_checkpoint
-        path = make_file(
-            args.path,
-            args.arch,
-            scale=args.scale,
-            seed=args.seed,
-            dtype=args.dtype,
-            variant=args.variant,
-            ema=args.ema,
-            schedule=args.schedule,
-            omit_optional=args.omit_optional,
-        )
+        if args.ckpt and args.bare:
+            raise ValueError("--bare writes .safetensors files only")
+        if args.ckpt:
+            path = make_ckpt(
+                args.path,
+                args.arch,
+                scale=args.scale,
+                seed=args.seed,
+                dtype=args.dtype,
+                variant=args.variant,
+                ema=args.ema,
+                schedule=args.schedule,
+                omit_optional=args.omit_optional,
+            )
+        else:
+            path = make_checkpoint(
+                args.path,
+                args.arch,
+                scale=args.scale,
+                seed=args.seed,
+                dtype=args.dtype,
+                variant=args.variant,
+                ema=args.ema,
+                schedule=args.schedule,
+                omit_optional=args.omit_optional,
+                bare=args.bare,
+            )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

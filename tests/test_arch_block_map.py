@@ -245,8 +245,10 @@ def test_architecture_lookup() -> None:
     with_base = SD1.scheme.vector_form(26)
     assert with_base is not None and with_base.names == (BASE, *SD_BLOCKS)
     assert SD1.scheme is SD2.scheme and SDXL.scheme is not SD1.scheme
-    with pytest.raises(ValueError, match=r"unknown architecture 'sd3' \(known: sd1, sd2, sdxl\)"):
-        get_architecture("sd3")
+    with pytest.raises(
+        ValueError, match=r"unknown architecture 'sd4' \(known: sd1, sd2, sdxl, flux-dev, "
+    ):
+        get_architecture("sd4")
 
 
 def test_components_and_their_prefixes() -> None:

@@ -104,33 +104,33 @@ def test_a_few_missing_and_extra_keys_are_tolerated_and_noted() -> None:
 
 
 def test_unknown_layout_names_the_closest_architecture_and_differing_keys() -> None:
-    layout = {
-        f"model.diffusion_model.joint_blocks.{i}.x_block.attn.qkv.weight": (8, 8) for i in range(7)
-    }
+    layout = {f"model.diffusion_model.blocks.{i}.attn.qkv.weight": (8, 8) for i in range(7)}
     layout.update(
         {k: v for k, v in checkpoint_layout("sdxl", scale=1 / 40).items() if "first_stage" in k}
     )
     with pytest.raises(CheckpointError) as info:
-        detect(layout, path="sd3.safetensors")
+        detect(layout, path="dit.safetensors")
     exc = info.value
-    assert exc.path == "sd3.safetensors"
+    assert exc.path == "dit.safetensors"
     diag = exc.diagnostics[0]
     assert diag.code == "unknown-architecture"
     assert diag.message.startswith(
-        "unknown checkpoint layout; the closest known architecture is sd1 (Stable Diffusion 1.x),"
-        " but only 0 of its 686 U-Net keys match; 686 keys missing, e.g. "
-        "model.diffusion_model.time_embed.0.weight, model.diffusion_model.time_embed.0.bias,"
+        "unknown checkpoint layout; the closest known architecture is sd3-medium (Stable "
+        "Diffusion 3 Medium), but only 0 of its 491 MMDiT keys match; 491 keys missing, e.g. "
+        "model.diffusion_model.pos_embed, model.diffusion_model.x_embedder.proj.weight,"
     )
     assert (
-        "7 keys unexpected, e.g. model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight, "
-        "model.diffusion_model.joint_blocks.1.x_block.attn.qkv.weight, "
-        "model.diffusion_model.joint_blocks.2.x_block.attn.qkv.weight, "
-        "model.diffusion_model.joint_blocks.3.x_block.attn.qkv.weight, "
-        "model.diffusion_model.joint_blocks.4.x_block.attn.qkv.weight, ..." in diag.message
+        "11 keys unexpected, e.g. model.diffusion_model.blocks.0.attn.qkv.weight, "
+        "model.diffusion_model.blocks.1.attn.qkv.weight, "
+        "model.diffusion_model.blocks.2.attn.qkv.weight, "
+        "model.diffusion_model.blocks.3.attn.qkv.weight, "
+        "model.diffusion_model.blocks.4.attn.qkv.weight, ..." in diag.message
     )
     assert diag.hint == (
         "mergelang knows sd1 (Stable Diffusion 1.x), sd2 (Stable Diffusion 2.x), "
-        "sdxl (Stable Diffusion XL)"
+        "sdxl (Stable Diffusion XL), flux-dev (Flux.1 dev), flux-schnell (Flux.1 schnell), "
+        "sd3-medium (Stable Diffusion 3 Medium), sd35-medium (Stable Diffusion 3.5 Medium), "
+        "sd35-large (Stable Diffusion 3.5 Large)"
     )
 
 

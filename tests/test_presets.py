@@ -6,7 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from weights_helpers import SD_SCHEME, SDXL_SCHEME, sd_slots, sd_weights
+from weights_helpers import SD_SCHEME, SDXL_SCHEME, in_sd_terms, sd_slots, sd_weights
 
 from mergelang.arch.sdxl import SDXL_BLOCKS
 from mergelang.block_weights import BlockWeights, WeightsError
@@ -126,7 +126,7 @@ def test_load_handles_bom_and_crlf(tmp_path: Path) -> None:
     path.write_bytes(("\ufeffX\t" + vec(25, 1) + "\r\nY: " + vec(26, 0) + "\r\n").encode())
     presets = load_preset_file(path)
     assert sd_slots(presets["X"]) == (1.0,) * 25
-    assert presets["Y"].is_scalar == 0.0
+    assert in_sd_terms(presets["Y"]) == (0.0, (0.0,) * 25)
 
 
 def test_empty_file_has_no_presets(tmp_path: Path) -> None:
@@ -160,7 +160,8 @@ def test_every_bad_line_reported_at_once(tmp_path: Path) -> None:
         (
             2,
             7,
-            "preset SHORT has 24 values; a preset has 25 or 26 (SD1/SD2) or 19 or 20 (SDXL)",
+            "preset SHORT has 24 values; a preset has 25 or 26 (SD1/SD2), 19 or 20 (SDXL), 61 or "
+            "59 (Flux.1), 26 or 27 (SD3/SD3.5 Medium) or 40 or 41 (SD3.5 Large)",
         ),
         (3, 12, "'abc' is not a number"),
         (4, 1, "preset GOOD is defined twice (first on line 1)"),
@@ -174,7 +175,7 @@ def test_every_bad_line_reported_at_once(tmp_path: Path) -> None:
     by_line = {d.line: d for d in diags}
     assert by_line[3].span == Span(3, 12, 3, 15)
     assert by_line[3].source_line == "NUM: 1, 2, abc, 4"
-    assert by_line[2].hint == "26 and 20 values put BASE first"
+    assert by_line[2].hint == "26 and 20 and 27 and 41 values put BASE first"
     assert by_line[5].hint is not None
     assert "NAME<TAB>" in by_line[5].hint
     rendered = str(info.value)
@@ -267,7 +268,7 @@ def test_table_with_file_overrides_and_adds(tmp_path: Path) -> None:
     base = PresetTable()
     table = base.with_file(path)
     assert table.get("GRAD_V") == sd_weights(None, (0.125,) * 25)
-    assert table.get("MINE") == BlockWeights.scalar(0.75)
+    assert in_sd_terms(table.get("MINE")) == in_sd_terms(BlockWeights.scalar(0.75))
     assert table.names()[0] == "GRAD_V"
     assert table.names()[-1] == "MINE"
     assert len(table) == 39

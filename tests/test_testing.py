@@ -166,6 +166,10 @@ def test_demo_models(tmp_path: Path) -> None:
         "sd15-inpainting",
         "sdxl-base",
         "sdxl-art",
+        "flux-base",
+        "flux-art",
+        "sd35-base",
+        "sd35-art",
     ]
     expected = {
         "sd15-base": ("sd1", "normal"),
@@ -174,6 +178,10 @@ def test_demo_models(tmp_path: Path) -> None:
         "sd15-inpainting": ("sd1", "inpainting"),
         "sdxl-base": ("sdxl", "normal"),
         "sdxl-art": ("sdxl", "normal"),
+        "flux-base": ("flux-dev", "normal"),
+        "flux-art": ("flux-dev", "normal"),
+        "sd35-base": ("sd35-medium", "normal"),
+        "sd35-art": ("sd35-medium", "normal"),
     }
     for name, path in made.items():
         assert path == tmp_path / "demo" / f"{name}.safetensors"
@@ -196,9 +204,22 @@ def test_cli_make_and_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "unsupported float dtype 'q4'" in capsys.readouterr().err
     assert main(["demo", str(tmp_path / "demo")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 6
+    assert len(lines) == 10
+    assert lines[6].split()[:2] == ["flux-base", "flux-dev"]
     assert lines[0].split()[:2] == ["sd15-base", "sd1"]
     assert lines[0].endswith(str(tmp_path / "demo" / "sd15-base.safetensors"))
+
+
+def test_cli_make_bare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "bare.safetensors"
+    assert main(["make", "flux-schnell", str(target), "--scale", "0.00625", "--bare"]) == 0
+    assert capsys.readouterr().out.startswith(f"{target}  flux-schnell  ")
+    header = read_safetensors_header(target)
+    assert len(header.shapes()) == 776
+    assert all(not key.startswith("model.") for key in header.shapes())
+    assert detect(header.shapes()).arch.name == "flux-schnell"
+    assert main(["make", "flux-dev", str(tmp_path / "b.ckpt"), "--bare", "--ckpt"]) == 2
+    assert "--bare writes .safetensors files only" in capsys.readouterr().err
 
 
 def test_python_dash_m_entry(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -99,13 +100,14 @@ def test_int_values_become_floats() -> None:
     assert all(type(v) is float for v in sd_slots(w))
 
 
-@pytest.mark.parametrize("count", [0, 1, 18, 21, 24, 27, 50])
+@pytest.mark.parametrize("count", [0, 1, 18, 21, 24, 28, 50])
 def test_vector_wrong_length(count: int) -> None:
     with pytest.raises(WeightsError) as info:
         BlockWeights.from_vector([0.5] * count)
     err = info.value
     assert err.message == (
-        f"a block weight vector has 25 or 26 values (SD1/SD2) or 19 or 20 (SDXL), not {count}"
+        "a block weight vector has 25 or 26 values (SD1/SD2), 19 or 20 (SDXL), 61 or 59 "
+        f"(Flux.1), 26 or 27 (SD3/SD3.5 Medium) or 40 or 41 (SD3.5 Large), not {count}"
     )
     assert err.index is None
     assert err.hint is not None
@@ -310,18 +312,24 @@ def test_with_base_replaces_base_only() -> None:
 
 def test_is_scalar_needs_every_slot() -> None:
     assert BlockWeights.from_vector([0.5] * 25).is_scalar is None  # BASE unset
-    assert BlockWeights.from_vector([0.5] * 26).is_scalar == 0.5
+    # 26 values are also SD3's IN, J00..J23, OUT, which leaves BASE unset
+    assert BlockWeights.from_vector([0.5] * 26).is_scalar is None
+    assert BlockWeights.from_vector([0.5] * 26).resolve(SD_SCHEME).base == 0.5
     assert BlockWeights.from_map([("default", 0.0)]).is_scalar == 0.0
     assert BlockWeights.from_map([("default", 0.0), ("IN00", 0.1)]).is_scalar is None
 
 
 def test_equality_ignores_origin_and_is_hashable() -> None:
     a = BlockWeights.from_vector([0.5] * 26)
-    b = BlockWeights.scalar(0.5)
+    b = dataclasses.replace(a, origin="FLAT_26")
     assert a == b
     assert a.origin != b.origin
     assert hash(a) == hash(b)
     assert len({a, b}) == 1
+    # for SD1 models a 26-value vector of 0.5 is the scalar 0.5; SD3 reads it otherwise
+    scalar = BlockWeights.scalar(0.5)
+    assert a.resolve(SD_SCHEME) == scalar.resolve(SD_SCHEME)
+    assert a != scalar
 
 
 # --- resolve -----------------------------------------------------------------------------

@@ -25,3 +25,10 @@ def sd_weights(
 def sd_slots(weights: BlockWeights) -> tuple[float | None, ...]:
     """The value of each of SD1's 25 blocks (``None`` where unset)."""
     return weights.slots(SD_SCHEME)
+
+
+def in_sd_terms(weights: BlockWeights) -> tuple[float | None, tuple[float | None, ...]]:
+    """BASE and SD1's 25 blocks: how a value reads for SD1 models, whatever it says for the
+    architectures with other blocks (a 26-value vector is also SD3's IN, J00..J23, OUT; a
+    map's ``OUT`` is also the Flux and SD3 block of that name)."""
+    return weights.base_for(SD_SCHEME), sd_slots(weights)

@@ -1,13 +1,18 @@
 """Architectures as data: components, block schemes, key layouts, detection, alignment.
 
-Importing the package registers the built-in architectures (``sd1``, ``sd2``, ``sdxl``); each
-lives in its own data module built from the parts in :mod:`mergelang.arch.parts`. See
+Importing the package registers the built-in architectures (``sd1``, ``sd2``, ``sdxl``,
+``flux-dev``, ``flux-schnell``, ``sd3-medium``, ``sd35-medium``, ``sd35-large``); each lives
+in its own data module built from the parts in :mod:`mergelang.arch.parts`. See
 ``docs/architectures.md``, which also walks through adding one.
 """
 
 from __future__ import annotations
 
 from mergelang.arch import sd1, sd2, sdxl
+
+# isort: split
+# Registered after the SD families, whose schemes come first in messages and vectors.
+from mergelang.arch import flux, sd3
 from mergelang.arch.align import Alignment, KeyPlan, align
 from mergelang.arch.architecture import (
     Architecture,
@@ -44,15 +49,27 @@ SD1 = sd1.SD1
 SD2 = sd2.SD2
 SDXL = sdxl.SDXL
 SD_BLOCKS = sd1.SD_BLOCKS
+FLUX_DEV = flux.FLUX_DEV
+FLUX_SCHNELL = flux.FLUX_SCHNELL
+FLUX_BLOCKS = flux.FLUX_BLOCKS
+SD3_MEDIUM = sd3.SD3_MEDIUM
+SD35_MEDIUM = sd3.SD35_MEDIUM
+SD35_LARGE = sd3.SD35_LARGE
 SDXL_BLOCKS = sdxl.SDXL_BLOCKS
 
 __all__ = [
     "BASE",
     "CONVENTION_NAMES",
     "DEFAULT_CONVENTION",
+    "FLUX_BLOCKS",
+    "FLUX_DEV",
+    "FLUX_SCHNELL",
     "ROLES",
     "SD1",
     "SD2",
+    "SD3_MEDIUM",
+    "SD35_LARGE",
+    "SD35_MEDIUM",
     "SDXL",
     "SDXL_BLOCKS",
     "SD_BLOCKS",

@@ -138,6 +138,7 @@ def align_tables(
     errors. The planner uses this for intermediate results, whose architecture is settled.
     """
     conv = get_convention(convention)
+    _check_layouts(labels, tables, arch)
     union: dict[str, None] = {}
     for table in tables:
         union.update(dict.fromkeys(table))
@@ -168,6 +169,35 @@ def align_tables(
     return tuple(plans)
 
 
+def _check_layouts(
+    labels: Sequence[str], tables: Sequence[Mapping[str, tuple[int, ...]]], arch: Architecture
+) -> None:
+    """Refuse to merge a diffusion-only file whose denoiser keys are bare (no prefix) with a
+    file that prefixes them: their key names do not line up, and merging them key by key
+    would give an output with both sets, unmerged."""
+    denoiser = arch.denoiser
+    bare: list[int] = []
+    prefixed: list[int] = []
+    for index, table in enumerate(tables):
+        for key in table:
+            if key.startswith(denoiser.prefix):
+                prefixed.append(index)
+                break
+            if denoiser.local(key) is not None:
+                bare.append(index)
+                break
+    if not bare or not prefixed:
+        return
+    first_bare, first_prefixed = labels[bare[0]], labels[prefixed[0]]
+    raise CheckpointError(
+        first_bare if bare[0] > prefixed[0] else first_prefixed,
+        f"{first_bare} holds the {denoiser.title} alone with bare key names and "
+        f"{first_prefixed} holds it under {denoiser.prefix}: their keys do not line up",
+        code="architecture-mismatch",
+        hint="merge files of one layout (all-in-one checkpoints, or diffusion-only files)",
+    )
+
+
 def _check_architectures(
     paths: Sequence[str], detected: Sequence[Detected], target: Architecture, *, explicit: bool
 ) -> None:
@@ -181,12 +211,48 @@ def _check_architectures(
         message = f"every input must be {target.name} ({target.title}): {listing}"
     else:
         message = f"the inputs are of different architectures: {listing}"
+    other = next(d.arch for d in detected if d.arch != target)
     raise CheckpointError(
         culprit,
         message,
         code="architecture-mismatch",
-        hint="merge checkpoints of one architecture (SD1 with SD1, SDXL with SDXL)",
+        hint=relatives_hint(target, other)
+        or "merge checkpoints of one architecture (SD1 with SD1, SDXL with SDXL)",
     )
+
+
+def relatives_hint(first: Architecture, second: Architecture) -> str | None:
+    """For two architectures with the same block scheme (Flux.1 dev and schnell, SD3 and
+    SD3.5 Medium), what tells them apart: the denoiser keys only one of them has. Their
+    merges are refused rather than silently taking those keys from one input."""
+    if first.scheme != second.scheme:
+        return None
+    mine = set(first.denoiser.spec.layout())
+    theirs = set(second.denoiser.spec.layout())
+    parts = []
+    for arch, only in ((first, mine - theirs), (second, theirs - mine)):
+        if only:
+            heads = sorted({_head(key) for key in only})
+            shown = ", ".join(heads[:3]) + (", ..." if len(heads) > 3 else "")
+            parts.append(
+                f"{arch.name} has {len(only)} {arch.denoiser.title} keys the other lacks ({shown})"
+            )
+    if not parts:
+        return None
+    return (
+        f"{first.title} and {second.title} share their blocks but not their keys: "
+        + "; ".join(parts)
+        + "; a merge would copy those keys from one input unmerged, so mergelang refuses it"
+    )
+
+
+def _head(key: str) -> str:
+    """``guidance_in.in_layer.weight`` -> ``guidance_in.*``; numbered blocks keep their
+    number out (``joint_blocks.N.x_block.attn2.*``)."""
+    parts = key.split(".")
+    if len(parts) > 2 and parts[1].isdigit():
+        return ".".join((parts[0], "N", *parts[2:-1])) + ".*"
+    return parts[0] + ".*"
 
 
 def _channel_plan(
@@ -225,8 +291,9 @@ def _channel_plan(
             title = spec.component_title
             raise CheckpointError(
                 second_path,
-                f"cannot merge an {spec.titles[first]} {title} ({first_path}, "
-                f"{spec.channels[first]} input channels) with an {spec.titles[second]} one "
+                f"cannot merge {_article(spec.titles[first])} {spec.titles[first]} {title} "
+                f"({first_path}, {spec.channels[first]} input channels) with "
+                f"{_article(spec.titles[second])} {spec.titles[second]} one "
                 f"({second_path}, {spec.channels[second]} input channels)",
                 code="shape-mismatch",
                 key=key,
@@ -243,6 +310,10 @@ def _channel_plan(
         source,
         merged_channels=normal,
     )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def _shape_error(

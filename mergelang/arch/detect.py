@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from mergelang.arch.architecture import Architecture, architectures, classify_role
-from mergelang.arch.components import DENOISER_ROLES, Variant
+from mergelang.arch.components import DENOISER_ROLES, Component, Variant
 from mergelang.arch.layout import checkpoint_layout, optional_keys
 from mergelang.errors import CheckpointError
 
@@ -272,9 +272,8 @@ def _partial(
     arch = best.arch
     if any(arch.role(normalize_key(arch, key)) in DENOISER_ROLES for key in keys):
         return None
-    names = _expected(arch).component
-    vae = next(iter(arch.components_with("vae")), None)
-    if vae is not None and all(names.get(vae.prefix + key) == vae.title for key in keys):
+    vae = _bare_vae(arch, keys)
+    if vae is not None:
         held = f"a VAE on its own (without the {vae.prefix} prefix)"
     elif best.components:
         held = "only the " + " and the ".join(sorted(best.components))
@@ -293,11 +292,23 @@ def _partial(
     )
 
 
+def _bare_vae(best: Architecture, keys: Sequence[str]) -> Component | None:
+    """The VAE component whose keys, without its prefix, are exactly what ``keys`` name:
+    the closest architecture's first, then every other's (an SD VAE has the quant convs the
+    16-channel VAEs lack)."""
+    for arch in (best, *architectures()):
+        names = _expected(arch).component
+        for vae in arch.components_with("vae"):
+            if all(names.get(vae.prefix + key) == vae.title for key in keys):
+                return vae
+    return None
+
+
 def _unknown(where: str, best: _Match, known: Sequence[Architecture]) -> CheckpointError:
     arch = best.arch
     total = _expected(arch).unet_total
     if best.unet_coverage < UNET_COVERAGE:
-        reason = f"only {best.unet_matched} of its {total} U-Net keys match"
+        reason = f"only {best.unet_matched} of its {total} {arch.denoiser.title} keys match"
     else:
         reason = f"{len(best.unexpected)} of the file's {best.considered} keys are foreign to it"
     parts = [

@@ -87,11 +87,18 @@ def checkpoint_layout(
     ema: bool = False,
     schedule: bool = False,
     omit_optional: bool = False,
+    bare: bool = False,
 ) -> Layout:
     """Every key of a single-file checkpoint with its shape, in ``state_dict`` order:
-    schedule buffers, denoiser, its EMA copy, the other components."""
+    schedule buffers, denoiser, its EMA copy, the other components.
+
+    ``bare`` gives a diffusion-only file instead: the denoiser alone, its keys without the
+    prefix (the way Black Forest Labs ship Flux.1 and U-Nets are shared on their own)."""
     arch = get_architecture(arch_name)
     in_channels = _variant_channels(arch, variant)
+    if bare:
+        local = arch.denoiser.spec.layout(scale, in_channels=in_channels)
+        return dict(local)
     out: Layout = {}
     if schedule and arch.schedule_keys:
         out.update(schedule_layout(arch.schedule_keys))

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--from",
         dest="source",
-        choices=("auto", "merge-board", "mbw-each", "supermerger"),
+        choices=("auto", "merge-board", "mbw-each", "supermerger", "comfyui"),
         default="auto",
         help="the input's format (default: auto, guessed from the text)",
     )

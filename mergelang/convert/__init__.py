@@ -6,7 +6,9 @@ canonical recipe (``mergelang fmt --check`` passes on it). The formats:
 - ``merge-board``: a Merge Board recipe (:mod:`mergelang.convert.merge_board`);
 - ``mbw-each``: MBW Each multi-merge command lines (:mod:`mergelang.convert.mbw_each`);
 - ``supermerger``: SuperMerger block-weight and elemental strings, or a merge's
-  ``sd_merge_recipe`` JSON (:mod:`mergelang.convert.supermerger`).
+  ``sd_merge_recipe`` JSON (:mod:`mergelang.convert.supermerger`);
+- ``comfyui``: a ComfyUI workflow's ModelMergeFlux1 / ModelMergeSD3_2B /
+  ModelMergeSD35_Large nodes (:mod:`mergelang.convert.comfyui`).
 
 Problems are raised as :class:`~mergelang.errors.RecipeError` at their line and column in
 the text converted.
@@ -17,6 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from mergelang.convert.comfyui import NODES as COMFYUI_NODES
+from mergelang.convert.comfyui import convert_comfyui
 from mergelang.convert.mbw_each import convert_mbw_each
 from mergelang.convert.merge_board import convert_merge_board
 from mergelang.convert.supermerger import convert_supermerger
@@ -27,6 +31,7 @@ FORMATS: dict[str, Callable[[str, str | None], str]] = {
     "merge-board": convert_merge_board,
     "mbw-each": convert_mbw_each,
     "supermerger": convert_supermerger,
+    "comfyui": convert_comfyui,
 }
 """Format name -> converter ``(text, path) -> recipe text``."""
 
@@ -39,10 +44,13 @@ _MERGE_BOARD_LINE = re.compile(r"^[^=#]+=\s*\S.* \+ .*,")
 
 
 def detect_format(text: str) -> str:
-    """The format ``text`` is most likely in: JSON is SuperMerger's ``sd_merge_recipe``,
+    """The format ``text`` is most likely in: JSON naming a ComfyUI merge node is a ComfyUI
+    workflow, other JSON SuperMerger's ``sd_merge_recipe``,
     ``KEY=VALUE`` items MBW Each, ``OUT = A + B, M`` lines Merge Board, anything else
     SuperMerger weights."""
     if text.lstrip().startswith("{"):
+        if any(f'"{name}"' in text for name in COMFYUI_NODES):
+            return "comfyui"
         return "supermerger"
     lines = [
         line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")

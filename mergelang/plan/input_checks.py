@@ -40,6 +40,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from mergelang.arch import Architecture, get_architecture
+from mergelang.arch.align import relatives_hint
 from mergelang.arch.layout import checkpoint_layout
 from mergelang.block_weights import BlockWeights, ElementalEntry, WeightsError
 from mergelang.check.checked_recipe import (
@@ -410,11 +411,12 @@ class _InputsChecker:
         parts = [f"{arch} ({', '.join(names)})" for arch, names in groups.items()]
         listed = ", ".join(parts[:-1]) + " and " + parts[-1]
         titles = ", ".join(f"{a} is {get_architecture(a).title}" for a in groups)
+        first, second, *_ = (get_architecture(a) for a in groups)
         self._report(
             f"{_expression_name(expr)} mixes {listed}",
             "architecture-mismatch",
             expr.span,
-            hint=f"merge models of one architecture ({titles})",
+            hint=relatives_hint(first, second) or f"merge models of one architecture ({titles})",
         )
 
     # -- weights against the architecture

@@ -15,7 +15,8 @@ VAE_HEADS: frozenset[str] = frozenset({"encoder", "decoder", "quant_conv", "post
 
 @dataclass(frozen=True)
 class VAEConfig:
-    """The LDM ``AutoencoderKL`` hyper-parameters (SD1/SD2/SDXL: 4 latent channels)."""
+    """The LDM ``AutoencoderKL`` hyper-parameters (SD1/SD2/SDXL: 4 latent channels; SD3 and
+    Flux: 16, without the quant convs)."""
 
     ch: int = 128
     ch_mult: tuple[int, ...] = (1, 2, 4, 4)
@@ -24,6 +25,9 @@ class VAEConfig:
     embed_dim: int = 4
     in_channels: int = 3
     out_channels: int = 3
+    quant_conv: bool = True
+    """Whether the 1x1 ``quant_conv``/``post_quant_conv`` exist (the SD3 and Flux VAEs with 16
+    latent channels have none)."""
 
     def optional_keys(self) -> frozenset[str]:
         return frozenset()
@@ -64,8 +68,9 @@ class VAEConfig:
         norm(out, "decoder.norm_out", block_in)
         conv(out, "decoder.conv_out", self.out_channels, block_in, 3)
 
-        conv(out, "quant_conv", 2 * self.embed_dim, 2 * self.z_channels, 1)
-        conv(out, "post_quant_conv", self.z_channels, self.embed_dim, 1)
+        if self.quant_conv:
+            conv(out, "quant_conv", 2 * self.embed_dim, 2 * self.z_channels, 1)
+            conv(out, "post_quant_conv", self.z_channels, self.embed_dim, 1)
         return out
 
 
