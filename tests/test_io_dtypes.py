@@ -53,7 +53,13 @@ def test_codes_of_the_format() -> None:
 
 
 def test_save_dtypes() -> None:
-    assert SAVE_DTYPES == {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}
+    assert SAVE_DTYPES == {
+        "fp16": "F16",
+        "bf16": "BF16",
+        "fp32": "F32",
+        "fp8": "F8_E4M3",
+        "fp8_e5m2": "F8_E5M2",
+    }
     assert save_dtype_code("bf16") == "BF16"
     with pytest.raises(ValueError, match="unknown save dtype 'half'"):
         save_dtype_code("half")

@@ -75,8 +75,14 @@ def test_every_reader_of_suffixes_reads_the_table() -> None:
 
 
 def test_every_reader_of_save_choices_reads_the_table() -> None:
-    assert dict(SAVE_DTYPE_CODES) == {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}
-    assert SAVE_DTYPES == DTYPE_FLAGS == ("fp16", "bf16", "fp32")
+    assert dict(SAVE_DTYPE_CODES) == {
+        "fp16": "F16",
+        "bf16": "BF16",
+        "fp32": "F32",
+        "fp8": "F8_E4M3",
+        "fp8_e5m2": "F8_E5M2",
+    }
+    assert SAVE_DTYPES == DTYPE_FLAGS == ("fp16", "bf16", "fp32", "fp8", "fp8_e5m2")
     assert FORMAT_FLAGS == ("safetensors", "ckpt") == SAVE_CHOICES["format"]
     assert dict(SAVE_OPTIONS) == {
         "ema": ("keep", "drop"),
@@ -85,14 +91,14 @@ def test_every_reader_of_save_choices_reads_the_table() -> None:
         "format": ("safetensors", "ckpt"),
         "vae": (),
     }
-    assert listed(SAVE_DTYPES) == "fp16, bf16 or fp32"
+    assert listed(SAVE_DTYPES) == "fp16, bf16, fp32, fp8 or fp8_e5m2"
 
 
 def test_save_options_check_their_values_against_the_table() -> None:
     assert SaveOptions(format="ckpt").file_format is FILE_FORMATS["ckpt"]
     with pytest.raises(UsageError) as caught:
-        SaveOptions(dtype="fp8")
-    assert caught.value.diagnostics[0].hint == "use fp16, bf16 or fp32"
+        SaveOptions(dtype="int8")
+    assert caught.value.diagnostics[0].hint == "use fp16, bf16, fp32, fp8 or fp8_e5m2"
     with pytest.raises(UsageError) as caught:
         SaveOptions(format="gguf")
     assert caught.value.diagnostics[0].message == "unknown format option 'gguf'"

@@ -18,8 +18,17 @@ from mergelang.io.file_formats import FILE_FORMATS, FileFormat
 
 __all__ = ["SAVE_CHOICES", "SAVE_DTYPES", "SaveOptions", "listed"]
 
-SAVE_DTYPES: Mapping[str, str] = MappingProxyType({"fp16": "F16", "bf16": "BF16", "fp32": "F32"})
-"""Output dtype names accepted in recipes and on the command line -> safetensors code."""
+SAVE_DTYPES: Mapping[str, str] = MappingProxyType(
+    {
+        "fp16": "F16",
+        "bf16": "BF16",
+        "fp32": "F32",
+        "fp8": "F8_E4M3",
+        "fp8_e5m2": "F8_E5M2",
+    }
+)
+"""Output dtype names accepted in recipes and on the command line -> safetensors code
+(``fp8`` is ``float8_e4m3fn``; which keys an fp8 save keeps wider is :mod:`mergelang.io.fp8`)."""
 
 SAVE_CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
@@ -43,7 +52,7 @@ def listed(names: Iterable[str]) -> str:
 
 @dataclass(frozen=True)
 class SaveOptions:
-    """How to store one output. ``dtype`` is ``fp16``, ``bf16``, ``fp32`` or ``None`` (each
+    """How to store one output. ``dtype`` is a name of :data:`SAVE_DTYPES` or ``None`` (each
     key keeps its own); the other fields take the values of :data:`SAVE_CHOICES`."""
 
     dtype: str | None = None

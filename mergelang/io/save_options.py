@@ -9,7 +9,8 @@ uses the same building blocks for merged outputs.
 Rules:
 
 - ``dtype``: floating-point keys are cast to it; integer and boolean keys keep their type;
-  ``None`` keeps every key's own type.
+  ``None`` keeps every key's own type. Under ``fp8`` and ``fp8_e5m2`` only tensors of two or
+  more dimensions are cast, with saturation (:mod:`mergelang.io.fp8`).
 - ``ema="drop"`` leaves out keys whose role is ``ema`` (``model_ema.*``);
   ``schedule="drop"`` leaves out the DDPM buffers (``betas``, ``alphas_cumprod``...).
 - ``vae=PATH`` replaces every key of role ``vae`` with the tensor of the same name in the VAE
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from mergelang.errors import CheckpointError
 from mergelang.io.dtypes import output_code, torch_dtype
+from mergelang.io.fp8 import is_fp8_code, saturating_cast
 from mergelang.io.save_choices import SaveOptions
 from mergelang.io.writer import OutputEntry
 
@@ -145,10 +147,10 @@ def output_layout(
                     code="vae-shape-mismatch",
                     key=source,
                 )
-            dtype = output_code(info.dtype, save_code)
+            dtype = output_code(info.dtype, save_code, shape)
             layout.append(OutputKey(key, dtype, shape, "vae", source))
             continue
-        dtype = output_code(info.dtype, save_code)
+        dtype = output_code(info.dtype, save_code, tuple(info.shape))
         layout.append(OutputKey(key, dtype, tuple(info.shape), "model"))
     if vae_meta is not None and not has_vae:
         taken = {item.key for item in layout}
@@ -156,7 +158,7 @@ def output_layout(
             key = VAE_PREFIX + local
             if local.startswith(VAE_PARTS) and key not in taken:
                 meta = vae_meta[source]
-                dtype = output_code(meta.dtype, save_code)
+                dtype = output_code(meta.dtype, save_code, tuple(meta.shape))
                 layout.append(OutputKey(key, dtype, tuple(meta.shape), "vae", source))
     return layout
 
@@ -184,7 +186,11 @@ def output_tensor(
     else:
         tensor = model.get(item.read_key)
     dtype = torch_dtype(item.dtype)
-    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+    if tensor.dtype == dtype:
+        return tensor
+    if is_fp8_code(item.dtype):
+        return saturating_cast(tensor, item.dtype)[0]
+    return tensor.to(dtype)
 
 
 def save_checkpoint(
