@@ -59,6 +59,7 @@ def test_save_dtypes() -> None:
         "fp32": "F32",
         "fp8": "F8_E4M3",
         "fp8_e5m2": "F8_E5M2",
+        "fp8_scaled": "F8_E4M3",
     }
     assert save_dtype_code("bf16") == "BF16"
     with pytest.raises(ValueError, match="unknown save dtype 'half'"):

@@ -81,8 +81,9 @@ def test_every_reader_of_save_choices_reads_the_table() -> None:
         "fp32": "F32",
         "fp8": "F8_E4M3",
         "fp8_e5m2": "F8_E5M2",
+        "fp8_scaled": "F8_E4M3",
     }
-    assert SAVE_DTYPES == DTYPE_FLAGS == ("fp16", "bf16", "fp32", "fp8", "fp8_e5m2")
+    assert SAVE_DTYPES == DTYPE_FLAGS == ("fp16", "bf16", "fp32", "fp8", "fp8_e5m2", "fp8_scaled")
     assert FORMAT_FLAGS == ("safetensors", "ckpt") == SAVE_CHOICES["format"]
     assert dict(SAVE_OPTIONS) == {
         "ema": ("keep", "drop"),
@@ -91,14 +92,14 @@ def test_every_reader_of_save_choices_reads_the_table() -> None:
         "format": ("safetensors", "ckpt"),
         "vae": (),
     }
-    assert listed(SAVE_DTYPES) == "fp16, bf16, fp32, fp8 or fp8_e5m2"
+    assert listed(SAVE_DTYPES) == "fp16, bf16, fp32, fp8, fp8_e5m2 or fp8_scaled"
 
 
 def test_save_options_check_their_values_against_the_table() -> None:
     assert SaveOptions(format="ckpt").file_format is FILE_FORMATS["ckpt"]
     with pytest.raises(UsageError) as caught:
         SaveOptions(dtype="int8")
-    assert caught.value.diagnostics[0].hint == "use fp16, bf16, fp32, fp8 or fp8_e5m2"
+    assert caught.value.diagnostics[0].hint == "use fp16, bf16, fp32, fp8, fp8_e5m2 or fp8_scaled"
     with pytest.raises(UsageError) as caught:
         SaveOptions(format="gguf")
     assert caught.value.diagnostics[0].message == "unknown format option 'gguf'"

@@ -14,6 +14,7 @@ module and one line here.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_FORMAT",
     "FILE_FORMATS",
+    "SCALED_FP8_SAFETENSORS",
     "CheckpointFormat",
     "FileFormat",
     "format_for_path",
@@ -100,6 +102,12 @@ FILE_FORMATS: Mapping[str, FileFormat] = MappingProxyType(
     }
 )
 """Every format by name, in the order recipes and messages list them."""
+
+SCALED_FP8_SAFETENSORS = dataclasses.replace(
+    FILE_FORMATS["safetensors"], module="mergelang.io.scaled_fp8"
+)
+"""Safetensors written ``as fp8_scaled``: the same format, through the sink of
+:mod:`mergelang.io.scaled_fp8` (scales computed per tensor, the ``scaled_fp8`` marker)."""
 
 DEFAULT_FORMAT = "safetensors"
 """The format of a save path whose suffix names none."""

@@ -14,9 +14,9 @@ from pathlib import Path
 from types import MappingProxyType
 
 from mergelang.errors import UsageError
-from mergelang.io.file_formats import FILE_FORMATS, FileFormat
+from mergelang.io.file_formats import FILE_FORMATS, SCALED_FP8_SAFETENSORS, FileFormat
 
-__all__ = ["SAVE_CHOICES", "SAVE_DTYPES", "SaveOptions", "listed"]
+__all__ = ["SAVE_CHOICES", "SAVE_DTYPES", "SCALED_FP8", "SaveOptions", "listed"]
 
 SAVE_DTYPES: Mapping[str, str] = MappingProxyType(
     {
@@ -25,10 +25,15 @@ SAVE_DTYPES: Mapping[str, str] = MappingProxyType(
         "fp32": "F32",
         "fp8": "F8_E4M3",
         "fp8_e5m2": "F8_E5M2",
+        "fp8_scaled": "F8_E4M3",
     }
 )
 """Output dtype names accepted in recipes and on the command line -> safetensors code
-(``fp8`` is ``float8_e4m3fn``; which keys an fp8 save keeps wider is :mod:`mergelang.io.fp8`)."""
+(``fp8`` is ``float8_e4m3fn``; which keys an fp8 save keeps wider is :mod:`mergelang.io.fp8`;
+``fp8_scaled`` is ComfyUI's scaled fp8, :mod:`mergelang.io.scaled_fp8`)."""
+
+SCALED_FP8 = "fp8_scaled"
+"""The save dtype written as a scaled fp8 safetensors file."""
 
 SAVE_CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
@@ -73,6 +78,11 @@ class SaveOptions:
                 raise UsageError(
                     f"unknown {name} option {value!r}", hint="use " + " or ".join(choices)
                 )
+        if self.dtype == SCALED_FP8 and self.format != "safetensors":
+            raise UsageError(
+                f"a {self.format} file cannot hold scaled fp8",
+                hint="save fp8_scaled as safetensors, or use fp8 or fp16",
+            )
         if self.vae is not None and not isinstance(self.vae, Path):
             object.__setattr__(self, "vae", Path(self.vae))
 
@@ -83,5 +93,8 @@ class SaveOptions:
 
     @property
     def file_format(self) -> FileFormat:
-        """The format's line of :data:`~mergelang.io.file_formats.FILE_FORMATS`."""
+        """The format's line of :data:`~mergelang.io.file_formats.FILE_FORMATS` (for a save
+        ``as fp8_scaled``, its scaled fp8 variant)."""
+        if self.dtype == SCALED_FP8:
+            return SCALED_FP8_SAFETENSORS
         return FILE_FORMATS[self.format]

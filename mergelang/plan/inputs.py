@@ -41,6 +41,7 @@ from mergelang.io.formats import CheckpointFormat, sniff_format_of
 from mergelang.io.locate import ModelLocator
 from mergelang.io.memory_reader import KeyMeta, MemoryReader
 from mergelang.io.safetensors_header import SafetensorsHeader, open_regular, read_header_from
+from mergelang.io.scaled_fp8 import model_metas
 from mergelang.lang.ast import NO_SPAN
 
 if TYPE_CHECKING:
@@ -142,8 +143,7 @@ class InputFile:
         """Each key's dtype and shape, in the file's order."""
         if self._metas is None:
             if self.format == "safetensors":
-                tensors = self.header().tensors
-                found = {k: KeyMeta(t.dtype, tuple(t.shape)) for k, t in tensors.items()}
+                found = model_metas(self.header().tensors, self.path)
             else:
                 reader = self.load()
                 found = {k: KeyMeta(reader.info(k).dtype, reader.info(k).shape) for k in reader}
@@ -173,9 +173,10 @@ class InputFile:
             if self._reader is None:
                 if self.format == "safetensors":
                     from mergelang.io.readers import SafetensorsReader
+                    from mergelang.io.scaled_fp8 import scaled_view
 
-                    self._reader = SafetensorsReader(
-                        self.path, file=self.file, header=self.header()
+                    self._reader = scaled_view(
+                        SafetensorsReader(self.path, file=self.file, header=self.header())
                     )
                 else:
                     self._reader = self.load()
@@ -408,6 +409,7 @@ class _Resolver:
         try:
             if opened.format == "safetensors":
                 opened.header()
+                opened.metas()
             elif self.load_pickles:
                 opened.load()
         except CheckpointError as exc:
