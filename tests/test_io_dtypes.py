@@ -60,6 +60,11 @@ def test_save_dtypes() -> None:
         "fp8": "F8_E4M3",
         "fp8_e5m2": "F8_E5M2",
         "fp8_scaled": "F8_E4M3",
+        "q8_0": "F32",
+        "q5_1": "F32",
+        "q5_0": "F32",
+        "q4_1": "F32",
+        "q4_0": "F32",
     }
     assert save_dtype_code("bf16") == "BF16"
     with pytest.raises(ValueError, match="unknown save dtype 'half'"):

@@ -37,8 +37,9 @@ __all__ = [
     "input_suffixes",
 ]
 
-CheckpointFormat: TypeAlias = Literal["safetensors", "pickle"]
-"""How an input file's content is read: a safetensors header, or a ``torch.save`` pickle."""
+CheckpointFormat: TypeAlias = Literal["safetensors", "pickle", "gguf"]
+"""How an input file's content is read: a safetensors header, a ``torch.save`` pickle, or a
+GGUF header."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class FileFormat:
     ``content``: what the readers call such a file's content. ``streams``: written key by
     key as the keys are computed (the output never sits in memory), else held whole until
     committed. ``module``: the module with ``open_sink(target)`` and ``read_metadata(path)``.
+    ``quant``: for GGUF, the GGML type of the output's large tensors, passed to
+    ``open_sink(target, quant=...)``.
     """
 
     name: str
@@ -59,6 +62,7 @@ class FileFormat:
     content: CheckpointFormat
     streams: bool
     module: str
+    quant: str | None = None
 
     @property
     def suffix(self) -> str:
@@ -71,6 +75,8 @@ class FileFormat:
     def open_sink(self, target: SinkTarget) -> Sink:
         """Open an output of this format (imports the format's module, which may import
         torch)."""
+        if self.quant is not None:
+            return cast("Sink", self._module().open_sink(target, quant=self.quant))
         opener = cast("SinkOpener", self._module().open_sink)
         return opener(target)
 
@@ -98,6 +104,14 @@ FILE_FORMATS: Mapping[str, FileFormat] = MappingProxyType(
             "pickle",
             streams=False,
             module="mergelang.io.ckpt",
+        ),
+        "gguf": FileFormat(
+            "gguf",
+            (".gguf",),
+            (".gguf",),
+            "gguf",
+            streams=False,
+            module="mergelang.io.gguf_format",
         ),
     }
 )

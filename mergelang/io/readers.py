@@ -204,10 +204,15 @@ class SafetensorsReader:
 
 def open_checkpoint(path: str | os.PathLike[str]) -> CheckpointReader:
     """Open ``path`` with the reader its content calls for."""
-    if sniff_format(path) == "safetensors":
+    format = sniff_format(path)
+    if format == "safetensors":
         from mergelang.io.scaled_fp8 import scaled_view
 
         return scaled_view(SafetensorsReader(path))
+    if format == "gguf":
+        from mergelang.io.gguf_format import GGUFCheckpoint
+
+        return GGUFCheckpoint(path)
     from mergelang.io.ckpt import CkptReader
 
     return CkptReader(path)

@@ -237,7 +237,7 @@ def save_checkpoint(
             return save_ckpt(path, tensors, overwrite=overwrite, protected=protected)
         meta = dict(reader.metadata) if metadata is None else dict(metadata)
         entries = [item.entry() for item in layout]
-        if options.dtype == SCALED_FP8:
+        if options.dtype == SCALED_FP8 or options.format == "gguf":
             target = SinkTarget(Path(path), tuple(entries), meta, overwrite, tuple(protected))
             sink = options.file_format.open_sink(target)
             try:

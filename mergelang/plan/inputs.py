@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     import torch
 
     from mergelang.io.ckpt import CkptReader
+    from mergelang.io.gguf_format import GGUFCheckpoint
     from mergelang.io.hashing import FileHashes
     from mergelang.io.readers import CheckpointReader
 
@@ -82,7 +83,7 @@ class InputFile:
         self.format: CheckpointFormat = format
         self._file: BufferedReader | None = file
         self._header: SafetensorsHeader | CheckpointError | None = None
-        self._loaded: CkptReader | CheckpointError | None = None
+        self._loaded: CkptReader | GGUFCheckpoint | CheckpointError | None = None
         self._detected: Detected | CheckpointError | None = None
         self._metas: Mapping[str, KeyMeta] | None = None
         self._reader: CheckpointReader | None = None
@@ -119,13 +120,19 @@ class InputFile:
             raise self._header
         return self._header
 
-    def load(self) -> CkptReader:
-        """A pickle file's tensors, loaded weights-only through the open descriptor."""
+    def load(self) -> CkptReader | GGUFCheckpoint:
+        """A pickle file's tensors, loaded weights-only through the open descriptor (a GGUF
+        file's header, its tensors mapped through it)."""
         if self._loaded is None:
-            from mergelang.io.ckpt import CkptReader
-
             try:
-                self._loaded = CkptReader(self.path, file=self.file)
+                if self.format == "gguf":
+                    from mergelang.io.gguf_format import GGUFCheckpoint
+
+                    self._loaded = GGUFCheckpoint(self.path, file=self.file)
+                else:
+                    from mergelang.io.ckpt import CkptReader
+
+                    self._loaded = CkptReader(self.path, file=self.file)
             except CheckpointError as exc:
                 self._loaded = exc
         if isinstance(self._loaded, CheckpointError):
@@ -410,7 +417,7 @@ class _Resolver:
             if opened.format == "safetensors":
                 opened.header()
                 opened.metas()
-            elif self.load_pickles:
+            elif self.load_pickles or opened.format == "gguf":
                 opened.load()
         except CheckpointError as exc:
             return ResolvedSource(source, role, path, opened, problem=exc, stage=stage)
