@@ -165,3 +165,25 @@ def test_scaled_fp8_is_written_only_as_safetensors() -> None:
     with pytest.raises(UsageError) as caught:
         SaveOptions(dtype="fp8_scaled", format="ckpt")
     assert caught.value.diagnostics[0].message == "a ckpt file cannot hold scaled fp8"
+
+
+def test_a_bitsandbytes_nf4_file_is_refused_naming_the_format(tmp_path: Path, models: Path) -> None:
+    a = load(models / "a.safetensors")
+    key = next(k for k, t in a.items() if is_matrix(k, t))
+    nf4 = dict(a)
+    nf4[key] = torch.zeros(a[key].numel() // 2, 1, dtype=torch.uint8)
+    nf4[key + ".absmax"] = torch.ones(4)
+    nf4[key + ".quant_map"] = torch.zeros(16)
+    nf4[key + ".quant_state.bitsandbytes__nf4"] = torch.zeros(8, dtype=torch.uint8)
+    save_tensors(tmp_path / "in" / "a.safetensors", nf4)
+    recipe = write_recipe(
+        tmp_path, declare(tmp_path / "in", "a") + 'save a to "out/a.safetensors"\n'
+    )
+
+    with pytest.raises(MergelangError) as caught:
+        api.run(recipe, cache_dir=tmp_path / "cache")
+
+    found = [d for d in caught.value.diagnostics if d.code == "unsupported-quantisation"]
+    assert len(found) == 1 and found[0].key == key
+    assert "bitsandbytes NF4 (4-bit) checkpoint" in found[0].message
+    assert not (tmp_path / "out").exists()

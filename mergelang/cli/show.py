@@ -72,10 +72,12 @@ def _read(
     type (``Q8_0``...) of a GGUF tensor."""
     if fmt == "safetensors":
         from mergelang.io.safetensors_header import read_safetensors_header
-        from mergelang.io.scaled_fp8 import model_metas
+        from mergelang.io.scaled_fp8 import is_scaled, model_metas
 
         header = read_safetensors_header(path)
-        shapes = {key: meta.shape for key, meta in model_metas(header.tensors, path).items()}
+        tensors = header.tensors
+        metas = model_metas(tensors, path) if is_scaled(tensors) else tensors
+        shapes = {key: tuple(meta.shape) for key, meta in metas.items()}
         dtypes = {key: header.tensors[key].dtype for key in shapes}
         return shapes, dtypes, dict(header.metadata), header.file_size
     if fmt == "gguf":

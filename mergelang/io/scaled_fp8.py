@@ -31,6 +31,7 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING
 
 from mergelang.errors import CheckpointError
+from mergelang.io.bitsandbytes import refuse_bitsandbytes
 from mergelang.io.fp8 import FP8_MAX
 from mergelang.io.memory_reader import KeyMeta
 
@@ -86,7 +87,9 @@ def is_scaled(keys: Mapping[str, object]) -> bool:
 
 def model_metas(header: Mapping[str, TensorMeta], path: Path) -> dict[str, KeyMeta]:
     """The model keys of a file and each one's dtype and shape as mergelang reads it: for a
-    scaled fp8 file, without the marker and the scales, each scaled weight as float32."""
+    scaled fp8 file, without the marker and the scales, each scaled weight as float32. A
+    bitsandbytes 4-bit file is refused (:mod:`mergelang.io.bitsandbytes`)."""
+    refuse_bitsandbytes(header, path)
     if not is_scaled(header):
         return {key: KeyMeta(meta.dtype, tuple(meta.shape)) for key, meta in header.items()}
     found: dict[str, KeyMeta] = {}
