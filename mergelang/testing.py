@@ -71,7 +71,8 @@ is under 2 MB."""
 def _float_code(dtype: str) -> str:
     code = SAVE_DTYPES.get(dtype, dtype)
     if code not in FLOAT_CODES:
-        valid = ", ".join(FLOAT_CODES + tuple(SAVE_DTYPES))
+        names = tuple(name for name, c in SAVE_DTYPES.items() if c in FLOAT_CODES)
+        valid = ", ".join(FLOAT_CODES + names)
         raise ValueError(f"unsupported float dtype {dtype!r} (valid: {valid})")
     return code
 

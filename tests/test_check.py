@@ -100,12 +100,12 @@ def test_check_errors_match_golden(recipe: Path) -> None:
 
 def test_every_error_is_reported_in_one_pass() -> None:
     found = errors(
-        MODELS + 'x = weighted_sum(a, zz)\ny = a * b\nsave a to "o" as fp8\nz = GRAD_Q * a\n'
+        MODELS + 'x = weighted_sum(a, zz)\ny = a * b\nsave a to "o" as fp4\nz = GRAD_Q * a\n'
     )
     assert found == [
         ("undefined-name", 4, 21, "undefined name 'zz'"),
         ("type", 5, 5, "cannot multiply two models"),
-        ("unknown-dtype", 6, 18, "unknown dtype 'fp8'"),
+        ("unknown-dtype", 6, 18, "unknown dtype 'fp4'"),
         ("undefined-name", 7, 5, "undefined name 'GRAD_Q'"),
     ]
 

@@ -53,7 +53,19 @@ def test_codes_of_the_format() -> None:
 
 
 def test_save_dtypes() -> None:
-    assert SAVE_DTYPES == {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}
+    assert SAVE_DTYPES == {
+        "fp16": "F16",
+        "bf16": "BF16",
+        "fp32": "F32",
+        "fp8": "F8_E4M3",
+        "fp8_e5m2": "F8_E5M2",
+        "fp8_scaled": "F8_E4M3",
+        "q8_0": "F32",
+        "q5_1": "F32",
+        "q5_0": "F32",
+        "q4_1": "F32",
+        "q4_0": "F32",
+    }
     assert save_dtype_code("bf16") == "BF16"
     with pytest.raises(ValueError, match="unknown save dtype 'half'"):
         save_dtype_code("half")

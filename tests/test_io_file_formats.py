@@ -25,7 +25,7 @@ from mergelang.io.file_formats import (
 from mergelang.io.formats import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES, sniff_format
 from mergelang.io.locate import MODEL_SUFFIXES
 from mergelang.io.safetensors_header import read_safetensors_header
-from mergelang.io.save_choices import SAVE_CHOICES, SaveOptions, listed
+from mergelang.io.save_choices import GGUF_TYPES, SAVE_CHOICES, SaveOptions, listed
 from mergelang.io.save_choices import SAVE_DTYPES as SAVE_DTYPE_CODES
 from mergelang.io.sinks import MemorySink, SinkTarget
 from mergelang.io.writer import OutputEntry, SafetensorsWriter
@@ -33,7 +33,9 @@ from mergelang.lang.merge_board import DTYPE_FLAGS, FORMAT_FLAGS
 
 
 def test_the_formats_and_their_suffixes() -> None:
-    assert list(FILE_FORMATS) == ["safetensors", "ckpt"]
+    assert list(FILE_FORMATS) == ["safetensors", "ckpt", "gguf"]
+    gguf = FILE_FORMATS["gguf"]
+    assert (gguf.suffixes, gguf.content, gguf.streams) == ((".gguf",), "gguf", False)
     safetensors, ckpt = FILE_FORMATS["safetensors"], FILE_FORMATS["ckpt"]
     assert (safetensors.suffixes, safetensors.content, safetensors.streams) == (
         (".safetensors",),
@@ -68,35 +70,57 @@ def test_a_save_path_names_its_format(path: str, found: str | None) -> None:
 
 
 def test_every_reader_of_suffixes_reads_the_table() -> None:
-    assert input_suffixes() == (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+    assert input_suffixes() == (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
     assert input_suffixes() == MODEL_SUFFIXES
     assert SAFETENSORS_SUFFIXES == (".safetensors",)
     assert PICKLE_SUFFIXES == (".ckpt", ".pt", ".pth", ".bin")
 
 
 def test_every_reader_of_save_choices_reads_the_table() -> None:
-    assert dict(SAVE_DTYPE_CODES) == {"fp16": "F16", "bf16": "BF16", "fp32": "F32"}
-    assert SAVE_DTYPES == DTYPE_FLAGS == ("fp16", "bf16", "fp32")
-    assert FORMAT_FLAGS == ("safetensors", "ckpt") == SAVE_CHOICES["format"]
+    assert dict(SAVE_DTYPE_CODES) == {
+        "fp16": "F16",
+        "bf16": "BF16",
+        "fp32": "F32",
+        "fp8": "F8_E4M3",
+        "fp8_e5m2": "F8_E5M2",
+        "fp8_scaled": "F8_E4M3",
+        "q8_0": "F32",
+        "q5_1": "F32",
+        "q5_0": "F32",
+        "q4_1": "F32",
+        "q4_0": "F32",
+    }
+    assert (
+        SAVE_DTYPES
+        == DTYPE_FLAGS
+        == ("fp16", "bf16", "fp32", "fp8", "fp8_e5m2", "fp8_scaled", *GGUF_TYPES)
+    )
+    assert FORMAT_FLAGS == ("safetensors", "ckpt", "gguf") == SAVE_CHOICES["format"]
     assert dict(SAVE_OPTIONS) == {
         "ema": ("keep", "drop"),
         "schedule": ("keep", "drop"),
         "position_ids": ("keep", "reset"),
-        "format": ("safetensors", "ckpt"),
+        "format": ("safetensors", "ckpt", "gguf"),
         "vae": (),
     }
-    assert listed(SAVE_DTYPES) == "fp16, bf16 or fp32"
+    assert (
+        listed(SAVE_DTYPES)
+        == "fp16, bf16, fp32, fp8, fp8_e5m2, fp8_scaled, q8_0, q5_1, q5_0, q4_1 or q4_0"
+    )
 
 
 def test_save_options_check_their_values_against_the_table() -> None:
     assert SaveOptions(format="ckpt").file_format is FILE_FORMATS["ckpt"]
     with pytest.raises(UsageError) as caught:
-        SaveOptions(dtype="fp8")
-    assert caught.value.diagnostics[0].hint == "use fp16, bf16 or fp32"
+        SaveOptions(dtype="int8")
+    assert (
+        caught.value.diagnostics[0].hint
+        == "use fp16, bf16, fp32, fp8, fp8_e5m2, fp8_scaled, q8_0, q5_1, q5_0, q4_1 or q4_0"
+    )
     with pytest.raises(UsageError) as caught:
-        SaveOptions(format="gguf")
-    assert caught.value.diagnostics[0].message == "unknown format option 'gguf'"
-    assert caught.value.diagnostics[0].hint == "use safetensors or ckpt"
+        SaveOptions(format="onnx")
+    assert caught.value.diagnostics[0].message == "unknown format option 'onnx'"
+    assert caught.value.diagnostics[0].hint == "use safetensors or ckpt or gguf"
 
 
 def test_the_tables_import_no_torch() -> None:

@@ -67,14 +67,27 @@ def run_show(args: argparse.Namespace) -> int:
 def _read(
     path: Path, fmt: str
 ) -> tuple[dict[str, tuple[int, ...]], dict[str, str], dict[str, str], int]:
-    """Shapes, dtype codes and metadata of every key, and the file size."""
+    """Shapes, dtype codes and metadata of every key, and the file size. The dtypes are as
+    stored: ``F8_E4M3`` for a scaled fp8 weight (whose scales are not model keys), the GGML
+    type (``Q8_0``...) of a GGUF tensor."""
     if fmt == "safetensors":
         from mergelang.io.safetensors_header import read_safetensors_header
+        from mergelang.io.scaled_fp8 import is_scaled, model_metas
 
         header = read_safetensors_header(path)
-        shapes = {key: info.shape for key, info in header.tensors.items()}
-        dtypes = {key: info.dtype for key, info in header.tensors.items()}
+        tensors = header.tensors
+        metas = model_metas(tensors, path) if is_scaled(tensors) else tensors
+        shapes = {key: tuple(meta.shape) for key, meta in metas.items()}
+        dtypes = {key: header.tensors[key].dtype for key in shapes}
         return shapes, dtypes, dict(header.metadata), header.file_size
+    if fmt == "gguf":
+        from mergelang.io.gguf_format import GGUFCheckpoint
+
+        with GGUFCheckpoint(path) as gguf_file:
+            shapes = gguf_file.shapes()
+            dtypes = {key: gguf_file.quant_type(key) for key in shapes}
+            metadata = dict(gguf_file.metadata)
+        return shapes, dtypes, metadata, path.stat().st_size
     from mergelang.io.readers import open_checkpoint
 
     with open_checkpoint(path) as reader:

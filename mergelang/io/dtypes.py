@@ -6,13 +6,17 @@ inspection and the language checker never import torch; :func:`torch_dtype` and
 :func:`code_for_torch` import torch only when called.
 
 Output conversion rule (:func:`output_code`): when a save dtype is chosen, floating-point keys
-are cast to it; integer and boolean keys (``position_ids``, step counters) keep their type.
+are cast to it; integer and boolean keys (``position_ids``, step counters) keep their type. An
+fp8 save keeps tensors of fewer than two dimensions (biases, norms) in their own type
+(:mod:`mergelang.io.fp8`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from mergelang.io.fp8 import is_fp8_code, keeps_precision
 from mergelang.io.save_choices import SAVE_DTYPES
 
 __all__ = [
@@ -94,13 +98,17 @@ def save_dtype_code(name: str) -> str:
         raise ValueError(f"unknown save dtype {name!r} (choose one of {choices})") from None
 
 
-def output_code(code: str, save_code: str | None) -> str:
-    """The code a key of type ``code`` is written as when saving with ``save_code``.
+def output_code(code: str, save_code: str | None, shape: Sequence[int] | None = None) -> str:
+    """The code a key of type ``code`` (and ``shape``) is written as when saving with
+    ``save_code``.
 
     Floating-point keys take the save dtype; integer and boolean keys keep their own, as does
-    every key when no save dtype is chosen.
+    every key when no save dtype is chosen. Under an fp8 save dtype, a key whose ``shape`` has
+    fewer than two dimensions keeps its own type too.
     """
     if save_code is None or not is_float_code(code):
+        return code
+    if is_fp8_code(save_code) and shape is not None and keeps_precision(shape):
         return code
     return save_code
 

@@ -14,6 +14,7 @@ module and one line here.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_FORMAT",
     "FILE_FORMATS",
+    "SCALED_FP8_SAFETENSORS",
     "CheckpointFormat",
     "FileFormat",
     "format_for_path",
@@ -35,8 +37,9 @@ __all__ = [
     "input_suffixes",
 ]
 
-CheckpointFormat: TypeAlias = Literal["safetensors", "pickle"]
-"""How an input file's content is read: a safetensors header, or a ``torch.save`` pickle."""
+CheckpointFormat: TypeAlias = Literal["safetensors", "pickle", "gguf"]
+"""How an input file's content is read: a safetensors header, a ``torch.save`` pickle, or a
+GGUF header."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class FileFormat:
     ``content``: what the readers call such a file's content. ``streams``: written key by
     key as the keys are computed (the output never sits in memory), else held whole until
     committed. ``module``: the module with ``open_sink(target)`` and ``read_metadata(path)``.
+    ``quant``: for GGUF, the GGML type of the output's large tensors, passed to
+    ``open_sink(target, quant=...)``.
     """
 
     name: str
@@ -57,6 +62,7 @@ class FileFormat:
     content: CheckpointFormat
     streams: bool
     module: str
+    quant: str | None = None
 
     @property
     def suffix(self) -> str:
@@ -69,6 +75,8 @@ class FileFormat:
     def open_sink(self, target: SinkTarget) -> Sink:
         """Open an output of this format (imports the format's module, which may import
         torch)."""
+        if self.quant is not None:
+            return cast("Sink", self._module().open_sink(target, quant=self.quant))
         opener = cast("SinkOpener", self._module().open_sink)
         return opener(target)
 
@@ -97,9 +105,23 @@ FILE_FORMATS: Mapping[str, FileFormat] = MappingProxyType(
             streams=False,
             module="mergelang.io.ckpt",
         ),
+        "gguf": FileFormat(
+            "gguf",
+            (".gguf",),
+            (".gguf",),
+            "gguf",
+            streams=False,
+            module="mergelang.io.gguf_format",
+        ),
     }
 )
 """Every format by name, in the order recipes and messages list them."""
+
+SCALED_FP8_SAFETENSORS = dataclasses.replace(
+    FILE_FORMATS["safetensors"], module="mergelang.io.scaled_fp8"
+)
+"""Safetensors written ``as fp8_scaled``: the same format, through the sink of
+:mod:`mergelang.io.scaled_fp8` (scales computed per tensor, the ``scaled_fp8`` marker)."""
 
 DEFAULT_FORMAT = "safetensors"
 """The format of a save path whose suffix names none."""

@@ -38,6 +38,7 @@ __all__ = [
 SAFETENSORS_SUFFIXES = FILE_FORMATS["safetensors"].read_suffixes
 PICKLE_SUFFIXES = FILE_FORMATS["ckpt"].read_suffixes
 ZIP_MAGIC = b"PK\x03\x04"
+GGUF_MAGIC = b"GGUF"
 PICKLE_MAGIC = b"\x80"
 
 
@@ -88,7 +89,7 @@ def check_torch_signature_of(handle: BufferedReader, size: int, path: Path) -> b
 
 
 def sniff_format(path: str | os.PathLike[str]) -> CheckpointFormat:
-    """``"safetensors"`` or ``"pickle"``, by content first and extension second.
+    """``"safetensors"``, ``"pickle"`` or ``"gguf"``, by content first and extension second.
 
     Raises :class:`CheckpointError` (``unknown-format``) for a file that is neither, and the
     errors of :func:`open_regular_file` for a path that is not a readable regular file.
@@ -101,6 +102,8 @@ def sniff_format(path: str | os.PathLike[str]) -> CheckpointFormat:
 def sniff_format_of(handle: BufferedReader, size: int, path: Path) -> CheckpointFormat:
     """:func:`sniff_format` of a file already open (``size`` bytes long)."""
     head = _head(handle, 9, path)
+    if head.startswith(GGUF_MAGIC):
+        return "gguf"
     if len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
         return "safetensors"
     if has_torch_signature(head):
@@ -110,6 +113,8 @@ def sniff_format_of(handle: BufferedReader, size: int, path: Path) -> Checkpoint
         return "safetensors"
     if suffix in PICKLE_SUFFIXES:
         return "pickle"
+    if suffix in FILE_FORMATS["gguf"].read_suffixes:
+        return "gguf"
     if size < 8:
         return "safetensors"
     raise CheckpointError(

@@ -20,7 +20,8 @@ neither problem. ``mmap.close`` is never called: closing a mapping that a tensor
 would leave the tensor pointing at unmapped memory.
 
 :func:`open_checkpoint` picks the reader by content (the safetensors header signature, the zip
-or pickle magic) and falls back to the extension.
+or pickle magic) and falls back to the extension; a scaled fp8 file is read through
+:class:`~mergelang.io.scaled_fp8.ScaledFp8Reader`.
 """
 
 from __future__ import annotations
@@ -203,8 +204,15 @@ class SafetensorsReader:
 
 def open_checkpoint(path: str | os.PathLike[str]) -> CheckpointReader:
     """Open ``path`` with the reader its content calls for."""
-    if sniff_format(path) == "safetensors":
-        return SafetensorsReader(path)
+    format = sniff_format(path)
+    if format == "safetensors":
+        from mergelang.io.scaled_fp8 import scaled_view
+
+        return scaled_view(SafetensorsReader(path))
+    if format == "gguf":
+        from mergelang.io.gguf_format import GGUFCheckpoint
+
+        return GGUFCheckpoint(path)
     from mergelang.io.ckpt import CkptReader
 
     return CkptReader(path)

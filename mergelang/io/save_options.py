@@ -9,7 +9,10 @@ uses the same building blocks for merged outputs.
 Rules:
 
 - ``dtype``: floating-point keys are cast to it; integer and boolean keys keep their type;
-  ``None`` keeps every key's own type.
+  ``None`` keeps every key's own type. Under ``fp8`` and ``fp8_e5m2`` only tensors of two or
+  more dimensions are cast, with saturation (:mod:`mergelang.io.fp8`). Under ``fp8_scaled``
+  those keys are laid out as float32: the scaled fp8 sink quantises them
+  (:mod:`mergelang.io.scaled_fp8`).
 - ``ema="drop"`` leaves out keys whose role is ``ema`` (``model_ema.*``);
   ``schedule="drop"`` leaves out the DDPM buffers (``betas``, ``alphas_cumprod``...).
 - ``vae=PATH`` replaces every key of role ``vae`` with the tensor of the same name in the VAE
@@ -32,8 +35,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from mergelang.errors import CheckpointError
-from mergelang.io.dtypes import output_code, torch_dtype
-from mergelang.io.save_choices import SaveOptions
+from mergelang.io.dtypes import is_float_code, output_code, torch_dtype
+from mergelang.io.fp8 import is_fp8_code, keeps_precision, saturating_cast
+from mergelang.io.save_choices import SCALED_FP8, SaveOptions
 from mergelang.io.writer import OutputEntry
 
 if TYPE_CHECKING:
@@ -101,6 +105,14 @@ def _vae_index(vae_header: Mapping[str, TensorMeta]) -> dict[str, str]:
     return index
 
 
+def _layout_code(code: str, options: SaveOptions, shape: tuple[int, ...]) -> str:
+    """The dtype a key is laid out with: :func:`output_code`, but float32 for the keys a
+    scaled fp8 save quantises (its sink takes them exact)."""
+    if options.dtype == SCALED_FP8 and is_float_code(code) and not keeps_precision(shape):
+        return "F32"
+    return output_code(code, options.dtype_code, shape)
+
+
 def output_layout(
     header: Mapping[str, TensorMeta],
     arch: KeyRoles,
@@ -108,7 +120,6 @@ def output_layout(
     vae_header: Mapping[str, TensorMeta] | None,
 ) -> list[OutputKey]:
     """The output's keys in the model's order (added VAE keys last)."""
-    save_code = options.dtype_code
     vae_name = str(options.vae)
     if options.vae is not None and vae_header is None:
         raise ValueError("output_layout: a VAE file is set but its header was not given")
@@ -145,10 +156,10 @@ def output_layout(
                     code="vae-shape-mismatch",
                     key=source,
                 )
-            dtype = output_code(info.dtype, save_code)
+            dtype = _layout_code(info.dtype, options, shape)
             layout.append(OutputKey(key, dtype, shape, "vae", source))
             continue
-        dtype = output_code(info.dtype, save_code)
+        dtype = _layout_code(info.dtype, options, tuple(info.shape))
         layout.append(OutputKey(key, dtype, tuple(info.shape), "model"))
     if vae_meta is not None and not has_vae:
         taken = {item.key for item in layout}
@@ -156,7 +167,7 @@ def output_layout(
             key = VAE_PREFIX + local
             if local.startswith(VAE_PARTS) and key not in taken:
                 meta = vae_meta[source]
-                dtype = output_code(meta.dtype, save_code)
+                dtype = _layout_code(meta.dtype, options, tuple(meta.shape))
                 layout.append(OutputKey(key, dtype, tuple(meta.shape), "vae", source))
     return layout
 
@@ -184,7 +195,11 @@ def output_tensor(
     else:
         tensor = model.get(item.read_key)
     dtype = torch_dtype(item.dtype)
-    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+    if tensor.dtype == dtype:
+        return tensor
+    if is_fp8_code(item.dtype):
+        return saturating_cast(tensor, item.dtype)[0]
+    return tensor.to(dtype)
 
 
 def save_checkpoint(
@@ -204,6 +219,7 @@ def save_checkpoint(
     """
     from mergelang.io.ckpt import save_ckpt
     from mergelang.io.readers import open_checkpoint
+    from mergelang.io.sinks import SinkTarget
     from mergelang.io.writer import SafetensorsWriter
 
     if arch is None:
@@ -221,6 +237,18 @@ def save_checkpoint(
             return save_ckpt(path, tensors, overwrite=overwrite, protected=protected)
         meta = dict(reader.metadata) if metadata is None else dict(metadata)
         entries = [item.entry() for item in layout]
+        if options.dtype == SCALED_FP8 or options.format == "gguf":
+            target = SinkTarget(Path(path), tuple(entries), meta, overwrite, tuple(protected))
+            sink = options.file_format.open_sink(target)
+            try:
+                for item in layout:
+                    sink.write_part(item.key, 0, output_tensor(item, reader, vae).reshape(-1))
+                written = sink.commit()
+            except BaseException:
+                sink.abort()
+                raise
+            assert written is not None
+            return written
         with SafetensorsWriter(
             path, entries, metadata=meta, overwrite=overwrite, protected=protected
         ) as writer:

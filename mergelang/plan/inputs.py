@@ -41,12 +41,14 @@ from mergelang.io.formats import CheckpointFormat, sniff_format_of
 from mergelang.io.locate import ModelLocator
 from mergelang.io.memory_reader import KeyMeta, MemoryReader
 from mergelang.io.safetensors_header import SafetensorsHeader, open_regular, read_header_from
+from mergelang.io.scaled_fp8 import model_metas
 from mergelang.lang.ast import NO_SPAN
 
 if TYPE_CHECKING:
     import torch
 
     from mergelang.io.ckpt import CkptReader
+    from mergelang.io.gguf_format import GGUFCheckpoint
     from mergelang.io.hashing import FileHashes
     from mergelang.io.readers import CheckpointReader
 
@@ -81,7 +83,7 @@ class InputFile:
         self.format: CheckpointFormat = format
         self._file: BufferedReader | None = file
         self._header: SafetensorsHeader | CheckpointError | None = None
-        self._loaded: CkptReader | CheckpointError | None = None
+        self._loaded: CkptReader | GGUFCheckpoint | CheckpointError | None = None
         self._detected: Detected | CheckpointError | None = None
         self._metas: Mapping[str, KeyMeta] | None = None
         self._reader: CheckpointReader | None = None
@@ -118,13 +120,19 @@ class InputFile:
             raise self._header
         return self._header
 
-    def load(self) -> CkptReader:
-        """A pickle file's tensors, loaded weights-only through the open descriptor."""
+    def load(self) -> CkptReader | GGUFCheckpoint:
+        """A pickle file's tensors, loaded weights-only through the open descriptor (a GGUF
+        file's header, its tensors mapped through it)."""
         if self._loaded is None:
-            from mergelang.io.ckpt import CkptReader
-
             try:
-                self._loaded = CkptReader(self.path, file=self.file)
+                if self.format == "gguf":
+                    from mergelang.io.gguf_format import GGUFCheckpoint
+
+                    self._loaded = GGUFCheckpoint(self.path, file=self.file)
+                else:
+                    from mergelang.io.ckpt import CkptReader
+
+                    self._loaded = CkptReader(self.path, file=self.file)
             except CheckpointError as exc:
                 self._loaded = exc
         if isinstance(self._loaded, CheckpointError):
@@ -142,8 +150,7 @@ class InputFile:
         """Each key's dtype and shape, in the file's order."""
         if self._metas is None:
             if self.format == "safetensors":
-                tensors = self.header().tensors
-                found = {k: KeyMeta(t.dtype, tuple(t.shape)) for k, t in tensors.items()}
+                found = model_metas(self.header().tensors, self.path)
             else:
                 reader = self.load()
                 found = {k: KeyMeta(reader.info(k).dtype, reader.info(k).shape) for k in reader}
@@ -173,9 +180,10 @@ class InputFile:
             if self._reader is None:
                 if self.format == "safetensors":
                     from mergelang.io.readers import SafetensorsReader
+                    from mergelang.io.scaled_fp8 import scaled_view
 
-                    self._reader = SafetensorsReader(
-                        self.path, file=self.file, header=self.header()
+                    self._reader = scaled_view(
+                        SafetensorsReader(self.path, file=self.file, header=self.header())
                     )
                 else:
                     self._reader = self.load()
@@ -408,7 +416,8 @@ class _Resolver:
         try:
             if opened.format == "safetensors":
                 opened.header()
-            elif self.load_pickles:
+                opened.metas()
+            elif self.load_pickles or opened.format == "gguf":
                 opened.load()
         except CheckpointError as exc:
             return ResolvedSource(source, role, path, opened, problem=exc, stage=stage)

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from mergelang.plan.graph import LoadNode, Node
+from mergelang.plan.inputs import InputHandle
 from mergelang.plan.plan import Plan, step_numbers
 
 __all__ = ["human_bytes", "plan_json", "render_plan"]
@@ -133,6 +134,7 @@ class _Renderer:
                     arch,
                     human_bytes(handle.nbytes),
                     hashed,
+                    f"{handle.format} {'+'.join(input_dtypes(handle))}",
                 )
             )
         lines += _table(rows)
@@ -185,6 +187,14 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
     ]
 
 
+def input_dtypes(handle: InputHandle) -> dict[str, int]:
+    """The dtypes an input's keys are read as, each with its bytes, most bytes first."""
+    found: dict[str, int] = {}
+    for meta in handle.header.values():
+        found[meta.dtype] = found.get(meta.dtype, 0) + meta.nbytes
+    return dict(sorted(found.items(), key=lambda item: (-item[1], item[0])))
+
+
 def render_plan(plan: Plan) -> str:
     """The plan as text (see the module docstring)."""
     return _Renderer(plan).render()
@@ -227,8 +237,19 @@ def plan_json(plan: Plan) -> dict[str, object]:
         }
         for o in plan.outputs
     ]
+    inputs = [
+        {
+            "name": handle.name,
+            "path": str(handle.path) if handle.path is not None else None,
+            "format": handle.format,
+            "dtypes": input_dtypes(handle),
+            "bytes": handle.nbytes,
+        }
+        for handle in plan.inputs
+    ]
     return {
         "recipe": plan.checked.path,
+        "inputs": inputs,
         "steps": steps,
         "outputs": outputs,
         "passes": plan.passes,

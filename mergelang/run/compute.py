@@ -29,6 +29,7 @@ import torch
 
 from mergelang.errors import CheckpointError
 from mergelang.io.dtypes import torch_dtype
+from mergelang.io.fp8 import is_fp8_code, saturating_cast
 from mergelang.io.save_options import OutputKey, reset_position_ids
 from mergelang.plan.graph import KeySlot, LinearNode, LoadNode, MethodNode, Node
 from mergelang.plan.plan import CacheEntry
@@ -124,6 +125,9 @@ class Evaluator:
         # One large key evaluated whole at a time: its float32 copies are the biggest
         # allocations of a run, and letting every worker hold one would multiply the peak.
         self._large_whole = threading.Lock()
+        self.clamped: dict[int, dict[str, int]] = {}
+        """``id(sink)`` -> key -> values clamped to an fp8 output's range."""
+        self._clamped_lock = threading.Lock()
 
     # -- planning a key
 
@@ -211,12 +215,22 @@ class Evaluator:
         else:
             value = self.value(target.node, item.read_key, chunk)
         dtype = torch_dtype(item.dtype)
-        if value.dtype != dtype:
+        if value.dtype != dtype and is_fp8_code(item.dtype):
+            out = None if chunk.whole else arena.take(chunk.hi - chunk.lo, dtype)
+            value, clamped = saturating_cast(value, item.dtype, out)
+            if clamped:
+                self._count_clamped(target, clamped)
+        elif value.dtype != dtype:
             if chunk.whole:
                 value = value.to(dtype)
             else:
                 value = arena.take(chunk.hi - chunk.lo, dtype).copy_(value)
         target.sink.write_part(item.key, chunk.lo, value.reshape(-1))
+
+    def _count_clamped(self, target: Target, count: int) -> None:
+        with self._clamped_lock:
+            found = self.clamped.setdefault(id(target.sink), {})
+            found[target.item.key] = found.get(target.item.key, 0) + count
 
     def forget_reads(self) -> None:
         """Drop this thread's mapped input tensors (done after each key)."""

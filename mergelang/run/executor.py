@@ -44,6 +44,7 @@ import torch
 
 from mergelang.errors import Diagnostic, OutputError, UsageError
 from mergelang.io.file_formats import FILE_FORMATS
+from mergelang.io.fp8 import clamped_warning
 from mergelang.io.save_options import OutputKey
 from mergelang.io.sinks import MemorySink, Sink, SinkTarget
 from mergelang.io.writer import remove_stale_partials
@@ -159,6 +160,16 @@ class _Run:
                 self.made_meanwhile.add(id(output))
                 continue
             self.sinks.append((sink, output))
+
+    def clamped_warnings(self, evaluator: Evaluator) -> list[Diagnostic]:
+        """A warning for each fp8 output some of whose values were clamped to its range."""
+        found: list[Diagnostic] = []
+        for sink, owner in self.sinks:
+            counts = evaluator.clamped.get(id(sink))
+            if counts and not isinstance(owner, CacheEntry):
+                code = next(i.dtype for i in owner.layout if i.key in counts)
+                found.append(clamped_warning(owner.label, code, counts))
+        return found
 
     def abort(self) -> None:
         for sink, _ in self.sinks:
@@ -325,6 +336,7 @@ def execute(
         evaluator.stats = run.statistics(evaluator)
         run.merge(evaluator)
         outputs = run.commit()
+        clamped = run.clamped_warnings(evaluator)
         ok = True
     except BaseException:
         run.abort()
@@ -340,6 +352,6 @@ def execute(
         plan.bytes_read,
         plan.bytes_written,
         time.perf_counter() - start,
-        plan.warnings,
+        (*plan.warnings, *clamped),
         tuple(run.removed),
     )

@@ -1,0 +1,404 @@
+"""GGUF checkpoints, read and written, through the ``gguf`` package (``mergelang[gguf]``).
+
+GGUF diffusion models are the files city96's ComfyUI-GGUF loads: the model's tensors under
+their usual names, each in a GGML type (``F32``, ``F16``, ``BF16`` or a block quantisation
+such as ``Q8_0``, ``Q5_K``, ``Q4_K``), and the architecture in ``general.architecture``
+(``sd1``, ``sdxl``, ``flux``...). Dimensions are stored fastest first, so a tensor's shape is
+the reverse of its GGUF dimensions; a tensor of more than four dimensions records its shape in
+``comfy.gguf.orig_shape.NAME``.
+
+Reading (:class:`GGUFCheckpoint`): the header is parsed once by ``gguf.GGUFReader`` over the
+input's open descriptor (a memory map: no tensor is read until the executor asks for it).
+``F32``, ``F16``, ``BF16`` (and integer) tensors keep their type; a quantised tensor is a
+float32 key, dequantised by the package's reference dequantisers when the key is read. A U-Net-only
+``sd1``/``sdxl`` file's keys get the ``model.diffusion_model.`` prefix of a whole
+checkpoint. Unknown tensor types, data beyond the end of the file and tensors that overlap
+are errors when the input is resolved, before anything is written.
+
+Writing (``save ... to "x.gguf" as q8_0``, :class:`GGUFSink`): the keys are laid out as
+float32 and quantised by the sink once a key is complete; like city96's converter, tensors of
+one dimension or of at most 1024 values are stored as ``F32``, a matrix whose rows are not a
+whole number of blocks as ``F16``, every other float tensor in the chosen type. The file is
+held in memory, quantised, and written whole at commit (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+from mergelang.errors import CheckpointError, UsageError
+from mergelang.io.memory_reader import KeyMeta
+
+if TYPE_CHECKING:
+    from io import BufferedReader
+
+    import numpy as np
+    import torch
+
+    from mergelang.io.sinks import SinkTarget
+    from mergelang.io.writer import OutputEntry
+
+__all__ = [
+    "READ_TYPES",
+    "WRITE_TYPES",
+    "GGUFCheckpoint",
+    "GGUFSink",
+    "open_sink",
+    "read_metadata",
+    "require_gguf",
+]
+
+_KEPT = {
+    "F64": "F64",
+    "F32": "F32",
+    "F16": "F16",
+    "BF16": "BF16",
+    "I64": "I64",
+    "I32": "I32",
+    "I16": "I16",
+    "I8": "I8",
+}
+"""The GGML types read as they are -> their safetensors code."""
+
+READ_TYPES: frozenset[str] = frozenset(
+    {*_KEPT, "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}
+)
+"""The GGML tensor types mergelang reads."""
+
+WRITE_TYPES: frozenset[str] = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"})
+"""The quantisations mergelang writes (those the ``gguf`` package quantises)."""
+
+_UNET_PREFIX = "model.diffusion_model."
+_PREFIXED_ARCHITECTURES = frozenset({"sd1", "sd2", "sdxl"})
+_ORIG_SHAPE = "comfy.gguf.orig_shape."
+SMALL_TENSOR = 1024
+"""Tensors of at most this many values are stored as ``F32`` (city96's threshold)."""
+
+
+def require_gguf() -> Any:
+    """The ``gguf`` module, or a :class:`UsageError` saying how to install it."""
+    try:
+        import gguf
+    except ImportError:
+        raise UsageError(
+            "reading or writing GGUF files needs the gguf package",
+            hint="pip install 'mergelang[gguf]'",
+        ) from None
+    return gguf
+
+
+def _bad(path: Path, message: str, code: str = "corrupt-gguf", key: str | None = None) -> Any:
+    return CheckpointError(str(path), message, code=code, key=key)
+
+
+class GGUFCheckpoint:
+    """A GGUF file opened for lazy, key-by-key reading (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, file: BufferedReader | None = None) -> None:
+        gguf = require_gguf()
+        self.path = Path(path)
+        source: Any = file if file is not None else str(self.path)
+        try:
+            self._reader = gguf.GGUFReader(source)
+        except ValueError as exc:
+            text = str(exc)
+            if "GGMLQuantizationType" in text:
+                raise _bad(
+                    self.path,
+                    f"a tensor of an unknown GGML type ({text})",
+                    "unknown-quant-type",
+                ) from None
+            raise _bad(self.path, f"not a readable GGUF file ({text})") from None
+        except (IndexError, KeyError, OverflowError) as exc:
+            raise _bad(self.path, f"the GGUF header is damaged ({exc})") from None
+        fields = self._reader.fields
+        self.architecture = _string_field(fields, "general.architecture")
+        self.metadata: Mapping[str, str] = MappingProxyType(_string_fields(fields))
+        self._tensors: dict[str, Any] = {}
+        self._metas: dict[str, KeyMeta] = {}
+        self._types: dict[str, str] = {}
+        prefix = self._prefix()
+        size = int(self._reader.data.shape[0])
+        spans: list[tuple[int, int, str]] = []
+        for tensor in self._reader.tensors:
+            key = prefix + tensor.name
+            kind = tensor.tensor_type.name
+            if kind not in READ_TYPES:
+                raise _bad(
+                    self.path,
+                    f"tensors of type {kind} are not supported (mergelang reads "
+                    + ", ".join(sorted(READ_TYPES))
+                    + ")",
+                    "unsupported-quant-type",
+                    key,
+                )
+            end = int(tensor.data_offset) + int(tensor.n_bytes)
+            if end > size:
+                raise _bad(
+                    self.path,
+                    f"the tensor's data ends at byte {end}, beyond the end of the file "
+                    f"({size} bytes): the file is truncated",
+                    "truncated",
+                    key,
+                )
+            spans.append((int(tensor.data_offset), end, key))
+            self._tensors[key] = tensor
+            self._types[key] = kind
+            self._metas[key] = KeyMeta(_KEPT.get(kind, "F32"), self._shape(fields, tensor))
+        spans.sort()
+        for (_, first_end, first), (start, _, second) in itertools.pairwise(spans):
+            if start < first_end:
+                raise _bad(
+                    self.path,
+                    f"the data of {second!r} overlaps that of {first!r}: the header lies "
+                    "about the tensors' sizes",
+                    key=second,
+                )
+
+    def _prefix(self) -> str:
+        names = [t.name for t in self._reader.tensors]
+        if self.architecture in _PREFIXED_ARCHITECTURES and not any(
+            n.startswith(_UNET_PREFIX) for n in names
+        ):
+            return _UNET_PREFIX
+        return ""
+
+    def _shape(self, fields: Mapping[str, Any], tensor: Any) -> tuple[int, ...]:
+        recorded = fields.get(_ORIG_SHAPE + tensor.name)
+        if recorded is not None:
+            shape = tuple(int(recorded.parts[i][0]) for i in recorded.data)
+        else:
+            shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
+        count = 1
+        for dim in shape:
+            count *= dim
+        if count != int(tensor.n_elements):
+            raise _bad(
+                self.path,
+                f"shape {list(shape)} for {int(tensor.n_elements)} values",
+                key=tensor.name,
+            )
+        return shape
+
+    def quant_type(self, key: str) -> str:
+        """The GGML type ``key`` is stored in (``Q8_0``, ``F16``...)."""
+        self.info(key)
+        return self._types[key]
+
+    def keys(self) -> list[str]:
+        return list(self._metas)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._metas
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._metas)
+
+    def __len__(self) -> int:
+        return len(self._metas)
+
+    def info(self, key: str) -> KeyMeta:
+        try:
+            return self._metas[key]
+        except KeyError:
+            raise CheckpointError(
+                str(self.path), "the checkpoint has no such key", code="missing-key", key=key
+            ) from None
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {key: meta.shape for key, meta in self._metas.items()}
+
+    def get(self, key: str) -> torch.Tensor:
+        """The tensor ``key``: its own type for ``F32``/``F16``/``BF16``, else dequantised
+        to float32."""
+        import numpy as np
+        import torch
+
+        meta = self.info(key)
+        tensor = self._tensors[key]
+        kind = self._types[key]
+        if kind == "BF16":
+            raw = np.array(tensor.data, copy=True).view(np.int16)
+            return torch.from_numpy(raw).view(torch.bfloat16).reshape(meta.shape)
+        if kind in _KEPT:
+            return torch.from_numpy(np.array(tensor.data, copy=True)).reshape(meta.shape)
+        from gguf.quants import dequantize
+
+        values = dequantize(tensor.data, tensor.tensor_type)
+        return torch.from_numpy(np.ascontiguousarray(values)).reshape(meta.shape)
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> GGUFCheckpoint:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"GGUFCheckpoint({str(self.path)!r}, {len(self)} keys)"
+
+
+def _string_field(fields: Mapping[str, Any], name: str) -> str | None:
+    found = fields.get(name)
+    if found is None or not found.types or found.types[0].name != "STRING":
+        return None
+    return bytes(found.parts[-1]).decode("utf-8", errors="replace")
+
+
+# -- writing
+
+
+def stored_type(entry: OutputEntry, quant: str) -> str:
+    """The GGML type a float32 key of the layout is stored as under ``quant`` (see the
+    module docstring)."""
+    if len(entry.shape) < 2 or entry.numel <= SMALL_TENSOR:
+        return "F32"
+    gguf = require_gguf()
+    block, _ = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[quant]]
+    return quant if entry.shape[-1] % block == 0 else "F16"
+
+
+class GGUFSink:
+    """A GGUF output: each key quantised when complete, the file written at commit."""
+
+    def __init__(self, target: SinkTarget, quant: str | None) -> None:
+        require_gguf()
+        self.target = target
+        self.quant = quant
+        self.entries = {entry.key: entry for entry in target.entries}
+        self._pending: dict[str, tuple[torch.Tensor, list[int]]] = {}
+        self._done: dict[str, tuple[np.ndarray[Any, Any], str]] = {}
+        self._lock = threading.Lock()
+        from mergelang.io.writer import check_target
+
+        check_target(target.path, overwrite=target.overwrite, protected=target.protected)
+
+    def write_part(self, key: str, element_offset: int, tensor: torch.Tensor) -> None:
+        entry = self.entries[key]
+        data = tensor.reshape(-1)
+        with self._lock:
+            pending = self._pending.get(key)
+            if pending is None:
+                pending = (data.new_empty(entry.numel), [0])
+                self._pending[key] = pending
+        buffer, filled = pending
+        buffer[element_offset : element_offset + data.numel()].copy_(data)
+        with self._lock:
+            filled[0] += data.numel()
+            done = filled[0] >= entry.numel
+            if done:
+                del self._pending[key]
+        if done:
+            stored = self._encode(entry, buffer.reshape(entry.shape))
+            with self._lock:
+                self._done[key] = stored
+
+    def _encode(self, entry: OutputEntry, tensor: torch.Tensor) -> tuple[Any, str]:
+        import torch
+
+        if entry.dtype != "F32" or self.quant is None:
+            kind = entry.dtype if entry.dtype in _KEPT else None
+            if kind is None:
+                raise UsageError(f"{entry.key}: GGUF cannot hold tensors of type {entry.dtype}")
+            if kind == "BF16":
+                return tensor.view(torch.int16).numpy().view("uint16"), kind
+            return tensor.numpy(), kind
+        kind = stored_type(entry, self.quant)
+        if kind == "F32":
+            return tensor.numpy(), kind
+        if kind == "F16":
+            return tensor.to(torch.float16).numpy(), kind
+        from gguf import GGMLQuantizationType
+        from gguf.quants import quantize
+
+        return quantize(tensor.numpy(), GGMLQuantizationType[kind]), kind
+
+    def commit(self) -> Path:
+        gguf = require_gguf()
+        from mergelang.io.writer import AtomicFile
+
+        missing = [key for key in self.entries if key not in self._done]
+        if missing:
+            raise ValueError(f"{self.target.path}: keys never written: {missing[:5]}")
+        atomic = AtomicFile(
+            self.target.path, overwrite=self.target.overwrite, protected=self.target.protected
+        )
+        try:
+            writer = gguf.GGUFWriter(str(atomic.temp_path), arch=_architecture(self.target))
+            for name, value in self.target.metadata.items():
+                if name != "general.architecture":
+                    writer.add_string(name, value)
+            for key in self.entries:
+                data, kind = self._done[key]
+                writer.add_tensor(key, data, raw_dtype=gguf.GGMLQuantizationType[kind])
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+            writer.close()
+            written = atomic.commit()
+        except BaseException:
+            atomic.abort()
+            raise
+        self._done.clear()
+        return written
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._done.clear()
+
+
+_ARCHITECTURE_OF_MODELSPEC = (
+    ("stable-diffusion-xl", "sdxl"),
+    ("stable-diffusion-v2", "sd2"),
+    ("stable-diffusion-v1", "sd1"),
+    ("flux", "flux"),
+    ("stable-diffusion-3", "sd3"),
+)
+
+
+def _architecture(target: SinkTarget) -> str:
+    """``general.architecture`` of an output, in ComfyUI-GGUF's names, from its model-spec
+    id."""
+    spec = target.metadata.get("modelspec.architecture", "")
+    for start, name in _ARCHITECTURE_OF_MODELSPEC:
+        if spec.startswith(start):
+            return name
+    return spec.split("/")[0] or "unknown"
+
+
+def open_sink(target: SinkTarget, quant: str | None = None) -> GGUFSink:
+    """The sink of a GGUF output; ``quant`` is the GGML type of its large float tensors
+    (``None``: every tensor keeps its type)."""
+    return GGUFSink(target, quant)
+
+
+def read_metadata(path: Path) -> Mapping[str, str]:
+    """The string fields an existing GGUF file records (those mergelang wrote among them)."""
+    gguf = require_gguf()
+    return _string_fields(gguf.GGUFReader(str(path)).fields)
+
+
+def _string_fields(fields: Mapping[str, Any]) -> dict[str, str]:
+    """The file's string fields but the format's own ``general.*`` ones (the architecture,
+    the name...): what a safetensors file keeps in its ``__metadata__``."""
+    found: dict[str, str] = {}
+    for name in fields:
+        if name.startswith("general."):
+            continue
+        value = _string_field(fields, name)
+        if value is not None:
+            found[name] = value
+    return found
