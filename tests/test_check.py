@@ -617,12 +617,12 @@ def test_a_separator_in_a_comment_keeps_later_lines_in_place(separator: str) -> 
 
 @pytest.mark.parametrize("separator", SEPARATORS, ids=lambda s: f"U+{ord(s):04X}")
 def test_a_separator_in_a_string_keeps_the_quoted_line_whole(separator: str) -> None:
-    text = MODELS + f'save a to "out{separator}name.safetensors" as fp8\n'
+    text = MODELS + f'save a to "out{separator}name.safetensors" as fp4\n'
     with pytest.raises(RecipeError) as info:
         checked(text)
     (diag,) = info.value.errors
     assert (diag.code, diag.line, diag.column) == ("unknown-dtype", 4, 37)
-    assert diag.source_line == f'save a to "out{separator}name.safetensors" as fp8'
+    assert diag.source_line == f'save a to "out{separator}name.safetensors" as fp4'
 
 
 def test_a_separator_before_a_syntax_error_keeps_its_line() -> None:
