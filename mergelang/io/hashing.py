@@ -8,9 +8,12 @@
   gives too.
 
 Hashing a 7 GB model takes a while, so results are cached in ``<cache dir>/hashes.json``,
-keyed by the file's resolved path and checked against its size, modification time (ns) and
-inode: any change to the file invalidates its entry. The cache file is replaced atomically;
-a corrupt or unreadable one is ignored and rewritten; failing to write it never fails a run.
+keyed by the file's resolved path and checked against its identity (:class:`FileIdentity`:
+device, inode, size, modification and change times in ns): any change to the file
+invalidates its entry, an in-place edit that keeps the size and the modification time
+(``cp -p``, ``rsync --inplace -t``) too, since it cannot keep the change time. The cache
+file is replaced atomically; a corrupt or unreadable one is ignored and rewritten; failing to
+write it never fails a run.
 The cache folder is ``$MERGELANG_CACHE``, else ``$XDG_CACHE_HOME/mergelang``, else
 ``~/.cache/mergelang`` (:func:`default_cache_dir`).
 
@@ -22,6 +25,7 @@ so they describe the bytes a run reads even if the name now leads to another fil
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -37,7 +41,41 @@ BLOCK_SIZE = 8 * 1024 * 1024
 LEGACY_OFFSET = 0x100000
 LEGACY_LENGTH = 0x10000
 CACHE_FILE = "hashes.json"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+"""Version 2 keys entries on the whole :class:`FileIdentity`; version 1 entries (no device,
+no change time) are ignored."""
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What tells one state of a file from another without reading it: a file replaced
+    (another device or inode) or written to (size, modification or change time) differs."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileIdentity:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    @classmethod
+    def of_file(cls, file: BufferedReader) -> FileIdentity:
+        return cls.of(os.fstat(file.fileno()))
+
+    def fields(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    def differences(self, other: FileIdentity) -> list[str]:
+        """The fields that differ, by name (``size 10 -> 8``)."""
+        found = []
+        for name, value in self.fields().items():
+            now = getattr(other, name)
+            if now != value:
+                found.append(f"{name} {value} -> {now}")
+        return found
 
 
 @dataclass(frozen=True)
@@ -112,7 +150,7 @@ def _cache_key(path: Path) -> str:
 
 
 def _fingerprint(st: os.stat_result) -> dict[str, int]:
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+    return FileIdentity.of(st).fields()
 
 
 def load_cache(cache_dir: Path) -> dict[str, dict[str, object]]:

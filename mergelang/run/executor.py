@@ -245,7 +245,17 @@ class _Run:
                     future.cancel()
                 raise
 
+    def check_inputs(self) -> None:
+        """Refuse to commit if an input file or cache hit was written to while the run read
+        it (see :meth:`~mergelang.plan.inputs.InputFile.check_unchanged`)."""
+        handles = [*self.plan.inputs, *(e.handle for e in self.plan.cache if e.handle)]
+        for handle in handles:
+            file = handle.file
+            if file is not None:
+                file.check_unchanged()
+
     def commit(self) -> list[OutputResult]:
+        self.check_inputs()
         by_output: dict[int, OutputResult] = {}
         for sink, owner in self.sinks:
             if isinstance(owner, CacheEntry):
