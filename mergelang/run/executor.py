@@ -178,6 +178,9 @@ class _Run:
                 ]
             else:
                 items = [(item, _source_node(owner, item)) for item in owner.layout]
+            label = (
+                f"<cache of {owner.node.label}>" if isinstance(owner, CacheEntry) else owner.label
+            )
             for item, source in items:
                 whole = source is None or evaluator.needs_whole(source, item.read_key)
                 task = found.get((item.key, item.shape))
@@ -185,7 +188,7 @@ class _Run:
                     task = KeyTask(item.key, item.shape, whole)
                     found[item.key, item.shape] = task
                 task.whole = task.whole or whole
-                task.targets.append(Target(sink, item, source))
+                task.targets.append(Target(sink, item, source, label))
         return list(found.values())
 
     # -- passes
