@@ -185,8 +185,7 @@ def test_a_file_truncated_after_opening_is_a_clean_error_naming_the_key(tmp_path
     assert diag.code == "input-changed"
     assert diag.key == "a"
     assert diag.message == (
-        "the file ended 16284 bytes before the tensor's end; was it truncated after it was "
-        "opened?"
+        "the file ended 16284 bytes before the tensor's end; was it truncated after it was opened?"
     )
 
 

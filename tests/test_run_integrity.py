@@ -4,6 +4,7 @@ from another (device, inode, size, modification and change time)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ import mergelang.api as api
 from mergelang.errors import CheckpointError
 from mergelang.io.hashing import CACHE_FILE, FileIdentity, file_hashes, known_hashes
 from mergelang.io.safetensors_header import read_safetensors_header as read_header
+from mergelang.plan.cache import CACHE_VERSION, DATA_DIGEST
 from mergelang.run.executor import RunResult
 
 
@@ -201,3 +203,65 @@ def test_a_hash_cache_of_the_first_format_is_not_trusted(tmp_path: Path) -> None
     (cache / CACHE_FILE).write_text(json.dumps(document))
     assert known_hashes(path, cache_dir=cache) is None
     assert file_hashes(path, cache_dir=cache).sha256 == sha256(path)
+
+
+# ---- the cache's objects verified --------------------------------------------------------------
+
+
+def cached_recipe(tmp_path: Path, models: Path) -> Path:
+    return write_recipe(
+        tmp_path,
+        declare(models, "a", "b")
+        + "cache ab = weighted_sum(a, b, alpha=0.3)\n"
+        + 'save ab to "out/ab.safetensors" as fp16\n',
+    )
+
+
+def only_object(folder: Path) -> Path:
+    (name,) = files_under(folder / "cache" / "objects")
+    return folder / "cache" / "objects" / name
+
+
+def test_a_cached_object_records_the_sha256_of_its_data(tmp_path: Path, models: Path) -> None:
+    run(cached_recipe(tmp_path, models), tmp_path)
+    stored = only_object(tmp_path)
+    header = read_header(stored)
+    data = stored.read_bytes()[header.data_offset :]
+    assert header.metadata[DATA_DIGEST] == hashlib.sha256(data).hexdigest()
+    assert CACHE_VERSION == 2
+
+
+def test_a_cached_object_whose_data_changed_is_recomputed_with_a_warning(
+    tmp_path: Path, models: Path
+) -> None:
+    path = cached_recipe(tmp_path, models)
+    run(path, tmp_path)
+    out = tmp_path / "out" / "ab.safetensors"
+    fresh = load(out)
+    stored = only_object(tmp_path)
+    offset = read_header(stored).data_offset
+    with open(stored, "r+b") as handle:  # flip bits in the middle of the data
+        handle.seek(offset + (stored.stat().st_size - offset) // 2)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    out.unlink()
+    result = run(path, tmp_path)
+    assert result.cache_hits == ()
+    assert result.cache_stores == ("ab",)
+    (warning,) = [w for w in result.warnings if w.code == "cache-corrupt"]
+    assert warning.severity == "warning"
+    assert warning.path == str(stored)
+    assert warning.message == (
+        "the cached value of ab failed its check (its data does not match the digest stored "
+        "with it, or it has none); it is computed again and stored anew"
+    )
+    assert_same_tensors(load(out), fresh)
+    header = read_header(stored)
+    data = stored.read_bytes()[header.data_offset :]
+    assert header.metadata[DATA_DIGEST] == hashlib.sha256(data).hexdigest()
+    out.unlink()
+    again = run(path, tmp_path)
+    assert again.cache_hits == ("ab",)
+    assert [w for w in again.warnings if w.code == "cache-corrupt"] == []
+    assert_same_tensors(load(out), fresh)

@@ -137,6 +137,23 @@ def _digest(file: BufferedReader) -> FileHashes:
     return FileHashes.from_digests(whole.hexdigest(), legacy.hexdigest(), position)
 
 
+def range_sha256(fd: int, start: int, end: int) -> str:
+    """The sha256 (hex) of bytes ``start:end`` of ``fd``, read with ``pread``; raises
+    ``OSError`` if the file ends before ``end``."""
+    digest = hashlib.sha256()
+    buffer = bytearray(BLOCK_SIZE)
+    view = memoryview(buffer)
+    position = start
+    while position < end:
+        count = _read_at(fd, buffer, position)
+        if not count:
+            raise OSError(f"the file ends at byte {position}, before byte {end}")
+        count = min(count, end - position)
+        digest.update(view[:count])
+        position += count
+    return digest.hexdigest()
+
+
 def _read_at(fd: int, buffer: bytearray, offset: int) -> int:
     """Read into ``buffer`` from ``offset`` without moving the descriptor's position."""
     if hasattr(os, "preadv"):

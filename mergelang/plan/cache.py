@@ -40,10 +40,11 @@ from mergelang._version import __version__
 from mergelang.errors import Diagnostic, MergelangError, OutputError, RecipeError, source_line
 from mergelang.io.file_formats import format_of_content
 from mergelang.io.formats import sniff_format
+from mergelang.io.hashing import range_sha256
 from mergelang.io.metadata import InputRecord, build_metadata
 from mergelang.io.writer import check_target
 from mergelang.plan.graph import LoadNode, Node, walk
-from mergelang.plan.inputs import InputHandle, open_cached
+from mergelang.plan.inputs import InputFile, InputHandle, open_cached
 from mergelang.plan.plan import CacheEntry, FileOutput, OutputPlan, Plan
 
 if TYPE_CHECKING:
@@ -52,11 +53,14 @@ if TYPE_CHECKING:
 __all__ = [
     "CACHE_FORMAT",
     "CACHE_KEY",
+    "CACHE_VERSION",
+    "DATA_DIGEST",
     "OBJECTS",
     "OUTPUT_KEY",
     "decide",
     "existing_output_key",
     "object_path",
+    "step_address",
     "stored_dtype",
 ]
 
@@ -65,6 +69,20 @@ CACHE_FORMAT = "safetensors"
 """The file format of cached step values."""
 OUTPUT_KEY = "mergelang.output_key"
 CACHE_KEY = "mergelang.cache_key"
+DATA_DIGEST = "mergelang.data_sha256"
+"""The metadata entry of a cached object that holds the sha256 of its data section, filled
+in before the object is committed and checked on every hit."""
+CACHE_VERSION = 2
+"""The version of the cache's objects, part of every step address: objects an older
+mergelang stored (without a digest, or laid out otherwise) are never found."""
+
+
+def step_address(node: Node, input_keys: dict[int, str]) -> str | None:
+    """Where ``node``'s value is cached: its content address under :data:`CACHE_VERSION`."""
+    key = node.content_key(input_keys)
+    if key is None:
+        return None
+    return hashlib.sha256(f"mergelang-cache\x1f{CACHE_VERSION}\x1f{key}".encode()).hexdigest()
 
 
 def object_path(cache_dir: Path, key: str) -> Path:
@@ -150,13 +168,16 @@ def _cacheable(node: Node) -> str | None:
     return None
 
 
-def _hit_handle(node: Node, path: Path, key: str) -> InputHandle | None:
-    """The cached file as an input, if it is whole and holds what ``node`` needs."""
+def _hit_handle(node: Node, path: Path, key: str, *, verify: bool) -> InputHandle | None:
+    """The cached file as an input, if it is whole and holds what ``node`` needs, and
+    (``verify``) its data matches the digest stored with it."""
     file = open_cached(path)
     if file is None:
         return None
     metas = file.metas()
     whole = file.metadata.get(CACHE_KEY) == key
+    if whole and verify:
+        whole = _data_intact(file)
     for name, slot in node.keys.items():
         meta = metas.get(name)
         if meta is None or meta.shape != slot.shape or meta.dtype != stored_dtype(node, name):
@@ -173,6 +194,18 @@ def _hit_handle(node: Node, path: Path, key: str) -> InputHandle | None:
         metadata={},
         source=file,
     )
+
+
+def _data_intact(file: InputFile) -> bool:
+    """Whether the object's data section has the sha256 its header records."""
+    recorded = file.metadata.get(DATA_DIGEST)
+    if recorded is None or len(recorded) != 64:
+        return False
+    header = file.header()
+    try:
+        return range_sha256(file.file.fileno(), header.data_offset, file.size) == recorded
+    except OSError:
+        return False
 
 
 def decide(plan: Plan, *, hash_inputs: bool, force: bool, use_cache: bool) -> Plan:
@@ -219,8 +252,9 @@ def decide(plan: Plan, *, hash_inputs: bool, force: bool, use_cache: bool) -> Pl
     if blocked:
         raise RecipeError(blocked)
     known = dataclasses.replace(known, outputs=tuple(outputs))
-    cache = _decide_cache(known, keys) if use_cache else ()
-    decided = dataclasses.replace(known, cache=cache)
+    warnings: list[Diagnostic] = []
+    cache = _decide_cache(known, keys, verify=hash_inputs, warnings=warnings) if use_cache else ()
+    decided = dataclasses.replace(known, cache=cache, warnings=(*known.warnings, *warnings))
     if hashed:
         finished = [
             dataclasses.replace(o, metadata=MappingProxyType(_metadata(decided, o)))
@@ -249,7 +283,23 @@ def _at_save(plan: Plan, output: FileOutput, exc: MergelangError) -> list[Diagno
     return found
 
 
-def _decide_cache(plan: Plan, keys: dict[int, str]) -> tuple[CacheEntry, ...]:
+def _broken_object(plan: Plan, node: Node, path: Path) -> Diagnostic:
+    return Diagnostic(
+        f"the cached value of {node.label} failed its check (its data does not match the "
+        "digest stored with it, or it has none); it is computed again and stored anew",
+        "cache-corrupt",
+        str(path),
+        node.span,
+        severity="warning",
+        source_line=source_line(plan.checked.recipe.source, node.span.line),
+    )
+
+
+def _decide_cache(
+    plan: Plan, keys: dict[int, str], *, verify: bool, warnings: list[Diagnostic]
+) -> tuple[CacheEntry, ...]:
+    """The cache entries of ``plan``; ``verify``: check each hit's data against its digest
+    (a run does; ``plan`` only looks at the headers), a failure added to ``warnings``."""
     pending = plan.pending
     if not pending:
         return ()
@@ -259,13 +309,17 @@ def _decide_cache(plan: Plan, keys: dict[int, str]) -> tuple[CacheEntry, ...]:
             reason = _cacheable(node)
             if reason is None:
                 continue
-            key = node.content_key(keys)
+            key = step_address(node, keys)
             if key is None:
                 if not plan.hashed:
                     entries.append(CacheEntry(node, None, None, "unknown", reason))
                 continue
             path = object_path(plan.cache_dir, key)
-            handle = _hit_handle(node, path, key) if path.is_file() else None
+            handle = None
+            if path.is_file():
+                handle = _hit_handle(node, path, key, verify=verify)
+                if handle is None and verify:
+                    warnings.append(_broken_object(plan, node, path))
             if handle is not None:
                 entries.append(CacheEntry(node, key, path, "hit", reason, handle))
             else:

@@ -46,8 +46,14 @@ from mergelang.errors import Diagnostic, OutputError, UsageError
 from mergelang.io.file_formats import FILE_FORMATS
 from mergelang.io.save_options import OutputKey
 from mergelang.io.sinks import MemorySink, Sink, SinkTarget
-from mergelang.io.writer import remove_stale_partials
-from mergelang.plan.cache import CACHE_FORMAT, CACHE_KEY, existing_output_key, stored_dtype
+from mergelang.io.writer import PLACEHOLDER, SafetensorsWriter, remove_stale_partials
+from mergelang.plan.cache import (
+    CACHE_FORMAT,
+    CACHE_KEY,
+    DATA_DIGEST,
+    existing_output_key,
+    stored_dtype,
+)
 from mergelang.plan.graph import MethodNode, Node
 from mergelang.plan.plan import CacheEntry, FileOutput, MemoryOutput, OutputPlan, Plan
 from mergelang.run.compute import Chunk, Evaluator, KeyTask, Target
@@ -135,7 +141,11 @@ class _Run:
                 OutputKey(k, stored_dtype(entry.node, k), s.shape, "model").entry()
                 for k, s in entry.node.keys.items()
             )
-            meta = {CACHE_KEY: entry.key, "mergelang.step": entry.node.describe()[:2000]}
+            meta = {
+                CACHE_KEY: entry.key,
+                DATA_DIGEST: PLACEHOLDER,
+                "mergelang.step": entry.node.describe()[:2000],
+            }
             target = SinkTarget(entry.path, entries, meta, overwrite=True)
             self.sinks.append((FILE_FORMATS[CACHE_FORMAT].open_sink(target), entry))
         for output in self.plan.pending:
@@ -262,6 +272,8 @@ class _Run:
         by_output: dict[int, OutputResult] = {}
         for sink, owner in self.sinks:
             if isinstance(owner, CacheEntry):
+                assert isinstance(sink, SafetensorsWriter)
+                sink.fill_placeholder(DATA_DIGEST, sink.data_sha256())
                 sink.commit()
                 continue
             try:
