@@ -32,6 +32,7 @@ from mergelang.errors import CheckpointError
 from mergelang.io.hashing import CACHE_FILE, FileIdentity, file_hashes, known_hashes
 from mergelang.io.safetensors_header import read_safetensors_header as read_header
 from mergelang.plan.cache import CACHE_VERSION, DATA_DIGEST
+from mergelang.plan.text import human_bytes, render_plan
 from mergelang.run.executor import RunResult
 
 
@@ -265,3 +266,106 @@ def test_a_cached_object_whose_data_changed_is_recomputed_with_a_warning(
     assert again.cache_hits == ("ab",)
     assert [w for w in again.warnings if w.code == "cache-corrupt"] == []
     assert_same_tensors(load(out), fresh)
+
+
+# ---- hashing inside the streaming pass -------------------------------------------------------
+
+
+class Totals:
+    def __init__(self) -> None:
+        self.phases: list[tuple[str, int, str]] = []
+        self.done: list[int] = []
+
+    def phase(self, name: str, total: int, detail: str = "") -> None:
+        self.phases.append((name, total, detail))
+        self.done.append(0)
+
+    def advance(self, done: int, detail: str = "") -> None:
+        self.done[-1] += done
+
+    def note(self, text: str) -> None:
+        return None
+
+    def finish(self, ok: bool) -> None:
+        return None
+
+
+def test_a_first_run_hashes_its_inputs_during_the_merge_and_writes_what_a_warm_run_writes(
+    tmp_path: Path, models: Path
+) -> None:
+    path = recipe(tmp_path, models)
+    inputs = [models / "a.safetensors", models / "b.safetensors"]
+    first_plan = api.plan(path, cache_dir=tmp_path / "cache")
+    assert first_plan.hashes == {}
+    first_plan.close()
+    reporter = Totals()
+    result = run(path, tmp_path, reporter=reporter)
+    out = tmp_path / "out" / "ab.safetensors"
+    ((name, total, detail),) = reporter.phases
+    merged = result.outputs[0].nbytes
+    assert (name, detail) == ("merging", "1 outputs, hashing 2 new inputs")
+    assert total == merged + sum(p.stat().st_size for p in inputs)
+    assert reporter.done == [total]
+    # The hashes were computed (and cached) during the run, and the header holds them.
+    recorded = json.loads(read_header(out).metadata["mergelang.inputs"])
+    assert [entry["sha256"] for entry in recorded] == [sha256(p) for p in inputs]
+    for p in inputs:
+        cached = known_hashes(p, cache_dir=tmp_path / "cache")
+        assert cached is not None and cached.sha256 == sha256(p)
+    first = out.read_bytes()
+    # A run with the hashes warm hashes before planning ends: the same bytes, up to date.
+    again = run(path, tmp_path)
+    assert [o.status for o in again.outputs] == ["up-to-date"]
+    out.unlink()
+    warm = Totals()
+    run(path, tmp_path, reporter=warm)
+    assert warm.phases == [("merging", merged, "1 outputs")]
+    assert out.read_bytes() == first
+
+
+def test_a_run_with_a_cached_step_on_new_inputs_hashes_them_first(
+    tmp_path: Path, models: Path
+) -> None:
+    """A cache address must never name a hash that was not computed: such a run hashes its
+    new inputs before the merge, as before."""
+    reporter = Totals()
+    run(cached_recipe(tmp_path, models), tmp_path, reporter=reporter)
+    ((_, total, detail),) = reporter.phases
+    assert detail == "2 outputs"
+    assert reporter.done == [total]
+
+
+def test_a_copy_of_an_input_under_another_name_is_hashed_before_the_merge(
+    tmp_path: Path, models: Path
+) -> None:
+    """Two inputs of the same content share their hash, and records keyed by hash merge: the
+    cheap samples find the copy, and the run hashes first (the stand-ins would differ)."""
+    shutil.copy2(models / "a.safetensors", models / "b.safetensors")
+    reporter = Totals()
+    result = run(recipe(tmp_path, models), tmp_path, reporter=reporter)
+    ((_, total, detail),) = reporter.phases
+    assert detail == "1 outputs"
+    assert total == result.outputs[0].nbytes
+    header = read_header(tmp_path / "out" / "ab.safetensors")
+    assert list(json.loads(header.metadata["sd_merge_models"])) == [
+        sha256(models / "b.safetensors")
+    ]
+
+
+def test_plan_says_when_and_how_much_a_run_hashes(tmp_path: Path, models: Path) -> None:
+    plan = api.plan(recipe(tmp_path, models), cache_dir=tmp_path / "cache")
+    try:
+        text = render_plan(plan)
+    finally:
+        plan.close()
+    size = sum((models / f"{n}.safetensors").stat().st_size for n in ("a", "b"))
+    assert text.endswith(f"the run hashes 2 inputs ({human_bytes(size)}) while the merge streams\n")
+    plan = api.plan(cached_recipe(tmp_path, models), cache_dir=tmp_path / "cache")
+    try:
+        text = render_plan(plan)
+    finally:
+        plan.close()
+    assert text.endswith(
+        f"the run hashes 2 inputs ({human_bytes(size)}) before the merge (a cached step or an "
+        "existing output needs their hashes)\n"
+    )

@@ -30,7 +30,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from io import BufferedReader
 from pathlib import Path
@@ -102,18 +102,25 @@ def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path.home() / ".cache" / "mergelang"
 
 
+Progress = Callable[[int], None]
+"""Told the number of bytes hashed after each block."""
+
+
 def compute_hashes(
-    path: str | os.PathLike[str], *, file: BufferedReader | None = None
+    path: str | os.PathLike[str],
+    *,
+    file: BufferedReader | None = None,
+    progress: Progress | None = None,
 ) -> FileHashes:
     """Read the file once, in 8 MiB blocks, and compute every hash (no cache). ``file``:
     the file already open (read from its start with ``pread``; ``path`` is not opened)."""
     if file is not None:
-        return _digest(file)
+        return _digest(file, progress)
     with open_regular_file(Path(path)) as (handle, _):
-        return _digest(handle)
+        return _digest(handle, progress)
 
 
-def _digest(file: BufferedReader) -> FileHashes:
+def _digest(file: BufferedReader, progress: Progress | None = None) -> FileHashes:
     fd = file.fileno()
     if hasattr(os, "posix_fadvise"):
         with contextlib.suppress(OSError):
@@ -134,6 +141,8 @@ def _digest(file: BufferedReader) -> FileHashes:
         if low < high:
             legacy.update(chunk[low - position : high - position])
         position += count
+        if progress is not None:
+            progress(count)
     return FileHashes.from_digests(whole.hexdigest(), legacy.hexdigest(), position)
 
 
@@ -240,6 +249,7 @@ def file_hashes(
     cache_dir: Path | None = None,
     use_cache: bool = True,
     file: BufferedReader | None = None,
+    progress: Progress | None = None,
 ) -> FileHashes:
     """The hashes of ``path``, from the cache when the file is unchanged since last time.
 
@@ -249,7 +259,7 @@ def file_hashes(
     """
     where = Path(path)
     if not use_cache:
-        return compute_hashes(where, file=file)
+        return compute_hashes(where, file=file, progress=progress)
     folder = default_cache_dir() if cache_dir is None else cache_dir
     key = _cache_key(where)
     try:
@@ -259,7 +269,7 @@ def file_hashes(
     hit = _cached(load_cache(folder).get(key), before)
     if hit is not None:
         return hit
-    hashes = compute_hashes(where, file=file)
+    hashes = compute_hashes(where, file=file, progress=progress)
     try:
         after = _fingerprint(_stat(where, file))
     except OSError:

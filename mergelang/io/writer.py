@@ -621,6 +621,23 @@ class SafetensorsWriter:
         except OSError as exc:
             raise self._file.fail(exc, f"writing key {entry.key!r}") from None
 
+    def rewrite_metadata(self, metadata: Mapping[str, str]) -> None:
+        """Rewrite the header, in place, with ``metadata``: for values learnt only once every
+        key is written (the inputs' hashes, computed while the merge streamed). The new
+        header must have the old one's length, so no byte of data moves: values that change
+        must keep their widths (see :func:`mergelang.plan.cache.placeholder_hashes`)."""
+        if not self._file.is_open:
+            raise ValueError(f"{self.path}: the output is already committed or aborted")
+        header, offsets = build_header(self.entries, metadata, path=str(self.path))
+        framed = len(header).to_bytes(8, "little") + header
+        if len(framed) != len(self._header) or offsets != self._offsets:
+            raise ValueError(f"{self.path}: the new header is not as long as the old one")
+        try:
+            _pwrite_all(self._file.fd, memoryview(framed), 0)
+        except OSError as exc:
+            raise self._file.fail(exc, "writing the header") from None
+        self._header = framed
+
     def fill_placeholder(self, meta_key: str, value: str) -> None:
         """Rewrite, in place, a metadata value that was written as a placeholder of the same
         length (:data:`PLACEHOLDER`): for what is known only once every key is written, such

@@ -32,23 +32,21 @@ import dataclasses
 import hashlib
 import json
 import os
+import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from mergelang._version import __version__
 from mergelang.errors import Diagnostic, MergelangError, OutputError, RecipeError, source_line
 from mergelang.io.file_formats import format_of_content
 from mergelang.io.formats import sniff_format
-from mergelang.io.hashing import range_sha256
-from mergelang.io.metadata import InputRecord, build_metadata
+from mergelang.io.hashing import LEGACY_LENGTH, LEGACY_OFFSET, FileHashes, range_sha256
+from mergelang.io.metadata import SD_MERGE_MODELS, InputRecord, build_metadata
 from mergelang.io.writer import check_target
 from mergelang.plan.graph import LoadNode, Node, walk
 from mergelang.plan.inputs import InputFile, InputHandle, open_cached
 from mergelang.plan.plan import CacheEntry, FileOutput, OutputPlan, Plan
-
-if TYPE_CHECKING:
-    from mergelang.io.hashing import FileHashes
 
 __all__ = [
     "CACHE_FORMAT",
@@ -60,8 +58,10 @@ __all__ = [
     "decide",
     "existing_output_key",
     "object_path",
+    "placeholder_hashes",
     "step_address",
     "stored_dtype",
+    "with_real_hashes",
 ]
 
 OBJECTS = "objects"
@@ -100,27 +100,142 @@ def stored_dtype(node: Node, key: str) -> str:
     return slot.dtype if slot.action in ("read", "pass") else "F32"
 
 
-def _input_hashes(plan: Plan, *, hash_inputs: bool) -> tuple[dict[str, FileHashes], dict[int, str]]:
-    """The content hashes known of the inputs the outputs draw on (by handle identity), and
-    ``id(LoadNode) -> sha256`` for every load whose hash is known."""
+def _loads(plan: Plan) -> list[LoadNode]:
+    loads = [n for n in plan.all_nodes() if isinstance(n, LoadNode)]
+    return loads + [o.vae for o in plan.outputs if o.vae is not None]
+
+
+def _input_hashes(plan: Plan, *, hash_inputs: bool) -> dict[str, FileHashes]:
+    """The content hashes known of the inputs the outputs draw on (by handle identity):
+    from the hash cache, else (``hash_inputs``) computed now."""
     hashes: dict[str, FileHashes] = {}
     asked: set[str] = set()
-    found: dict[int, str] = {}
-    loads = [n for n in plan.all_nodes() if isinstance(n, LoadNode)]
-    loads += [o.vae for o in plan.outputs if o.vae is not None]
-    for node in loads:
+    for node in _loads(plan):
         handle = node.handle
         file = handle.file
-        if file is None:
+        if file is None or handle.identity in asked:
             continue
-        if handle.identity not in asked:
-            asked.add(handle.identity)
-            known = file.hashes(plan.cache_dir, compute=hash_inputs)
-            if known is not None:
-                hashes[handle.identity] = known
-        if handle.identity in hashes:
-            found[id(node)] = hashes[handle.identity].sha256
-    return hashes, found
+        asked.add(handle.identity)
+        known = file.hashes(plan.cache_dir, compute=hash_inputs)
+        if known is not None:
+            hashes[handle.identity] = known
+    return hashes
+
+
+def _load_keys(plan: Plan, hashes: Mapping[str, FileHashes]) -> dict[int, str]:
+    """``id(LoadNode) -> sha256`` for every load whose hash is known."""
+    found: dict[int, str] = {}
+    for node in _loads(plan):
+        known = hashes.get(node.handle.identity)
+        if known is not None:
+            found[id(node)] = known.sha256
+    return found
+
+
+def _unhashed(plan: Plan, hashes: Mapping[str, FileHashes]) -> list[InputHandle]:
+    """The file inputs the outputs draw on whose hashes are not known, first found first."""
+    found: dict[str, InputHandle] = {}
+    for node in _loads(plan):
+        handle = node.handle
+        if handle.file is not None and handle.identity not in hashes:
+            found.setdefault(handle.identity, handle)
+    return list(found.values())
+
+
+def _can_hash_during_run(
+    plan: Plan,
+    hashes: Mapping[str, FileHashes],
+    unhashed: list[str],
+    keys: dict[int, str],
+    use_cache: bool,
+) -> bool:
+    """Whether the unhashed inputs can be hashed while the merge streams: every pending
+    output streams (its header can be rewritten in place before the commit), none exists yet
+    (deciding "up to date" needs the real address), and no cached step draws on them (a cache
+    address must never name a hash that was not computed), and the real hashes cannot
+    change the headers' shape (see below)."""
+    for output in plan.outputs:
+        if not isinstance(output, FileOutput):
+            continue
+        if not output.file_format.streams or os.path.lexists(output.path):
+            return False
+    # The stand-ins differ from every other hash, so the real ones must too, or the header
+    # changes shape (records keyed by hash merge). Cheap samples prove it: two files whose
+    # samples differ cannot share their content.
+    files = {h.identity: h.file for h in plan.inputs if h.file is not None}
+    samples: dict[str, tuple[int, str, str]] = {}
+    for identity in unhashed:
+        file = files.get(identity)
+        if file is None:
+            return False
+        samples[identity] = _samples(file)
+    if len(set(samples.values())) < len(samples):
+        return False
+    taken = {(h.size, h.legacy) for h in hashes.values()}
+    for file in files.values():
+        taken |= {(-1, legacy) for legacy in _ancestor_legacies(file.metadata)}
+    for size, legacy, _ in samples.values():
+        if (size, legacy) in taken or (-1, legacy) in taken:
+            return False
+    if use_cache:
+        for node in walk(plan.roots()):
+            if _cacheable(node) is not None and node.content_key(keys) is None:
+                return False
+    return True
+
+
+def _samples(file: InputFile) -> tuple[int, str, str]:
+    """A cheap fingerprint: the size, the legacy hash (the 64 KiB at 1 MiB) and a sha256 of
+    64 KiB at the start of the data, the middle and the end. Equal files have equal ones."""
+    fd, size = file.file.fileno(), file.size
+    legacy = range_sha256(fd, min(LEGACY_OFFSET, size), min(LEGACY_OFFSET + LEGACY_LENGTH, size))
+    sampled = hashlib.sha256()
+    for start in (0, size // 2, max(0, size - LEGACY_LENGTH)):
+        sampled.update(range_sha256(fd, start, min(size, start + LEGACY_LENGTH)).encode())
+    return size, legacy[:8], sampled.hexdigest()
+
+
+def _ancestor_legacies(metadata: Mapping[str, str]) -> set[str]:
+    """The legacy hashes of the ancestors an input names in its ``sd_merge_models``."""
+    try:
+        ancestors = json.loads(metadata.get(SD_MERGE_MODELS, "{}"))
+    except ValueError:
+        return set()
+    if not isinstance(ancestors, dict):
+        return set()
+    found = set()
+    for entry in ancestors.values():
+        legacy = entry.get("legacy_hash") if isinstance(entry, dict) else None
+        if isinstance(legacy, str):
+            found.add(legacy)
+    return found
+
+
+def placeholder_hashes(size: int) -> FileHashes:
+    """Stand-in hashes of an input hashed during the run: random hex of the real widths,
+    so that every header holding them keeps its length when the real ones replace them."""
+    return FileHashes.from_digests(secrets.token_hex(32), secrets.token_hex(32), size)
+
+
+def with_real_hashes(plan: Plan, real: Mapping[str, FileHashes]) -> Plan:
+    """``plan`` (one whose inputs in :attr:`Plan.hashed_during_run` carry placeholders) with
+    the real hashes: its outputs' addresses and metadata made again from them."""
+    hashes = {**plan.hashes, **real}
+    known = dataclasses.replace(plan, hashes=MappingProxyType(hashes), hashed_during_run=())
+    keys = _load_keys(known, hashes)
+    outputs: list[OutputPlan] = []
+    for output in known.outputs:
+        if isinstance(output, FileOutput) and output.status == "write":
+            output = dataclasses.replace(output, key=_output_key(output, keys))
+        outputs.append(output)
+    known = dataclasses.replace(known, outputs=tuple(outputs))
+    finished = [
+        dataclasses.replace(o, metadata=MappingProxyType(_metadata(known, o)))
+        if isinstance(o, FileOutput) and o.status == "write"
+        else o
+        for o in outputs
+    ]
+    return dataclasses.replace(known, outputs=tuple(finished))
 
 
 def _output_key(output: FileOutput, keys: dict[int, str]) -> str | None:
@@ -208,13 +323,52 @@ def _data_intact(file: InputFile) -> bool:
         return False
 
 
-def decide(plan: Plan, *, hash_inputs: bool, force: bool, use_cache: bool) -> Plan:
+def decide(
+    plan: Plan,
+    *,
+    hash_inputs: bool,
+    force: bool,
+    use_cache: bool,
+    hash_during_run: bool = False,
+) -> Plan:
     """``plan`` finished: its content hashes, the outputs' addresses, statuses and metadata,
     and the cache decisions; raises :class:`RecipeError` for outputs that cannot be
-    written."""
-    hashes, keys = _input_hashes(plan, hash_inputs=hash_inputs)
+    written.
+
+    ``hash_during_run`` (with ``hash_inputs``): inputs whose hashes are not cached are hashed
+    by the executor while the merge streams, when :func:`_can_hash_during_run` allows it;
+    until then they carry :func:`placeholder_hashes` (listed in
+    :attr:`Plan.hashed_during_run`), and :func:`with_real_hashes` puts the real ones in."""
+    hashes = _input_hashes(plan, hash_inputs=hash_inputs and not hash_during_run)
+    during: tuple[str, ...] = ()
+    if hash_inputs and hash_during_run:
+        unhashed = _unhashed(plan, hashes)
+        identities = [h.identity for h in unhashed]
+        load_keys = _load_keys(plan, hashes)
+        if unhashed and _can_hash_during_run(plan, hashes, identities, load_keys, use_cache):
+            for handle in unhashed:
+                assert handle.file is not None
+                hashes[handle.identity] = placeholder_hashes(handle.file.size)
+            during = tuple(h.identity for h in unhashed)
+        else:
+            hashes = _input_hashes(plan, hash_inputs=True)
+    keys = _load_keys(plan, hashes)
     hashed = all(h.identity in hashes for h in plan.inputs if h.path is not None)
-    known = dataclasses.replace(plan, hashes=MappingProxyType(hashes), hashed=hashed)
+    to_hash = (0, 0, False)
+    if not hash_inputs:
+        waiting = _unhashed(plan, hashes)
+        if waiting:
+            size = sum(h.file.size for h in waiting if h.file is not None)
+            identities = [h.identity for h in waiting]
+            during_ok = _can_hash_during_run(plan, hashes, identities, keys, use_cache)
+            to_hash = (len(waiting), size, during_ok)
+    known = dataclasses.replace(
+        plan,
+        hashes=MappingProxyType(hashes),
+        hashed=hashed,
+        hashed_during_run=during,
+        to_hash=to_hash,
+    )
     protected = [h.path for h in plan.inputs if h.path is not None]
     blocked: list[Diagnostic] = []
     outputs: list[OutputPlan] = []

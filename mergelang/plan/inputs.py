@@ -40,7 +40,13 @@ from mergelang.arch import Detected, detect
 from mergelang.check.checked_recipe import CheckedRecipe, ModelSource
 from mergelang.errors import CheckpointError, Span
 from mergelang.io.formats import CheckpointFormat, sniff_format_of
-from mergelang.io.hashing import FileHashes, FileIdentity, file_hashes, known_hashes
+from mergelang.io.hashing import (
+    FileHashes,
+    FileIdentity,
+    Progress,
+    file_hashes,
+    known_hashes,
+)
 from mergelang.io.locate import ModelLocator
 from mergelang.io.memory_reader import KeyMeta, MemoryReader
 from mergelang.io.safetensors_header import SafetensorsHeader, open_regular, read_header_from
@@ -187,11 +193,14 @@ class InputFile:
                     self._reader = self.load()
             return self._reader
 
-    def hashes(self, cache_dir: Path, *, compute: bool) -> FileHashes | None:
+    def hashes(
+        self, cache_dir: Path, *, compute: bool, progress: Progress | None = None
+    ) -> FileHashes | None:
         """The file's content hashes: from the hash cache, else (``compute``) by reading the
-        open file once; ``None`` when they are not known and not to be computed."""
+        open file once (``progress`` told the bytes read); ``None`` when they are not known
+        and not to be computed."""
         if compute:
-            return file_hashes(self.path, cache_dir=cache_dir, file=self.file)
+            return file_hashes(self.path, cache_dir=cache_dir, file=self.file, progress=progress)
         return known_hashes(self.path, cache_dir=cache_dir, file=self.file)
 
     def check_unchanged(self) -> None:
