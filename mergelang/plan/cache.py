@@ -229,6 +229,8 @@ def with_real_hashes(plan: Plan, real: Mapping[str, FileHashes]) -> Plan:
             output = dataclasses.replace(output, key=_output_key(output, keys))
         outputs.append(output)
     known = dataclasses.replace(known, outputs=tuple(outputs))
+    if not known.hashed:  # as in decide: no metadata without every input's hash
+        return known
     finished = [
         dataclasses.replace(o, metadata=MappingProxyType(_metadata(known, o)))
         if isinstance(o, FileOutput) and o.status == "write"
