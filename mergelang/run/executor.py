@@ -31,6 +31,7 @@ changed: what happened to each output is in the :class:`RunResult`.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -363,6 +364,8 @@ class _Hashing:
 
     def start(self) -> None:
         if self.handles and self._thread is None:
+            with contextlib.suppress(OSError):  # where the hashes go, as a hash first made it
+                self.plan.cache_dir.mkdir(parents=True, exist_ok=True)
             self._thread = threading.Thread(target=self._run, name="mergelang-hash", daemon=True)
             self._thread.start()
 
