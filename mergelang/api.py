@@ -81,6 +81,36 @@ def plan(
     ``hash_inputs=False`` (the default) uses only content hashes already cached, so planning
     never reads a whole file; cache decisions that need an unhashed input show as unknown.
     """
+    return _plan(
+        recipe,
+        set=set,
+        models_dir=models_dir,
+        out_dir=out_dir,
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+        force=force,
+        device=device,
+        workers=workers,
+        hash_inputs=hash_inputs,
+        nan=nan,
+    )
+
+
+def _plan(
+    recipe: RecipeSource,
+    *,
+    set: Mapping[str, object] | None,
+    models_dir: PathList | str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None,
+    cache_dir: str | os.PathLike[str] | None,
+    use_cache: bool,
+    force: bool,
+    device: str,
+    workers: int | None,
+    hash_inputs: bool,
+    nan: str,
+    hash_during_run: bool = False,
+) -> Plan:
     from mergelang.io.locate import ModelLocator
     from mergelang.plan.planner import PlanOptions, build_plan
 
@@ -95,6 +125,7 @@ def plan(
         device=device,
         workers=workers,
         nan=nan,
+        hash_during_run=hash_during_run,
     )
     return build_plan(checked, locator, options, hash_inputs=hash_inputs)
 
@@ -125,7 +156,7 @@ def run(
         from mergelang.run.executor import resolve_device
 
         resolve_device(device)  # an absent GPU is reported before anything is read
-    made = plan(
+    made = _plan(
         recipe,
         set=set,
         models_dir=models_dir,
@@ -137,6 +168,7 @@ def run(
         workers=workers,
         hash_inputs=True,
         nan=nan,
+        hash_during_run=not dry_run,
     )
     try:
         # torch is imported once the recipe, its inputs and outputs are known to be good.

@@ -117,7 +117,7 @@ def test_corrupt_cache_is_ignored_and_rewritten(tmp_path: Path) -> None:
     path.write_bytes(b"data")
     assert file_hashes(path, cache_dir=cache) == expected(b"data")
     document = json.loads((cache / CACHE_FILE).read_text())
-    assert document["format"] == 1
+    assert document["format"] == 2
     assert os.path.realpath(path) in document["files"]
     assert sorted(p.name for p in cache.iterdir()) == [CACHE_FILE]
 

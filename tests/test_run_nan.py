@@ -100,3 +100,37 @@ def test_a_nan_in_a_key_that_is_not_merged_is_copied(folder: Path) -> None:
     with SafetensorsReader(folder / "out.safetensors") as out:
         assert torch.isnan(out.get(ema_key).view(-1)[0])
         assert key in out
+
+
+OVERFLOW = (
+    'model a = "a.safetensors"\nmodel b = "b.safetensors"\n'
+    'save weighted_sum(a, b, alpha=0.25) * 1e30 * 1e30 to "out.safetensors" as fp16\n'
+)
+
+
+def test_an_output_that_overflows_its_dtype_is_refused_and_nothing_is_written(
+    folder: Path,
+) -> None:
+    (folder / "b.safetensors").write_bytes((folder / "clean-b.safetensors").read_bytes())
+    (folder / "r.merge").write_text(OVERFLOW, encoding="utf-8")
+    with pytest.raises(CheckpointError) as caught:
+        mergelang.run(folder / "r.merge", cache_dir=folder / "cache", workers=1)
+    (diag,) = caught.value.diagnostics
+    assert diag.code == "non-finite-output"
+    assert diag.path == str(folder / "out.safetensors")
+    assert diag.key is not None and diag.key.startswith(("model.", "cond_stage_model."))
+    assert "NaN or infinite values" in diag.message
+    assert "torch.float16" in diag.message
+    assert diag.hint is not None and "--nan keep" in diag.hint
+    assert not (folder / "out.safetensors").exists()
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []
+
+
+def test_nan_keep_writes_an_overflowing_output_as_it_is(folder: Path) -> None:
+    (folder / "b.safetensors").write_bytes((folder / "clean-b.safetensors").read_bytes())
+    (folder / "r.merge").write_text(OVERFLOW, encoding="utf-8")
+    mergelang.run(folder / "r.merge", cache_dir=folder / "cache", nan="keep")
+    with SafetensorsReader(folder / "out.safetensors") as reader:
+        tensor = reader.get(KEY)
+    assert tensor.dtype == torch.float16
+    assert not bool(torch.isfinite(tensor).any())

@@ -51,7 +51,13 @@ save blend to "out/mix.safetensors" as fp16
 """
 """A cached step and an output: a run has two files open while it merges."""
 
-SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM, "SIGKILL": signal.SIGKILL}
+SIGNALS = {
+    "SIGINT": signal.SIGINT,
+    "SIGTERM": signal.SIGTERM,
+    "SIGHUP": signal.SIGHUP,
+    "SIGQUIT": signal.SIGQUIT,
+    "SIGKILL": signal.SIGKILL,
+}
 
 
 def make_project(folder: Path, big_models: Path) -> Path:
@@ -120,9 +126,14 @@ def signalled(
 
 @pytest.mark.parametrize(
     ("name", "status", "message"),
-    [("SIGINT", 130, "interrupted\n"), ("SIGTERM", 143, "terminated\n")],
+    [
+        ("SIGINT", 130, "interrupted\n"),
+        ("SIGTERM", 143, "terminated\n"),
+        ("SIGHUP", 129, "terminated (SIGHUP)\n"),
+        ("SIGQUIT", 131, "terminated (SIGQUIT)\n"),
+    ],
 )
-def test_sigint_and_sigterm_end_the_run_and_leave_nothing(
+def test_sigint_sigterm_sighup_and_sigquit_end_the_run_and_leave_nothing(
     signalled: dict[str, Ended],
     big_models: Path,
     inputs_before: dict[str, str],

@@ -5,9 +5,10 @@ which adds the verb's parser and sets ``handler`` to a function ``(args) -> int`
 import nothing heavy at module level (no torch), so ``check`` and ``fmt`` start quickly.
 
 Exit status: 0 success, 1 recipe or runtime error, 2 command-line usage error, 130 interrupted
-(SIGINT, Ctrl-C), 143 terminated (SIGTERM). While a verb runs, SIGTERM raises
-:class:`Terminated`, a :class:`KeyboardInterrupt`, so a run cleans up (removes its partial
-files) exactly as for Ctrl-C.
+(SIGINT, Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP: a closed terminal, a dropped
+ssh connection), 131 quit (SIGQUIT). While a verb runs, each of SIGTERM, SIGHUP and SIGQUIT
+raises :class:`Terminated`, a :class:`KeyboardInterrupt`, so a run cleans up (removes its
+partial files) exactly as for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -43,11 +44,28 @@ class _UsageExit(Exception):
 
 
 class Terminated(KeyboardInterrupt):
-    """The process received SIGTERM (exit status 143)."""
+    """The process received SIGTERM, SIGHUP or SIGQUIT (exit status 128 + its number)."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def message(self) -> str:
+        if self.signum == signal.SIGTERM:
+            return "terminated"
+        return f"terminated ({signal.Signals(self.signum).name})"
+
+
+TERMINATING: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name)
+)
+"""The signals that end a verb as :class:`Terminated` (SIGQUIT would otherwise dump core and
+leave partial files; SIGHUP would leave them too)."""
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
+    raise Terminated(signum)
 
 
 @contextlib.contextmanager
@@ -57,11 +75,12 @@ def _sigterm_raises() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = {signum: signal.signal(signum, _raise_terminated) for signum in TERMINATING}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def system_error(exc: OSError) -> MergelangError:
@@ -112,9 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # file where a folder is needed, a full disk): reported plainly, never a traceback.
         print_error(stderr_console(), system_error(exc))
         return 1
-    except Terminated:
-        stderr_console().print("terminated", style="bold red")
-        return 143
+    except Terminated as stopped:
+        stderr_console().print(stopped.message, style="bold red")
+        return 128 + stopped.signum
     except KeyboardInterrupt:
         stderr_console().print("interrupted", style="bold red")
         return 130

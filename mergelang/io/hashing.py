@@ -8,9 +8,12 @@
   gives too.
 
 Hashing a 7 GB model takes a while, so results are cached in ``<cache dir>/hashes.json``,
-keyed by the file's resolved path and checked against its size, modification time (ns) and
-inode: any change to the file invalidates its entry. The cache file is replaced atomically;
-a corrupt or unreadable one is ignored and rewritten; failing to write it never fails a run.
+keyed by the file's resolved path and checked against its identity (:class:`FileIdentity`:
+device, inode, size, modification and change times in ns): any change to the file
+invalidates its entry, an in-place edit that keeps the size and the modification time
+(``cp -p``, ``rsync --inplace -t``) too, since it cannot keep the change time. The cache
+file is replaced atomically; a corrupt or unreadable one is ignored and rewritten; failing to
+write it never fails a run.
 The cache folder is ``$MERGELANG_CACHE``, else ``$XDG_CACHE_HOME/mergelang``, else
 ``~/.cache/mergelang`` (:func:`default_cache_dir`).
 
@@ -22,11 +25,12 @@ so they describe the bytes a run reads even if the name now leads to another fil
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from io import BufferedReader
 from pathlib import Path
@@ -37,7 +41,41 @@ BLOCK_SIZE = 8 * 1024 * 1024
 LEGACY_OFFSET = 0x100000
 LEGACY_LENGTH = 0x10000
 CACHE_FILE = "hashes.json"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+"""Version 2 keys entries on the whole :class:`FileIdentity`; version 1 entries (no device,
+no change time) are ignored."""
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What tells one state of a file from another without reading it: a file replaced
+    (another device or inode) or written to (size, modification or change time) differs."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileIdentity:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    @classmethod
+    def of_file(cls, file: BufferedReader) -> FileIdentity:
+        return cls.of(os.fstat(file.fileno()))
+
+    def fields(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    def differences(self, other: FileIdentity) -> list[str]:
+        """The fields that differ, by name (``size 10 -> 8``)."""
+        found = []
+        for name, value in self.fields().items():
+            now = getattr(other, name)
+            if now != value:
+                found.append(f"{name} {value} -> {now}")
+        return found
 
 
 @dataclass(frozen=True)
@@ -64,18 +102,25 @@ def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path.home() / ".cache" / "mergelang"
 
 
+Progress = Callable[[int], None]
+"""Told the number of bytes hashed after each block."""
+
+
 def compute_hashes(
-    path: str | os.PathLike[str], *, file: BufferedReader | None = None
+    path: str | os.PathLike[str],
+    *,
+    file: BufferedReader | None = None,
+    progress: Progress | None = None,
 ) -> FileHashes:
     """Read the file once, in 8 MiB blocks, and compute every hash (no cache). ``file``:
     the file already open (read from its start with ``pread``; ``path`` is not opened)."""
     if file is not None:
-        return _digest(file)
+        return _digest(file, progress)
     with open_regular_file(Path(path)) as (handle, _):
-        return _digest(handle)
+        return _digest(handle, progress)
 
 
-def _digest(file: BufferedReader) -> FileHashes:
+def _digest(file: BufferedReader, progress: Progress | None = None) -> FileHashes:
     fd = file.fileno()
     if hasattr(os, "posix_fadvise"):
         with contextlib.suppress(OSError):
@@ -96,7 +141,26 @@ def _digest(file: BufferedReader) -> FileHashes:
         if low < high:
             legacy.update(chunk[low - position : high - position])
         position += count
+        if progress is not None:
+            progress(count)
     return FileHashes.from_digests(whole.hexdigest(), legacy.hexdigest(), position)
+
+
+def range_sha256(fd: int, start: int, end: int) -> str:
+    """The sha256 (hex) of bytes ``start:end`` of ``fd``, read with ``pread``; raises
+    ``OSError`` if the file ends before ``end``."""
+    digest = hashlib.sha256()
+    buffer = bytearray(BLOCK_SIZE)
+    view = memoryview(buffer)
+    position = start
+    while position < end:
+        count = _read_at(fd, buffer, position)
+        if not count:
+            raise OSError(f"the file ends at byte {position}, before byte {end}")
+        count = min(count, end - position)
+        digest.update(view[:count])
+        position += count
+    return digest.hexdigest()
 
 
 def _read_at(fd: int, buffer: bytearray, offset: int) -> int:
@@ -112,7 +176,7 @@ def _cache_key(path: Path) -> str:
 
 
 def _fingerprint(st: os.stat_result) -> dict[str, int]:
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+    return FileIdentity.of(st).fields()
 
 
 def load_cache(cache_dir: Path) -> dict[str, dict[str, object]]:
@@ -185,6 +249,7 @@ def file_hashes(
     cache_dir: Path | None = None,
     use_cache: bool = True,
     file: BufferedReader | None = None,
+    progress: Progress | None = None,
 ) -> FileHashes:
     """The hashes of ``path``, from the cache when the file is unchanged since last time.
 
@@ -194,7 +259,7 @@ def file_hashes(
     """
     where = Path(path)
     if not use_cache:
-        return compute_hashes(where, file=file)
+        return compute_hashes(where, file=file, progress=progress)
     folder = default_cache_dir() if cache_dir is None else cache_dir
     key = _cache_key(where)
     try:
@@ -204,7 +269,7 @@ def file_hashes(
     hit = _cached(load_cache(folder).get(key), before)
     if hit is not None:
         return hit
-    hashes = compute_hashes(where, file=file)
+    hashes = compute_hashes(where, file=file, progress=progress)
     try:
         after = _fingerprint(_stat(where, file))
     except OSError:

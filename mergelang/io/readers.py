@@ -1,23 +1,17 @@
-"""Lazy checkpoint readers: one protocol, a memory-mapped safetensors reader, format sniffing.
+"""Lazy checkpoint readers: one protocol, a safetensors reader of bounded reads, format sniffing.
 
 :class:`SafetensorsReader` validates the header when the file is opened, keeps the file open,
-and hands out each tensor as a view of a private (copy-on-write) memory mapping of just that
-tensor's bytes: nothing is read until the tensor's data is used, the page cache is shared with
-every other reader of the file, and writing into a returned tensor changes neither the file
-nor what a later :meth:`~SafetensorsReader.get` returns. Each tensor keeps its own mapping
-alive and the mapping is removed when the last view of it is gone, so tensors stay valid
-after :meth:`~SafetensorsReader.close`. A tensor whose byte offset is not a multiple of its
-item size (legal in the format, produced by some writers) is copied once into aligned memory.
+and reads each tensor when it is asked for, with bounded reads (``pread``) through that
+descriptor into memory of its own: writing into a returned tensor changes neither the file
+nor what a later :meth:`~SafetensorsReader.get` returns, tensors stay valid after
+:meth:`~SafetensorsReader.close`, and any alignment of the tensor's bytes is fine.
 
-Other ways were measured (a 500 MB file of 400 keys, page cache warm): one shared
-``torch.UntypedStorage.from_file`` mapping (about 30 us per key), one ``from_file`` mapping per
-key (75 us) and ``safetensors.safe_open`` (80 us) are all zero-copy like this reader (about
-50 us per key); all of it is far below the time to read the bytes. A single shared mapping
-would let an in-place operation on one returned tensor leak into later reads of the same key,
-and ``from_file`` reopens the file by name, which could map a different file if the input was
-replaced meanwhile; a mapping per key over the descriptor opened at validation time has
-neither problem. ``mmap.close`` is never called: closing a mapping that a tensor still views
-would leave the tensor pointing at unmapped memory.
+Memory maps were used before, and are zero-copy; but a file truncated while a mapping of it
+is read kills the process with ``SIGBUS`` (no message, the partial output left behind), and
+Python cannot recover from that signal. A bounded read of a shrunken file is a short read:
+a clean :class:`~mergelang.errors.CheckpointError` naming the file and the key. On a warm
+page cache the copy costs about what the page faults of a mapping cost; it reads the same
+descriptor that was validated, never the file reopened by name.
 
 :func:`open_checkpoint` picks the reader by content (the safetensors header signature, the zip
 or pickle magic) and falls back to the extension; a scaled fp8 file is read through
@@ -26,8 +20,8 @@ or pickle magic) and falls back to the extension; a scaled fp8 file is read thro
 
 from __future__ import annotations
 
+import ctypes
 import math
-import mmap
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -91,7 +85,7 @@ class CheckpointReader(Protocol):
 
 
 class SafetensorsReader:
-    """A ``.safetensors`` file, validated at open; tensors are mapped lazily, key by key.
+    """A ``.safetensors`` file, validated at open; tensors are read lazily, key by key.
 
     Given ``file`` and its validated ``header`` (an input opened and read once), the reader
     maps through that descriptor and leaves closing it to its owner.
@@ -147,7 +141,7 @@ class SafetensorsReader:
         return self.header.shapes()
 
     def get(self, key: str) -> torch.Tensor:
-        """The tensor ``key``, viewing a private mapping of its bytes (zero-copy if aligned)."""
+        """The tensor ``key``, read into memory of its own."""
         info = self.info(key)
         handle = self._handle
         if handle is None:
@@ -161,24 +155,9 @@ class SafetensorsReader:
         if info.nbytes == 0:
             return torch.empty(info.shape, dtype=dtype)
         start = self.header.data_offset + info.start
-        base = start - start % mmap.ALLOCATIONGRANULARITY
-        try:
-            mapping = mmap.mmap(
-                handle.fileno(), start + info.nbytes - base, access=mmap.ACCESS_COPY, offset=base
-            )
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(
-                str(self.path),
-                f"cannot map the tensor's bytes ({exc}); was the file truncated after it "
-                "was opened?",
-                code="unreadable",
-                key=key,
-            ) from None
-        if start % item_size(info.dtype) == 0:
-            flat = torch.frombuffer(mapping, dtype=dtype, count=info.numel, offset=start - base)
-            return flat.view(info.shape)
-        raw = torch.frombuffer(mapping, dtype=torch.uint8, count=info.nbytes, offset=start - base)
-        return raw.clone().view(dtype).view(info.shape)
+        tensor = torch.empty(info.numel, dtype=dtype)
+        read_exactly(handle.fileno(), tensor, start, self.path, key)
+        return tensor.view(info.shape)
 
     def close(self) -> None:
         """Close the file (unless it was given open); tensors already returned keep their
@@ -216,6 +195,47 @@ def open_checkpoint(path: str | os.PathLike[str]) -> CheckpointReader:
     from mergelang.io.ckpt import CkptReader
 
     return CkptReader(path)
+
+
+def read_exactly(fd: int, tensor: torch.Tensor, offset: int, path: Path, key: str) -> None:
+    """Fill ``tensor`` (contiguous, on the CPU) with the bytes at ``offset`` of ``fd``.
+
+    Bounded reads (``pread``) rather than memory maps: a file truncated while it is read gives
+    a short read here, a clean error naming the file and key, where touching a mapped page past
+    the new end of the file would kill the process with ``SIGBUS``.
+    """
+    nbytes = tensor.numel() * tensor.element_size()
+    if nbytes == 0:
+        return
+    view = memoryview((ctypes.c_char * nbytes).from_address(tensor.data_ptr())).cast("B")
+    done = 0
+    try:
+        while done < nbytes:
+            count = os.preadv(fd, [view[done : done + _READ_LIMIT]], offset + done)
+            if count == 0:
+                break
+            done += count
+    except OSError as exc:
+        raise CheckpointError(
+            str(path),
+            f"cannot read the tensor's bytes ({exc.strerror})",
+            code="unreadable",
+            key=key,
+        ) from None
+    finally:
+        view.release()
+    if done < nbytes:
+        raise CheckpointError(
+            str(path),
+            f"the file ended {nbytes - done} bytes before the tensor's end; "
+            "was it truncated after it was opened?",
+            code="input-changed",
+            key=key,
+        )
+
+
+_READ_LIMIT = 1 << 30
+"""The most one ``pread`` asks for (Linux reads at most about 2 GiB per call)."""
 
 
 def tensor_nbytes(meta: TensorMeta) -> int:

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING
 
 from mergelang.errors import OutputError
 from mergelang.io.dtypes import code_for_torch, is_known_code, item_size
+from mergelang.io.hashing import range_sha256
 from mergelang.io.safetensors_header import MAX_DIMENSION, is_utf8_text, read_safetensors_header
 
 if TYPE_CHECKING:
@@ -72,6 +73,11 @@ _NO_FALLOCATE = frozenset(
     for code in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, getattr(errno, "ENOTSUP", None))
     if code
 )
+
+
+PLACEHOLDER = "0" * 64
+"""The value a metadata entry is written with when it is filled in before the commit
+(:meth:`SafetensorsWriter.fill_placeholder`): as wide as a hex sha256."""
 
 
 def is_partial_name(name: str) -> bool:
@@ -263,7 +269,8 @@ class AtomicFile:
             ) from None
         name = f".{self.path.name}{PARTIAL_MARKER}{os.getpid()}-{secrets.token_hex(4)}"
         self.temp_path = folder / name
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        # Read and write: a cached object reads its data back for its digest before the commit.
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         flags |= getattr(os, "O_BINARY", 0)
         # The cleanup is registered before the file exists: an interrupt arriving just after
         # the file is created (before its descriptor is stored) still removes it, at the
@@ -613,6 +620,48 @@ class SafetensorsWriter:
             _pwrite_all(self._file.fd, _byte_view(data), offset)
         except OSError as exc:
             raise self._file.fail(exc, f"writing key {entry.key!r}") from None
+
+    def rewrite_metadata(self, metadata: Mapping[str, str]) -> None:
+        """Rewrite the header, in place, with ``metadata``: for values learnt only once every
+        key is written (the inputs' hashes, computed while the merge streamed). The new
+        header must have the old one's length, so no byte of data moves: values that change
+        must keep their widths (see :func:`mergelang.plan.cache.placeholder_hashes`)."""
+        if not self._file.is_open:
+            raise ValueError(f"{self.path}: the output is already committed or aborted")
+        header, offsets = build_header(self.entries, metadata, path=str(self.path))
+        framed = len(header).to_bytes(8, "little") + header
+        if len(framed) != len(self._header) or offsets != self._offsets:
+            raise ValueError(f"{self.path}: the new header is not as long as the old one")
+        try:
+            _pwrite_all(self._file.fd, memoryview(framed), 0)
+        except OSError as exc:
+            raise self._file.fail(exc, "writing the header") from None
+        self._header = framed
+
+    def fill_placeholder(self, meta_key: str, value: str) -> None:
+        """Rewrite, in place, a metadata value that was written as a placeholder of the same
+        length (:data:`PLACEHOLDER`): for what is known only once every key is written, such
+        as a digest of the data. The header keeps its length, so no byte of data moves."""
+        if not self._file.is_open:
+            raise ValueError(f"{self.path}: the output is already committed or aborted")
+        needle = json.dumps({meta_key: PLACEHOLDER}, separators=(",", ":"))[1:-1].encode()
+        start = self._header.find(needle)
+        if start < 0 or len(value) != len(PLACEHOLDER) or not value.isascii():
+            raise ValueError(f"{self.path}: no placeholder {meta_key!r} for {value!r}")
+        at = start + len(needle) - len(PLACEHOLDER) - 1
+        data = value.encode("ascii")
+        self._header = self._header[:at] + data + self._header[at + len(data) :]
+        try:
+            _pwrite_all(self._file.fd, memoryview(data), at)
+        except OSError as exc:
+            raise self._file.fail(exc, "writing the header") from None
+
+    def data_sha256(self) -> str:
+        """The sha256 of the data written (everything after the header), read back."""
+        try:
+            return range_sha256(self._file.fd, self._data_offset, self._total)
+        except OSError as exc:
+            raise self._file.fail(exc, "reading the data back") from None
 
     def missing(self) -> list[str]:
         """Keys not (completely) written yet, in entry order."""

@@ -32,32 +32,36 @@ import dataclasses
 import hashlib
 import json
 import os
+import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from mergelang._version import __version__
 from mergelang.errors import Diagnostic, MergelangError, OutputError, RecipeError, source_line
 from mergelang.io.file_formats import format_of_content
 from mergelang.io.formats import sniff_format
-from mergelang.io.metadata import InputRecord, build_metadata
+from mergelang.io.hashing import LEGACY_LENGTH, LEGACY_OFFSET, FileHashes, range_sha256
+from mergelang.io.metadata import SD_MERGE_MODELS, InputRecord, build_metadata
 from mergelang.io.writer import check_target
 from mergelang.plan.graph import LoadNode, Node, walk
-from mergelang.plan.inputs import InputHandle, open_cached
+from mergelang.plan.inputs import InputFile, InputHandle, open_cached
 from mergelang.plan.plan import CacheEntry, FileOutput, OutputPlan, Plan
-
-if TYPE_CHECKING:
-    from mergelang.io.hashing import FileHashes
 
 __all__ = [
     "CACHE_FORMAT",
     "CACHE_KEY",
+    "CACHE_VERSION",
+    "DATA_DIGEST",
     "OBJECTS",
     "OUTPUT_KEY",
     "decide",
     "existing_output_key",
     "object_path",
+    "placeholder_hashes",
+    "step_address",
     "stored_dtype",
+    "with_real_hashes",
 ]
 
 OBJECTS = "objects"
@@ -65,6 +69,20 @@ CACHE_FORMAT = "safetensors"
 """The file format of cached step values."""
 OUTPUT_KEY = "mergelang.output_key"
 CACHE_KEY = "mergelang.cache_key"
+DATA_DIGEST = "mergelang.data_sha256"
+"""The metadata entry of a cached object that holds the sha256 of its data section, filled
+in before the object is committed and checked on every hit."""
+CACHE_VERSION = 2
+"""The version of the cache's objects, part of every step address: objects an older
+mergelang stored (without a digest, or laid out otherwise) are never found."""
+
+
+def step_address(node: Node, input_keys: dict[int, str]) -> str | None:
+    """Where ``node``'s value is cached: its content address under :data:`CACHE_VERSION`."""
+    key = node.content_key(input_keys)
+    if key is None:
+        return None
+    return hashlib.sha256(f"mergelang-cache\x1f{CACHE_VERSION}\x1f{key}".encode()).hexdigest()
 
 
 def object_path(cache_dir: Path, key: str) -> Path:
@@ -82,27 +100,144 @@ def stored_dtype(node: Node, key: str) -> str:
     return slot.dtype if slot.action in ("read", "pass") else "F32"
 
 
-def _input_hashes(plan: Plan, *, hash_inputs: bool) -> tuple[dict[str, FileHashes], dict[int, str]]:
-    """The content hashes known of the inputs the outputs draw on (by handle identity), and
-    ``id(LoadNode) -> sha256`` for every load whose hash is known."""
+def _loads(plan: Plan) -> list[LoadNode]:
+    loads = [n for n in plan.all_nodes() if isinstance(n, LoadNode)]
+    return loads + [o.vae for o in plan.outputs if o.vae is not None]
+
+
+def _input_hashes(plan: Plan, *, hash_inputs: bool) -> dict[str, FileHashes]:
+    """The content hashes known of the inputs the outputs draw on (by handle identity):
+    from the hash cache, else (``hash_inputs``) computed now."""
     hashes: dict[str, FileHashes] = {}
     asked: set[str] = set()
-    found: dict[int, str] = {}
-    loads = [n for n in plan.all_nodes() if isinstance(n, LoadNode)]
-    loads += [o.vae for o in plan.outputs if o.vae is not None]
-    for node in loads:
+    for node in _loads(plan):
         handle = node.handle
         file = handle.file
-        if file is None:
+        if file is None or handle.identity in asked:
             continue
-        if handle.identity not in asked:
-            asked.add(handle.identity)
-            known = file.hashes(plan.cache_dir, compute=hash_inputs)
-            if known is not None:
-                hashes[handle.identity] = known
-        if handle.identity in hashes:
-            found[id(node)] = hashes[handle.identity].sha256
-    return hashes, found
+        asked.add(handle.identity)
+        known = file.hashes(plan.cache_dir, compute=hash_inputs)
+        if known is not None:
+            hashes[handle.identity] = known
+    return hashes
+
+
+def _load_keys(plan: Plan, hashes: Mapping[str, FileHashes]) -> dict[int, str]:
+    """``id(LoadNode) -> sha256`` for every load whose hash is known."""
+    found: dict[int, str] = {}
+    for node in _loads(plan):
+        known = hashes.get(node.handle.identity)
+        if known is not None:
+            found[id(node)] = known.sha256
+    return found
+
+
+def _unhashed(plan: Plan, hashes: Mapping[str, FileHashes]) -> list[InputHandle]:
+    """The file inputs the outputs draw on whose hashes are not known, first found first."""
+    found: dict[str, InputHandle] = {}
+    for node in _loads(plan):
+        handle = node.handle
+        if handle.file is not None and handle.identity not in hashes:
+            found.setdefault(handle.identity, handle)
+    return list(found.values())
+
+
+def _can_hash_during_run(
+    plan: Plan,
+    hashes: Mapping[str, FileHashes],
+    unhashed: list[str],
+    keys: dict[int, str],
+    use_cache: bool,
+) -> bool:
+    """Whether the unhashed inputs can be hashed while the merge streams: every pending
+    output streams (its header can be rewritten in place before the commit), none exists yet
+    (deciding "up to date" needs the real address), and no cached step draws on them (a cache
+    address must never name a hash that was not computed), and the real hashes cannot
+    change the headers' shape (see below)."""
+    for output in plan.outputs:
+        if not isinstance(output, FileOutput):
+            continue
+        if not output.file_format.streams or os.path.lexists(output.path):
+            return False
+    # The stand-ins differ from every other hash, so the real ones must too, or the header
+    # changes shape (records keyed by hash merge). Cheap samples prove it: two files whose
+    # samples differ cannot share their content.
+    files = {h.identity: h.file for h in plan.inputs if h.file is not None}
+    samples: dict[str, tuple[int, str, str]] = {}
+    for identity in unhashed:
+        file = files.get(identity)
+        if file is None:
+            return False
+        samples[identity] = _samples(file)
+    if len(set(samples.values())) < len(samples):
+        return False
+    taken = {(h.size, h.legacy) for h in hashes.values()}
+    for file in files.values():
+        taken |= {(-1, legacy) for legacy in _ancestor_legacies(file.metadata)}
+    for size, legacy, _ in samples.values():
+        if (size, legacy) in taken or (-1, legacy) in taken:
+            return False
+    if use_cache:
+        for node in walk(plan.roots()):
+            if _cacheable(node) is not None and node.content_key(keys) is None:
+                return False
+    return True
+
+
+def _samples(file: InputFile) -> tuple[int, str, str]:
+    """A cheap fingerprint: the size, the legacy hash (the 64 KiB at 1 MiB) and a sha256 of
+    64 KiB at the start of the data, the middle and the end. Equal files have equal ones."""
+    fd, size = file.file.fileno(), file.size
+    legacy = range_sha256(fd, min(LEGACY_OFFSET, size), min(LEGACY_OFFSET + LEGACY_LENGTH, size))
+    sampled = hashlib.sha256()
+    for start in (0, size // 2, max(0, size - LEGACY_LENGTH)):
+        sampled.update(range_sha256(fd, start, min(size, start + LEGACY_LENGTH)).encode())
+    return size, legacy[:8], sampled.hexdigest()
+
+
+def _ancestor_legacies(metadata: Mapping[str, str]) -> set[str]:
+    """The legacy hashes of the ancestors an input names in its ``sd_merge_models``."""
+    try:
+        ancestors = json.loads(metadata.get(SD_MERGE_MODELS, "{}"))
+    except ValueError:
+        return set()
+    if not isinstance(ancestors, dict):
+        return set()
+    found = set()
+    for entry in ancestors.values():
+        legacy = entry.get("legacy_hash") if isinstance(entry, dict) else None
+        if isinstance(legacy, str):
+            found.add(legacy)
+    return found
+
+
+def placeholder_hashes(size: int) -> FileHashes:
+    """Stand-in hashes of an input hashed during the run: random hex of the real widths,
+    so that every header holding them keeps its length when the real ones replace them."""
+    return FileHashes.from_digests(secrets.token_hex(32), secrets.token_hex(32), size)
+
+
+def with_real_hashes(plan: Plan, real: Mapping[str, FileHashes]) -> Plan:
+    """``plan`` (one whose inputs in :attr:`Plan.hashed_during_run` carry placeholders) with
+    the real hashes: its outputs' addresses and metadata made again from them."""
+    hashes = {**plan.hashes, **real}
+    known = dataclasses.replace(plan, hashes=MappingProxyType(hashes), hashed_during_run=())
+    keys = _load_keys(known, hashes)
+    outputs: list[OutputPlan] = []
+    for output in known.outputs:
+        if isinstance(output, FileOutput) and output.status == "write":
+            output = dataclasses.replace(output, key=_output_key(output, keys))
+        outputs.append(output)
+    known = dataclasses.replace(known, outputs=tuple(outputs))
+    if not known.hashed:  # as in decide: no metadata without every input's hash
+        return known
+    finished = [
+        dataclasses.replace(o, metadata=MappingProxyType(_metadata(known, o)))
+        if isinstance(o, FileOutput) and o.status == "write"
+        else o
+        for o in outputs
+    ]
+    return dataclasses.replace(known, outputs=tuple(finished))
 
 
 def _output_key(output: FileOutput, keys: dict[int, str]) -> str | None:
@@ -150,13 +285,16 @@ def _cacheable(node: Node) -> str | None:
     return None
 
 
-def _hit_handle(node: Node, path: Path, key: str) -> InputHandle | None:
-    """The cached file as an input, if it is whole and holds what ``node`` needs."""
+def _hit_handle(node: Node, path: Path, key: str, *, verify: bool) -> InputHandle | None:
+    """The cached file as an input, if it is whole and holds what ``node`` needs, and
+    (``verify``) its data matches the digest stored with it."""
     file = open_cached(path)
     if file is None:
         return None
     metas = file.metas()
     whole = file.metadata.get(CACHE_KEY) == key
+    if whole and verify:
+        whole = _data_intact(file)
     for name, slot in node.keys.items():
         meta = metas.get(name)
         if meta is None or meta.shape != slot.shape or meta.dtype != stored_dtype(node, name):
@@ -175,13 +313,64 @@ def _hit_handle(node: Node, path: Path, key: str) -> InputHandle | None:
     )
 
 
-def decide(plan: Plan, *, hash_inputs: bool, force: bool, use_cache: bool) -> Plan:
+def _data_intact(file: InputFile) -> bool:
+    """Whether the object's data section has the sha256 its header records."""
+    recorded = file.metadata.get(DATA_DIGEST)
+    if recorded is None or len(recorded) != 64:
+        return False
+    header = file.header()
+    try:
+        return range_sha256(file.file.fileno(), header.data_offset, file.size) == recorded
+    except OSError:
+        return False
+
+
+def decide(
+    plan: Plan,
+    *,
+    hash_inputs: bool,
+    force: bool,
+    use_cache: bool,
+    hash_during_run: bool = False,
+) -> Plan:
     """``plan`` finished: its content hashes, the outputs' addresses, statuses and metadata,
     and the cache decisions; raises :class:`RecipeError` for outputs that cannot be
-    written."""
-    hashes, keys = _input_hashes(plan, hash_inputs=hash_inputs)
+    written.
+
+    ``hash_during_run`` (with ``hash_inputs``): inputs whose hashes are not cached are hashed
+    by the executor while the merge streams, when :func:`_can_hash_during_run` allows it;
+    until then they carry :func:`placeholder_hashes` (listed in
+    :attr:`Plan.hashed_during_run`), and :func:`with_real_hashes` puts the real ones in."""
+    hashes = _input_hashes(plan, hash_inputs=hash_inputs and not hash_during_run)
+    during: tuple[str, ...] = ()
+    if hash_inputs and hash_during_run:
+        unhashed = _unhashed(plan, hashes)
+        identities = [h.identity for h in unhashed]
+        load_keys = _load_keys(plan, hashes)
+        if unhashed and _can_hash_during_run(plan, hashes, identities, load_keys, use_cache):
+            for handle in unhashed:
+                assert handle.file is not None
+                hashes[handle.identity] = placeholder_hashes(handle.file.size)
+            during = tuple(h.identity for h in unhashed)
+        else:
+            hashes = _input_hashes(plan, hash_inputs=True)
+    keys = _load_keys(plan, hashes)
     hashed = all(h.identity in hashes for h in plan.inputs if h.path is not None)
-    known = dataclasses.replace(plan, hashes=MappingProxyType(hashes), hashed=hashed)
+    to_hash = (0, 0, False)
+    if not hash_inputs:
+        waiting = _unhashed(plan, hashes)
+        if waiting:
+            size = sum(h.file.size for h in waiting if h.file is not None)
+            identities = [h.identity for h in waiting]
+            during_ok = _can_hash_during_run(plan, hashes, identities, keys, use_cache)
+            to_hash = (len(waiting), size, during_ok)
+    known = dataclasses.replace(
+        plan,
+        hashes=MappingProxyType(hashes),
+        hashed=hashed,
+        hashed_during_run=during,
+        to_hash=to_hash,
+    )
     protected = [h.path for h in plan.inputs if h.path is not None]
     blocked: list[Diagnostic] = []
     outputs: list[OutputPlan] = []
@@ -219,8 +408,9 @@ def decide(plan: Plan, *, hash_inputs: bool, force: bool, use_cache: bool) -> Pl
     if blocked:
         raise RecipeError(blocked)
     known = dataclasses.replace(known, outputs=tuple(outputs))
-    cache = _decide_cache(known, keys) if use_cache else ()
-    decided = dataclasses.replace(known, cache=cache)
+    warnings: list[Diagnostic] = []
+    cache = _decide_cache(known, keys, verify=hash_inputs, warnings=warnings) if use_cache else ()
+    decided = dataclasses.replace(known, cache=cache, warnings=(*known.warnings, *warnings))
     if hashed:
         finished = [
             dataclasses.replace(o, metadata=MappingProxyType(_metadata(decided, o)))
@@ -249,7 +439,23 @@ def _at_save(plan: Plan, output: FileOutput, exc: MergelangError) -> list[Diagno
     return found
 
 
-def _decide_cache(plan: Plan, keys: dict[int, str]) -> tuple[CacheEntry, ...]:
+def _broken_object(plan: Plan, node: Node, path: Path) -> Diagnostic:
+    return Diagnostic(
+        f"the cached value of {node.label} failed its check (its data does not match the "
+        "digest stored with it, or it has none); it is computed again and stored anew",
+        "cache-corrupt",
+        str(path),
+        node.span,
+        severity="warning",
+        source_line=source_line(plan.checked.recipe.source, node.span.line),
+    )
+
+
+def _decide_cache(
+    plan: Plan, keys: dict[int, str], *, verify: bool, warnings: list[Diagnostic]
+) -> tuple[CacheEntry, ...]:
+    """The cache entries of ``plan``; ``verify``: check each hit's data against its digest
+    (a run does; ``plan`` only looks at the headers), a failure added to ``warnings``."""
     pending = plan.pending
     if not pending:
         return ()
@@ -259,13 +465,17 @@ def _decide_cache(plan: Plan, keys: dict[int, str]) -> tuple[CacheEntry, ...]:
             reason = _cacheable(node)
             if reason is None:
                 continue
-            key = node.content_key(keys)
+            key = step_address(node, keys)
             if key is None:
                 if not plan.hashed:
                     entries.append(CacheEntry(node, None, None, "unknown", reason))
                 continue
             path = object_path(plan.cache_dir, key)
-            handle = _hit_handle(node, path, key) if path.is_file() else None
+            handle = None
+            if path.is_file():
+                handle = _hit_handle(node, path, key, verify=verify)
+                if handle is None and verify:
+                    warnings.append(_broken_object(plan, node, path))
             if handle is not None:
                 entries.append(CacheEntry(node, key, path, "hit", reason, handle))
             else:

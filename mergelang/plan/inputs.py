@@ -13,8 +13,10 @@ save names by path:
 
 A file reached by several names (or paths) is opened once. It stays open as an
 :class:`InputFile`, and every later read goes through that descriptor: the architecture
-detection, the executor's memory maps, the loading of a pickle and the content hashing. A file
-replaced on disk after it was resolved is never mixed in. Tensors handed over in memory
+detection, the executor's reads, the loading of a pickle and the content hashing. A file
+replaced on disk after it was resolved is never mixed in, and one written to meanwhile
+(:meth:`InputFile.check_unchanged`, its identity at opening against now) fails the run before
+any output is committed. Tensors handed over in memory
 (``mergelang.evaluate(..., inputs=...)``) take the place of a file for their model.
 
 A problem does not stop the resolution: it is kept with the source it belongs to
@@ -38,6 +40,13 @@ from mergelang.arch import Detected, detect
 from mergelang.check.checked_recipe import CheckedRecipe, ModelSource
 from mergelang.errors import CheckpointError, Span
 from mergelang.io.formats import CheckpointFormat, sniff_format_of
+from mergelang.io.hashing import (
+    FileHashes,
+    FileIdentity,
+    Progress,
+    file_hashes,
+    known_hashes,
+)
 from mergelang.io.locate import ModelLocator
 from mergelang.io.memory_reader import KeyMeta, MemoryReader
 from mergelang.io.safetensors_header import SafetensorsHeader, open_regular, read_header_from
@@ -49,7 +58,6 @@ if TYPE_CHECKING:
 
     from mergelang.io.ckpt import CkptReader
     from mergelang.io.gguf_format import GGUFCheckpoint
-    from mergelang.io.hashing import FileHashes
     from mergelang.io.readers import CheckpointReader
 
 __all__ = [
@@ -82,6 +90,10 @@ class InputFile:
         self.size = size
         self.format: CheckpointFormat = format
         self._file: BufferedReader | None = file
+        opened = os.fstat(file.fileno())
+        self.identity = FileIdentity.of(opened)
+        """The file as it was opened; :meth:`check_unchanged` compares it with the file now."""
+        self._links = opened.st_nlink
         self._header: SafetensorsHeader | CheckpointError | None = None
         self._loaded: CkptReader | GGUFCheckpoint | CheckpointError | None = None
         self._detected: Detected | CheckpointError | None = None
@@ -189,17 +201,45 @@ class InputFile:
                     self._reader = self.load()
             return self._reader
 
-    def hashes(self, cache_dir: Path, *, compute: bool) -> FileHashes | None:
+    def hashes(
+        self, cache_dir: Path, *, compute: bool, progress: Progress | None = None
+    ) -> FileHashes | None:
         """The file's content hashes: from the hash cache, else (``compute``) by reading the
-        open file once; ``None`` when they are not known and not to be computed."""
-        from mergelang.io.hashing import file_hashes, known_hashes
-
+        open file once (``progress`` told the bytes read); ``None`` when they are not known
+        and not to be computed."""
         if compute:
-            return file_hashes(self.path, cache_dir=cache_dir, file=self.file)
+            return file_hashes(self.path, cache_dir=cache_dir, file=self.file, progress=progress)
         return known_hashes(self.path, cache_dir=cache_dir, file=self.file)
 
+    def check_unchanged(self) -> None:
+        """Raise :class:`CheckpointError` (``input-changed``) if the open file is no longer
+        as it was opened: written to, truncated or grown (its size, modification or change
+        time differ; a change time moved with the link count alone is a rename or a delete,
+        which leaves the open file's bytes as they were). A run checks every input so before
+        it commits its outputs."""
+        if self._file is None:
+            return
+        try:
+            st = os.fstat(self._file.fileno())
+        except OSError as exc:  # pragma: no cover - fstat of an open descriptor
+            raise CheckpointError(
+                str(self.path), f"cannot check the input: {exc.strerror}", code="input-changed"
+            ) from None
+        changes = self.identity.differences(FileIdentity.of(st))
+        if [c.split()[0] for c in changes] == ["ctime_ns"] and st.st_nlink != self._links:
+            # Only its links changed (renamed over by a new download, deleted): the bytes
+            # read are still those of the file opened and hashed.
+            return
+        if changes:
+            raise CheckpointError(
+                str(self.path),
+                f"input changed during the run ({', '.join(changes)}); no output was written",
+                code="input-changed",
+                hint="run again once the file is no longer being written",
+            )
+
     def close(self) -> None:
-        """Close the file; tensors already mapped stay valid."""
+        """Close the file; tensors already read stay valid."""
         with self._lock:
             if self._file is not None:
                 self._file.close()

@@ -162,6 +162,14 @@ class Plan:
     wrote meanwhile is never replaced."""
     hashes: Mapping[str, FileHashes] = field(default_factory=lambda: MappingProxyType({}))
     """The content hashes known, by :attr:`InputHandle.identity`."""
+    to_hash: tuple[int, int, bool] = (0, 0, False)
+    """For a plan made without hashing (``mergelang plan``): how many inputs a run would
+    hash, their bytes, and whether it would hash them while the merge streams (else before
+    it)."""
+    hashed_during_run: tuple[str, ...] = ()
+    """The inputs (by :attr:`InputHandle.identity`) the executor hashes while the merge
+    streams: their :attr:`hashes` are placeholders of the real widths until then, and the
+    outputs' headers are rewritten in place with the real ones before the commit."""
 
     def close(self) -> None:
         """Close the files the plan holds open (its inputs and cache hits)."""

@@ -99,6 +99,9 @@ class PlanOptions:
     targets: tuple[str | int, ...] | None = None
     dtype: str | None = None
     nan: str = "error"
+    hash_during_run: bool = False
+    """Hash inputs new to the hash cache while the merge streams rather than before it,
+    where that is possible (see :func:`mergelang.plan.cache.decide`): a run's choice."""
 
 
 def build_plan(
@@ -122,6 +125,7 @@ def build_plan(
             hash_inputs=hash_inputs,
             force=options.force,
             use_cache=options.use_cache,
+            hash_during_run=options.hash_during_run,
         )
     except BaseException:
         inputs.close()

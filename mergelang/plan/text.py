@@ -173,6 +173,17 @@ class _Renderer:
                 "some inputs are not hashed yet: cache hits and up-to-date outputs are decided "
                 "when the run hashes them"
             )
+        count, size, during = plan.to_hash
+        if count:
+            when = (
+                "while the merge streams"
+                if during
+                else "before the merge (a cached step or an existing output needs their hashes)"
+            )
+            lines.append(
+                f"the run hashes {count} input{'s' if count != 1 else ''} "
+                f"({human_bytes(size)}) {when}"
+            )
         return "\n".join(lines) + "\n"
 
 

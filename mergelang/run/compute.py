@@ -50,6 +50,8 @@ class Target:
     sink: Sink
     item: OutputKey
     node: Node | None
+    label: str = "<output>"
+    """How messages name the output (its path, or the cached step)."""
     entry: OutputEntry = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -101,8 +103,9 @@ class Evaluator:
 
     ``hits`` maps ``id(node)`` to the cache entry a node is read from instead of computed;
     ``stats`` holds the statistics objects of nodes that needed a statistics pass.
-    ``check_finite``: refuse NaN and infinite values in the inputs of a merge (the
-    ``nan="error"`` policy; ``nan="keep"`` merges them as they are).
+    ``check_finite``: refuse NaN and infinite values in the inputs of a merge and in every
+    computed value written (the ``nan="error"`` policy; ``nan="keep"`` merges and writes them
+    as they are).
     """
 
     def __init__(
@@ -214,6 +217,7 @@ class Evaluator:
             value = reset_position_ids(item.shape)
         else:
             value = self.value(target.node, item.read_key, chunk)
+        key = item.read_key
         dtype = torch_dtype(item.dtype)
         if value.dtype != dtype and is_fp8_code(item.dtype):
             out = None if chunk.whole else arena.take(chunk.hi - chunk.lo, dtype)
@@ -225,12 +229,23 @@ class Evaluator:
                 value = value.to(dtype)
             else:
                 value = arena.take(chunk.hi - chunk.lo, dtype).copy_(value)
+        if self.check_finite and target.node is not None and self._computed(target.node, key):
+            _check_finite_output(value, target.label, item.key)
         target.sink.write_part(item.key, chunk.lo, value.reshape(-1))
 
     def _count_clamped(self, target: Target, count: int) -> None:
         with self._clamped_lock:
             found = self.clamped.setdefault(id(target.sink), {})
             found[target.item.key] = found.get(target.item.key, 0) + count
+
+    def _computed(self, node: Node, key: str) -> bool:
+        """Whether ``node``'s value at ``key`` is computed (not a file's tensor passed on)."""
+        while self._source(node) is None:
+            slot = node.keys[key]
+            if slot.action != "pass":
+                return True
+            node = node.children[slot.source]
+        return False
 
     def forget_reads(self) -> None:
         """Drop this thread's mapped input tensors (done after each key)."""
@@ -360,6 +375,26 @@ def _check_finite(operand: torch.Tensor, source: InputHandle, key: str) -> None:
         code="non-finite",
         key=key,
         hint="repair or replace this model, or pass --nan keep to merge the values as they are",
+    )
+
+
+def _check_finite_output(value: torch.Tensor, label: str, key: str) -> None:
+    """Refuse a computed value that is NaN or infinite once cast to the output's dtype (an
+    overflow of fp16, a method dividing by zero): outputs are held to what inputs are. One
+    float32 sum per chunk; the elements are looked at only when it is not finite."""
+    if not value.is_floating_point() or math.isfinite(float(value.sum(dtype=torch.float32))):
+        return
+    bad = int((~torch.isfinite(value)).sum())
+    if bad == 0:
+        return
+    raise CheckpointError(
+        label,
+        f"the merged tensor holds NaN or infinite values ({bad} in the part being written, "
+        f"in the output's dtype {value.dtype}); the output would be broken",
+        code="non-finite-output",
+        key=key,
+        hint="check the step's numbers (an fp16 output holds at most 65504), or pass "
+        "--nan keep to write the values as they are",
     )
 
 

@@ -31,6 +31,7 @@ changed: what happened to each output is in the :class:`RunResult`.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -45,10 +46,18 @@ import torch
 from mergelang.errors import Diagnostic, OutputError, UsageError
 from mergelang.io.file_formats import FILE_FORMATS
 from mergelang.io.fp8 import clamped_warning
+from mergelang.io.hashing import FileHashes
 from mergelang.io.save_options import OutputKey
 from mergelang.io.sinks import MemorySink, Sink, SinkTarget
-from mergelang.io.writer import remove_stale_partials
-from mergelang.plan.cache import CACHE_FORMAT, CACHE_KEY, existing_output_key, stored_dtype
+from mergelang.io.writer import PLACEHOLDER, SafetensorsWriter, remove_stale_partials
+from mergelang.plan.cache import (
+    CACHE_FORMAT,
+    CACHE_KEY,
+    DATA_DIGEST,
+    existing_output_key,
+    stored_dtype,
+    with_real_hashes,
+)
 from mergelang.plan.graph import MethodNode, Node
 from mergelang.plan.plan import CacheEntry, FileOutput, MemoryOutput, OutputPlan, Plan
 from mergelang.run.compute import Chunk, Evaluator, KeyTask, Target
@@ -123,6 +132,7 @@ class _Run:
         self.removed: list[tuple[Path, int]] = []
         self.made_meanwhile: set[int] = set()
         """``id()`` of the outputs another run made, the same, while this one ran."""
+        self.hashing = _Hashing(plan)
 
     # -- sinks
 
@@ -136,7 +146,11 @@ class _Run:
                 OutputKey(k, stored_dtype(entry.node, k), s.shape, "model").entry()
                 for k, s in entry.node.keys.items()
             )
-            meta = {CACHE_KEY: entry.key, "mergelang.step": entry.node.describe()[:2000]}
+            meta = {
+                CACHE_KEY: entry.key,
+                DATA_DIGEST: PLACEHOLDER,
+                "mergelang.step": entry.node.describe()[:2000],
+            }
             target = SinkTarget(entry.path, entries, meta, overwrite=True)
             self.sinks.append((FILE_FORMATS[CACHE_FORMAT].open_sink(target), entry))
         for output in self.plan.pending:
@@ -189,6 +203,9 @@ class _Run:
                 ]
             else:
                 items = [(item, _source_node(owner, item)) for item in owner.layout]
+            label = (
+                f"<cache of {owner.node.label}>" if isinstance(owner, CacheEntry) else owner.label
+            )
             for item, source in items:
                 whole = source is None or evaluator.needs_whole(source, item.read_key)
                 task = found.get((item.key, item.shape))
@@ -196,7 +213,7 @@ class _Run:
                     task = KeyTask(item.key, item.shape, whole)
                     found[item.key, item.shape] = task
                 task.whole = task.whole or whole
-                task.targets.append(Target(sink, item, source))
+                task.targets.append(Target(sink, item, source, label))
         return list(found.values())
 
     # -- passes
@@ -229,13 +246,34 @@ class _Run:
 
     def merge(self, evaluator: Evaluator) -> None:
         tasks = self.tasks(evaluator)
-        self.reporter.phase("merging", sum(t.nbytes for t in tasks), f"{len(self.sinks)} outputs")
+        total = sum(t.nbytes for t in tasks) + self.hashing.total
+        detail = f"{len(self.sinks)} outputs"
+        if self.hashing.total:
+            detail += f", hashing {len(self.hashing.handles)} new inputs"
+        self.reporter.phase("merging", total, detail)
+        self.hashing.start()
+        try:
+            self._merge(tasks, evaluator)
+            while not self.hashing.wait(0.1):
+                self.advance(0, "hashing")
+                if self.cancel.is_set():
+                    raise KeyboardInterrupt
+            self.advance(0, "hashing")
+        except BaseException:
+            self.hashing.stop()
+            raise
+
+    def advance(self, merged: int, key: str) -> None:
+        """Report ``merged`` bytes, and the bytes hashed meanwhile, on the one bar."""
+        self.reporter.advance(merged + self.hashing.take_progress(), key)
+
+    def _merge(self, tasks: list[KeyTask], evaluator: Evaluator) -> None:
         workers = max(1, self.plan.workers)
         if workers == 1:
             for task in tasks:
                 if self.cancel.is_set():
                     raise KeyboardInterrupt
-                self.reporter.advance(evaluator.run(task, self.cancel), task.key)
+                self.advance(evaluator.run(task, self.cancel), task.key)
             return
         with ThreadPoolExecutor(workers, thread_name_prefix="mergelang") as pool:
             inflight: deque[tuple[KeyTask, Future[int]]] = deque()
@@ -246,20 +284,47 @@ class _Run:
                     inflight.append((task, pool.submit(evaluator.run, task, self.cancel)))
                     while len(inflight) >= 2 * workers:
                         done, future = inflight.popleft()
-                        self.reporter.advance(future.result(), done.key)
+                        self.advance(future.result(), done.key)
                 while inflight:
                     done, future = inflight.popleft()
-                    self.reporter.advance(future.result(), done.key)
+                    self.advance(future.result(), done.key)
             except BaseException:
                 self.cancel.set()
                 for _, future in inflight:
                     future.cancel()
                 raise
 
+    def check_inputs(self) -> None:
+        """Refuse to commit if an input file or cache hit was written to while the run read
+        it (see :meth:`~mergelang.plan.inputs.InputFile.check_unchanged`)."""
+        handles = [*self.plan.inputs, *(e.handle for e in self.plan.cache if e.handle)]
+        for handle in handles:
+            file = handle.file
+            if file is not None:
+                file.check_unchanged()
+
+    def fill_hashes(self) -> None:
+        """Put the hashes computed during the run into every output's header (in place, in
+        the placeholders' room) before anything is committed."""
+        if not self.plan.hashed_during_run:
+            return
+        final = with_real_hashes(self.plan, self.hashing.result())
+        by_output = {
+            id(old): new for old, new in zip(self.plan.outputs, final.outputs, strict=True)
+        }
+        for sink, owner in self.sinks:
+            if isinstance(owner, FileOutput):
+                assert isinstance(sink, SafetensorsWriter)
+                sink.rewrite_metadata(by_output[id(owner)].metadata)
+
     def commit(self) -> list[OutputResult]:
+        self.check_inputs()
+        self.fill_hashes()
         by_output: dict[int, OutputResult] = {}
         for sink, owner in self.sinks:
             if isinstance(owner, CacheEntry):
+                assert isinstance(sink, SafetensorsWriter)
+                sink.fill_placeholder(DATA_DIGEST, sink.data_sha256())
                 sink.commit()
                 continue
             try:
@@ -287,6 +352,73 @@ class _Run:
                 )
             results.append(found)
         return results
+
+
+class _Hashing:
+    """The inputs a plan hashes during the run (:attr:`Plan.hashed_during_run`), hashed in
+    a thread of their own while the merge streams; the bytes hashed are counted for the
+    progress bar. Reading an input twice at once costs little: the second read of each
+    block comes from the page cache."""
+
+    def __init__(self, plan: Plan) -> None:
+        wanted = set(plan.hashed_during_run)
+        self.plan = plan
+        self.handles = [h for h in plan.inputs if h.identity in wanted and h.file is not None]
+        self.total = sum(h.file.size for h in self.handles if h.file is not None)
+        self._done = 0
+        self._reported = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._found: dict[str, FileHashes] = {}
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.handles and self._thread is None:
+            with contextlib.suppress(OSError):  # where the hashes go, as a hash first made it
+                self.plan.cache_dir.mkdir(parents=True, exist_ok=True)
+            self._thread = threading.Thread(target=self._run, name="mergelang-hash", daemon=True)
+            self._thread.start()
+
+    def _count(self, count: int) -> None:
+        if self._stop.is_set():
+            raise KeyboardInterrupt
+        with self._lock:
+            self._done += count
+
+    def _run(self) -> None:
+        try:
+            for handle in self.handles:
+                assert handle.file is not None
+                found = handle.file.hashes(self.plan.cache_dir, compute=True, progress=self._count)
+                assert found is not None
+                self._found[handle.identity] = found
+        except BaseException as exc:  # re-raised in the main thread by result()
+            self._error = exc
+
+    def take_progress(self) -> int:
+        """The bytes hashed since the last call."""
+        with self._lock:
+            new, self._reported = self._done - self._reported, self._done
+        return new
+
+    def wait(self, seconds: float | None) -> bool:
+        """Whether the hashing is over (waiting up to ``seconds`` for it)."""
+        if self._thread is None:
+            return True
+        self._thread.join(seconds)
+        return not self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self) -> dict[str, FileHashes]:
+        self.wait(None)
+        if self._error is not None:
+            raise self._error
+        return self._found
 
 
 def _made_meanwhile(output: FileOutput, exc: OutputError) -> bool:
