@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mergelang.errors import printable
 from mergelang.plan.graph import LoadNode, Node
 from mergelang.plan.plan import Plan, step_numbers
 
@@ -186,8 +187,10 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
 
 
 def render_plan(plan: Plan) -> str:
-    """The plan as text (see the module docstring)."""
-    return _Renderer(plan).render()
+    """The plan as text (see the module docstring). Paths and names that came from files or
+    the recipe are shown with their control characters escaped
+    (:func:`mergelang.errors.printable`)."""
+    return printable(_Renderer(plan).render())
 
 
 def plan_json(plan: Plan) -> dict[str, object]:
