@@ -37,7 +37,7 @@ from types import MappingProxyType
 from mergelang.check.checked_recipe import CheckedRecipe
 from mergelang.check.scope import TooManyErrors
 from mergelang.check.statements import StatementChecker
-from mergelang.errors import Diagnostic, RecipeError, Span
+from mergelang.errors import BIDI_CONTROLS, Diagnostic, RecipeError, Span
 from mergelang.lang import ast
 from mergelang.lang.syntax_errors import too_many_errors
 from mergelang.presets import PresetTable
@@ -67,6 +67,16 @@ class _Checker(StatementChecker):
                     usage.span,
                     code="unused",
                     hint="save it, use it, or remove it",
+                )
+        for comment in self.recipe.comments:
+            bidi = BIDI_CONTROLS.search(comment.text)
+            if bidi is not None:
+                self.sink.warning(
+                    f"this comment holds the bidirectional control U+{ord(bidi.group()):04X}, "
+                    "which makes the text around it show in another order than it has",
+                    comment.span,
+                    code="bidi-control",
+                    hint="remove it; a reviewer may not see what the recipe really says",
                 )
         diagnostics = _deduplicate(self.sink.sorted())
         if any(d.severity == "error" for d in diagnostics):

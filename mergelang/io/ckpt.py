@@ -350,7 +350,12 @@ def save_ckpt(
 ) -> Path:
     """Write ``{"state_dict": tensors}`` with ``torch.save``, atomically; returns the path.
     ``metadata`` (string pairs) goes beside the state dict under :data:`METADATA_KEY`."""
-    state = {key: _standalone(t) for key, t in tensors.items()}
+    try:
+        state = {key: _standalone(t) for key, t in tensors.items()}
+    except (MemoryError, RuntimeError) as exc:
+        raise _no_memory(
+            Path(path), sum(t.numel() * t.element_size() for t in tensors.values()), exc
+        ) from None
     saved: dict[str, object] = {"state_dict": state}
     if metadata:
         saved[METADATA_KEY] = {str(k): str(v) for k, v in metadata.items()}
@@ -373,6 +378,20 @@ def save_ckpt(
     return target.commit()
 
 
+def _no_memory(path: Path, nbytes: int, exc: BaseException) -> OutputError:
+    """The error for a ``.ckpt`` output that cannot be held in memory (``torch.save``
+    needs every tensor at once)."""
+    if isinstance(exc, RuntimeError) and "alloc" not in str(exc).lower():
+        raise exc
+    return OutputError(
+        str(Path(os.path.abspath(path))),
+        f"cannot hold the checkpoint in memory: it needs {nbytes:,} bytes at once, and the "
+        "allocation failed",
+        code="out-of-memory",
+        hint="save it as .safetensors, which is written key by key, or free memory",
+    )
+
+
 class CkptSink(MemorySink):
     """A ``.ckpt`` output: collected in memory, then saved atomically on :meth:`commit`."""
 
@@ -385,7 +404,10 @@ class CkptSink(MemorySink):
         protected: Iterable[str | os.PathLike[str]],
         metadata: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(entries)
+        try:
+            super().__init__(entries)
+        except (MemoryError, RuntimeError) as exc:
+            raise _no_memory(path, sum(e.nbytes for e in entries), exc) from None
         self.path = path
         self._overwrite = overwrite
         self._protected = list(protected)

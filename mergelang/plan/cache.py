@@ -40,11 +40,12 @@ from mergelang._version import __version__
 from mergelang.errors import Diagnostic, MergelangError, OutputError, RecipeError, source_line
 from mergelang.io.file_formats import format_of_content
 from mergelang.io.formats import sniff_format
-from mergelang.io.metadata import InputRecord, build_metadata
+from mergelang.io.metadata import InputRecord, build_metadata, metadata_json, text_file_name
 from mergelang.io.writer import check_target
 from mergelang.plan.graph import LoadNode, Node, walk
 from mergelang.plan.inputs import InputHandle, open_cached
 from mergelang.plan.plan import CacheEntry, FileOutput, OutputPlan, Plan
+from mergelang.plan.protected_files import protected_files
 
 if TYPE_CHECKING:
     from mergelang.io.hashing import FileHashes
@@ -182,7 +183,7 @@ def decide(plan: Plan, *, hash_inputs: bool, force: bool, use_cache: bool) -> Pl
     hashes, keys = _input_hashes(plan, hash_inputs=hash_inputs)
     hashed = all(h.identity in hashes for h in plan.inputs if h.path is not None)
     known = dataclasses.replace(plan, hashes=MappingProxyType(hashes), hashed=hashed)
-    protected = [h.path for h in plan.inputs if h.path is not None]
+    protected = protected_files(plan)
     blocked: list[Diagnostic] = []
     outputs: list[OutputPlan] = []
     for output in plan.outputs:
@@ -295,13 +296,13 @@ def _metadata(plan: Plan, output: FileOutput) -> dict[str, str]:
     extra["interp_method"] = node.kind.removeprefix("method:") if node.kind != "load" else "copy"
     extra["save_as_half"] = "true" if output.options.dtype == "fp16" else "false"
     if output.vae is not None and output.vae.handle.path is not None:
-        extra["bake_in_vae"] = output.vae.handle.path.name
+        extra["bake_in_vae"] = text_file_name(output.vae.handle.path.name)
     if output.key is not None:
         extra[OUTPUT_KEY] = output.key
     if plan.checked.variables:
-        extra["mergelang.set"] = json.dumps(dict(plan.checked.variables), ensure_ascii=False)
+        extra["mergelang.set"] = metadata_json(dict(plan.checked.variables))
     if output.save.bindings:
-        extra["mergelang.bindings"] = json.dumps(dict(output.save.bindings), ensure_ascii=False)
+        extra["mergelang.bindings"] = metadata_json(dict(output.save.bindings))
     return build_metadata(
         recipe_text=plan.checked.recipe.source or "",
         output_name=extra["title"],
