@@ -52,7 +52,7 @@ def test_an_integer_weight_is_refused_naming_the_key(tmp_path: Path, model: Path
     tensors[key] = tensors[key].to(torch.int32)
     save_tensors(model, tensors)
     (tmp_path / "r.merge").write_text(SAVE_ONE, encoding="utf-8")
-    status, out, err = run_cli(tmp_path, "check", "r.merge", "--inputs")
+    status, _, err = run_cli(tmp_path, "check", "r.merge", "--inputs")
     assert status == 1, err
     assert error_heads(err) == [
         f"r.merge:1:11: error: model 'a': {model}: the sd1 architecture has a floating-point "
