@@ -314,3 +314,19 @@ def test_plain_pickle_is_still_loaded(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as caught:
         CkptReader(path)
     assert caught.value.diagnostics[0].code != BOMB_CODE
+
+
+def test_progress_notes_and_key_details_are_escaped() -> None:
+    from rich.console import Console
+
+    from mergelang.cli.progress import RichReporter
+
+    stream = io.StringIO()
+    console = Console(file=stream, force_terminal=False, no_color=True, width=200)
+    with RichReporter(console, enabled=True) as reporter:
+        reporter.note(f"note {ESCAPES}")
+        reporter.phase("merge", 10, f"key{ESCAPES}")
+        reporter.advance(10, f"key{ESCAPES}")
+    shown = stream.getvalue()
+    assert "note \\x1b]0;pwned\\x07\\x1b[2J" in shown
+    assert "\x1b" not in shown and "\u202e" not in shown and "\x9b" not in shown
