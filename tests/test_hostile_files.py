@@ -330,3 +330,10 @@ def test_progress_notes_and_key_details_are_escaped() -> None:
     shown = stream.getvalue()
     assert "note \\x1b]0;pwned\\x07\\x1b[2J" in shown
     assert "\x1b" not in shown and "\u202e" not in shown and "\x9b" not in shown
+
+
+def test_preset_files_are_bounded_like_recipes() -> None:
+    from mergelang.lang.parser import MAX_RECIPE_SIZE
+    from mergelang.presets import MAX_PRESET_FILE_SIZE
+
+    assert MAX_PRESET_FILE_SIZE == MAX_RECIPE_SIZE

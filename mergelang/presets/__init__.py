@@ -33,10 +33,10 @@ from types import MappingProxyType
 
 from mergelang.block_weights import BASE, BlockWeights, vocabulary
 from mergelang.errors import Diagnostic, DiagnosticSink, RecipeError, Span
-from mergelang.lang.parser import MAX_RECIPE_SIZE
 
 __all__ = [
     "BUILTIN_PRESETS",
+    "MAX_PRESET_FILE_SIZE",
     "PRESET_FILE_CODE",
     "PresetTable",
     "load_preset_file",
@@ -45,6 +45,10 @@ __all__ = [
 
 PRESET_FILE_CODE = "preset-file"
 """The diagnostic code of every preset-file problem."""
+
+MAX_PRESET_FILE_SIZE = 256 * 1024
+"""The largest preset file read: the size of the largest recipe (presets sit below the
+language in the package's layers, so the number is kept here; a test holds them equal)."""
 
 
 _SEPARATORS = re.compile(r"[\t:=]")
@@ -276,8 +280,8 @@ def _not_a_preset_file(path: Path) -> str | None:
         return "this is a folder, not a file"
     if not stat.S_ISREG(info.st_mode):
         return "this is not a regular file (a FIFO, socket or device)"
-    if info.st_size > MAX_RECIPE_SIZE:
-        return f"the file is too large (over {MAX_RECIPE_SIZE // 1024} KiB)"
+    if info.st_size > MAX_PRESET_FILE_SIZE:
+        return f"the file is too large (over {MAX_PRESET_FILE_SIZE // 1024} KiB)"
     return None
 
 
