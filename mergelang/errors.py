@@ -71,14 +71,39 @@ class Diagnostic:
         text = f"{self.severity}: {self.message}"
         if self.key is not None:
             text += f" (key {self.key})"
-        return f"{where}: {text}" if where else text
+        return printable(f"{where}: {text}" if where else text)
 
 
 SHOWN_LINE_WIDTH = 160
 """The most characters of a source line shown under a diagnostic; a longer line is cut to a
 window around the span, marked with ``...`` at the cut ends."""
 
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_UNPRINTABLE = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff{_BIDI}]")
+"""C0 and C1 controls, DEL, lone surrogates and the bidirectional controls."""
+_UNPRINTABLE_IN_TEXT = re.compile(f"[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f\\ud800-\\udfff{_BIDI}]")
+BIDI_CONTROLS = re.compile(f"[{_BIDI}]")
+"""The characters that reorder text on screen (U+202E RIGHT-TO-LEFT OVERRIDE and kin)."""
+
+
+def _escaped(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def printable(text: str, *, one_column: bool = False) -> str:
+    """``text`` made safe to print on a terminal: C0/C1 controls (tab and newline kept), DEL,
+    lone surrogates and bidirectional controls become ``\\x1b`` / ``\\u202e`` escapes.
+
+    Everything mergelang prints that came from a file (metadata values, key names, recipe
+    text, diagnostics quoting them) goes through this one function, so a file cannot send
+    escape sequences to the terminal or reorder what is shown. ``one_column=True`` puts a
+    ``?`` in place of each such character instead (tabs and newlines included), for text
+    shown above a caret, whose columns must stay where they are.
+    """
+    if one_column:
+        return _UNPRINTABLE.sub("?", text)
+    return _UNPRINTABLE_IN_TEXT.sub(_escaped, text)
 
 
 def _window(line: str, start: int, width: int) -> tuple[str, int, int]:
@@ -105,7 +130,7 @@ def caret_lines(diag: Diagnostic) -> list[str]:
     """
     if diag.span is None or diag.source_line is None:
         return []
-    line = _UNPRINTABLE.sub("?", diag.source_line.rstrip("\n").expandtabs(1))
+    line = printable(diag.source_line.rstrip("\n").expandtabs(1), one_column=True)
     start = max(diag.span.column - 1, 0)
     if diag.span.end_line == diag.span.line:
         width = max(diag.span.end_column - diag.span.column, 1)
@@ -121,7 +146,7 @@ def format_diagnostic(diag: Diagnostic) -> str:
     """Plain-text rendering: headline, source line with caret, then the hint."""
     lines = [diag.headline(), *caret_lines(diag)]
     if diag.hint:
-        lines.append(f"  hint: {diag.hint}")
+        lines.append(f"  hint: {printable(diag.hint)}")
     return "\n".join(lines)
 
 

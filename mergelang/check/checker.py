@@ -45,7 +45,7 @@ from mergelang.check.saves import SaveChecker
 from mergelang.check.scope import Scope
 from mergelang.check.sink import CheckerSink, TooManyErrors, deduplicate
 from mergelang.check.statements import StatementChecker
-from mergelang.errors import RecipeError, Span
+from mergelang.errors import BIDI_CONTROLS, RecipeError, Span
 from mergelang.lang import ast
 from mergelang.lang.merge_board import lower_merge_board
 from mergelang.lang.syntax_errors import too_many_errors
@@ -90,6 +90,7 @@ def check(
         note = too_many_errors(where, sink.path, sink.source_line(where))
         raise RecipeError([*diagnostics, note]) from None
     scope.report_unused()
+    _warn_bidi_comments(recipe, sink)
     diagnostics = deduplicate(sink.sorted())
     if any(d.severity == "error" for d in diagnostics):
         raise RecipeError(diagnostics)
@@ -104,6 +105,21 @@ def check(
         warnings=tuple(diagnostics),
         base_dir=base_dir,
     )
+
+
+def _warn_bidi_comments(recipe: ast.Recipe, sink: CheckerSink) -> None:
+    """A bidirectional control in a comment makes the text around it show in another order
+    than it has (a reviewer may read a different recipe from the one that runs)."""
+    for comment in recipe.comments:
+        bidi = BIDI_CONTROLS.search(comment.text)
+        if bidi is not None:
+            sink.warning(
+                f"this comment holds the bidirectional control U+{ord(bidi.group()):04X}, "
+                "which makes the text around it show in another order than it has",
+                comment.span,
+                code="bidi-control",
+                hint="remove it; a reviewer may not see what the recipe really says",
+            )
 
 
 def _definitions(statements: tuple[ast.Statement, ...]) -> dict[str, int]:

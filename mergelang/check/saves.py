@@ -21,7 +21,7 @@ from mergelang.check.expressions import ExpressionChecker
 from mergelang.check.scope import Scope
 from mergelang.check.sink import CheckerSink
 from mergelang.check.values import InvalidValue, ModelValue, describe, did_you_mean, template_text
-from mergelang.errors import Span
+from mergelang.errors import BIDI_CONTROLS, Span
 from mergelang.io.file_formats import format_for_path, implied_format
 from mergelang.io.save_choices import SAVE_CHOICES, listed
 from mergelang.io.save_choices import SAVE_DTYPES as _SAVE_DTYPE_CODES
@@ -69,6 +69,16 @@ class SaveChecker:
                 stmt.path.span,
                 code="save-path",
                 hint='give a file name: "out/mix.safetensors"',
+            )
+            path = None
+        bidi = None if path is None else BIDI_CONTROLS.search(path)
+        if bidi is not None:
+            self.sink.error(
+                f"the save path holds the bidirectional control U+{ord(bidi.group()):04X}, "
+                "which makes the name show in another order than it has",
+                stmt.path.span,
+                code="save-path",
+                hint="remove it from the path",
             )
             path = None
         if path is not None and leaves_output_folder(path):

@@ -106,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from mergelang.cli.streams import tolerate_closed_stderr
+
+    with tolerate_closed_stderr():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from mergelang.cli.console import print_error, stderr_console
 
     # torch warns at import when numpy is absent; mergelang never needs numpy.

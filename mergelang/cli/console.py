@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from rich.console import Console
 from rich.markup import escape
 
-from mergelang.errors import Diagnostic, MergelangError, caret_lines
+from mergelang.errors import Diagnostic, MergelangError, caret_lines, printable
 
 
 def stderr_console() -> Console:
@@ -22,19 +22,25 @@ def stdout_console() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
+def shown(text: str) -> str:
+    """Text from a file, ready for ``console.print``: controls escaped
+    (:func:`mergelang.errors.printable`), then rich markup escaped."""
+    return escape(printable(text))
+
+
 def print_diagnostics(console: Console, diagnostics: Iterable[Diagnostic]) -> None:
     for diag in diagnostics:
         style = "bold red" if diag.severity == "error" else "bold yellow"
         where = diag.location()
-        head = f"[bold]{escape(where)}:[/bold] " if where else ""
-        key = f" (key {escape(diag.key)})" if diag.key is not None else ""
-        console.print(f"{head}[{style}]{diag.severity}:[/{style}] {escape(diag.message)}{key}")
+        head = f"[bold]{shown(where)}:[/bold] " if where else ""
+        key = f" (key {shown(diag.key)})" if diag.key is not None else ""
+        console.print(f"{head}[{style}]{diag.severity}:[/{style}] {shown(diag.message)}{key}")
         caret = caret_lines(diag)
         if caret:
             console.print(escape(caret[0]), style="dim")
             console.print(escape(caret[1]), style="bold red")
         if diag.hint:
-            console.print(f"  [cyan]hint:[/cyan] {escape(diag.hint)}")
+            console.print(f"  [cyan]hint:[/cyan] {shown(diag.hint)}")
 
 
 def print_error(console: Console, exc: MergelangError) -> None:

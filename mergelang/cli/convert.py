@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -76,6 +77,13 @@ def _write_new(path: Path, text: str) -> None:
         raise OutputError(str(path), f"cannot write the recipe: {exc.strerror or exc}") from None
 
 
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
 def run_convert(args: argparse.Namespace) -> int:
     from mergelang.cli.fmt import write_atomically
     from mergelang.convert import convert
@@ -88,6 +96,13 @@ def run_convert(args: argparse.Namespace) -> int:
         return 0
     if output.is_dir():
         raise UsageError(f"{output} is a folder", hint="-o names the recipe file to write")
+    if args.input != "-" and output.exists() and _same_file(Path(args.input), output):
+        raise OutputError(
+            str(output),
+            "refusing to overwrite the file being converted",
+            code="overwrite-input",
+            hint="write the recipe to another file with -o",
+        )
     if output.exists() and not args.force:
         raise OutputError(
             str(output), "the file exists; not overwritten", hint="add --force to replace it"

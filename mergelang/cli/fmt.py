@@ -49,7 +49,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` (UTF-8) so readers see the old or the new file, whole,
-    never a mix; the file keeps its permissions."""
+    never a mix; the file keeps its permissions. A symlink stays a symlink: the file it leads
+    to is the one replaced (atomically, in its own folder)."""
+    path = Path(os.path.realpath(path))
     folder = path.parent
     try:
         mode = stat.S_IMODE(path.stat().st_mode)

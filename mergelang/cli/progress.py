@@ -26,6 +26,8 @@ from rich.progress import (
 )
 from rich.table import Column
 
+from mergelang.errors import printable
+
 if TYPE_CHECKING:
     from types import TracebackType
 
@@ -55,7 +57,7 @@ class RichReporter:
         if not self.enabled or self._progress is not None:
             return
         self._stop_waiting()
-        self._status = self.console.status(escape(text))
+        self._status = self.console.status(escape(printable(text)))
         self._status.start()
 
     def _stop_waiting(self) -> None:
@@ -94,17 +96,17 @@ class RichReporter:
             self._stop_waiting()
             return  # a phase with nothing to do (every output up to date) shows no bar
         progress = self._start()
-        self._task = progress.add_task(name, total=total, detail=detail)
+        self._task = progress.add_task(name, total=total, detail=printable(detail))
 
     def advance(self, done: int, detail: str = "") -> None:
         if self._progress is None or self._task is None:
             return
-        self._progress.update(self._task, advance=done, detail=detail)
+        self._progress.update(self._task, advance=done, detail=printable(detail))
 
     def note(self, text: str) -> None:
         if self.enabled:
             self._stop_waiting()
-            self.console.print(escape(text))
+            self.console.print(escape(printable(text)))
 
     def __enter__(self) -> RichReporter:
         return self

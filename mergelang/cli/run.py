@@ -170,7 +170,7 @@ def _cache_part(hits: int, stores: int, stored_word: str) -> str | None:
 
 
 def _output_lines(console: Console, rows: list[tuple[str, str]]) -> None:
-    from rich.markup import escape
+    from mergelang.cli.console import shown as escape
 
     width = max((len(status) for status, _ in rows), default=0)
     for status, path in rows:
@@ -200,7 +200,7 @@ def summary_line(result: RunResult) -> str:
 
 
 def print_summary(console: Console, result: RunResult) -> None:
-    from rich.markup import escape
+    from mergelang.cli.console import shown as escape
 
     console.print(escape(summary_line(result)), style="bold")
     rows = [
@@ -238,7 +238,7 @@ def dry_run_lines(plan: Plan) -> tuple[str, str]:
 
 
 def print_dry_run(console: Console, plan: Plan) -> None:
-    from rich.markup import escape
+    from mergelang.cli.console import shown as escape
 
     head, detail = dry_run_lines(plan)
     console.print(escape(head), style="bold")

@@ -202,8 +202,9 @@ def _shorten(text: str, width: int = VALUE_WIDTH) -> str:
 
 
 def _render(console: Console, info: Mapping[str, Any]) -> None:
-    from rich.markup import escape
     from rich.table import Table
+
+    from mergelang.cli.console import shown as escape
 
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
@@ -290,7 +291,7 @@ def _render_weights(console: Console, info: Mapping[str, Any]) -> None:
 
 
 def _render_recipe(console: Console, recipe: Mapping[str, Any]) -> None:
-    from rich.markup import escape
+    from mergelang.cli.console import shown as escape
 
     tool = recipe["tool"] or "unknown tool"
     version = f" {recipe['version']}" if recipe["version"] else ""

@@ -37,6 +37,12 @@ import torch
 from mergelang.errors import CheckpointError, OutputError
 from mergelang.io.dtypes import code_for_torch
 from mergelang.io.formats import ZIP_MAGIC, check_torch_signature, check_torch_signature_of
+from mergelang.io.pickle_bounds import (
+    check_legacy_pickle,
+    check_tensor_storage,
+    check_zip_checkpoint,
+)
+from mergelang.io.safetensors_header import open_regular_file
 from mergelang.io.sinks import MemorySink
 from mergelang.io.writer import AtomicFile
 
@@ -135,6 +141,7 @@ def _load(where: Path, file: BufferedReader | None = None) -> object:
         is_zip = check_torch_signature(where) == ZIP_MAGIC
     else:
         is_zip = check_torch_signature_of(file, os.fstat(file.fileno()).st_size, where) == ZIP_MAGIC
+    _check_bounds(where, file, is_zip)
     try:
         with warnings.catch_warnings():
             # torch notes pickle protocols it did not write; the refusal below says what matters.
@@ -164,6 +171,26 @@ def _load(where: Path, file: BufferedReader | None = None) -> object:
             name, f"not a readable torch checkpoint: {_first_line(exc)}", code="corrupt-ckpt"
         ) from None
     return loaded
+
+
+def _check_bounds(where: Path, file: BufferedReader | None, is_zip: bool) -> None:
+    """The checks of :mod:`mergelang.io.pickle_bounds`, on ``file`` or on ``where`` opened."""
+    if file is not None:
+        _check_bounds_of(file, os.fstat(file.fileno()).st_size, str(where), is_zip)
+        file.seek(0)
+        return
+    with open_regular_file(where) as (handle, size):
+        _check_bounds_of(handle, size, str(where), is_zip)
+
+
+def _check_bounds_of(handle: BufferedReader, size: int, name: str, is_zip: bool) -> None:
+    try:
+        if is_zip:
+            check_zip_checkpoint(handle, size, name)
+        else:
+            check_legacy_pickle(handle, name)
+    except OSError as exc:
+        raise CheckpointError(name, f"cannot read: {exc.strerror}", code="unreadable") from None
 
 
 def _unwrap(loaded: object) -> tuple[object, list[str]]:
@@ -215,6 +242,14 @@ def _tensors_of(name: str, loaded: object) -> tuple[dict[str, torch.Tensor], lis
                 code="unsupported-dtype",
                 key=key,
             )
+        check_tensor_storage(
+            name,
+            key,
+            shape=tuple(value.shape),
+            strides=tuple(value.stride()),
+            offset=int(value.storage_offset()),
+            storage_elements=value.untyped_storage().nbytes() // max(value.element_size(), 1),
+        )
         tensors[key] = value
     if not tensors:
         raise CheckpointError(name, "the checkpoint holds no tensors", code="not-a-state-dict")
@@ -315,7 +350,12 @@ def save_ckpt(
 ) -> Path:
     """Write ``{"state_dict": tensors}`` with ``torch.save``, atomically; returns the path.
     ``metadata`` (string pairs) goes beside the state dict under :data:`METADATA_KEY`."""
-    state = {key: _standalone(t) for key, t in tensors.items()}
+    try:
+        state = {key: _standalone(t) for key, t in tensors.items()}
+    except (MemoryError, RuntimeError) as exc:
+        raise _no_memory(
+            Path(path), sum(t.numel() * t.element_size() for t in tensors.values()), exc
+        ) from None
     saved: dict[str, object] = {"state_dict": state}
     if metadata:
         saved[METADATA_KEY] = {str(k): str(v) for k, v in metadata.items()}
@@ -338,6 +378,20 @@ def save_ckpt(
     return target.commit()
 
 
+def _no_memory(path: Path, nbytes: int, exc: BaseException) -> OutputError:
+    """The error for a ``.ckpt`` output that cannot be held in memory (``torch.save``
+    needs every tensor at once)."""
+    if isinstance(exc, RuntimeError) and "alloc" not in str(exc).lower():
+        raise exc
+    return OutputError(
+        str(Path(os.path.abspath(path))),
+        f"cannot hold the checkpoint in memory: it needs {nbytes:,} bytes at once, and the "
+        "allocation failed",
+        code="out-of-memory",
+        hint="save it as .safetensors, which is written key by key, or free memory",
+    )
+
+
 class CkptSink(MemorySink):
     """A ``.ckpt`` output: collected in memory, then saved atomically on :meth:`commit`."""
 
@@ -350,7 +404,10 @@ class CkptSink(MemorySink):
         protected: Iterable[str | os.PathLike[str]],
         metadata: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(entries)
+        try:
+            super().__init__(entries)
+        except (MemoryError, RuntimeError) as exc:
+            raise _no_memory(path, sum(e.nbytes for e in entries), exc) from None
         self.path = path
         self._overwrite = overwrite
         self._protected = list(protected)

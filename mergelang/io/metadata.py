@@ -36,6 +36,7 @@ into the metadata as it is.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -121,12 +122,14 @@ class InputRecord:
     def to_json(self) -> dict[str, object]:
         data: dict[str, object] = {
             "name": self.name,
-            "file": self.file_name,
+            "file": text_file_name(self.file_name),
             "size": self.size,
             "sha256": self.sha256,
             "autov2": self.autov2,
             "legacy": self.legacy,
         }
+        if text_file_name(self.file_name) != self.file_name:
+            data["file_bytes"] = os.fsencode(self.file_name).hex()
         if self.recipe is not None:
             data["recipe"] = self.recipe
         return data
@@ -141,6 +144,10 @@ class InputRecord:
         if not all(isinstance(t, str) for t in texts) or not isinstance(size, int):
             return None
         name, file_name, sha256, autov2, legacy = (str(t) for t in texts)
+        raw = data.get("file_bytes")
+        if isinstance(raw, str):
+            with contextlib.suppress(ValueError):
+                file_name = os.fsdecode(bytes.fromhex(raw))
         return cls(
             name,
             file_name,
@@ -150,6 +157,29 @@ class InputRecord:
             legacy,
             recipe=recipe if isinstance(recipe, str) else None,
         )
+
+
+def text_file_name(name: str) -> str:
+    """``name`` as Unicode text: a file name that is not UTF-8 (its bad bytes held as
+    surrogate escapes) has each bad byte replaced by U+FFFD. Metadata keeps the exact bytes
+    beside it (``file_bytes``, hex), so the name is stored losslessly."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", errors="replace")
+    return name
+
+
+def metadata_json(value: object) -> str:
+    """``value`` as JSON metadata text: non-ASCII kept as is, unless it holds a surrogate
+    escape (a command-line value or file name that is not UTF-8), which is written as a
+    ``\\udcXX`` escape instead, so that the text is valid UTF-8 and reads back exactly."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, ensure_ascii=True)
+    return text
 
 
 def input_record(
@@ -218,7 +248,7 @@ def _merge_models(inputs: Sequence[InputRecord]) -> dict[str, object]:
             ancestors.update(parents)
     direct = {
         record.sha256: {
-            "name": record.file_name,
+            "name": text_file_name(record.file_name),
             "legacy_hash": record.legacy,
             "sd_merge_recipe": _json_or_text(record.merge_recipe),
         }

@@ -32,7 +32,8 @@ code                          problem
 ``entry-not-object``          a tensor entry that is not an object
 ``entry-missing-field``       an entry without ``dtype``, ``shape`` or ``data_offsets``
 ``unknown-dtype``             a dtype code mergelang does not know
-``bad-shape``                 a shape that is not a list of integers, or a dimension
+``bad-shape``                 a shape that is not a list of integers, a dimension over
+                              2**63 - 1, or dimensions whose product (zeros left out) is
                               over 2**63 - 1
 ``negative-dimension``        a shape with a negative dimension
 ``bad-offsets``               offsets that are not two ordered, non-negative integers
@@ -388,6 +389,15 @@ def _parse_entry(name: str, key: str, entry: object, data_size: int) -> TensorIn
         raise CheckpointError(
             name,
             f"shape {list(shape)} has a dimension over 2**63 - 1",
+            code="bad-shape",
+            key=key,
+        )
+    if math.prod(max(d, 1) for d in shape) > MAX_DIMENSION:
+        # A zero-element shape passes the size check, but no reader can lay it out: its
+        # strides overflow (torch: "Storage size calculation overflowed").
+        raise CheckpointError(
+            name,
+            f"shape {list(shape)} has dimensions whose product (zeros left out) is over 2**63 - 1",
             code="bad-shape",
             key=key,
         )

@@ -90,10 +90,28 @@ _PARTIAL_TAIL = re.compile(r"(?P<pid>[1-9][0-9]{0,9})-[0-9a-f]{8}")
 hex digits."""
 
 
+_NAME_MAX = 255
+"""The longest file name (in bytes) most file systems take."""
+_PARTIAL_TAIL_MAX = len(PARTIAL_MARKER) + 10 + 1 + 8
+"""The most bytes that follow a target's name in its temporary file's name."""
+
+
+def partial_stem(target_name: str) -> str:
+    """The part of a temporary file's name taken from its target's name: the whole name,
+    or its start when the temporary name would be over 255 bytes (an output name near the
+    limit must still have a temporary file beside it)."""
+    encoded = os.fsencode(target_name)
+    room = _NAME_MAX - 1 - _PARTIAL_TAIL_MAX
+    if len(encoded) <= room:
+        return target_name
+    return os.fsdecode(encoded[:room])
+
+
 def partial_owner(target_name: str, name: str) -> int | None:
     """The process id in ``name`` if it is exactly a temporary file of ``target_name``
-    (``.<target_name>.mergelang-partial-<pid>-<8 hex digits>``), else ``None``."""
-    prefix = f".{target_name}{PARTIAL_MARKER}"
+    (``.<target_name>.mergelang-partial-<pid>-<8 hex digits>``, the name shortened by
+    :func:`partial_stem`), else ``None``."""
+    prefix = f".{partial_stem(target_name)}{PARTIAL_MARKER}"
     if not name.startswith(prefix):
         return None
     found = _PARTIAL_TAIL.fullmatch(name, len(prefix))
@@ -205,6 +223,18 @@ def check_target(
             )
     if os.path.isdir(path):
         raise OutputError(str(path), "the output path is a folder", code="is-directory")
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise OutputError(
+            str(path),
+            "the output path is not a regular file (a device, FIFO or socket); "
+            "it is never replaced, even with --force",
+            code="not-a-file",
+            hint="choose another output path",
+        )
     if os.path.lexists(path) and not overwrite:
         raise OutputError(
             str(path),
@@ -267,7 +297,8 @@ class AtomicFile:
                 f"cannot create the folder {folder} ({exc.strerror or exc})",
                 code="cannot-create-folder",
             ) from None
-        name = f".{self.path.name}{PARTIAL_MARKER}{os.getpid()}-{secrets.token_hex(4)}"
+        stem = partial_stem(self.path.name)
+        name = f".{stem}{PARTIAL_MARKER}{os.getpid()}-{secrets.token_hex(4)}"
         self.temp_path = folder / name
         # Read and write: a cached object reads its data back for its digest before the commit.
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)

@@ -42,11 +42,18 @@ from mergelang.errors import Diagnostic, MergelangError, OutputError, RecipeErro
 from mergelang.io.file_formats import format_of_content
 from mergelang.io.formats import sniff_format
 from mergelang.io.hashing import LEGACY_LENGTH, LEGACY_OFFSET, FileHashes, range_sha256
-from mergelang.io.metadata import SD_MERGE_MODELS, InputRecord, build_metadata
+from mergelang.io.metadata import (
+    SD_MERGE_MODELS,
+    InputRecord,
+    build_metadata,
+    metadata_json,
+    text_file_name,
+)
 from mergelang.io.writer import check_target
 from mergelang.plan.graph import LoadNode, Node, walk
 from mergelang.plan.inputs import InputFile, InputHandle, open_cached
 from mergelang.plan.plan import CacheEntry, FileOutput, OutputPlan, Plan
+from mergelang.plan.protected_files import protected_files
 
 __all__ = [
     "CACHE_FORMAT",
@@ -371,7 +378,7 @@ def decide(
         hashed_during_run=during,
         to_hash=to_hash,
     )
-    protected = [h.path for h in plan.inputs if h.path is not None]
+    protected = protected_files(plan)
     blocked: list[Diagnostic] = []
     outputs: list[OutputPlan] = []
     for output in plan.outputs:
@@ -505,13 +512,13 @@ def _metadata(plan: Plan, output: FileOutput) -> dict[str, str]:
     extra["interp_method"] = node.kind.removeprefix("method:") if node.kind != "load" else "copy"
     extra["save_as_half"] = "true" if output.options.dtype == "fp16" else "false"
     if output.vae is not None and output.vae.handle.path is not None:
-        extra["bake_in_vae"] = output.vae.handle.path.name
+        extra["bake_in_vae"] = text_file_name(output.vae.handle.path.name)
     if output.key is not None:
         extra[OUTPUT_KEY] = output.key
     if plan.checked.variables:
-        extra["mergelang.set"] = json.dumps(dict(plan.checked.variables), ensure_ascii=False)
+        extra["mergelang.set"] = metadata_json(dict(plan.checked.variables))
     if output.save.bindings:
-        extra["mergelang.bindings"] = json.dumps(dict(output.save.bindings), ensure_ascii=False)
+        extra["mergelang.bindings"] = metadata_json(dict(output.save.bindings))
     return build_metadata(
         recipe_text=plan.checked.recipe.source or "",
         output_name=extra["title"],

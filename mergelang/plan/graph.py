@@ -145,9 +145,20 @@ class Node(ABC):
         ``input_keys`` maps a :class:`LoadNode`'s ``id()`` to its input's content hash;
         ``None`` when an input under this node has none (tensors handed over in memory).
         """
+        # Children first, each once, without recursion: a chain of steps is as deep as the
+        # recipe makes it.
+        known: dict[int, str | None] = {}
+        for node in walk([self]):
+            known[id(node)] = node._own_content_key(input_keys, known)
+        return known[id(self)]
+
+    def _own_content_key(
+        self, input_keys: Mapping[int, str], known: Mapping[int, str | None]
+    ) -> str | None:
+        """This node's content key, its children's being in ``known``."""
         parts: list[str] = [self.kind, self.convention, self.parameters()]
         for child in self.children:
-            key = child.content_key(input_keys)
+            key = known[id(child)]
             if key is None:
                 return None
             parts.append(key)
@@ -175,7 +186,9 @@ class LoadNode(Node):
     def parameters(self) -> str:
         return ""
 
-    def content_key(self, input_keys: Mapping[int, str]) -> str | None:
+    def _own_content_key(
+        self, input_keys: Mapping[int, str], known: Mapping[int, str | None]
+    ) -> str | None:
         digest = input_keys.get(id(self))
         if digest is None:
             return None

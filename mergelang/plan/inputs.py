@@ -51,6 +51,7 @@ from mergelang.io.locate import ModelLocator
 from mergelang.io.memory_reader import KeyMeta, MemoryReader
 from mergelang.io.safetensors_header import SafetensorsHeader, open_regular, read_header_from
 from mergelang.io.scaled_fp8 import model_metas
+from mergelang.io.weight_dtypes import check_float_weights
 from mergelang.lang.ast import NO_SPAN
 
 if TYPE_CHECKING:
@@ -176,9 +177,12 @@ class InputFile:
     def detected(self) -> Detected:
         """The architecture the keys and shapes show (see :func:`mergelang.arch.detect`)."""
         if self._detected is None:
-            shapes = {key: meta.shape for key, meta in self.metas().items()}
+            metas = self.metas()
+            shapes = {key: meta.shape for key, meta in metas.items()}
             try:
                 self._detected = detect(shapes, path=str(self.path))
+                dtypes = {key: meta.dtype for key, meta in metas.items()}
+                check_float_weights(str(self.path), self._detected.arch, dtypes)
             except CheckpointError as exc:
                 self._detected = exc
         if isinstance(self._detected, CheckpointError):
@@ -368,6 +372,8 @@ class ResolvedInputs:
         if found is None:
             try:
                 found = detect(reader.shapes(), path=str(reader.path))
+                dtypes = {key: reader.info(key).dtype for key in reader}
+                check_float_weights(str(reader.path), found.arch, dtypes)
             except CheckpointError as exc:
                 found = exc
             self._detected[id(reader)] = found

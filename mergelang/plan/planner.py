@@ -65,6 +65,7 @@ from mergelang.plan.plan import (
     OutputPlan,
     Plan,
 )
+from mergelang.plan.step_order import steps_in_dependency_order
 
 if TYPE_CHECKING:
     import torch
@@ -260,18 +261,25 @@ class _Planner:
         if isinstance(expr, StepRef):
             found = self.step_nodes.get(expr.step)
             if found is None:
-                step = self.steps[expr.step]
-                assert not isinstance(step.value, BlockWeights)
-                found = self.node_of(step.value)
-                found.add_name(expr.step.split("@", 1)[0] if "@" in expr.step else expr.step)
-                found.cache_marked = found.cache_marked or step.cached
-                if found.span.line == 0:
-                    found.span = step.span
-                self.step_nodes[expr.step] = found
+                # The steps it uses first, deepest first: a long chain never recurses.
+                for name in steps_in_dependency_order(expr.step, self.steps, self.step_nodes):
+                    self._step_node(name)
+                found = self.step_nodes[expr.step]
             return found
         if isinstance(expr, MethodCall):
             return self._method_node(expr)
         return self._linear_node(expr)
+
+    def _step_node(self, name: str) -> None:
+        """Build the node of step ``name``, whose own steps are built already."""
+        step = self.steps[name]
+        assert not isinstance(step.value, BlockWeights)
+        found = self.node_of(step.value)
+        found.add_name(name.split("@", 1)[0] if "@" in name else name)
+        found.cache_marked = found.cache_marked or step.cached
+        if found.span.line == 0:
+            found.span = step.span
+        self.step_nodes[name] = found
 
     def _method_node(self, call: MethodCall) -> Node:
         spec = get_method(call.method)

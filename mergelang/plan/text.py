@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mergelang.errors import printable
 from mergelang.plan.graph import LoadNode, Node
 from mergelang.plan.inputs import InputHandle
 from mergelang.plan.plan import Plan, step_numbers
@@ -97,19 +98,24 @@ class _Renderer:
         return f"{kind}({inner})"
 
     def tree(self, node: Node, prefix: str, last: bool, lines: list[str]) -> None:
-        branch = "└── " if last else "├── "
-        if id(node) in self.shown and not isinstance(node, LoadNode):
-            lines.append(f"{prefix}{branch}#{self.numbers[id(node)]} (see above)")
-            return
-        self.shown.add(id(node))
-        lines.append(prefix + branch + self.head(node))
-        entry = self.plan.cache_entry(node)
-        if entry is not None and entry.status == "hit":
-            return
-        children = node.children
-        inner = prefix + ("    " if last else "│   ")
-        for index, child in enumerate(children):
-            self.tree(child, inner, index == len(children) - 1, lines)
+        """Append the lines of ``node``'s tree, depth first, with an explicit stack (a chain
+        of steps is as deep as the recipe makes it)."""
+        stack: list[tuple[Node, str, bool]] = [(node, prefix, last)]
+        while stack:
+            current, indent, is_last = stack.pop()
+            branch = "└── " if is_last else "├── "
+            if id(current) in self.shown and not isinstance(current, LoadNode):
+                lines.append(f"{indent}{branch}#{self.numbers[id(current)]} (see above)")
+                continue
+            self.shown.add(id(current))
+            lines.append(indent + branch + self.head(current))
+            entry = self.plan.cache_entry(current)
+            if entry is not None and entry.status == "hit":
+                continue
+            children = current.children
+            inner = indent + ("    " if is_last else "│   ")
+            for index in reversed(range(len(children))):
+                stack.append((children[index], inner, index == len(children) - 1))
 
     def render(self) -> str:
         plan = self.plan
@@ -207,8 +213,10 @@ def input_dtypes(handle: InputHandle) -> dict[str, int]:
 
 
 def render_plan(plan: Plan) -> str:
-    """The plan as text (see the module docstring)."""
-    return _Renderer(plan).render()
+    """The plan as text (see the module docstring). Paths and names that came from files or
+    the recipe are shown with their control characters escaped
+    (:func:`mergelang.errors.printable`)."""
+    return printable(_Renderer(plan).render())
 
 
 def plan_json(plan: Plan) -> dict[str, object]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import stat
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,10 +33,10 @@ from types import MappingProxyType
 
 from mergelang.block_weights import BASE, BlockWeights, vocabulary
 from mergelang.errors import Diagnostic, DiagnosticSink, RecipeError, Span
-from mergelang.io.text_files import MAX_RECIPE_SIZE
 
 __all__ = [
     "BUILTIN_PRESETS",
+    "MAX_PRESET_FILE_SIZE",
     "PRESET_FILE_CODE",
     "PresetTable",
     "load_preset_file",
@@ -44,6 +45,10 @@ __all__ = [
 
 PRESET_FILE_CODE = "preset-file"
 """The diagnostic code of every preset-file problem."""
+
+MAX_PRESET_FILE_SIZE = 256 * 1024
+"""The largest preset file read: the size of the largest recipe (presets sit below the
+language in the package's layers, so the number is kept here; a test holds them equal)."""
 
 
 _SEPARATORS = re.compile(r"[\t:=]")
@@ -99,6 +104,28 @@ def _parse_value(token: _Token) -> float | str:
     return number
 
 
+_SHORT_NAME = re.compile(r"\S{1,64}")
+
+
+def _looks_like_a_preset(line: str, separator: re.Match[str]) -> bool:
+    """Whether ``line`` already looks like a preset line, so that quoting it in a diagnostic
+    reveals nothing a preset line would not: a short name and nothing after the separator, or
+    two or more comma-separated values of which at least half are numbers."""
+    values = _strip_token(line, separator.end(), len(line))
+    if values.text == "":
+        return _SHORT_NAME.fullmatch(line[: separator.start()].strip()) is not None
+    tokens = [t.text for t in _split_values(line, values.start, values.end) if t.text]
+    return len(tokens) >= 2 and 2 * sum(map(_is_float, tokens)) >= len(tokens)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_preset_text(text: str, path: str | None = None) -> dict[str, BlockWeights]:
     """Presets from the text of a preset file, in file order.
 
@@ -116,13 +143,20 @@ def parse_preset_text(text: str, path: str | None = None) -> dict[str, BlockWeig
         if tuple(line.split()) == _HEADER:
             continue
         separator = _SEPARATORS.search(line)
-        if separator is None:
+        if separator is None or not _looks_like_a_preset(line, separator):
+            # Nothing of such a line is echoed (message or source line): the file may be
+            # one a recipe names to copy secrets into a log (``/etc/shadow``, a key file).
             whole = _strip_token(line, 0, len(line))
-            sink.error(
-                "cannot read this line as a preset",
-                _span(line_no, whole),
-                code=PRESET_FILE_CODE,
-                hint="write NAME<TAB>v,v,... or NAME: v,v,... (25/26 or 19/20 values)",
+            sink.extend(
+                [
+                    Diagnostic(
+                        "cannot read this line as a preset",
+                        PRESET_FILE_CODE,
+                        path,
+                        _span(line_no, whole),
+                        "write NAME<TAB>v,v,... or NAME: v,v,... (25/26 or 19/20 values)",
+                    )
+                ]
             )
             continue
         name = _strip_token(line, 0, separator.start())
@@ -198,8 +232,10 @@ def load_preset_file(path: Path) -> dict[str, BlockWeights]:
 
     A missing, unreadable or non-UTF-8 file, like a bad line, raises :class:`RecipeError`
     (code ``preset-file``) naming the file. So does a folder, a FIFO or a device (reading
-    one could wait forever or never end) and a file over the size of a recipe, checked
-    before the file is opened.
+    one could wait forever or never end), a file under ``/proc`` or ``/sys`` and a file over
+    the size of a recipe, checked before the file is opened, and a file holding control
+    characters no text has (NUL...). A line that does not look like a preset line is
+    reported by its line and column only: its text is never quoted.
     """
     problem = _not_a_preset_file(Path(path))
     if problem is not None:
@@ -211,7 +247,23 @@ def load_preset_file(path: Path) -> dict[str, BlockWeights]:
         raise _file_error(path, reason) from None
     except OSError as exc:
         raise _file_error(path, exc.strerror or str(exc)) from None
+    binary = _BINARY.search(text)
+    if binary is not None:
+        reason = (
+            f"it is not a text file (control character {ord(binary.group()):#04x} "
+            f"at offset {binary.start()})"
+        )
+        raise _file_error(path, reason)
     return parse_preset_text(text, str(path))
+
+
+_BINARY = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+"""Control characters no text file holds (tab, newlines, vertical tab, form feed and
+carriage return are text)."""
+
+_SYSTEM_FOLDERS = (Path("/proc"), Path("/sys"))
+"""Kernel folders whose files are views of the system (``/proc/self/environ``), never
+presets; their files also report a size of 0, which defeats the size check."""
 
 
 def _not_a_preset_file(path: Path) -> str | None:
@@ -221,12 +273,15 @@ def _not_a_preset_file(path: Path) -> str | None:
         info = path.stat()
     except OSError:
         return None
+    real = Path(os.path.realpath(path))
+    if any(real == folder or folder in real.parents for folder in _SYSTEM_FOLDERS):
+        return f"{real} is a system file under /proc or /sys, not a preset file"
     if stat.S_ISDIR(info.st_mode):
         return "this is a folder, not a file"
     if not stat.S_ISREG(info.st_mode):
         return "this is not a regular file (a FIFO, socket or device)"
-    if info.st_size > MAX_RECIPE_SIZE:
-        return f"the file is too large (over {MAX_RECIPE_SIZE // 1024} KiB)"
+    if info.st_size > MAX_PRESET_FILE_SIZE:
+        return f"the file is too large (over {MAX_PRESET_FILE_SIZE // 1024} KiB)"
     return None
 
 

@@ -135,26 +135,51 @@ class Evaluator:
     # -- planning a key
 
     def needs_whole(self, node: Node, key: str) -> bool:
-        """Whether ``node``'s value at ``key`` cannot be computed chunk by chunk."""
-        memo_key = (id(node), key)
+        """Whether ``node``'s value at ``key`` cannot be computed chunk by chunk.
+
+        Worked out children first with an explicit stack, never by recursion: a chain of
+        steps is as deep as the recipe makes it."""
         with self._whole_lock:
-            found = self._whole.get(memo_key)
+            found = self._whole.get((id(node), key))
         if found is not None:
             return found
-        slot = node.keys[key]
-        if id(node) in self.hits or slot.action == "read":
-            result = False
-        elif slot.action == "channels":
-            result = True
-        elif slot.action == "pass":
-            result = self.needs_whole(node.children[slot.source], key)
-        else:
-            result = not node.elementwise or any(
-                self.needs_whole(child, key) for child in node.children
-            )
-        with self._whole_lock:
-            self._whole[memo_key] = result
-        return result
+        known: dict[int, bool] = {}
+        stack = [node]
+        while stack:
+            current = stack[-1]
+            if id(current) in known:
+                stack.pop()
+                continue
+            with self._whole_lock:
+                cached = self._whole.get((id(current), key))
+            if cached is not None:
+                known[id(current)] = cached
+                stack.pop()
+                continue
+            slot = current.keys[key]
+            if id(current) in self.hits or slot.action == "read":
+                depends: list[Node] = []
+            elif slot.action == "channels":
+                depends = []
+            elif slot.action == "pass":
+                depends = [current.children[slot.source]]
+            else:
+                depends = [] if not current.elementwise else list(current.children)
+            missing = [child for child in depends if id(child) not in known]
+            if missing:
+                stack.extend(missing)
+                continue
+            if id(current) in self.hits or slot.action == "read":
+                result = False
+            elif slot.action == "channels" or (slot.action != "pass" and not current.elementwise):
+                result = True
+            else:
+                result = any(known[id(child)] for child in depends)
+            known[id(current)] = result
+            with self._whole_lock:
+                self._whole[(id(current), key)] = result
+            stack.pop()
+        return known[id(node)]
 
     # -- running a key
 

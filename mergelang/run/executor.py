@@ -60,6 +60,7 @@ from mergelang.plan.cache import (
 )
 from mergelang.plan.graph import MethodNode, Node
 from mergelang.plan.plan import CacheEntry, FileOutput, MemoryOutput, OutputPlan, Plan
+from mergelang.plan.protected_files import protected_files
 from mergelang.run.compute import Chunk, Evaluator, KeyTask, Target
 from mergelang.run.progress import NullReporter, Reporter
 
@@ -137,8 +138,7 @@ class _Run:
     # -- sinks
 
     def open_sinks(self) -> None:
-        protected = [h.path for h in self.plan.inputs if h.path is not None]
-        protected += [e.path for e in self.plan.cache if e.status == "hit" and e.path]
+        protected = protected_files(self.plan, cache_hits=True)
         for entry in self.plan.stores:
             assert entry.path is not None and entry.key is not None
             self.removed += remove_stale_partials(entry.path)
