@@ -39,7 +39,7 @@ from types import MappingProxyType
 
 from mergelang._version import __version__
 from mergelang.errors import Diagnostic, MergelangError, OutputError, RecipeError, source_line
-from mergelang.io.file_formats import format_of_content
+from mergelang.io.file_formats import FILE_FORMATS, format_of_content
 from mergelang.io.formats import sniff_format
 from mergelang.io.hashing import LEGACY_LENGTH, LEGACY_OFFSET, FileHashes, range_sha256
 from mergelang.io.metadata import (
@@ -166,6 +166,8 @@ def _can_hash_during_run(
             continue
         if not output.file_format.streams or os.path.lexists(output.path):
             return False
+        if output.file_format.module != FILE_FORMATS["safetensors"].module:
+            return False  # only the plain safetensors writer rewrites its header in place
     # The stand-ins differ from every other hash, so the real ones must too, or the header
     # changes shape (records keyed by hash merge). Cheap samples prove it: two files whose
     # samples differ cannot share their content.
