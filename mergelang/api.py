@@ -71,6 +71,7 @@ def plan(
     cache_dir: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
     force: bool = False,
+    rebuild: bool = False,
     device: str = "cpu",
     workers: int | None = None,
     hash_inputs: bool = False,
@@ -92,6 +93,7 @@ def plan(
         cache_dir=None if cache_dir is None else Path(cache_dir),
         use_cache=use_cache,
         force=force,
+        rebuild=rebuild,
         device=device,
         workers=workers,
         nan=nan,
@@ -108,6 +110,7 @@ def run(
     cache_dir: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
     force: bool = False,
+    rebuild: bool = False,
     device: str = "cpu",
     workers: int | None = None,
     dry_run: bool = False,
@@ -118,7 +121,9 @@ def run(
     """Run ``recipe``: write its outputs; returns a :class:`~mergelang.run.executor.RunResult`.
 
     Outputs already made by the same steps from the same inputs are left alone (status
-    ``up-to-date``); another existing file is refused unless ``force``. ``dry_run`` plans,
+    ``up-to-date``) unless ``rebuild``; an earlier output of the same save of this recipe is
+    remade when its steps or inputs changed (``OutputResult.changes`` says what changed);
+    another existing file is refused unless ``force``. ``dry_run`` plans,
     hashes the inputs and checks everything, then writes nothing (statuses ``dry-run``).
     """
     if device != "cpu":
@@ -133,6 +138,7 @@ def run(
         cache_dir=cache_dir,
         use_cache=use_cache,
         force=force,
+        rebuild=rebuild,
         device=device,
         workers=workers,
         hash_inputs=True,

@@ -411,3 +411,28 @@ def test_no_color_on_a_terminal(
     assert "merging" in screen
     assert not COLOR.search(screen)
     assert "wrote 1 output (1.9 MB)" in SGR.sub("", screen)
+
+
+def test_editing_the_recipe_and_running_again_remakes_its_output(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(project, capsys)[0] == 0
+    (project / "mix.merge").write_text(MIX.replace("0.3", "0.6"), encoding="utf-8")
+
+    status, out, err = run(project, capsys)
+
+    assert (status, out) == (0, "")
+    assert err.startswith("wrote 1 output (1.9 MB) in ")
+    assert f"  written  {OUTPUT}  (the saved expression changed)\n" in err
+    models = project / "models"
+    expected = expected_mix(models / "a.safetensors", models / "b.safetensors", 0.6)
+    assert_same_tensors(project / OUTPUT, expected)
+
+
+def test_rebuild_remakes_an_up_to_date_output(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(project, capsys)[0] == 0
+    status, out, err = run(project, capsys, "--rebuild")
+    assert (status, out) == (0, "")
+    assert f"  written  {OUTPUT}  (remade on request (--rebuild))\n" in err

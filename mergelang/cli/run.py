@@ -65,7 +65,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Run a recipe and write its outputs (relative paths are relative to the "
             "recipe's folder, or to --out-dir). Outputs already made by the same steps from "
-            "the same inputs are left alone; another existing file is refused unless --force. "
+            "the same inputs are left alone (unless --rebuild); an earlier output of the same "
+            "save is remade when its steps or inputs changed, saying what changed; another "
+            "existing file is refused unless --force. "
             "Nothing is printed on standard output: progress (on a terminal) and a summary "
             "of what was written go to standard error, and the exit status says whether the "
             "run succeeded (0), failed (1), was called wrongly (2), interrupted (130) or "
@@ -168,13 +170,19 @@ def _cache_part(hits: int, stores: int, stored_word: str) -> str | None:
     return "cache: " + ", ".join(found)
 
 
-def _output_lines(console: Console, rows: list[tuple[str, str]]) -> None:
+def _output_lines(
+    console: Console, rows: list[tuple[str, str]], why: list[tuple[str, ...]] | None = None
+) -> None:
+    """One line per output: its status and path, and what changed when an earlier output of
+    the same save was remade."""
     from rich.markup import escape
 
     width = max((len(status) for status, _ in rows), default=0)
-    for status, path in rows:
+    for index, (status, path) in enumerate(rows):
         style = "green" if status in ("written", "would write") else "dim"
-        console.print(f"  [{style}]{status.ljust(width)}[/{style}]  {escape(path)}")
+        changed = why[index] if why is not None else ()
+        tail = f"  [dim]({escape('; '.join(changed))})[/dim]" if changed else ""
+        console.print(f"  [{style}]{status.ljust(width)}[/{style}]  {escape(path)}{tail}")
 
 
 def summary_line(result: RunResult) -> str:
@@ -205,7 +213,7 @@ def print_summary(console: Console, result: RunResult) -> None:
     rows = [
         (STATUS_TEXT.get(o.status, o.status), shown_path(o.path, o.name)) for o in result.outputs
     ]
-    _output_lines(console, rows)
+    _output_lines(console, rows, [o.changes for o in result.outputs])
 
 
 def dry_run_lines(plan: Plan) -> tuple[str, str]:
@@ -239,8 +247,11 @@ def dry_run_lines(plan: Plan) -> tuple[str, str]:
 def print_dry_run(console: Console, plan: Plan) -> None:
     from rich.markup import escape
 
+    from mergelang.plan.plan import FileOutput
+
     head, detail = dry_run_lines(plan)
     console.print(escape(head), style="bold")
     rows = [(STATUS_TEXT.get(o.status, o.status), shown_path(o.path, o.name)) for o in plan.outputs]
-    _output_lines(console, rows)
+    why = [o.changes if isinstance(o, FileOutput) else () for o in plan.outputs]
+    _output_lines(console, rows, why)
     console.print(escape(detail))

@@ -15,8 +15,10 @@ reading their float32 values back.
 **Outputs.** Every output records its own address (the step's address plus the save options
 and the mergelang version) as ``mergelang.output_key``. A re-run finds the file with the same
 address and leaves it alone ("up to date", with or without ``--force``: its tensors would
-come out the same); a file at that path with another address (or none) is refused
-unless ``--force`` replaces it.
+come out the same; ``--rebuild`` remakes it). A file that the same save of the same recipe
+made earlier (:mod:`mergelang.plan.staleness`) is remade, with what changed; another file at
+that path is refused unless ``--force`` replaces it. The outputs of one save (a sweep)
+refused for one reason are told as one error.
 
 The block convention is part of every computed step's address: the same weights under
 another convention reach other keys.
@@ -45,6 +47,7 @@ from mergelang.io.writer import check_target
 from mergelang.plan.graph import LoadNode, Node, walk
 from mergelang.plan.inputs import InputHandle, open_cached
 from mergelang.plan.plan import CacheEntry, FileOutput, OutputPlan, Plan
+from mergelang.plan.staleness import SAVE_KEY, STEPS_KEY, changes, save_identity, step_keys
 
 if TYPE_CHECKING:
     from mergelang.io.hashing import FileHashes
@@ -55,6 +58,7 @@ __all__ = [
     "OBJECTS",
     "OUTPUT_KEY",
     "decide",
+    "existing_metadata",
     "existing_output_key",
     "object_path",
     "stored_dtype",
@@ -65,6 +69,9 @@ CACHE_FORMAT = "safetensors"
 """The file format of cached step values."""
 OUTPUT_KEY = "mergelang.output_key"
 CACHE_KEY = "mergelang.cache_key"
+REBUILT = "remade on request (--rebuild)"
+REPEATS = 3
+"""From this many outputs of one save refused for one reason, they are told as one error."""
 
 
 def object_path(cache_dir: Path, key: str) -> Path:
@@ -130,13 +137,19 @@ def _output_key(output: FileOutput, keys: dict[int, str]) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def existing_output_key(path: Path) -> str | None:
-    """The output address recorded in an existing output (safetensors header, or the
-    metadata mergelang keeps in a ``.ckpt``), or ``None``."""
+def existing_metadata(path: Path) -> dict[str, str] | None:
+    """The metadata of an existing output (safetensors header, or the metadata mergelang
+    keeps in a ``.ckpt``), or ``None`` when it cannot be read as a model."""
     try:
-        return format_of_content(sniff_format(path)).read_metadata(path).get(OUTPUT_KEY)
+        return dict(format_of_content(sniff_format(path)).read_metadata(path))
     except (MergelangError, OSError):
         return None
+
+
+def existing_output_key(path: Path) -> str | None:
+    """The output address recorded in an existing output, or ``None``."""
+    metadata = existing_metadata(path)
+    return None if metadata is None else metadata.get(OUTPUT_KEY)
 
 
 def _cacheable(node: Node) -> str | None:
@@ -175,10 +188,16 @@ def _hit_handle(node: Node, path: Path, key: str) -> InputHandle | None:
     )
 
 
-def decide(plan: Plan, *, hash_inputs: bool, force: bool, use_cache: bool) -> Plan:
+def decide(
+    plan: Plan, *, hash_inputs: bool, force: bool, use_cache: bool, rebuild: bool = False
+) -> Plan:
     """``plan`` finished: its content hashes, the outputs' addresses, statuses and metadata,
     and the cache decisions; raises :class:`RecipeError` for outputs that cannot be
-    written."""
+    written.
+
+    An existing file that this save made earlier (see :mod:`mergelang.plan.staleness`) is
+    remade when it is not up to date, or always with ``rebuild``; any other existing file
+    needs ``force``."""
     hashes, keys = _input_hashes(plan, hash_inputs=hash_inputs)
     hashed = all(h.identity in hashes for h in plan.inputs if h.path is not None)
     known = dataclasses.replace(plan, hashes=MappingProxyType(hashes), hashed=hashed)
@@ -197,9 +216,16 @@ def decide(plan: Plan, *, hash_inputs: bool, force: bool, use_cache: bool) -> Pl
             blocked += _at_save(plan, output, exc)
             continue
         if os.path.lexists(output.path):
-            existing = existing_output_key(output.path)
-            if output.key is not None and existing == output.key:
+            metadata = existing_metadata(output.path) or {}
+            existing = metadata.get(OUTPUT_KEY)
+            identity = save_identity(plan.checked.path, output.path)
+            if output.key is not None and existing == output.key and not rebuild:
                 outputs[-1] = dataclasses.replace(output, status="up-to-date")
+            elif output.key is not None and existing == output.key:
+                outputs[-1] = dataclasses.replace(output, replaces=True, changes=(REBUILT,))
+            elif identity is not None and metadata.get(SAVE_KEY) == identity:
+                found = changes(metadata, output, keys, __version__) if hashed else ()
+                outputs[-1] = dataclasses.replace(output, replaces=True, changes=found)
             elif not force and (hashed or existing is None):
                 blocked += _at_save(
                     plan,
@@ -217,7 +243,7 @@ def decide(plan: Plan, *, hash_inputs: bool, force: bool, use_cache: bool) -> Pl
                     ),
                 )
     if blocked:
-        raise RecipeError(blocked)
+        raise RecipeError(summarise_repeats(blocked))
     known = dataclasses.replace(known, outputs=tuple(outputs))
     cache = _decide_cache(known, keys) if use_cache else ()
     decided = dataclasses.replace(known, cache=cache)
@@ -298,6 +324,14 @@ def _metadata(plan: Plan, output: FileOutput) -> dict[str, str]:
         extra["bake_in_vae"] = output.vae.handle.path.name
     if output.key is not None:
         extra[OUTPUT_KEY] = output.key
+    identity = save_identity(plan.checked.path, output.path)
+    if identity is not None:
+        extra[SAVE_KEY] = identity
+    steps = step_keys(
+        output, {id(load): load_hash for load, load_hash in _load_hashes(plan, loads)}
+    )
+    if steps:
+        extra[STEPS_KEY] = json.dumps(steps, sort_keys=True)
     if plan.checked.variables:
         extra["mergelang.set"] = json.dumps(dict(plan.checked.variables), ensure_ascii=False)
     if output.save.bindings:
@@ -319,3 +353,35 @@ def _variant(output: FileOutput) -> str:
         if item.key in (spec.key, bare) and len(item.shape) > spec.dim:
             return spec.of_channels(item.shape[spec.dim]) or spec.normal
     return spec.normal
+
+
+def _load_hashes(plan: Plan, loads: list[LoadNode]) -> list[tuple[LoadNode, str]]:
+    found: list[tuple[LoadNode, str]] = []
+    for load in loads:
+        hashes = plan.hashes_of(load.handle)
+        if hashes is not None:
+            found.append((load, hashes.sha256))
+    return found
+
+
+def summarise_repeats(found: list[Diagnostic]) -> list[Diagnostic]:
+    """The outputs of one save (a sweep) refused for one reason, told once: the count, the
+    first and the last path; fewer than :data:`REPEATS` are told one by one."""
+    groups: dict[tuple[str, str | None, object, str], list[Diagnostic]] = {}
+    for diag in found:
+        reason = diag.message.partition(": ")[2]
+        groups.setdefault((diag.code, diag.path, diag.span, reason), []).append(diag)
+    told: list[Diagnostic] = []
+    for (_, _, _, reason), group in groups.items():
+        if len(group) < REPEATS:
+            told += group
+            continue
+        first, last = (d.message.partition(": ")[0] for d in (group[0], group[-1]))
+        told.append(
+            dataclasses.replace(
+                group[0],
+                message=f"{len(group)} outputs of this save: {reason} "
+                f"(the first {first}, the last {last})",
+            )
+        )
+    return told
