@@ -43,10 +43,10 @@ def load(recipe: RecipeSource, *, set: Mapping[str, object] | None = None) -> Ch
         return recipe
     variables = {str(k): str(v) for k, v in (set or {}).items()}
     if isinstance(recipe, ast.Recipe):
-        return check(recipe, variables=variables)
+        return check(recipe, set=variables)
     if isinstance(recipe, os.PathLike) or _looks_like_path(recipe):
-        return check(parse_file(os.fspath(recipe)), variables=variables)
-    return check(parse(recipe), variables=variables)
+        return check(parse_file(os.fspath(recipe)), set=variables)
+    return check(parse(recipe), set=variables)
 
 
 def _looks_like_path(text: str) -> bool:

@@ -170,7 +170,7 @@ def test_check_models_dir_finds_models(
         tmp_path / "r.merge",
         'model local = "local.safetensors"\n'
         "m = SD1.5 + WD1.3, 0.5\n"
-        'save weighted_sum(m, local) to "o"\n',
+        'save weighted_sum(m, local) to "o.safetensors"\n',
     )
     monkeypatch.delenv("MERGELANG_MODELS", raising=False)
     assert main(["check", str(recipe), "--models-dir", str(models)]) == 0

@@ -132,7 +132,7 @@ def check_recipe(args: argparse.Namespace) -> CheckedRecipe:
     variables = parse_variables(args.variables)
     recipe = load_recipe(args.recipe)
     base_dir = Path.cwd() if args.recipe == "-" else None
-    return check(recipe, variables=variables, base_dir=base_dir)
+    return check(recipe, set=variables, base_dir=base_dir)
 
 
 # ---- planning and computing -------------------------------------------------------------------

@@ -85,6 +85,20 @@ def _read(
     return shapes, dtypes, metadata, path.stat().st_size
 
 
+def _is_recipe(path: Path) -> bool:
+    """Whether ``path`` is a recipe: named ``.merge``, or text that parses as one."""
+    if path.suffix.lower() == ".merge":
+        return True
+    from mergelang.errors import MergelangError
+    from mergelang.lang.parser import parse_file
+
+    try:
+        parse_file(path)
+    except (MergelangError, OSError):
+        return False
+    return True
+
+
 def describe_checkpoint(path: Path, *, hashes: bool = True) -> dict[str, Any]:
     """Everything ``show`` reports, as a JSON-ready dict with a fixed set of keys."""
     from mergelang.arch import ROLES, classify_role, detect
@@ -92,7 +106,17 @@ def describe_checkpoint(path: Path, *, hashes: bool = True) -> dict[str, Any]:
     from mergelang.io.formats import sniff_format
     from mergelang.io.metadata import read_provenance
 
-    fmt = format_of_content(sniff_format(path)).name
+    try:
+        fmt = format_of_content(sniff_format(path)).name
+    except CheckpointError as exc:
+        if exc.diagnostics[0].code == "unknown-format" and _is_recipe(path):
+            raise CheckpointError(
+                str(path),
+                "this is a mergelang recipe, not a checkpoint",
+                code="recipe-not-checkpoint",
+                hint=f"to see what it would make: mergelang plan {path}",
+            ) from None
+        raise
     shapes, dtypes, metadata, size = _read(path, fmt)
 
     architecture: dict[str, Any] | None = None

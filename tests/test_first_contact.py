@@ -1,0 +1,132 @@
+"""What a new user trips over first: a checkpoint given where a recipe goes and the other way
+round, and the options every verb that plans takes."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from mergelang.cli import main
+
+
+def tiny_safetensors(path: Path, size: int = 300_000) -> Path:
+    """A safetensors file larger than a recipe may be: one uint8 tensor of ``size`` bytes."""
+    header = json.dumps({"w": {"dtype": "U8", "shape": [size], "data_offsets": [0, size]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(size))
+    return path
+
+
+@pytest.mark.parametrize("verb", ["run", "check", "plan", "fmt"])
+def test_a_checkpoint_given_as_the_recipe_is_named_a_checkpoint(
+    verb: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    tiny_safetensors(tmp_path / "model.safetensors")
+
+    status = main([verb, "model.safetensors"])
+
+    captured = capsys.readouterr()
+    assert status == 1
+    assert captured.out == ""
+    assert captured.err == (
+        "model.safetensors: error: this is a model checkpoint, not a recipe\n"
+        "  hint: a recipe is a .merge text file; to see what the checkpoint holds: "
+        "mergelang show model.safetensors\n"
+    )
+
+
+def test_a_small_checkpoint_is_named_a_checkpoint_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    tiny_safetensors(tmp_path / "small.safetensors", size=4)
+    assert main(["check", "small.safetensors"]) == 1
+    assert "error: this is a model checkpoint, not a recipe" in capsys.readouterr().err
+
+
+def test_show_of_a_recipe_says_it_is_a_recipe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mix.merge").write_text(
+        'model a = "a.safetensors"\nsave a to "out.safetensors"\n', encoding="utf-8"
+    )
+
+    status = main(["show", "mix.merge"])
+
+    captured = capsys.readouterr()
+    assert status == 1
+    assert captured.err == (
+        "mix.merge: error: this is a mergelang recipe, not a checkpoint\n"
+        "  hint: to see what it would make: mergelang plan mix.merge\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "message", "hint"),
+    [
+        (
+            "out/x.safetensor",
+            "the save path 'out/x.safetensor' has the extension '.safetensor', which names no "
+            "model format; it is written as safetensors",
+            "did you mean '.safetensors'?",
+        ),
+        (
+            "out/noext",
+            "the save path 'out/noext' has no extension, which names no model format; it is "
+            "written as safetensors",
+            "end the path with .safetensors",
+        ),
+    ],
+)
+def test_a_save_path_without_a_model_extension_warns(target: str, message: str, hint: str) -> None:
+    from mergelang.api import load
+
+    checked = load(f'model a = "a.safetensors"\nsave a to "{target}"\n')
+
+    (warning,) = checked.warnings
+    assert (warning.code, warning.message, warning.hint) == ("save-extension", message, hint)
+    assert warning.span is not None and (warning.span.line, warning.span.column) == (2, 11)
+
+
+def test_a_save_path_with_a_format_option_does_not_warn() -> None:
+    from mergelang.api import load
+
+    checked = load('model a = "a.safetensors"\nsave a to "out/noext" with format=safetensors\n')
+    assert checked.warnings == ()
+
+
+PLANNED = 'model a = "a.safetensors"\nsave a to "out/x.safetensor"\n'
+
+
+def test_plan_takes_device_and_quiet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mergelang.testing import make_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    make_checkpoint(tmp_path / "a.safetensors", "sd1", scale=0.05)
+    (tmp_path / "r.merge").write_text(PLANNED, encoding="utf-8")
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+
+    assert main(["plan", "r.merge", *cache]) == 0
+    loud = capsys.readouterr()
+    assert "warning: the save path 'out/x.safetensor'" in loud.err
+
+    assert main(["plan", "r.merge", *cache, "--quiet", "--device", "cuda"]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.err == ""
+    assert "out/x.safetensor" in quiet.out
+
+
+def test_check_takes_set_like_the_other_calls_and_variables_with_a_warning() -> None:
+    import mergelang
+
+    tree = mergelang.parse('model a = $A\nsave a to "out/a.safetensors"\n')
+    assert mergelang.check(tree, set={"A": "a.safetensors"}).models["a"].ref == "a.safetensors"
+    with pytest.warns(DeprecationWarning, match=r"check\(set=\.\.\.\)"):
+        old = mergelang.check(tree, variables={"A": "b.safetensors"})
+    assert old.models["a"].ref == "b.safetensors"
