@@ -184,7 +184,8 @@ def evaluate(
     ``target`` names a step (or an input model); by default the recipe's only ``save``
     (with its options: dtype, EMA and schedule kept or dropped, VAE, position_ids), else its
     last named model step (every key kept). ``inputs`` gives tensors for some
-    model names instead of their files. ``dtype`` (``fp16``, ``bf16``, ``fp32``) casts
+    model names instead of their files (a name that is no model of the recipe is refused).
+    ``dtype`` (``fp16``, ``bf16``, ``fp32``) casts
     floating-point keys; ``None`` keeps each key's natural dtype (model A's).
     """
     from mergelang.io.locate import ModelLocator
@@ -210,6 +211,17 @@ def evaluate(
                 f"the recipe has no model step named {chosen!r}",
                 hint="steps: " + (", ".join(names) or "none"),
             )
+    unknown = [name for name in inputs or {} if name not in checked.models]
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], list(checked.models), n=1)
+        raise UsageError(
+            f"inputs= names {unknown[0]!r}, which is no model of the recipe",
+            hint=(f"did you mean {close[0]!r}? " if close else "")
+            + "models: "
+            + (", ".join(checked.models) or "none"),
+        )
     locator = _locator(models_dir)
     assert isinstance(locator, ModelLocator)
     options = PlanOptions(

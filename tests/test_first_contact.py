@@ -130,3 +130,44 @@ def test_check_takes_set_like_the_other_calls_and_variables_with_a_warning() -> 
     with pytest.warns(DeprecationWarning, match=r"check\(set=\.\.\.\)"):
         old = mergelang.check(tree, variables={"A": "b.safetensors"})
     assert old.models["a"].ref == "b.safetensors"
+
+
+def test_a_model_not_found_suggests_the_near_match_among_the_files_searched(
+    tmp_path: Path,
+) -> None:
+    from mergelang.errors import CheckpointError
+    from mergelang.io.locate import ModelLocator
+
+    models = tmp_path / "models"
+    (models / "sd15").mkdir(parents=True)
+    tiny_safetensors(models / "sd15" / "sd15-anime.safetensors", size=4)
+    tiny_safetensors(models / "sd15-base.safetensors", size=4)
+
+    with pytest.raises(CheckpointError) as caught:
+        ModelLocator([models], env={}).find("sd15-anme")
+
+    (diag,) = caught.value.diagnostics
+    assert diag.code == "model-not-found"
+    assert diag.hint == f"did you mean 'sd15-anime'? ({models / 'sd15' / 'sd15-anime.safetensors'})"
+
+    with pytest.raises(CheckpointError) as far:
+        ModelLocator([models], env={}).find("realistic")
+    assert far.value.diagnostics[0].hint is None
+
+
+def test_evaluate_refuses_an_unknown_input_name_with_the_near_match(tmp_path: Path) -> None:
+    import torch
+
+    from mergelang import evaluate
+    from mergelang.errors import UsageError
+
+    recipe = (
+        'model anime = "anime.safetensors"\nmodel base = "base.safetensors"\n'
+        'save weighted_sum(base, anime, alpha=0.5) to "out.safetensors"\n'
+    )
+    with pytest.raises(UsageError) as caught:
+        evaluate(recipe, inputs={"anmie": {"w": torch.zeros(1)}})
+
+    (diag,) = caught.value.diagnostics
+    assert diag.message == "inputs= names 'anmie', which is no model of the recipe"
+    assert diag.hint == "did you mean 'anime'? models: anime, base"

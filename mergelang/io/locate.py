@@ -149,8 +149,8 @@ class ModelLocator:
         if not_files:
             raise _not_a_file(*not_files[0])
         listed = "\n".join(f"  {place}" for place in tried)
-        hint = None
-        if not self.search_dirs:
+        hint = self._near_match(name) if parts else None
+        if hint is None and not self.search_dirs:
             hint = f"pass --models-dir or set {MODELS_ENV} to search model folders by name"
         raise CheckpointError(
             ref, f"cannot find this model; searched:\n{listed}", code="model-not-found", hint=hint
@@ -242,6 +242,20 @@ class ModelLocator:
                     files.append((*rel_root, filename))
         self._index[folder] = files
         return files
+
+    def _near_match(self, name: str) -> str | None:
+        """``did you mean 'sd15-anime'?`` for the model file among those searched whose name
+        is closest to ``name``, if one is close."""
+        import difflib
+
+        wanted = _model_stem(Path(name.replace("\\", "/")).name)
+        by_stem: dict[str, Path] = {}
+        for path in self.available():
+            by_stem.setdefault(_model_stem(path.name), path)
+        close = difflib.get_close_matches(wanted, list(by_stem), n=1, cutoff=0.75)
+        if not close:
+            return None
+        return f"did you mean '{close[0]}'? ({by_stem[close[0]]})"
 
     def available(self) -> list[Path]:
         """Every model file in the search folders, folder by folder."""
