@@ -410,6 +410,8 @@ def test_no_color_on_a_terminal(
     assert (status, out) == (0, "")
     assert "merging" in screen
     assert not COLOR.search(screen)
+    # NO_COLOR means no styling at all: no bold or dim either (no SGR sequence).
+    assert not SGR.search(screen)
     assert "wrote 1 output (1.9 MB)" in SGR.sub("", screen)
 
 
