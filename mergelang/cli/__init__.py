@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
     parser = build_parser()
-    if argv is None and len(sys.argv) <= 1 or argv is not None and not list(argv):
+    if (argv is None and len(sys.argv) <= 1) or (argv is not None and not list(argv)):
         # Bare ``mergelang``: the verbs, each with what it does.
         sys.stderr.write(parser.format_help())
         return 2
