@@ -171,3 +171,63 @@ def test_evaluate_refuses_an_unknown_input_name_with_the_near_match(tmp_path: Pa
     (diag,) = caught.value.diagnostics
     assert diag.message == "inputs= names 'anmie', which is no model of the recipe"
     assert diag.hint == "did you mean 'anime'? models: anime, base"
+
+
+SWEEP = """\
+model a = "a.safetensors"
+model b = "b.safetensors"
+
+for t in 0.25..0.75 step 0.25:
+    save weighted_sum(a, b, alpha=t) to "out/t-{t}.safetensors"
+"""
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mergelang import run
+    from mergelang.testing import make_checkpoint
+
+    folder = tmp_path_factory.mktemp("sweep")
+    make_checkpoint(folder / "a.safetensors", "sd1", scale=0.05)
+    make_checkpoint(folder / "b.safetensors", "sd1", scale=0.05, seed=1)
+    (folder / "sweep.merge").write_text(SWEEP, encoding="utf-8")
+    run(folder / "sweep.merge", cache_dir=folder / "cache")
+    return folder
+
+
+def test_convert_gives_back_the_recipe_of_an_output_its_loop_values_bound(
+    sweep: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from mergelang import run
+    from mergelang.io.safetensors_header import read_safetensors_header
+
+    output = sweep / "out" / "t-0.5.safetensors"
+    assert main(["convert", str(output)]) == 0
+    text = capsys.readouterr().out
+    assert text == (
+        "# the loop values of this output: t = 0.5\n"
+        'model a = "a.safetensors"\n'
+        'model b = "b.safetensors"\n'
+        "\n"
+        "for t in [0.5]:\n"
+        '    save weighted_sum(a, b, alpha=t) to "out/t-{t}.safetensors"\n'
+    )
+    # Run again from a folder of its own, the recipe makes that one output, the same.
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.safetensors").symlink_to(sweep / f"{name}.safetensors")
+    (tmp_path / "again.merge").write_text(text, encoding="utf-8")
+    result = run(tmp_path / "again.merge", cache_dir=tmp_path / "cache")
+    assert [o.path for o in result.outputs] == [tmp_path / "out" / "t-0.5.safetensors"]
+    made = read_safetensors_header(tmp_path / "out" / "t-0.5.safetensors")
+    first = read_safetensors_header(output)
+    assert made.metadata["mergelang.output_key"] == first.metadata["mergelang.output_key"]
+
+
+def test_show_prints_the_loop_values_of_an_output(
+    sweep: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = sweep / "out" / "t-0.75.safetensors"
+    assert main(["show", str(output), "--no-hashes"]) == 0
+    assert "\nloop values t = 0.75\n" in capsys.readouterr().out
+    assert main(["show", str(output), "--no-hashes", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["recipe"]["loop_values"] == {"t": "0.75"}

@@ -177,12 +177,24 @@ def describe_checkpoint(path: Path, *, hashes: bool = True) -> dict[str, Any]:
         "roles": ordered_roles,
         "dtypes": ordered_dtypes,
         "hashes": hash_info,
-        "recipe": _provenance_json(provenance),
+        "recipe": _provenance_json(provenance, metadata),
         "metadata": other,
     }
 
 
-def _provenance_json(provenance: Provenance | None) -> dict[str, Any] | None:
+def _loop_values(metadata: Mapping[str, str]) -> dict[str, str]:
+    """``mergelang.bindings``: the values of the ``for`` loops around the save that made
+    this file (empty when none)."""
+    try:
+        found = json.loads(metadata.get("mergelang.bindings", "{}"))
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def _provenance_json(
+    provenance: Provenance | None, metadata: Mapping[str, str]
+) -> dict[str, Any] | None:
     if provenance is None:
         return None
     return {
@@ -194,6 +206,7 @@ def _provenance_json(provenance: Provenance | None) -> dict[str, Any] | None:
         "sd_merge_recipe": provenance.merge_recipe,
         "sd_merge_models": provenance.merge_models,
         "problems": list(provenance.problems),
+        "loop_values": _loop_values(metadata),
     }
 
 
@@ -288,6 +301,10 @@ def _render_recipe(console: Console, recipe: Mapping[str, Any]) -> None:
         console.print("[bold]recipe[/bold]")
         for line in recipe["text"].splitlines():
             console.print("  " + escape(line))
+    loops = recipe.get("loop_values") or {}
+    if loops:
+        shown = ", ".join(f"{name} = {value}" for name, value in loops.items())
+        console.print(f"[bold]loop values[/bold] {escape(shown)}")
     for record in recipe["inputs"]:
         line = f"  input {record['name']}: {record['file']} [{record['autov2']}]"
         console.print(escape(line))
