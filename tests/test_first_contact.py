@@ -231,3 +231,38 @@ def test_show_prints_the_loop_values_of_an_output(
     assert "\nloop values t = 0.75\n" in capsys.readouterr().out
     assert main(["show", str(output), "--no-hashes", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["recipe"]["loop_values"] == {"t": "0.75"}
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("model a = models/x.safetensors\n", 'paths go in double quotes: "models/x.safetensors"'),
+        (
+            'model a = "a.safetensors"\nsave a "out/a.safetensors"\n',
+            'write to before the path: save MODEL to "out/mix.safetensors"',
+        ),
+        (
+            'model a = "a.safetensors"\nmodel b = "b.safetensors"\nfor t in [0.1, 0.2]:\n'
+            '    x = weighted_sum(a, b, alpha=t)\n\tsave x to "out/{t}.safetensors"\n',
+            "this line and the one above are indented with a different mix of tabs and spaces: "
+            "indent every line of a loop body the same way",
+        ),
+        (
+            'model a = "a.safetensors"\nmodel b = "b.safetensors"\n'
+            'save weighted_sum(a, b, alpha=$W) to "o.safetensors"\n',
+            "bind it on the command line: --set W=0.5",
+        ),
+        (
+            'model a = $M\nsave a to "o.safetensors"\n',
+            "bind it on the command line: --set M=path/to/model.safetensors",
+        ),
+        ("x = a b\n", "two values in a row: is an operator missing?"),
+    ],
+)
+def test_hints_point_the_right_way(text: str, hint: str) -> None:
+    from mergelang.api import load
+    from mergelang.errors import RecipeError
+
+    with pytest.raises(RecipeError) as caught:
+        load(text)
+    assert caught.value.diagnostics[0].hint == hint

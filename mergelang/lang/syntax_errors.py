@@ -222,7 +222,7 @@ def explain_syntax_error(
             "unexpected indentation",
             "indentation",
             Span(line, 1, line, width + 1),
-            "only the body of a for loop is indented",
+            _mixed_indent_hint(lines, line) or "only the body of a for loop is indented",
         )
     if token.type == "_NL" and "COLON" in expected:
         return ParseProblem(
@@ -257,12 +257,43 @@ def explain_syntax_error(
     if "EQUAL" in expected and innermost is None and token.type != "_NL":
         hint = "a statement is NAME = value, model, save, for, presets or convention"
     elif token.type in _EXPRESSION_STARTS and innermost is None:
-        hint = "two values in a row: is an operator missing?"
+        hint = _two_values_hint(lines, token, expected)
     elif innermost is not None and opener is not None:
         hint = (
             f"the '{opener}' at line {innermost.line}, column {innermost.column} is not closed yet"
         )
     return ParseProblem(message, "syntax", span, hint)
+
+
+def _mixed_indent_hint(lines: list[str], line: int) -> str | None:
+    """A hint for a line indented with tabs where the line above uses spaces (or the other
+    way round): inside a loop body that is what makes the indentation unexpected."""
+    if not 0 < line <= len(lines):
+        return None
+    own = lines[line - 1][: len(lines[line - 1]) - len(lines[line - 1].lstrip())]
+    above = next((t for t in reversed(lines[: line - 1]) if t.strip()), "")
+    theirs = above[: len(above) - len(above.lstrip())]
+    if not own or not theirs or set(own) == set(theirs):
+        return None
+    if "\t" in own + theirs and " " in own + theirs:
+        return (
+            "this line and the one above are indented with a different mix of tabs and "
+            "spaces: indent every line of a loop body the same way"
+        )
+    return None
+
+
+def _two_values_hint(lines: list[str], token: Token, expected: set[str]) -> str:
+    """The hint for a value where none may follow: a missing ``to`` in a save, an unquoted
+    path, else a missing operator."""
+    line = token.line or 0
+    text = lines[line - 1] if 0 < line <= len(lines) else ""
+    rest = text[(token.column or 1) - 1 :].split("#", 1)[0].strip()
+    if token.type == "STRING" and any(e.upper().endswith("TO") for e in expected):
+        return 'write to before the path: save MODEL to "out/mix.safetensors"'
+    if token.type == "NAME" and ("/" in rest or "\\" in rest or "." in rest) and " " not in rest:
+        return f'paths go in double quotes: "{rest}"'
+    return "two values in a row: is an operator missing?"
 
 
 def too_many_errors(span: Span, path: str | None, source_line: str | None) -> Diagnostic:
