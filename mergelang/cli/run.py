@@ -3,8 +3,9 @@
 Standard output stays empty, so ``run`` can be scripted on its exit status alone (0 done,
 1 an error in the recipe, its inputs or its outputs, 2 a command-line error, 130 interrupted,
 143 terminated); ``mergelang plan --json`` lists the outputs a recipe makes. Everything meant
-for a person goes to standard error: warnings, a progress bar while the run goes (only when
-stderr is a terminal) and, at the end, a summary with one line per output::
+for a person goes to standard error: warnings, a progress bar while the run goes (when
+stderr is a terminal; otherwise a line every few seconds with the bytes done, the rate and the
+time left) and, at the end, a summary with one line per output::
 
     wrote 2 outputs (3.8 MB) in 1.2 s; 1 up to date; cache: 1 hit, 1 stored
       written     out/mix.safetensors
@@ -97,7 +98,7 @@ def run_recipe(args: argparse.Namespace) -> int:
     run is :func:`mergelang.api.plan` (inputs hashed), rendered."""
     from mergelang import api
     from mergelang.cli.console import print_diagnostics, stderr_console
-    from mergelang.cli.progress import RichReporter
+    from mergelang.cli.progress import LOG_SECONDS, RichReporter
 
     console = stderr_console()
     if args.device != "cpu":
@@ -118,7 +119,8 @@ def run_recipe(args: argparse.Namespace) -> int:
             print_diagnostics(console, plan.warnings)
             print_dry_run(console, plan)
         return 0
-    with RichReporter(console, enabled) as reporter:
+    log_every = None if console.is_terminal or args.quiet else LOG_SECONDS
+    with RichReporter(console, enabled, log_every) as reporter:
         reporter.waiting(PLANNING)
         result = api.run(checked, **api_arguments(args), reporter=reporter)
     if not args.quiet:
