@@ -266,3 +266,36 @@ def test_hints_point_the_right_way(text: str, hint: str) -> None:
     with pytest.raises(RecipeError) as caught:
         load(text)
     assert caught.value.diagnostics[0].hint == hint
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "message", "hint", "column"),
+    [
+        (
+            "mix = __A__ + __B__\n",
+            "merge-board",
+            "a Merge Board line needs its multiplier after a comma",
+            "write mix = __A__ + __B__, 0.5 (a weighted sum, 0.5 of the second model); a plain "
+            "+ would add the models' weights",
+            7,
+        ),
+        (
+            "mix = __A__, 0.5\n",
+            "merge-board",
+            "a Merge Board line merges 2 models (weighted sum) or 3 (add difference), not 1",
+            "OUTPUT = A + B, 0.5 (or OUTPUT = A + B + C, 1 to add a difference)",
+            12,
+        ),
+    ],
+)
+def test_merge_board_mistakes_are_told_in_merge_board_terms(
+    text: str, code: str, message: str, hint: str, column: int
+) -> None:
+    from mergelang.api import load
+    from mergelang.errors import RecipeError
+
+    with pytest.raises(RecipeError) as caught:
+        load(text, set={"A": "a.safetensors", "B": "b.safetensors"})
+    (diag,) = caught.value.errors
+    assert (diag.code, diag.message, diag.hint) == (code, message, hint)
+    assert diag.span is not None and (diag.span.line, diag.span.column) == (1, column)

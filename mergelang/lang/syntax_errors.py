@@ -11,6 +11,7 @@ never closed, unexpected indentation... and otherwise what was found and what wa
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import NamedTuple
 
 from lark import Lark, Token
@@ -244,6 +245,13 @@ def explain_syntax_error(
     if token.type == "COMMA" and innermost is None:
         line_text = lines[token.line - 1] if token.line and token.line <= len(lines) else ""
         comma_hint = "a statement holds one value; lists go in [ ]"
+        if _ONE_OPERAND.match(line_text):
+            return ParseProblem(
+                "a Merge Board line merges 2 models (weighted sum) or 3 (add difference), not 1",
+                "merge-board",
+                span,
+                "OUTPUT = A + B, 0.5 (or OUTPUT = A + B + C, 1 to add a difference)",
+            )
         if "=" in line_text and "+" in line_text:
             comma_hint = (
                 "a Merge Board line separates its models with ' + ' (spaces around +): "
@@ -263,6 +271,10 @@ def explain_syntax_error(
             f"the '{opener}' at line {innermost.line}, column {innermost.column} is not closed yet"
         )
     return ParseProblem(message, "syntax", span, hint)
+
+
+_ONE_OPERAND = re.compile(r"^[^=#]+=\s*__[A-Za-z0-9_]+__\s*,")
+"""A Merge Board line with one operand: ``mix = __A__, 0.5``."""
 
 
 def _mixed_indent_hint(lines: list[str], line: int) -> str | None:
