@@ -252,14 +252,14 @@ def test_fmt_write_and_check_together(tmp_path: Path, capsys: pytest.CaptureFixt
     capsys.readouterr()
 
 
-def test_fmt_crlf_file_is_rewritten_with_lf(
+def test_fmt_crlf_file_keeps_its_line_endings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     recipe = tmp_path / "crlf.merge"
     recipe.write_bytes(CANONICAL.replace("\n", "\r\n").encode())
     assert main(["fmt", "--write", str(recipe)]) == 0
-    assert recipe.read_bytes() == CANONICAL.encode()
-    capsys.readouterr()
+    assert recipe.read_bytes() == CANONICAL.replace("\n", "\r\n").encode()
+    assert capsys.readouterr().err == ""
 
 
 def test_fmt_reports_bad_files_and_goes_on(

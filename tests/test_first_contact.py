@@ -299,3 +299,38 @@ def test_merge_board_mistakes_are_told_in_merge_board_terms(
     (diag,) = caught.value.errors
     assert (diag.code, diag.message, diag.hint) == (code, message, hint)
     assert diag.span is not None and (diag.span.line, diag.span.column) == (1, column)
+
+
+CANONICAL = 'model a = "a.safetensors"\nsave a to "o.safetensors"\n'
+
+
+def test_fmt_check_sets_line_endings_and_a_bom_aside(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "crlf.merge").write_bytes(CANONICAL.replace("\n", "\r\n").encode())
+    (tmp_path / "bom.merge").write_bytes(b"\xef\xbb\xbf" + CANONICAL.encode())
+    both = b"\xef\xbb\xbf" + CANONICAL.replace("\n", "\r\n").encode()
+    (tmp_path / "both.merge").write_bytes(both)
+    assert main(["fmt", "--check", "crlf.merge", "bom.merge", "both.merge"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_fmt_write_keeps_the_files_line_endings_and_bom(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    messy = CANONICAL.replace("model a", "model  a")
+    (tmp_path / "crlf.merge").write_bytes(b"\xef\xbb\xbf" + messy.replace("\n", "\r\n").encode())
+    (tmp_path / "mixed.merge").write_bytes(CANONICAL.replace("\n", "\r\n", 1).encode())
+
+    assert main(["fmt", "--check", "crlf.merge", "mixed.merge"]) == 1
+    assert capsys.readouterr().out == (
+        "would reformat crlf.merge\n"
+        "would reformat mixed.merge (mixed line endings: all made CRLF)\n"
+    )
+    assert main(["fmt", "--write", "crlf.merge", "mixed.merge"]) == 0
+    crlf = b"\xef\xbb\xbf" + CANONICAL.replace("\n", "\r\n").encode()
+    assert (tmp_path / "crlf.merge").read_bytes() == crlf
+    assert (tmp_path / "mixed.merge").read_bytes() == CANONICAL.replace("\n", "\r\n").encode()
+    assert main(["fmt", "--check", "crlf.merge", "mixed.merge"]) == 0
