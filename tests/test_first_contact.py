@@ -334,3 +334,61 @@ def test_fmt_write_keeps_the_files_line_endings_and_bom(
     assert (tmp_path / "crlf.merge").read_bytes() == crlf
     assert (tmp_path / "mixed.merge").read_bytes() == CANONICAL.replace("\n", "\r\n").encode()
     assert main(["fmt", "--check", "crlf.merge", "mixed.merge"]) == 0
+
+
+@pytest.fixture
+def sd1_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from mergelang.testing import make_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MERGELANG_MODELS", raising=False)
+    make_checkpoint(tmp_path / "sd15-anime.safetensors", "sd1", scale=0.05)
+    make_checkpoint(tmp_path / "sd15-base.safetensors", "sd1", scale=0.05, seed=1)
+    return tmp_path
+
+
+def test_plain_check_checks_the_inputs_it_finds(
+    sd1_pair: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sdxl_vector = ", ".join(["1"] * 19)
+    (sd1_pair / "r.merge").write_text(
+        'model a = "sd15-anime.safetensors"\nmodel b = "sd15-base.safetensors"\n'
+        f'save weighted_sum(a, b, alpha=[{sdxl_vector}]) to "o.safetensors"\n',
+        encoding="utf-8",
+    )
+    assert main(["check", "r.merge"]) == 1
+    err = capsys.readouterr().err
+    assert "r.merge:3:31: error: alpha of weighted_sum with sd1 models: a 19-value vector" in err
+
+
+def test_plain_check_says_when_the_inputs_were_not_checked(
+    sd1_pair: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (sd1_pair / "r.merge").write_text(
+        'model a = "sd15-anme.safetensors"\nmodel b = "sd15-base.safetensors"\n'
+        'save weighted_sum(a, b, alpha=0.5) to "o.safetensors"\n',
+        encoding="utf-8",
+    )
+    assert main(["check", "r.merge"]) == 0
+    assert capsys.readouterr().out == (
+        "r.merge: ok (inputs not checked: model 'a' not found (did you mean 'sd15-anime'? "
+        "(sd15-anime.safetensors))): 2 models, 0 steps, 1 output\n"
+    )
+
+
+@pytest.mark.parametrize("flags", [[], ["--inputs"]])
+def test_check_refuses_a_save_over_an_input_whatever_the_flags(
+    flags: list[str], sd1_pair: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (sd1_pair / "r.merge").write_text(
+        'model a = "sd15-anime.safetensors"\nmodel b = "sd15-base.safetensors"\n'
+        'save weighted_sum(a, b, alpha=0.5) to "sd15-base.safetensors"\n',
+        encoding="utf-8",
+    )
+    assert main(["check", "r.merge", *flags]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "r.merge:3:1: error: sd15-base.safetensors: this save would write over an input of "
+        f"the recipe ({sd1_pair / 'sd15-base.safetensors'})\n"
+    )
+    assert "  hint: choose another output path; inputs are never modified\n" in err
