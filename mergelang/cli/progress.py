@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 __all__ = ["BAR_WIDTH", "LOG_SECONDS", "RichReporter", "log_line"]
 
+OUTPUT_NOTES = ("written ", "up-to-date ", "memory ")
+"""How the notes of outputs begin: not printed, as the run's summary lists each output."""
+
 LOG_SECONDS = 5.0
 """How often a run whose stderr is not a terminal prints its progress line."""
 
@@ -135,6 +138,8 @@ class RichReporter:
         self._progress.update(self._task, advance=done, detail=detail)
 
     def note(self, text: str) -> None:
+        if text.startswith(OUTPUT_NOTES):
+            return  # the summary lists every output, once
         if self.enabled:
             self._stop_waiting()
             self.console.print(escape(text))

@@ -264,6 +264,7 @@ class _Run:
             if isinstance(owner, MemoryOutput):
                 assert isinstance(sink, MemorySink)
                 tensors, status = sink.result, "memory"
+            self.reporter.note(f"{status} {owner.label}")
             changed = owner.changes if isinstance(owner, FileOutput) and status == "written" else ()
             by_output[id(owner)] = OutputResult(
                 owner.name, owner.path, status, owner.nbytes, len(owner.layout), tensors, changed
