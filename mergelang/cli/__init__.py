@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from mergelang.cli.console import print_error, stderr_console
 
-    # torch warns at import when numpy is absent; mergelang never needs numpy.
+    # torch warns at import when numpy is absent (mergelang depends on numpy, so only in an
+    # environment installed without it).
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
     parser = build_parser()
