@@ -43,10 +43,10 @@ def load(recipe: RecipeSource, *, set: Mapping[str, object] | None = None) -> Ch
         return recipe
     variables = {str(k): str(v) for k, v in (set or {}).items()}
     if isinstance(recipe, ast.Recipe):
-        return check(recipe, variables=variables)
+        return check(recipe, set=variables)
     if isinstance(recipe, os.PathLike) or _looks_like_path(recipe):
-        return check(parse_file(os.fspath(recipe)), variables=variables)
-    return check(parse(recipe), variables=variables)
+        return check(parse_file(os.fspath(recipe)), set=variables)
+    return check(parse(recipe), set=variables)
 
 
 def _looks_like_path(text: str) -> bool:
@@ -71,6 +71,7 @@ def plan(
     cache_dir: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
     force: bool = False,
+    rebuild: bool = False,
     device: str = "cpu",
     workers: int | None = None,
     hash_inputs: bool = False,
@@ -89,6 +90,7 @@ def plan(
         cache_dir=cache_dir,
         use_cache=use_cache,
         force=force,
+        rebuild=rebuild,
         device=device,
         workers=workers,
         hash_inputs=hash_inputs,
@@ -109,6 +111,7 @@ def _plan(
     workers: int | None,
     hash_inputs: bool,
     nan: str,
+    rebuild: bool = False,
     hash_during_run: bool = False,
 ) -> Plan:
     from mergelang.io.locate import ModelLocator
@@ -122,6 +125,7 @@ def _plan(
         cache_dir=None if cache_dir is None else Path(cache_dir),
         use_cache=use_cache,
         force=force,
+        rebuild=rebuild,
         device=device,
         workers=workers,
         nan=nan,
@@ -139,6 +143,7 @@ def run(
     cache_dir: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
     force: bool = False,
+    rebuild: bool = False,
     device: str = "cpu",
     workers: int | None = None,
     dry_run: bool = False,
@@ -149,7 +154,9 @@ def run(
     """Run ``recipe``: write its outputs; returns a :class:`~mergelang.run.executor.RunResult`.
 
     Outputs already made by the same steps from the same inputs are left alone (status
-    ``up-to-date``); another existing file is refused unless ``force``. ``dry_run`` plans,
+    ``up-to-date``) unless ``rebuild``; an earlier output of the same save of this recipe is
+    remade when its steps or inputs changed (``OutputResult.changes`` says what changed);
+    another existing file is refused unless ``force``. ``dry_run`` plans,
     hashes the inputs and checks everything, then writes nothing (statuses ``dry-run``).
     """
     if device != "cpu":
@@ -164,6 +171,7 @@ def run(
         cache_dir=cache_dir,
         use_cache=use_cache,
         force=force,
+        rebuild=rebuild,
         device=device,
         workers=workers,
         hash_inputs=True,
@@ -210,7 +218,8 @@ def evaluate(
     ``target`` names a step (or an input model); by default the recipe's only ``save``
     (with its options: dtype, EMA and schedule kept or dropped, VAE, position_ids), else its
     last named model step (every key kept). ``inputs`` gives tensors for some
-    model names instead of their files. ``dtype`` (``fp16``, ``bf16``, ``fp32``) casts
+    model names instead of their files (a name that is no model of the recipe is refused).
+    ``dtype`` (``fp16``, ``bf16``, ``fp32``) casts
     floating-point keys; ``None`` keeps each key's natural dtype (model A's).
     """
     from mergelang.io.locate import ModelLocator
@@ -236,6 +245,17 @@ def evaluate(
                 f"the recipe has no model step named {chosen!r}",
                 hint="steps: " + (", ".join(names) or "none"),
             )
+    unknown = [name for name in inputs or {} if name not in checked.models]
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], list(checked.models), n=1)
+        raise UsageError(
+            f"inputs= names {unknown[0]!r}, which is no model of the recipe",
+            hint=(f"did you mean {close[0]!r}? " if close else "")
+            + "models: "
+            + (", ".join(checked.models) or "none"),
+        )
     locator = _locator(models_dir)
     assert isinstance(locator, ModelLocator)
     options = PlanOptions(

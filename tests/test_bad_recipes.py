@@ -270,7 +270,10 @@ def test_a_recipe_just_under_the_limit_works(
     assert main([verb, str(recipe)]) == 0
     out = capsys.readouterr().out
     if verb == "check":
-        assert out == f"{recipe}: ok: 2 models, 0 steps, 1 output\n"
+        assert out == (
+            f"{recipe}: ok (inputs not checked: model 'a' not found, and 1 more): "
+            "2 models, 0 steps, 1 output\n"
+        )
     else:
         assert out.endswith('\nsave weighted_sum(a, b) to "out/mix.safetensors"\n')
 

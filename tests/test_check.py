@@ -65,7 +65,7 @@ def assert_golden(path: Path, actual: str) -> None:
 
 
 def checked(text: str, **variables: str) -> CheckedRecipe:
-    return check(parse(text, path="r.merge"), variables=variables, base_dir=TESTS)
+    return check(parse(text, path="r.merge"), set=variables, base_dir=TESTS)
 
 
 def errors(text: str, **variables: str) -> list[tuple[str, int, int, str]]:
@@ -93,7 +93,7 @@ MODELS = 'model a = "a.safetensors"\nmodel b = "b.safetensors"\nmodel c = "c.saf
 def test_check_errors_match_golden(recipe: Path) -> None:
     tree = parse(recipe.read_text(encoding="utf-8"), path=recipe.name)
     with pytest.raises(RecipeError) as info:
-        check(tree, variables=VARIABLES, base_dir=recipe.parent)
+        check(tree, set=VARIABLES, base_dir=recipe.parent)
     text = "".join(f"{format_diagnostic(d)}\n  code: {d.code}\n" for d in info.value.diagnostics)
     assert_golden(GOLDEN / "errors" / f"{recipe.stem}.txt", text)
 
@@ -116,7 +116,7 @@ def test_every_error_is_reported_in_one_pass() -> None:
 def test_issue_recipe() -> None:
     result = check(
         parse((RECIPES / "issue_example.merge").read_text(), path="issue_example.merge"),
-        variables={"WD13": "wd-1-3.safetensors"},
+        set={"WD13": "wd-1-3.safetensors"},
     )
     assert result.models == {
         "sd15": ModelSource("sd15", "path", "models/v1-5-pruned-emaonly.safetensors"),
@@ -184,7 +184,7 @@ def test_issue_recipe() -> None:
 def test_merge_board_sample() -> None:
     result = check(
         parse((RECIPES / "merge_board_sample.merge").read_text(), path="sample.merge"),
-        variables=VARIABLES,
+        set=VARIABLES,
     )
     assert list(result.models) == ["__SD14__", "__F222__", "__SD15__", "__WD13__"]
     assert result.models["__F222__"] == ModelSource("__F222__", "variable", "f222.ckpt", "F222")
@@ -233,7 +233,7 @@ def test_merge_board_sample_needs_its_variables() -> None:
 
 
 def test_mixed_recipe_with_preset_multiplier_and_literal_models() -> None:
-    result = check(parse((RECIPES / "mixed.merge").read_text()), variables=VARIABLES)
+    result = check(parse((RECIPES / "mixed.merge").read_text()), set=VARIABLES)
     merge1 = result.step("Merge1").value
     assert isinstance(merge1, MethodCall)
     assert merge1.arg("alpha") == BUILTIN_PRESETS["GRAD_A"]
@@ -261,7 +261,7 @@ def test_mixed_recipe_with_preset_multiplier_and_literal_models() -> None:
     ids=lambda p: p.stem,
 )
 def test_every_fixture_checks(recipe: Path) -> None:
-    result = check(parse(recipe.read_text(), path=recipe.name), variables=VARIABLES)
+    result = check(parse(recipe.read_text(), path=recipe.name), set=VARIABLES)
     assert result.saves
 
 
@@ -537,7 +537,7 @@ def test_recipe_folder_is_the_default_base_dir(tmp_path: Path) -> None:
 
 
 def test_warnings_do_not_fail() -> None:
-    result = checked(MODELS + 'x = weighted_sum(a, b)\nsave a to "o"\n')
+    result = checked(MODELS + 'x = weighted_sum(a, b)\nsave a to "o.safetensors"\n')
     assert [(w.code, w.severity, w.line, w.column) for w in result.warnings] == [
         ("unused", "warning", 3, 7),
         ("unused", "warning", 4, 1),
@@ -676,7 +676,7 @@ def _run_with(block: str) -> dict[str, str]:
 
 @pytest.mark.parametrize(("line", "block"), _doc_blocks(), ids=lambda v: str(v)[:12])
 def test_language_doc_examples_check(line: int, block: str) -> None:
-    result = check(parse(block, path=f"language.md:{line}"), variables=_run_with(block))
+    result = check(parse(block, path=f"language.md:{line}"), set=_run_with(block))
     assert result.saves
     assert result.warnings == ()
 
@@ -734,7 +734,7 @@ def test_checker_reports_problems_at_real_places(
     except RecipeError:
         return  # an indented line without its for: a syntax error, tested elsewhere
     try:
-        result = check(tree, variables=variables)
+        result = check(tree, set=variables)
     except RecipeError as error:
         diagnostics = list(error.diagnostics)
     else:

@@ -478,8 +478,9 @@ def test_check_inputs_resolves_paths_from_the_recipe_folder(
     monkeypatch.delenv("MERGELANG_MODELS", raising=False)
     assert main(["check", "--inputs", str(recipe)]) == 0
     assert capsys.readouterr().out == f"{recipe}: ok: 2 models (sd1), 0 steps, 1 output\n"
+    # Plain check checks the inputs too when it finds them all.
     assert main(["check", str(recipe)]) == 0
-    assert capsys.readouterr().out == f"{recipe}: ok: 2 models, 0 steps, 1 output\n"
+    assert capsys.readouterr().out == f"{recipe}: ok: 2 models (sd1), 0 steps, 1 output\n"
 
 
 def test_check_without_inputs_flag_opens_no_file(

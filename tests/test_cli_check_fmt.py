@@ -45,14 +45,20 @@ def test_check_merge_board_sample(capsys: pytest.CaptureFixture[str]) -> None:
     recipe = RECIPES / "merge_board_sample.merge"
     assert main(["check", str(recipe), *SAMPLE_VARIABLES]) == 0
     captured = capsys.readouterr()
-    assert captured.out == f"{recipe}: ok: 4 models, 6 steps, 6 outputs\n"
+    assert captured.out == (
+        f"{recipe}: ok (inputs not checked: model '__SD14__' not found, and 3 more): "
+        "4 models, 6 steps, 6 outputs\n"
+    )
     assert captured.err == ""
 
 
 def test_check_mixed_recipe(capsys: pytest.CaptureFixture[str]) -> None:
     recipe = RECIPES / "mixed.merge"
     assert main(["check", str(recipe), *SAMPLE_VARIABLES]) == 0
-    assert capsys.readouterr().out == f"{recipe}: ok: 7 models, 8 steps, 9 outputs\n"
+    assert capsys.readouterr().out == (
+        f"{recipe}: ok (inputs not checked: model '__SD14__' not found, and 6 more): "
+        "7 models, 8 steps, 9 outputs\n"
+    )
 
 
 def test_check_reports_warnings_without_failing(
@@ -64,7 +70,10 @@ def test_check_reports_warnings_without_failing(
     )
     assert main(["check", str(recipe)]) == 0
     captured = capsys.readouterr()
-    assert captured.out == f"{recipe}: ok: 2 models, 1 step, 1 output, 1 warning\n"
+    assert captured.out == (
+        f"{recipe}: ok (inputs not checked: model 'a' not found, and 1 more): "
+        "2 models, 1 step, 1 output, 1 warning\n"
+    )
     assert f"{recipe}:3:1: warning: intermediate 'x' is neither used nor saved" in captured.err
 
 
@@ -119,7 +128,10 @@ def test_check_reads_stdin(
 ) -> None:
     feed_stdin(monkeypatch, 'model a = "a"\nsave a * 0.5 to "half.safetensors"\n')
     assert main(["check", "-"]) == 0
-    assert capsys.readouterr().out == "<stdin>: ok: 1 model, 0 steps, 1 output\n"
+    assert (
+        capsys.readouterr().out
+        == "<stdin>: ok (inputs not checked: model 'a' not found): 1 model, 0 steps, 1 output\n"
+    )
 
 
 def test_check_stdin_errors_name_stdin(
@@ -170,7 +182,7 @@ def test_check_models_dir_finds_models(
         tmp_path / "r.merge",
         'model local = "local.safetensors"\n'
         "m = SD1.5 + WD1.3, 0.5\n"
-        'save weighted_sum(m, local) to "o"\n',
+        'save weighted_sum(m, local) to "o.safetensors"\n',
     )
     monkeypatch.delenv("MERGELANG_MODELS", raising=False)
     assert main(["check", str(recipe), "--models-dir", str(models)]) == 0
@@ -252,14 +264,14 @@ def test_fmt_write_and_check_together(tmp_path: Path, capsys: pytest.CaptureFixt
     capsys.readouterr()
 
 
-def test_fmt_crlf_file_is_rewritten_with_lf(
+def test_fmt_crlf_file_keeps_its_line_endings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     recipe = tmp_path / "crlf.merge"
     recipe.write_bytes(CANONICAL.replace("\n", "\r\n").encode())
     assert main(["fmt", "--write", str(recipe)]) == 0
-    assert recipe.read_bytes() == CANONICAL.encode()
-    capsys.readouterr()
+    assert recipe.read_bytes() == CANONICAL.replace("\n", "\r\n").encode()
+    assert capsys.readouterr().err == ""
 
 
 def test_fmt_reports_bad_files_and_goes_on(

@@ -33,6 +33,11 @@ def test_unknown_verb_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> No
     assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
 
 
-def test_missing_verb_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_verb_is_a_usage_error_that_lists_the_verbs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main([]) == 2
-    assert "required" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("usage: mergelang [-h] [--version] VERB ...\n")
+    for verb in ("check", "plan", "run", "fmt", "show", "methods", "convert"):
+        assert f"\n    {verb} " in err

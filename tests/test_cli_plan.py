@@ -60,9 +60,14 @@ def files_under(folder: Path) -> set[Path]:
     return {p.relative_to(folder) for p in folder.rglob("*") if "models" not in p.parts}
 
 
-def plan(project: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
+def plan(
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    *extra: str,
+    recipe: str = "two-steps.merge",
+) -> str:
     cache = str(project / "cache")
-    argv = ["plan", "two-steps.merge", "--cache-dir", cache, "--workers", "2", *extra]
+    argv = ["plan", recipe, "--cache-dir", cache, "--workers", "2", *extra]
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert captured.err == ""
@@ -133,13 +138,21 @@ def test_plan_after_a_run_shows_up_to_date(
     text = plan(project, capsys)
     assert "out/tuned.safetensors  (fp16, 1131 keys, 1.9 MB)  up to date" in text
     assert "passes: none (every output is up to date)" in text
-    # Another final step to the same file: refused, then planned over it with --force,
-    # reading the cached blend.
+    # The same recipe edited: its own output is planned over, saying what changed, reading
+    # the cached blend.
     other = TWO_STEPS.replace("alpha=0.5", "alpha=0.75")
     (project / "two-steps.merge").write_text(other, encoding="utf-8")
-    assert main(["plan", "two-steps.merge", "--cache-dir", cache]) == 1
+    again = plan(project, capsys)
+    assert (
+        "out/tuned.safetensors  (fp16, 1131 keys, 1.9 MB)  write "
+        "(replaces its earlier output: step 'tuned' changed)"
+    ) in again
+    assert "#4 blend = weighted_sum(#2, #3, alpha=0.25)  [cache hit]" in again
+    # Another recipe saving to the same file: refused, then planned over it with --force.
+    (project / "other.merge").write_text(other, encoding="utf-8")
+    assert main(["plan", "other.merge", "--cache-dir", cache]) == 1
     assert "hint: pass --force to replace it" in capsys.readouterr().err
-    forced = plan(project, capsys, "--force")
+    forced = plan(project, capsys, "--force", recipe="other.merge")
     assert "out/tuned.safetensors  (fp16, 1131 keys, 1.9 MB)  write" in forced
     assert "#4 blend = weighted_sum(#2, #3, alpha=0.25)  [cache hit]" in forced
 

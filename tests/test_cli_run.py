@@ -398,6 +398,7 @@ def test_terminal_gets_a_progress_bar(
     status, out, screen = run_on_a_terminal(project, capsys, monkeypatch, no_color=False)
     assert (status, out) == (0, "")
     assert "merging" in screen  # the bar's phase
+    assert SGR.sub("", screen).count("mix.safetensors") == 1  # each output listed once
     assert " MB" in SGR.sub("", screen.split("wrote")[0])  # bytes done / total
     assert COLOR.search(screen)
     assert "wrote 1 output (1.9 MB)" in SGR.sub("", screen)
@@ -410,4 +411,60 @@ def test_no_color_on_a_terminal(
     assert (status, out) == (0, "")
     assert "merging" in screen
     assert not COLOR.search(screen)
+    # NO_COLOR means no styling at all: no bold or dim either (no SGR sequence).
+    assert not SGR.search(screen)
     assert "wrote 1 output (1.9 MB)" in SGR.sub("", screen)
+
+
+def test_editing_the_recipe_and_running_again_remakes_its_output(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(project, capsys)[0] == 0
+    (project / "mix.merge").write_text(MIX.replace("0.3", "0.6"), encoding="utf-8")
+
+    status, out, err = run(project, capsys)
+
+    assert (status, out) == (0, "")
+    assert err.startswith("wrote 1 output (1.9 MB) in ")
+    assert f"  written  {OUTPUT}  (the saved expression changed)\n" in err
+    models = project / "models"
+    expected = expected_mix(models / "a.safetensors", models / "b.safetensors", 0.6)
+    assert_same_tensors(project / OUTPUT, expected)
+
+
+def test_rebuild_remakes_an_up_to_date_output(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(project, capsys)[0] == 0
+    status, out, err = run(project, capsys, "--rebuild")
+    assert (status, out) == (0, "")
+    assert f"  written  {OUTPUT}  (remade on request (--rebuild))\n" in err
+
+
+def test_a_log_gets_a_progress_line_every_few_seconds() -> None:
+    import io
+
+    from rich.console import Console
+
+    from mergelang.cli.progress import RichReporter, log_line
+
+    log = io.StringIO()
+    console = Console(file=log, width=200, color_system=None)
+    with RichReporter(console, False, log_every=0.0) as reporter:
+        reporter.phase("merging", 4_000_000)
+        reporter.advance(1_000_000, "a.key")
+        reporter.advance(1_000_000, "b.key")
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2
+    assert re.fullmatch(
+        r"merging: 2\.0 MB of 4\.0 MB \(50%\), [0-9.]+ [KMG]?B/s, about \d+ s left", lines[1]
+    )
+    assert log_line("merging", 1_200_000_000, 6_900_000_000, 5.7) == (
+        "merging: 1.2 GB of 6.9 GB (17%), 210.5 MB/s, about 27 s left"
+    )
+    # Quiet or on a terminal, nothing of it.
+    silent = io.StringIO()
+    with RichReporter(Console(file=silent), False) as reporter:
+        reporter.phase("merging", 10)
+        reporter.advance(10)
+    assert silent.getvalue() == ""

@@ -150,6 +150,7 @@ def test_mergelang_recipe_and_other_metadata(
         "sd_merge_recipe": merge_recipe,
         "sd_merge_models": models,
         "problems": [],
+        "loop_values": {},
     }
     assert data["metadata"] == {"modelspec.title": "merged"}
     assert main(["show", str(path), "--no-hashes"]) == 0

@@ -39,7 +39,7 @@ def test_lines_become_model_arithmetic() -> None:
     )
     assert format_text(out) == out
     assert detect_format(LINES) == "mbw-each"
-    checked = check(parse(out), variables={"MODEL_A": "a", "MODEL_B": "b"})
+    checked = check(parse(out), set={"MODEL_A": "a", "MODEL_B": "b"})
     assert len(checked.saves) == 3
 
 

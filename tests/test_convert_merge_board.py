@@ -66,8 +66,8 @@ def test_sample_recipe_converts_to_native_statements() -> None:
 
 def test_converted_recipe_checks_with_the_same_saves() -> None:
     variables = {"SD14": "a", "SD15": "b", "F222": "c", "WD13": "d"}
-    original = check(parse(SAMPLE), variables=variables)
-    converted = check(parse(convert_merge_board(SAMPLE)), variables=variables)
+    original = check(parse(SAMPLE), set=variables)
+    converted = check(parse(convert_merge_board(SAMPLE)), set=variables)
     assert [(s.path, s.dtype) for s in converted.saves] == [
         (s.path, s.dtype) for s in original.saves
     ]
@@ -149,7 +149,7 @@ def test_what_the_checker_refuses_is_not_converted(text: str, message: str, plac
 def test_an_output_with_braces_is_saved_to_its_name() -> None:
     out = convert_merge_board("a{b} = __A__ + __B__, 0.5\n")
     assert 'save a_b to "a{{b}}.ckpt" as fp32\n' in out
-    result = check(parse(out), variables={"A": "a", "B": "b"})
+    result = check(parse(out), set={"A": "a", "B": "b"})
     assert [s.path for s in result.saves] == ["a{b}.ckpt"]
 
 

@@ -269,7 +269,7 @@ def test_every_block_has_a_known_language() -> None:
 @pytest.mark.parametrize("block", MERGE_BLOCKS, ids=_ids(MERGE_BLOCKS))
 def test_merge_block(block: Block, demo_dir: Path, tmp_path: Path) -> None:
     recipe = mergelang.parse(block.text, path=block.ident)
-    checked = mergelang.check(recipe, variables=_variables(block))
+    checked = mergelang.check(recipe, set=_variables(block))
     if not _runnable(block, checked):
         if block.document in CHECKED_MERGE:
             pytest.skip(CHECKED_MERGE[block.document])

@@ -77,7 +77,7 @@ def parse_and_check(text: str, base_dir: Path) -> tuple[ast.Recipe, CheckedRecip
     """Parse and check as ``mergelang check`` does; ``None`` after a located error."""
     try:
         recipe = parse(text, path="fuzz.merge")
-        checked = check(recipe, variables=variables_for(text), base_dir=base_dir)
+        checked = check(recipe, set=variables_for(text), base_dir=base_dir)
     except MergelangError as exc:
         assert exc.diagnostics, "an error without a diagnostic"
         assert_located(exc.diagnostics, text)
@@ -92,7 +92,7 @@ def assert_formats_stably(text: str, recipe: ast.Recipe, base_dir: Path) -> None
     again = parse(formatted)
     dumped = [ast.dump(s, spans=False) for s in again.statements]
     assert dumped == [ast.dump(s, spans=False) for s in recipe.statements]
-    check(again, variables=variables_for(text), base_dir=base_dir)
+    check(again, set=variables_for(text), base_dir=base_dir)
     assert format_text(formatted) == formatted
 
 

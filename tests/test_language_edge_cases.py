@@ -126,7 +126,7 @@ def test_statement_keyword_as_a_name_is_explained(word: str) -> None:
 
 
 def test_merge_board_output_may_be_a_reserved_word() -> None:
-    checked = check(parse("to = __A__ + __B__, 0.5\n"), variables={"A": "a", "B": "b"})
+    checked = check(parse("to = __A__ + __B__, 0.5\n"), set={"A": "a", "B": "b"})
     assert [s.path for s in checked.saves] == ["to.ckpt"]
 
 

@@ -10,7 +10,7 @@ from mergelang.lang.formatter import format_recipe
 
 
 def _paths(text: str) -> list[str]:
-    checked = mergelang.check(mergelang.parse(text), variables={"A": "a.safetensors"})
+    checked = mergelang.check(mergelang.parse(text), set={"A": "a.safetensors"})
     return [save.path for save in checked.saves]
 
 
@@ -20,7 +20,7 @@ def _loop(header: str) -> str:
 
 def _error(text: str) -> str:
     with pytest.raises(mergelang.MergelangError) as info:
-        mergelang.check(mergelang.parse(text), variables={"A": "a.safetensors"})
+        mergelang.check(mergelang.parse(text), set={"A": "a.safetensors"})
     return str(info.value)
 
 
@@ -41,7 +41,7 @@ def test_range_values_are_exact_decimals(header: str, values: list[str]) -> None
 
 def test_range_values_drive_weights() -> None:
     text = 'for v in 0.25..0.75 step 0.25:\n    save $A * {IN00: v, default: 1} to "{v}.st"\n'
-    checked = mergelang.check(mergelang.parse(text), variables={"A": "a.safetensors"})
+    checked = mergelang.check(mergelang.parse(text), set={"A": "a.safetensors"})
     assert [s.path for s in checked.saves] == ["0.25.st", "0.5.st", "0.75.st"]
 
 

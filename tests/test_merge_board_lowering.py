@@ -43,7 +43,7 @@ def problems(recipe: ast.Recipe) -> list[tuple[str | None, str, int, int]]:
 
 def check_errors(text: str) -> list[tuple[str, str, int, int]]:
     with pytest.raises(RecipeError) as info:
-        check(parse(text), variables=VARIABLES)
+        check(parse(text), set=VARIABLES)
     return [(d.message, d.code, d.line or 0, d.column or 0) for d in info.value.errors]
 
 
@@ -113,7 +113,7 @@ def test_lowered_nodes_point_at_the_merge_board_text() -> None:
 def test_an_output_with_braces_saves_to_its_own_name() -> None:
     (line,) = MergeBoardLowering(parse("a{b} = __A__ + __B__, 0.5\n")).lines
     assert line.save.path.value == "a{{b}}.ckpt"
-    result = check(parse("a{b} = __A__ + __B__, 0.5\n"), variables=VARIABLES)
+    result = check(parse("a{b} = __A__ + __B__, 0.5\n"), set=VARIABLES)
     assert [s.path for s in result.saves] == ["a{b}.ckpt"]
 
 
@@ -192,7 +192,7 @@ def test_a_reference_to_a_line_that_defines_nothing_reports_nothing_more() -> No
     assert isinstance(ref, ast.Invalid)
     assert ref.message is None
     with pytest.raises(RecipeError) as info:
-        check(parse(text), variables=VARIABLES)
+        check(parse(text), set=VARIABLES)
     assert [(d.severity, d.message, d.line) for d in info.value.diagnostics] == [
         ("warning", "model 'x' is never used", 1),
         ("error", "'x' is already defined on line 1", 2),
@@ -208,8 +208,8 @@ def test_checking_a_lowered_recipe_is_checking_the_recipe() -> None:
         "b = __O1__ + __C__ + __A__, GRAD_V, 0.2, safetensors\n"
         "save __O2__ * 0.5 + a * 0.5 to 'half.safetensors'\n".replace("'", '"')
     )
-    direct = check(parse(text), variables=VARIABLES)
-    lowered = check(lower_merge_board(parse(text)), variables=VARIABLES)
+    direct = check(parse(text), set=VARIABLES)
+    lowered = check(lower_merge_board(parse(text)), set=VARIABLES)
     assert direct.steps == lowered.steps
     assert direct.saves == lowered.saves
     assert dict(direct.models) == dict(lowered.models)
@@ -240,6 +240,6 @@ def test_an_operand_that_is_no_model_says_so() -> None:
 
 
 def test_a_reserved_word_output_names_its_step_and_file() -> None:
-    result = check(parse("in = __A__ + __B__, 0.5\n"), variables=VARIABLES)
+    result = check(parse("in = __A__ + __B__, 0.5\n"), set=VARIABLES)
     assert [s.name for s in result.steps] == ["in"]
     assert [s.path for s in result.saves] == ["in.ckpt"]

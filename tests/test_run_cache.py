@@ -199,6 +199,90 @@ def test_force_replaces_the_edited_output_and_leaves_up_to_date_ones_alone(
     assert stat(x_out) == x_before
 
 
+def test_editing_one_step_remakes_its_own_outputs_without_force(state: Path, models: Path) -> None:
+    x_out, y_out = state / "out" / "x.safetensors", state / "out" / "y.safetensors"
+    x_before = stat(x_out)
+    recipe = write_recipe(state, recipe_text(models, alpha=0.7))
+
+    result = run(recipe, state)
+
+    assert [o.status for o in result.outputs] == ["up-to-date", "written"]
+    # y is an unnamed save of a step computed from x: the saved expression changed.
+    assert result.outputs[0].changes == ()
+    assert result.outputs[1].changes == ("the saved expression changed",)
+    assert stat(x_out) == x_before
+    assert_same_tensors(load(y_out), expected_y(models, 0.7))
+
+
+def test_the_edited_step_is_named_not_the_ones_after_it(tmp_path: Path, models: Path) -> None:
+    def text(alpha: float) -> str:
+        return (
+            declare(models, "a", "b", "c")
+            + f"x = weighted_sum(a, b, alpha={alpha})\n"
+            + "y = add_difference(x, c, a, alpha=0.5)\n"
+            + 'save y to "out/y.safetensors"\n'
+        )
+
+    recipe = write_recipe(tmp_path, text(0.3))
+    run(recipe, tmp_path)
+    write_recipe(tmp_path, text(0.6))
+
+    result = run(recipe, tmp_path)
+
+    assert [(o.status, o.changes) for o in result.outputs] == [("written", ("step 'x' changed",))]
+
+
+def test_rebuild_remakes_an_up_to_date_output(state: Path) -> None:
+    y_out = state / "out" / "y.safetensors"
+    before = y_out.read_bytes()
+
+    result = run(state / "recipe.merge", state, rebuild=True)
+
+    assert [o.status for o in result.outputs] == ["written", "written"]
+    assert [o.changes for o in result.outputs] == [("remade on request (--rebuild)",)] * 2
+    assert y_out.read_bytes() == before
+
+
+def test_a_copied_project_folder_still_knows_its_own_outputs(state: Path, models: Path) -> None:
+    # ``state`` is a copy of the first run's folder: the recorded recipe path is relative.
+    import json
+
+    from mergelang.plan.cache import existing_metadata
+
+    metadata = existing_metadata(state / "out" / "y.safetensors")
+    assert metadata is not None
+    assert json.loads(metadata["mergelang.save"]) == {
+        "recipe": "../recipe.merge",
+        "output": "y.safetensors",
+    }
+    assert json.loads(metadata["mergelang.steps"]).keys() == {"", "x"}
+
+
+def test_a_sweep_refused_at_one_save_is_told_once(tmp_path: Path, models: Path) -> None:
+    recipe = write_recipe(
+        tmp_path,
+        declare(models, "a", "b")
+        + "for i in 1..25:\n"
+        + '    save weighted_sum(a, b, alpha=i / 25) to "out/l{i}.safetensors"\n',
+        "sweep.merge",
+    )
+    (tmp_path / "out").mkdir()
+    for i in range(1, 26):
+        (tmp_path / "out" / f"l{i}.safetensors").write_bytes(b"not mine")
+
+    with pytest.raises(RecipeError) as caught:
+        run(recipe, tmp_path)
+
+    (diag,) = caught.value.diagnostics
+    assert diag.code == "exists"
+    assert diag.message == (
+        "25 outputs of this save: the output file already exists "
+        f"(the first {tmp_path / 'out' / 'l1.safetensors'}, "
+        f"the last {tmp_path / 'out' / 'l25.safetensors'})"
+    )
+    assert diag.hint == "pass --force to replace it"
+
+
 # ---- invalidation ------------------------------------------------------------------------------
 
 
@@ -218,16 +302,14 @@ def test_changing_an_input_file_invalidates_the_cache_and_the_output(
 
     make_checkpoint(inputs / "b.safetensors", "sd1", scale=SCALE, seed=99)
 
-    with pytest.raises(RecipeError) as caught:
-        run(recipe, state)
-    assert {d.code for d in caught.value.diagnostics} == {"exists"}
-    assert sha256(output) == old
+    # The files are this recipe's own outputs: remade without --force, saying why.
+    result = run(recipe, state)
 
-    result = run(recipe, state, force=True)
-
+    assert sha256(output) != old
     assert result.cache_hits == ()
     assert result.cache_stores == ("x",)
     assert [o.status for o in result.outputs] == ["written", "written"]
+    assert [o.changes for o in result.outputs] == [("input 'b' changed",)] * 2
     assert_same_tensors(load(output), expected_y(inputs))
     assert len(files_under(state / "cache" / "objects")) == 2
 
@@ -326,10 +408,10 @@ def mbw_state(tmp_path: Path, mbw_run: Path) -> Path:
 def test_changing_the_convention_makes_the_existing_output_stale(
     mbw_state: Path, models: Path
 ) -> None:
-    with pytest.raises(RecipeError) as caught:
-        run(convention_recipe(mbw_state, models, "supermerger"), mbw_state)
+    result = run(convention_recipe(mbw_state, models, "supermerger"), mbw_state)
 
-    assert caught.value.diagnostics[0].code == "exists"
+    assert [o.status for o in result.outputs] == ["written"]
+    assert result.outputs[0].changes == ("step 'x' changed",)
 
 
 def test_a_step_cached_under_one_convention_is_not_reused_under_another(

@@ -24,8 +24,8 @@ def folder(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _recipe(folder: Path, alpha: float) -> Path:
-    recipe = folder / "r.merge"
+def _recipe(folder: Path, alpha: float, name: str = "r.merge") -> Path:
+    recipe = folder / name
     recipe.write_text(
         'model a = "a.safetensors"\nmodel b = "b.safetensors"\n'
         f'save weighted_sum(a, b, alpha={alpha}) to "out.ckpt" as fp32\n',
@@ -63,9 +63,9 @@ def test_a_ckpt_output_keeps_metadata_and_is_up_to_date_on_a_rerun(folder: Path)
     assert out.stat().st_mtime_ns == before
 
 
-def test_an_edited_recipe_is_refused_then_forced(folder: Path) -> None:
+def test_another_recipe_is_refused_then_forced(folder: Path) -> None:
     mergelang.run(_recipe(folder, 0.25), cache_dir=folder / "cache")
-    recipe = _recipe(folder, 0.5)
+    recipe = _recipe(folder, 0.5, "other.merge")
     with pytest.raises(RecipeError) as caught:
         mergelang.run(recipe, cache_dir=folder / "cache")
     (diag,) = caught.value.diagnostics
@@ -73,6 +73,15 @@ def test_an_edited_recipe_is_refused_then_forced(folder: Path) -> None:
     assert (diag.line, diag.column) == (3, 1)
     forced = mergelang.run(recipe, cache_dir=folder / "cache", force=True)
     assert [o.status for o in forced.outputs] == ["written"]
+    assert "alpha=0.5" in read_ckpt_metadata(folder / "out.ckpt")["mergelang.recipe"]
+
+
+def test_an_edited_recipe_remakes_its_own_ckpt_output(folder: Path) -> None:
+    mergelang.run(_recipe(folder, 0.25), cache_dir=folder / "cache")
+    edited = mergelang.run(_recipe(folder, 0.5), cache_dir=folder / "cache")
+    assert [(o.status, o.changes) for o in edited.outputs] == [
+        ("written", ("the saved expression changed",))
+    ]
     assert "alpha=0.5" in read_ckpt_metadata(folder / "out.ckpt")["mergelang.recipe"]
 
 

@@ -35,6 +35,7 @@ statement, then the unused-name warnings. The result types are in
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -59,16 +60,29 @@ _NO_VARIABLES: Mapping[str, str] = MappingProxyType({})
 def check(
     recipe: ast.Recipe,
     *,
-    variables: Mapping[str, str] = _NO_VARIABLES,
+    set: Mapping[str, object] | None = None,
     base_dir: Path | None = None,
     presets: PresetTable | None = None,
+    variables: Mapping[str, str] | None = None,
 ) -> CheckedRecipe:
     """Check a parsed recipe; raise :class:`RecipeError` with every problem found.
 
-    ``variables`` binds ``$NAME`` and ``__NAME__`` (``--set NAME=VALUE``). ``base_dir`` is the
-    folder relative paths start from (default: the recipe file's folder, else the current
-    one); preset files are read from there. ``presets`` replaces the built-in preset table.
+    ``set`` binds ``$NAME`` and ``__NAME__`` (``--set NAME=VALUE``), as for
+    :func:`mergelang.plan`, :func:`mergelang.run` and :func:`mergelang.evaluate`;
+    ``variables`` is its old name, still taken with a :class:`DeprecationWarning`.
+    ``base_dir`` is the folder relative paths start from (default: the recipe file's folder,
+    else the current one); preset files are read from there. ``presets`` replaces the
+    built-in preset table.
     """
+    if variables is not None:
+        warnings.warn(
+            "check(variables=...) is now check(set=...), as for plan, run and evaluate",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if set is None:
+            set = variables
+    variables = {str(k): str(v) for k, v in set.items()} if set is not None else _NO_VARIABLES
     if base_dir is None and recipe.path not in (None, "-", "<stdin>"):
         base_dir = Path(recipe.path).parent
     statements = lower_merge_board(recipe).statements

@@ -166,14 +166,15 @@ class ExpressionChecker:
             self.sink.error(f"undefined name '{name}'", node.span, code="undefined-name", hint=hint)
         return INVALID
 
-    def variable_value(self, node: ast.Variable) -> str | None:
+    def variable_value(self, node: ast.Variable, want: Want = "model") -> str | None:
         """The value ``--set`` binds the variable to; ``None`` (reported where the variable
-        is first used) when it is not bound."""
+        is first used, with a hint for what is wanted there) when it is not bound."""
         value = self.variables.get(node.name)
         if value is None and node.name not in self._unbound_reported:
             # Reported once, where it is first used: the fix is one --set for every use.
             self._unbound_reported.add(node.name)
-            hint = f"bind it on the command line: --set {node.name}=path/to/model.safetensors"
+            example = "0.5" if want == "weights" else "path/to/model.safetensors"
+            hint = f"bind it on the command line: --set {node.name}={example}"
             if node.name[:1] == "O" and node.name[1:].isdigit():  # __O0__, __O01__
                 hint = "__On__ is the output of Merge Board line n, counted from __O1__"
             self.sink.error(
@@ -185,7 +186,7 @@ class ExpressionChecker:
         return value
 
     def _variable(self, node: ast.Variable, want: Want) -> Value:
-        value = self.variable_value(node)
+        value = self.variable_value(node, want)
         if value is None:
             return INVALID
         number = finite_number(value)

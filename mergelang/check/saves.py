@@ -22,7 +22,7 @@ from mergelang.check.scope import Scope
 from mergelang.check.sink import CheckerSink
 from mergelang.check.values import InvalidValue, ModelValue, describe, did_you_mean, template_text
 from mergelang.errors import BIDI_CONTROLS, Span
-from mergelang.io.file_formats import format_for_path, implied_format
+from mergelang.io.file_formats import FILE_FORMATS, format_for_path, implied_format
 from mergelang.io.save_choices import SAVE_CHOICES, listed
 from mergelang.io.save_choices import SAVE_DTYPES as _SAVE_DTYPE_CODES
 from mergelang.lang import ast
@@ -99,6 +99,8 @@ class SaveChecker:
         if model is None or path is None or options is None:
             return
         chosen, vae = options
+        if format_for_path(path) is None and not any(o.key == "format" for o in stmt.options):
+            self._no_extension(path, chosen["format"], stmt.path.span)
         self._add(
             SaveTarget(
                 model.expr,
@@ -129,6 +131,24 @@ class SaveChecker:
             code=code,
             hint="relative paths stay inside the recipe's folder (or --out-dir); "
             "write an absolute path to save elsewhere",
+        )
+
+    def _no_extension(self, path: str, written: str, span: Span) -> None:
+        """A save path whose extension names no model format (``x.safetensor``, ``noext``):
+        written as ``written`` all the same, with a warning once per path literal."""
+        code = "save-extension"
+        if any(d.code == code and d.span == span for d in self.sink.items):
+            return
+        suffix = posixpath.splitext(path.replace("\\", "/"))[1]
+        suffixes = [s for f in FILE_FORMATS.values() for s in f.suffixes]
+        near = did_you_mean(suffix, suffixes) if suffix else None
+        what = f"the extension '{suffix}'" if suffix else "no extension"
+        self.sink.warning(
+            f"the save path '{path}' has {what}, which names no model format; it is written "
+            f"as {written}",
+            span,
+            code=code,
+            hint=near or f"end the path with {FILE_FORMATS[written].suffixes[0]}",
         )
 
     def _add(self, target: SaveTarget, span: Span) -> None:

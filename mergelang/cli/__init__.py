@@ -115,10 +115,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     from mergelang.cli.console import print_error, stderr_console
 
-    # torch warns at import when numpy is absent; mergelang never needs numpy.
+    # torch warns at import when numpy is absent (mergelang depends on numpy, so only in an
+    # environment installed without it).
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
     parser = build_parser()
+    if (argv is None and len(sys.argv) <= 1) or (argv is not None and not list(argv)):
+        # Bare ``mergelang``: the verbs, each with what it does.
+        sys.stderr.write(parser.format_help())
+        return 2
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)
     except _UsageExit as exc:

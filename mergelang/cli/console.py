@@ -1,11 +1,13 @@
 """Rich rendering of diagnostics on stderr. The library never imports this module.
 
-rich honours ``NO_COLOR`` and plain (non-terminal) streams by itself, so a redirected stderr
-gets the same text as :func:`mergelang.errors.format_diagnostic`, without escapes.
+rich honours plain (non-terminal) streams by itself, so a redirected stderr gets the same text
+as :func:`mergelang.errors.format_diagnostic`, without escapes; with ``NO_COLOR`` set, a
+terminal gets no escapes either (no colour, bold or dim).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from rich.console import Console
@@ -14,11 +16,21 @@ from rich.markup import escape
 from mergelang.errors import Diagnostic, MergelangError, caret_lines, printable
 
 
+def no_color() -> bool:
+    """Whether ``NO_COLOR`` is set (to anything but the empty string): https://no-color.org
+    asks for no ANSI styling at all, so bold and dim go too, not only the colours."""
+    return bool(os.environ.get("NO_COLOR"))
+
+
 def stderr_console() -> Console:
+    if no_color():
+        return Console(stderr=True, highlight=False, soft_wrap=True, color_system=None)
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def stdout_console() -> Console:
+    if no_color():
+        return Console(highlight=False, soft_wrap=True, color_system=None)
     return Console(highlight=False, soft_wrap=True)
 
 

@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Convert another tool's merge description into a canonical mergelang recipe: "
             "Merge Board recipes, MBW Each multi-merge command lines, SuperMerger "
             "block-weight and elemental strings, or a merge's sd_merge_recipe metadata "
-            "(JSON, or read from a .safetensors file's header)."
+            "(JSON, or read from a .safetensors file's header); given a .safetensors file "
+            "that mergelang wrote, the recipe that made it, with the loop values of that "
+            "output bound."
         ),
     )
     parser.add_argument("input", metavar="INPUT", help="the text to convert (- reads stdin)")
@@ -52,9 +54,23 @@ def _read_input(argument: str) -> tuple[str, str]:
 
         header = read_safetensors_header(argument)
         return json.dumps({"__metadata__": header.metadata}), argument
+    return _read_recipe(argument), argument
+
+
+def _own_recipe(argument: str) -> str | None:
+    """The recipe that made INPUT, when INPUT is a safetensors file mergelang wrote."""
+    if argument == "-" or not argument.lower().endswith(".safetensors"):
+        return None
+    from mergelang.convert.output_recipe import recipe_of_output
+    from mergelang.io.safetensors_header import read_safetensors_header
+
+    return recipe_of_output(read_safetensors_header(argument).metadata)
+
+
+def _read_recipe(argument: str) -> str:
     from mergelang.io.text_files import read_recipe_text
 
-    return read_recipe_text(argument), argument
+    return read_recipe_text(argument)
 
 
 def _write_new(path: Path, text: str) -> None:
@@ -88,8 +104,12 @@ def run_convert(args: argparse.Namespace) -> int:
     from mergelang.cli.fmt import write_atomically
     from mergelang.convert import convert
 
-    text, name = _read_input(args.input)
-    recipe = convert(text, args.source, path=name)
+    own = _own_recipe(args.input) if args.source in ("auto", "supermerger") else None
+    if own is not None:
+        recipe = own
+    else:
+        text, name = _read_input(args.input)
+        recipe = convert(text, args.source, path=name)
     output: Path | None = args.output
     if output is None:
         sys.stdout.write(recipe)

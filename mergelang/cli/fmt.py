@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mergelang.cli.options import STDIN_NAME, read_stdin_text
 from mergelang.errors import OutputError, RecipeError, UsageError
-from mergelang.io.text_files import read_recipe_text
+from mergelang.io.text_files import normalise_line_ends, read_recipe_text
 from mergelang.lang.formatter import format_text
 
 
@@ -47,10 +47,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=run_fmt)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` (UTF-8) so readers see the old or the new file, whole,
-    never a mix; the file keeps its permissions. A symlink stays a symlink: the file it leads
-    to is the one replaced (atomically, in its own folder)."""
+def line_ending(text: str) -> str:
+    """``lf``, ``crlf`` (every line ends so) or ``mixed``. A recipe's line endings are the
+    file's own business, like its byte order mark: the canonical form is judged on the text
+    with them set aside, and ``--write`` keeps them (a file with both is made CRLF)."""
+    crlf = text.count("\r\n")
+    if not crlf:
+        return "lf"
+    return "crlf" if crlf == text.count("\n") and crlf == text.count("\r") else "mixed"
+
+
+def _has_bom(argument: str) -> bool:
+    try:
+        with open(argument, "rb") as handle:
+            return handle.read(3) == b"\xef\xbb\xbf"
+    except OSError:
+        return False
+
+
+def write_atomically(path: Path, text: str, *, bom: bool = False) -> None:
+    """Replace ``path`` with ``text`` (UTF-8, after a byte order mark with ``bom``) so readers
+    see the old or the new file, whole, never a mix; the file keeps its permissions. A symlink
+    stays a symlink: the file it leads to is the one replaced (atomically, in its own folder)."""
     path = Path(os.path.realpath(path))
     folder = path.parent
     try:
@@ -61,7 +79,7 @@ def write_atomically(path: Path, text: str) -> None:
     temp = Path(temp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(text.encode("utf-8"))
+            handle.write((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp, mode)
@@ -101,14 +119,17 @@ def run_fmt(args: argparse.Namespace) -> int:
                 sys.stdout.write(f"==> {name} <==\n")
             sys.stdout.write(formatted)
             continue
-        if formatted == original:
+        ending = line_ending(original)
+        if formatted == normalise_line_ends(original) and ending != "mixed":
             continue
         changed.append(name)
+        why = " (mixed line endings: all made CRLF)" if ending == "mixed" else ""
         if args.write:
-            write_atomically(Path(argument), formatted)
-            sys.stderr.write(f"reformatted {name}\n")
+            text = formatted.replace("\n", "\r\n") if ending != "lf" else formatted
+            write_atomically(Path(argument), text, bom=argument != "-" and _has_bom(argument))
+            sys.stderr.write(f"reformatted {name}{why}\n")
         else:
-            sys.stdout.write(f"would reformat {name}\n")
+            sys.stdout.write(f"would reformat {name}{why}\n")
     if failed:
         return 1
     return 1 if args.check and changed else 0

@@ -132,7 +132,7 @@ def check_recipe(args: argparse.Namespace) -> CheckedRecipe:
     variables = parse_variables(args.variables)
     recipe = load_recipe(args.recipe)
     base_dir = Path.cwd() if args.recipe == "-" else None
-    return check(recipe, variables=variables, base_dir=base_dir)
+    return check(recipe, set=variables, base_dir=base_dir)
 
 
 # ---- planning and computing -------------------------------------------------------------------
@@ -189,8 +189,14 @@ def add_planning_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force",
         action="store_true",
-        help="replace existing output files made from other steps, inputs or options "
-        "(an up-to-date output is left as it is)",
+        help="replace existing files at output paths that this save of this recipe did not "
+        "make (its own earlier outputs are remade without it when its steps or inputs "
+        "changed; an up-to-date output is left as it is)",
+    )
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="remake every output, even those that are up to date",
     )
     parser.add_argument(
         "--workers",
@@ -225,6 +231,7 @@ class ApiArguments(TypedDict, total=False):
     cache_dir: Path | None
     use_cache: bool
     force: bool
+    rebuild: bool
     workers: int | None
     device: str
     nan: str
@@ -239,6 +246,7 @@ def api_arguments(args: argparse.Namespace) -> ApiArguments:
         cache_dir=args.cache_dir,
         use_cache=args.use_cache,
         force=args.force,
+        rebuild=args.rebuild,
         workers=args.workers,
     )
     if hasattr(args, "device"):

@@ -16,6 +16,7 @@ import json
 import sys
 
 from mergelang.cli.options import (
+    add_compute_arguments,
     add_planning_arguments,
     add_recipe_argument,
     add_variable_arguments,
@@ -42,6 +43,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_recipe_argument(parser)
     add_variable_arguments(parser)
     add_planning_arguments(parser)
+    add_compute_arguments(parser)
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print no warnings (the plan itself still goes to standard output)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     parser.add_argument(
         "--hash",
@@ -59,10 +67,10 @@ def run_plan(args: argparse.Namespace) -> int:
     from mergelang.plan.text import plan_json, render_plan
 
     checked = check_recipe(args)
-    if checked.warnings:
+    if checked.warnings and not args.quiet:
         print_diagnostics(stderr_console(), checked.warnings)
     plan = api.plan(checked, **api_arguments(args), hash_inputs=args.hash)
-    if plan.warnings:
+    if plan.warnings and not args.quiet:
         print_diagnostics(stderr_console(), plan.warnings)
     try:
         if args.json:

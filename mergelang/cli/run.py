@@ -3,8 +3,9 @@
 Standard output stays empty, so ``run`` can be scripted on its exit status alone (0 done,
 1 an error in the recipe, its inputs or its outputs, 2 a command-line error, 130 interrupted,
 143 terminated); ``mergelang plan --json`` lists the outputs a recipe makes. Everything meant
-for a person goes to standard error: warnings, a progress bar while the run goes (only when
-stderr is a terminal) and, at the end, a summary with one line per output::
+for a person goes to standard error: warnings, a progress bar while the run goes (when
+stderr is a terminal; otherwise a line every few seconds with the bytes done, the rate and the
+time left) and, at the end, a summary with one line per output::
 
     wrote 2 outputs (3.8 MB) in 1.2 s; 1 up to date; cache: 1 hit, 1 stored
       written     out/mix.safetensors
@@ -65,7 +66,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Run a recipe and write its outputs (relative paths are relative to the "
             "recipe's folder, or to --out-dir). Outputs already made by the same steps from "
-            "the same inputs are left alone; another existing file is refused unless --force. "
+            "the same inputs are left alone (unless --rebuild); an earlier output of the same "
+            "save is remade when its steps or inputs changed, saying what changed; another "
+            "existing file is refused unless --force. "
             "Nothing is printed on standard output: progress (on a terminal) and a summary "
             "of what was written go to standard error, and the exit status says whether the "
             "run succeeded (0), failed (1), was called wrongly (2), interrupted (130) or "
@@ -96,7 +99,7 @@ def run_recipe(args: argparse.Namespace) -> int:
     run is :func:`mergelang.api.plan` (inputs hashed), rendered."""
     from mergelang import api
     from mergelang.cli.console import print_diagnostics, stderr_console
-    from mergelang.cli.progress import RichReporter
+    from mergelang.cli.progress import LOG_SECONDS, RichReporter
 
     console = stderr_console()
     if args.device != "cpu":
@@ -117,7 +120,8 @@ def run_recipe(args: argparse.Namespace) -> int:
             print_diagnostics(console, plan.warnings)
             print_dry_run(console, plan)
         return 0
-    with RichReporter(console, enabled) as reporter:
+    log_every = None if console.is_terminal or args.quiet else LOG_SECONDS
+    with RichReporter(console, enabled, log_every) as reporter:
         reporter.waiting(PLANNING)
         result = api.run(checked, **api_arguments(args), reporter=reporter)
     if not args.quiet:
@@ -169,13 +173,19 @@ def _cache_part(hits: int, stores: int, stored_word: str) -> str | None:
     return "cache: " + ", ".join(found)
 
 
-def _output_lines(console: Console, rows: list[tuple[str, str]]) -> None:
+def _output_lines(
+    console: Console, rows: list[tuple[str, str]], why: list[tuple[str, ...]] | None = None
+) -> None:
+    """One line per output: its status and path, and what changed when an earlier output of
+    the same save was remade."""
     from mergelang.cli.console import shown as escape
 
     width = max((len(status) for status, _ in rows), default=0)
-    for status, path in rows:
+    for index, (status, path) in enumerate(rows):
         style = "green" if status in ("written", "would write") else "dim"
-        console.print(f"  [{style}]{status.ljust(width)}[/{style}]  {escape(path)}")
+        changed = why[index] if why is not None else ()
+        tail = f"  [dim]({escape('; '.join(changed))})[/dim]" if changed else ""
+        console.print(f"  [{style}]{status.ljust(width)}[/{style}]  {escape(path)}{tail}")
 
 
 def summary_line(result: RunResult) -> str:
@@ -206,7 +216,7 @@ def print_summary(console: Console, result: RunResult) -> None:
     rows = [
         (STATUS_TEXT.get(o.status, o.status), shown_path(o.path, o.name)) for o in result.outputs
     ]
-    _output_lines(console, rows)
+    _output_lines(console, rows, [o.changes for o in result.outputs])
 
 
 def dry_run_lines(plan: Plan) -> tuple[str, str]:
@@ -239,9 +249,11 @@ def dry_run_lines(plan: Plan) -> tuple[str, str]:
 
 def print_dry_run(console: Console, plan: Plan) -> None:
     from mergelang.cli.console import shown as escape
+    from mergelang.plan.plan import FileOutput
 
     head, detail = dry_run_lines(plan)
     console.print(escape(head), style="bold")
     rows = [(STATUS_TEXT.get(o.status, o.status), shown_path(o.path, o.name)) for o in plan.outputs]
-    _output_lines(console, rows)
+    why = [o.changes if isinstance(o, FileOutput) else () for o in plan.outputs]
+    _output_lines(console, rows, why)
     console.print(escape(detail))

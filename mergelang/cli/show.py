@@ -98,6 +98,20 @@ def _read(
     return shapes, dtypes, metadata, path.stat().st_size
 
 
+def _is_recipe(path: Path) -> bool:
+    """Whether ``path`` is a recipe: named ``.merge``, or text that parses as one."""
+    if path.suffix.lower() == ".merge":
+        return True
+    from mergelang.errors import MergelangError
+    from mergelang.lang.parser import parse_file
+
+    try:
+        parse_file(path)
+    except (MergelangError, OSError):
+        return False
+    return True
+
+
 def describe_checkpoint(path: Path, *, hashes: bool = True) -> dict[str, Any]:
     """Everything ``show`` reports, as a JSON-ready dict with a fixed set of keys."""
     from mergelang.arch import ROLES, classify_role, detect
@@ -105,7 +119,17 @@ def describe_checkpoint(path: Path, *, hashes: bool = True) -> dict[str, Any]:
     from mergelang.io.formats import sniff_format
     from mergelang.io.metadata import read_provenance
 
-    fmt = format_of_content(sniff_format(path)).name
+    try:
+        fmt = format_of_content(sniff_format(path)).name
+    except CheckpointError as exc:
+        if exc.diagnostics[0].code == "unknown-format" and _is_recipe(path):
+            raise CheckpointError(
+                str(path),
+                "this is a mergelang recipe, not a checkpoint",
+                code="recipe-not-checkpoint",
+                hint=f"to see what it would make: mergelang plan {path}",
+            ) from None
+        raise
     shapes, dtypes, metadata, size = _read(path, fmt)
 
     architecture: dict[str, Any] | None = None
@@ -166,12 +190,24 @@ def describe_checkpoint(path: Path, *, hashes: bool = True) -> dict[str, Any]:
         "roles": ordered_roles,
         "dtypes": ordered_dtypes,
         "hashes": hash_info,
-        "recipe": _provenance_json(provenance),
+        "recipe": _provenance_json(provenance, metadata),
         "metadata": other,
     }
 
 
-def _provenance_json(provenance: Provenance | None) -> dict[str, Any] | None:
+def _loop_values(metadata: Mapping[str, str]) -> dict[str, str]:
+    """``mergelang.bindings``: the values of the ``for`` loops around the save that made
+    this file (empty when none)."""
+    try:
+        found = json.loads(metadata.get("mergelang.bindings", "{}"))
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def _provenance_json(
+    provenance: Provenance | None, metadata: Mapping[str, str]
+) -> dict[str, Any] | None:
     if provenance is None:
         return None
     return {
@@ -183,6 +219,7 @@ def _provenance_json(provenance: Provenance | None) -> dict[str, Any] | None:
         "sd_merge_recipe": provenance.merge_recipe,
         "sd_merge_models": provenance.merge_models,
         "problems": list(provenance.problems),
+        "loop_values": _loop_values(metadata),
     }
 
 
@@ -300,6 +337,10 @@ def _render_recipe(console: Console, recipe: Mapping[str, Any]) -> None:
         console.print("[bold]recipe[/bold]")
         for line in recipe["text"].splitlines():
             console.print("  " + escape(line))
+    loops = recipe.get("loop_values") or {}
+    if loops:
+        shown = ", ".join(f"{name} = {value}" for name, value in loops.items())
+        console.print(f"[bold]loop values[/bold] {escape(shown)}")
     for record in recipe["inputs"]:
         line = f"  input {record['name']}: {record['file']} [{record['autov2']}]"
         console.print(escape(line))

@@ -22,6 +22,7 @@ are skipped; each folder is scanned at most once per locator.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -149,8 +150,8 @@ class ModelLocator:
         if not_files:
             raise _not_a_file(*not_files[0])
         listed = "\n".join(f"  {place}" for place in tried)
-        hint = None
-        if not self.search_dirs:
+        hint = self._near_match(name, relative_to) if parts else None
+        if hint is None and not self.search_dirs:
             hint = f"pass --models-dir or set {MODELS_ENV} to search model folders by name"
         raise CheckpointError(
             ref, f"cannot find this model; searched:\n{listed}", code="model-not-found", hint=hint
@@ -242,6 +243,29 @@ class ModelLocator:
                     files.append((*rel_root, filename))
         self._index[folder] = files
         return files
+
+    def _near_match(
+        self, name: str, relative_to: str | os.PathLike[str] | None = None
+    ) -> str | None:
+        """``did you mean 'sd15-anime'?`` for the model file among those searched (the
+        search folders, and the folder the name points into) whose name is closest to
+        ``name``, if one is close."""
+        import difflib
+
+        given = Path(name.replace("\\", "/"))
+        wanted = _model_stem(given.name)
+        by_stem: dict[str, Path] = {}
+        folder = Path(relative_to or ".") / given.parent
+        with contextlib.suppress(OSError):
+            for entry in sorted(os.listdir(folder)):
+                if has_model_suffix(entry) and not is_partial_name(entry):
+                    by_stem.setdefault(_model_stem(entry), folder / entry)
+        for path in self.available():
+            by_stem.setdefault(_model_stem(path.name), path)
+        close = difflib.get_close_matches(wanted, list(by_stem), n=1, cutoff=0.75)
+        if not close:
+            return None
+        return f"did you mean '{close[0]}'? ({by_stem[close[0]]})"
 
     def available(self) -> list[Path]:
         """Every model file in the search folders, folder by folder."""

@@ -18,6 +18,7 @@ from mergelang.errors import Diagnostic, RecipeError, Span, source_lines
 __all__ = [
     "MAX_RECIPE_SIZE",
     "decode_recipe",
+    "looks_like_checkpoint",
     "normalise_line_ends",
     "read_recipe_text",
     "too_large",
@@ -35,6 +36,16 @@ _BOMS = (
     (b"\xff\xfe", "UTF-16"),
     (b"\xfe\xff", "UTF-16"),
 )
+
+
+def looks_like_checkpoint(head: bytes, size: int) -> bool:
+    """Whether a file beginning with ``head`` (``size`` bytes long) is a model checkpoint: a
+    safetensors header, a zip archive or pickle of ``torch.save``, or a GGUF file."""
+    if len(head) >= 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
+        return True
+    return head.startswith((b"PK\x03\x04", b"GGUF")) or (
+        len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+    )
 
 
 def normalise_line_ends(text: str) -> str:
@@ -67,10 +78,18 @@ def read_recipe_text(path: str | Path) -> str:
                 "this is not a regular file (a FIFO, socket or device)",
                 hint="to read a recipe from a pipe, give - and feed it on standard input",
             )
+        head = os.read(fd, 16)
+        if looks_like_checkpoint(head, info.st_size):
+            raise _file_error(
+                where,
+                "this is a model checkpoint, not a recipe",
+                hint=f"a recipe is a .merge text file; to see what the checkpoint holds: "
+                f"mergelang show {where}",
+            )
         if info.st_size > MAX_RECIPE_SIZE:
             raise too_large(where)
-        chunks: list[bytes] = []
-        size = 0
+        chunks: list[bytes] = [head]
+        size = len(head)
         while size <= MAX_RECIPE_SIZE:  # the file may grow while it is read
             chunk = os.read(fd, MAX_RECIPE_SIZE + 1 - size)
             if not chunk:

@@ -337,6 +337,16 @@ class MergeBoardLowering:
                 replaced=stmt,
             )
         if isinstance(stmt, ast.Assign):
+            operands = _board_sum(stmt.value)
+            if operands is not None and not stmt.cached and stmt.origin != "merge_board":
+                return ast.Invalid(
+                    "a Merge Board line needs its multiplier after a comma",
+                    "merge-board",
+                    f"write {stmt.name} = {' + '.join(operands)}, 0.5 (a weighted sum, "
+                    "0.5 of the second model); a plain + would add the models' weights",
+                    span=stmt.value.span,
+                    replaced=stmt,
+                )
             value = self._expr(stmt.value, place)
             return stmt if value is stmt.value else replace(stmt, value=value)
         if isinstance(stmt, ast.Save):
@@ -392,6 +402,24 @@ class MergeBoardLowering:
     def _entry(self, entry: ast.MapEntry, place: _Place) -> ast.MapEntry:
         value = self._expr(entry.value, place)
         return entry if value is entry.value else replace(entry, value=value)
+
+
+def _board_sum(expr: ast.Expr) -> tuple[str, ...] | None:
+    """The operands of ``__A__ + __B__`` (two or three Merge Board operands added, no
+    multiplier: a Merge Board line missing its ``, 0.5``), else ``None``."""
+    leaves: list[str] = []
+    pending: list[ast.Expr] = [expr]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.BinaryOp) and node.op == "+":
+            pending += [node.right, node.left]
+        elif isinstance(node, ast.Variable) and node.style == "dunder":
+            leaves.append(f"__{node.name}__")
+        elif isinstance(node, ast.OutputRef):
+            leaves.append(node.text)
+        else:
+            return None
+    return tuple(leaves) if 2 <= len(leaves) <= 3 else None
 
 
 def _same(new: object, old: object) -> bool:

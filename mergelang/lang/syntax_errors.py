@@ -11,6 +11,7 @@ never closed, unexpected indentation... and otherwise what was found and what wa
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import NamedTuple
 
 from lark import Lark, Token
@@ -222,7 +223,7 @@ def explain_syntax_error(
             "unexpected indentation",
             "indentation",
             Span(line, 1, line, width + 1),
-            "only the body of a for loop is indented",
+            _mixed_indent_hint(lines, line) or "only the body of a for loop is indented",
         )
     if token.type == "_NL" and "COLON" in expected:
         return ParseProblem(
@@ -244,6 +245,13 @@ def explain_syntax_error(
     if token.type == "COMMA" and innermost is None:
         line_text = lines[token.line - 1] if token.line and token.line <= len(lines) else ""
         comma_hint = "a statement holds one value; lists go in [ ]"
+        if _ONE_OPERAND.match(line_text):
+            return ParseProblem(
+                "a Merge Board line merges 2 models (weighted sum) or 3 (add difference), not 1",
+                "merge-board",
+                span,
+                "OUTPUT = A + B, 0.5 (or OUTPUT = A + B + C, 1 to add a difference)",
+            )
         if "=" in line_text and "+" in line_text:
             comma_hint = (
                 "a Merge Board line separates its models with ' + ' (spaces around +): "
@@ -257,12 +265,47 @@ def explain_syntax_error(
     if "EQUAL" in expected and innermost is None and token.type != "_NL":
         hint = "a statement is NAME = value, model, save, for, presets or convention"
     elif token.type in _EXPRESSION_STARTS and innermost is None:
-        hint = "two values in a row: is an operator missing?"
+        hint = _two_values_hint(lines, token, expected)
     elif innermost is not None and opener is not None:
         hint = (
             f"the '{opener}' at line {innermost.line}, column {innermost.column} is not closed yet"
         )
     return ParseProblem(message, "syntax", span, hint)
+
+
+_ONE_OPERAND = re.compile(r"^[^=#]+=\s*__[A-Za-z0-9_]+__\s*,")
+"""A Merge Board line with one operand: ``mix = __A__, 0.5``."""
+
+
+def _mixed_indent_hint(lines: list[str], line: int) -> str | None:
+    """A hint for a line indented with tabs where the line above uses spaces (or the other
+    way round): inside a loop body that is what makes the indentation unexpected."""
+    if not 0 < line <= len(lines):
+        return None
+    own = lines[line - 1][: len(lines[line - 1]) - len(lines[line - 1].lstrip())]
+    above = next((t for t in reversed(lines[: line - 1]) if t.strip()), "")
+    theirs = above[: len(above) - len(above.lstrip())]
+    if not own or not theirs or set(own) == set(theirs):
+        return None
+    if "\t" in own + theirs and " " in own + theirs:
+        return (
+            "this line and the one above are indented with a different mix of tabs and "
+            "spaces: indent every line of a loop body the same way"
+        )
+    return None
+
+
+def _two_values_hint(lines: list[str], token: Token, expected: set[str]) -> str:
+    """The hint for a value where none may follow: a missing ``to`` in a save, an unquoted
+    path, else a missing operator."""
+    line = token.line or 0
+    text = lines[line - 1] if 0 < line <= len(lines) else ""
+    rest = text[(token.column or 1) - 1 :].split("#", 1)[0].strip()
+    if token.type == "STRING" and any(e.upper().endswith("TO") for e in expected):
+        return 'write to before the path: save MODEL to "out/mix.safetensors"'
+    if token.type == "NAME" and ("/" in rest or "\\" in rest or "." in rest) and " " not in rest:
+        return f'paths go in double quotes: "{rest}"'
+    return "two values in a row: is an operator missing?"
 
 
 def too_many_errors(span: Span, path: str | None, source_line: str | None) -> Diagnostic:

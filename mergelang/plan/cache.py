@@ -15,8 +15,10 @@ reading their float32 values back.
 **Outputs.** Every output records its own address (the step's address plus the save options
 and the mergelang version) as ``mergelang.output_key``. A re-run finds the file with the same
 address and leaves it alone ("up to date", with or without ``--force``: its tensors would
-come out the same); a file at that path with another address (or none) is refused
-unless ``--force`` replaces it.
+come out the same; ``--rebuild`` remakes it). A file that the same save of the same recipe
+made earlier (:mod:`mergelang.plan.staleness`) is remade, with what changed; another file at
+that path is refused unless ``--force`` replaces it. The outputs of one save (a sweep)
+refused for one reason are told as one error.
 
 The block convention is part of every computed step's address: the same weights under
 another convention reach other keys.
@@ -54,6 +56,7 @@ from mergelang.plan.graph import LoadNode, Node, walk
 from mergelang.plan.inputs import InputFile, InputHandle, open_cached
 from mergelang.plan.plan import CacheEntry, FileOutput, OutputPlan, Plan
 from mergelang.plan.protected_files import protected_files
+from mergelang.plan.staleness import SAVE_KEY, STEPS_KEY, changes, save_identity, step_keys
 
 __all__ = [
     "CACHE_FORMAT",
@@ -63,6 +66,7 @@ __all__ = [
     "OBJECTS",
     "OUTPUT_KEY",
     "decide",
+    "existing_metadata",
     "existing_output_key",
     "object_path",
     "placeholder_hashes",
@@ -90,6 +94,11 @@ def step_address(node: Node, input_keys: dict[int, str]) -> str | None:
     if key is None:
         return None
     return hashlib.sha256(f"mergelang-cache\x1f{CACHE_VERSION}\x1f{key}".encode()).hexdigest()
+
+
+REBUILT = "remade on request (--rebuild)"
+REPEATS = 3
+"""From this many outputs of one save refused for one reason, they are told as one error."""
 
 
 def object_path(cache_dir: Path, key: str) -> Path:
@@ -274,13 +283,19 @@ def _output_key(output: FileOutput, keys: dict[int, str]) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def existing_output_key(path: Path) -> str | None:
-    """The output address recorded in an existing output (safetensors header, or the
-    metadata mergelang keeps in a ``.ckpt``), or ``None``."""
+def existing_metadata(path: Path) -> dict[str, str] | None:
+    """The metadata of an existing output (safetensors header, or the metadata mergelang
+    keeps in a ``.ckpt``), or ``None`` when it cannot be read as a model."""
     try:
-        return format_of_content(sniff_format(path)).read_metadata(path).get(OUTPUT_KEY)
+        return dict(format_of_content(sniff_format(path)).read_metadata(path))
     except (MergelangError, OSError):
         return None
+
+
+def existing_output_key(path: Path) -> str | None:
+    """The output address recorded in an existing output, or ``None``."""
+    metadata = existing_metadata(path)
+    return None if metadata is None else metadata.get(OUTPUT_KEY)
 
 
 def _cacheable(node: Node) -> str | None:
@@ -341,6 +356,7 @@ def decide(
     force: bool,
     use_cache: bool,
     hash_during_run: bool = False,
+    rebuild: bool = False,
 ) -> Plan:
     """``plan`` finished: its content hashes, the outputs' addresses, statuses and metadata,
     and the cache decisions; raises :class:`RecipeError` for outputs that cannot be
@@ -349,7 +365,11 @@ def decide(
     ``hash_during_run`` (with ``hash_inputs``): inputs whose hashes are not cached are hashed
     by the executor while the merge streams, when :func:`_can_hash_during_run` allows it;
     until then they carry :func:`placeholder_hashes` (listed in
-    :attr:`Plan.hashed_during_run`), and :func:`with_real_hashes` puts the real ones in."""
+    :attr:`Plan.hashed_during_run`), and :func:`with_real_hashes` puts the real ones in.
+
+    An existing file that this save made earlier (see :mod:`mergelang.plan.staleness`) is
+    remade when it is not up to date, or always with ``rebuild``; any other existing file
+    needs ``force``."""
     hashes = _input_hashes(plan, hash_inputs=hash_inputs and not hash_during_run)
     during: tuple[str, ...] = ()
     if hash_inputs and hash_during_run:
@@ -395,9 +415,16 @@ def decide(
             blocked += _at_save(plan, output, exc)
             continue
         if os.path.lexists(output.path):
-            existing = existing_output_key(output.path)
-            if output.key is not None and existing == output.key:
+            metadata = existing_metadata(output.path) or {}
+            existing = metadata.get(OUTPUT_KEY)
+            identity = save_identity(plan.checked.path, output.path)
+            if output.key is not None and existing == output.key and not rebuild:
                 outputs[-1] = dataclasses.replace(output, status="up-to-date")
+            elif output.key is not None and existing == output.key:
+                outputs[-1] = dataclasses.replace(output, replaces=True, changes=(REBUILT,))
+            elif identity is not None and metadata.get(SAVE_KEY) == identity:
+                found = changes(metadata, output, keys, __version__) if hashed else ()
+                outputs[-1] = dataclasses.replace(output, replaces=True, changes=found)
             elif not force and (hashed or existing is None):
                 blocked += _at_save(
                     plan,
@@ -415,7 +442,7 @@ def decide(
                     ),
                 )
     if blocked:
-        raise RecipeError(blocked)
+        raise RecipeError(summarise_repeats(blocked))
     known = dataclasses.replace(known, outputs=tuple(outputs))
     warnings: list[Diagnostic] = []
     cache = _decide_cache(known, keys, verify=hash_inputs, warnings=warnings) if use_cache else ()
@@ -517,6 +544,14 @@ def _metadata(plan: Plan, output: FileOutput) -> dict[str, str]:
         extra["bake_in_vae"] = text_file_name(output.vae.handle.path.name)
     if output.key is not None:
         extra[OUTPUT_KEY] = output.key
+    identity = save_identity(plan.checked.path, output.path)
+    if identity is not None:
+        extra[SAVE_KEY] = identity
+    steps = step_keys(
+        output, {id(load): load_hash for load, load_hash in _load_hashes(plan, loads)}
+    )
+    if steps:
+        extra[STEPS_KEY] = json.dumps(steps, sort_keys=True)
     if plan.checked.variables:
         extra["mergelang.set"] = metadata_json(dict(plan.checked.variables))
     if output.save.bindings:
@@ -538,3 +573,35 @@ def _variant(output: FileOutput) -> str:
         if item.key in (spec.key, bare) and len(item.shape) > spec.dim:
             return spec.of_channels(item.shape[spec.dim]) or spec.normal
     return spec.normal
+
+
+def _load_hashes(plan: Plan, loads: list[LoadNode]) -> list[tuple[LoadNode, str]]:
+    found: list[tuple[LoadNode, str]] = []
+    for load in loads:
+        hashes = plan.hashes_of(load.handle)
+        if hashes is not None:
+            found.append((load, hashes.sha256))
+    return found
+
+
+def summarise_repeats(found: list[Diagnostic]) -> list[Diagnostic]:
+    """The outputs of one save (a sweep) refused for one reason, told once: the count, the
+    first and the last path; fewer than :data:`REPEATS` are told one by one."""
+    groups: dict[tuple[str, str | None, object, str], list[Diagnostic]] = {}
+    for diag in found:
+        reason = diag.message.partition(": ")[2]
+        groups.setdefault((diag.code, diag.path, diag.span, reason), []).append(diag)
+    told: list[Diagnostic] = []
+    for (_, _, _, reason), group in groups.items():
+        if len(group) < REPEATS:
+            told += group
+            continue
+        first, last = (d.message.partition(": ")[0] for d in (group[0], group[-1]))
+        told.append(
+            dataclasses.replace(
+                group[0],
+                message=f"{len(group)} outputs of this save: {reason} "
+                f"(the first {first}, the last {last})",
+            )
+        )
+    return told

@@ -76,6 +76,12 @@ class FileOutput:
     key: str | None = None
     metadata: Mapping[str, str] = field(default_factory=lambda: _NO_METADATA)
     name: str = ""
+    replaces: bool = False
+    """Whether the file at :attr:`path` is this save's own earlier output (its metadata names
+    this recipe and this save), replaced without ``--force``."""
+    changes: tuple[str, ...] = ()
+    """What changed since the earlier output was made (``step 'x' changed``, ``input 'b'
+    changed``), when :attr:`replaces`."""
 
     @property
     def nbytes(self) -> int:

@@ -80,6 +80,8 @@ class PlanOptions:
     """How to plan a run.
 
     ``out_dir``: where relative output paths go (default: the recipe's folder).
+    ``force``: replace existing files that this save did not make; ``rebuild``: remake
+    outputs even when they are up to date.
     ``inputs``: tensors for some model names, in memory, instead of their files.
     ``targets``: instead of the recipe's saves, return these in memory: step or model names,
     or indices into the recipe's saves.
@@ -93,6 +95,7 @@ class PlanOptions:
     cache_dir: Path | None = None
     use_cache: bool = True
     force: bool = False
+    rebuild: bool = False
     device: str = "cpu"
     workers: int | None = None
     chunk: int | None = None
@@ -127,6 +130,7 @@ def build_plan(
             force=options.force,
             use_cache=options.use_cache,
             hash_during_run=options.hash_during_run,
+            rebuild=options.rebuild,
         )
     except BaseException:
         inputs.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 from mergelang.errors import printable
 from mergelang.plan.graph import LoadNode, Node
 from mergelang.plan.inputs import InputHandle
-from mergelang.plan.plan import Plan, step_numbers
+from mergelang.plan.plan import FileOutput, Plan, step_numbers
 
 __all__ = ["human_bytes", "plan_json", "render_plan"]
 
@@ -150,6 +150,9 @@ class _Renderer:
             status = {"write": "write", "up-to-date": "up to date", "memory": "in memory"}[
                 output.status
             ]
+            changed = output.changes if isinstance(output, FileOutput) else ()
+            if changed:
+                status += f" (replaces its earlier output: {'; '.join(changed)})"
             lines.append(
                 f"  {_shown(output.path, self.base) if output.path else output.name}  "
                 f"({dtype}, {len(output.layout)} keys, {human_bytes(output.nbytes)})  {status}"

@@ -78,6 +78,8 @@ class OutputResult:
     nbytes: int
     keys: int
     tensors: Mapping[str, torch.Tensor] | None = None
+    changes: tuple[str, ...] = ()
+    """Why an earlier output of the same save was remade (``step 'x' changed``)."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,7 @@ class _Run:
                 output.path,
                 entries,
                 output.metadata,
-                overwrite=self.plan.force,
+                overwrite=self.plan.force or output.replaces,
                 protected=tuple(protected),
             )
             try:
@@ -339,8 +341,9 @@ class _Run:
                 assert isinstance(sink, MemorySink)
                 tensors, status = sink.result, "memory"
             self.reporter.note(f"{status} {owner.label}")
+            changed = owner.changes if isinstance(owner, FileOutput) and status == "written" else ()
             by_output[id(owner)] = OutputResult(
-                owner.name, owner.path, status, owner.nbytes, len(owner.layout), tensors
+                owner.name, owner.path, status, owner.nbytes, len(owner.layout), tensors, changed
             )
         results: list[OutputResult] = []
         for output in self.plan.outputs:
