@@ -504,7 +504,9 @@ def test_unknown_convention_lists_the_valid_ones() -> None:
         checked("convention mechanical\n")
     (diag,) = info.value.diagnostics
     assert diag.code == "unknown-convention"
-    assert diag.hint is not None and "mbw, kohya, supermerger, sd_mecha" in diag.hint
+    assert (
+        diag.hint is not None and "mbw, kohya, supermerger, supermerger_2023, sd_mecha" in diag.hint
+    )
 
 
 def test_user_presets_file(tmp_path: Path) -> None:
