@@ -1,7 +1,9 @@
 """Named block-weight presets: the MBW table shipped with mergelang, and users' preset files.
 
 A preset is a named block weight vector (usually 25 values, IN00..OUT11, BASE unset). The
-38 presets of Merge Block Weighted ship in ``mbw.tsv`` beside this module. Users keep their
+38 presets of Merge Block Weighted ship in ``mbw.tsv`` beside this module, with BASE as
+SuperMerger's copy of the table gives it where that differs from "unset": ``ALL_B`` sets
+BASE to 1 (MBW's own table has no BASE column; its ``base_alpha`` slider decides). Users keep their
 own files in the same tab-separated form, or as ``NAME: v, v, ...`` / ``NAME = v, ...`` lines
 (the form many SuperMerger users keep); a recipe loads one with ``presets "file.tsv"``, and a
 user preset overrides a built-in one of the same name.
@@ -242,7 +244,8 @@ def _load_builtin() -> Mapping[str, BlockWeights]:
 
 
 BUILTIN_PRESETS: Mapping[str, BlockWeights] = _load_builtin()
-"""The 38 Merge Block Weighted presets (25 values each, BASE unset), in the table's order."""
+"""The 38 Merge Block Weighted presets (25 values each, BASE unset except ``ALL_B``'s 1, as
+in SuperMerger's table), in the table's order."""
 
 
 class PresetTable:
