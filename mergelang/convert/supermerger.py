@@ -66,7 +66,9 @@ def _weights_text(
 ) -> str:
     if not elemental:
         if isinstance(values, str):
-            return values
+            from mergelang.presets import preset_identifier
+
+            return preset_identifier(values)
         if base is not None and len(values) in (25, 19):
             values = [base, *values]
         return "[" + ", ".join(format_number(v) for v in values) + "]"

@@ -87,7 +87,7 @@ def block_weight_values(
     where = _Where(source if source is not None else text, path, line, column)
     stripped = text.strip()
     lead = len(text) - len(text.lstrip())
-    if stripped.isidentifier():
+    if stripped.isidentifier() or _is_builtin_preset(stripped):
         return _preset_name(stripped, where, lead)
     values: list[float] = []
     position = 0
@@ -115,6 +115,12 @@ def block_weight_values(
     return values
 
 
+def _is_builtin_preset(name: str) -> bool:
+    from mergelang.presets import BUILTIN_PRESETS
+
+    return name in BUILTIN_PRESETS or name.upper() in BUILTIN_PRESETS
+
+
 def _preset_name(name: str, where: _Where, offset: int) -> str:
     from mergelang.presets import BUILTIN_PRESETS
 
@@ -136,10 +142,12 @@ def convert_block_weights(
 ) -> str:
     """The mergelang weights value of a SuperMerger block-weight string: ``[0.5, 1, ...]``
     (the values in SuperMerger's order, which mergelang reads the same way) or a preset
-    name."""
+    name as a recipe writes it (:func:`~mergelang.presets.preset_identifier`)."""
+    from mergelang.presets import preset_identifier
+
     values = block_weight_values(text, path, line, column)
     if isinstance(values, str):
-        return values
+        return preset_identifier(values)
     return "[" + ", ".join(format_number(v) for v in values) + "]"
 
 
