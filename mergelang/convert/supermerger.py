@@ -202,6 +202,9 @@ def _convert_json(data: Any, path: str | None) -> str:
     alpha_values = _weights_field(recipe, "weights_alpha", path) if use_blocks else None
     beta_values = _weights_field(recipe, "weights_beta", path) if use_blocks else None
     elemental_text = recipe.get("elemental_merge") or ""
+    if isinstance(elemental_text, list):
+        # SuperMerger's form since 2023-04: the string split at commas and newlines
+        elemental_text = "\n".join(e for e in elemental_text if isinstance(e, str) and e.strip())
     entries: list[str] = []
     if isinstance(elemental_text, str) and elemental_text.strip():
         entries = [format_elemental(e) for e in parse_elemental(elemental_text, path)]
