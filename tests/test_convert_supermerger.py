@@ -60,7 +60,7 @@ def test_elemental_entries(text: str, expected: list[str]) -> None:
         ("IN00:a:1\nx:1", "BLOCKS:ELEMENTS:RATIO", "2:1"),
         ("OUT03:a:zz", "'zz' is not a number", "1:9"),
         ("OUT03:NOT a b:1", "NOT takes one element", "1:7"),
-        ("OUT03::1", "names no element", "1:7"),
+        ("OUT03:NOT:1", "NOT needs the element it excludes", "1:7"),
         ("1,2,3", "not 3", "1:1"),
         ("0.5,x" + ",1" * 24, "'x' is not a number", "1:5"),
         ("NOPE_PRESET", "unknown preset", "1:1"),
@@ -246,7 +246,14 @@ def test_a_json_list_elemental_is_kept_key_by_key() -> None:
     from mergelang.check import check
     from mergelang.lang.parser import parse
 
-    deep = ["OUT03 OUT04 OUT05:attn2:0.2", "", "IN01:NOT attn1:0.7", ":norm:0.9", "OUT05:ff:1"]
+    deep = [
+        "OUT03 OUT04 OUT05:attn2:0.2",
+        "",
+        "IN01:NOT attn1:0.7",
+        ":norm:0.9",
+        "OUT05:ff:1",
+        "OUT06::0.3",
+    ]
     recipe = {**RECIPE, "elemental_merge": deep}
     out = convert(json.dumps(recipe))
     alpha = check(parse(out)).steps[0].value.arg("alpha")  # type: ignore[union-attr]
@@ -262,3 +269,8 @@ def test_a_json_list_elemental_is_kept_key_by_key() -> None:
         assert resolved.value(block, key) == expected, key
         differ += expected != weights[blocks.index(block)]
     assert differ > 100  # the elementals touch many keys
+
+
+def test_a_blank_element_is_every_key_of_the_blocks() -> None:
+    assert [format_elemental(e) for e in parse_elemental("OUT05::1")] == ['"*" in [OUT05]: 1']
+    assert [format_elemental(e) for e in parse_elemental("::0.5")] == ['"*": 0.5']

@@ -213,11 +213,14 @@ def _entries_of(item: str, where: _Where, offset: int) -> list[ElementalEntry]:
     if negate_pattern:
         elements = elements[1:]
     if not elements:
-        raise where.error(
-            "the entry names no element (a key substring such as attn2)",
-            element_offset,
-            max(len(element_field), 1),
-        )
+        if negate_pattern:
+            raise where.error(
+                "NOT needs the element it excludes (a key substring such as attn2)",
+                element_offset,
+                max(len(element_field), 1),
+            )
+        # a blank ELEMENTS is every key of the blocks (SuperMerger tests "" in key)
+        elements = ["*"]
     if negate_pattern and len(elements) > 1:
         raise where.error(
             "NOT takes one element",
