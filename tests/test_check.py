@@ -208,11 +208,11 @@ def test_merge_board_sample() -> None:
     assert (test06.arg("a"), test06.arg("b")) == (StepRef("a15"), StepRef("SD-WD Fix"))
     assert test06.arg("alpha") == BlockWeights.scalar(0.3)
     assert [(s.path, s.dtype, s.format) for s in result.saves] == [
-        ("a14.ckpt", "fp32", "ckpt"),
+        ("a14.ckpt", None, "ckpt"),
         ("a15.ckpt", "fp16", "ckpt"),
-        ("mix14.safetensors", "fp32", "safetensors"),
+        ("mix14.safetensors", None, "safetensors"),
         ("mix15.safetensors", "fp16", "safetensors"),
-        ("SD-WD Fix.ckpt", "fp32", "ckpt"),
+        ("SD-WD Fix.ckpt", None, "ckpt"),
         ("test06.safetensors", "fp16", "safetensors"),
     ]
     assert result.warnings == ()
