@@ -158,7 +158,8 @@ def test_ema_and_schedule_are_skipped() -> None:
     [
         ("mbw", "merge", "merge"),
         ("kohya", "merge", "merge"),
-        ("supermerger", "skip_merge", "merge"),
+        ("supermerger", "merge", "merge"),
+        ("supermerger_2023", "skip_merge", "merge"),
         ("sd_mecha", "merge", "skip_merge"),
     ],
 )

@@ -83,19 +83,25 @@ TIME_EMBED_KEYS = 4  # time_embed.0 and .2, weight + bias
 LABEL_EMB_KEYS = 4
 OUT_KEYS = 4  # out.0 (GroupNorm) and out.2 (conv)
 
-# where each convention puts time_embed / label_emb / the VAE ("first" = IN00)
+# where each convention puts time_embed / label_emb / the VAE ("LAST" = the last OUT block)
 CONVENTION_TABLE = {
     "mbw": ("IN00", "IN00", BASE),
     "kohya": ("IN00", "IN00", BASE),
-    "supermerger": (None, None, BASE),
+    "supermerger": ("IN00", "IN00", BASE),
+    "supermerger_2023": ("LAST", None, BASE),
     "sd_mecha": (BASE, BASE, None),
 }
+SDXL_TABLE = {"supermerger_2023": (None, None, BASE)}
 
 
 def expected_block(arch: Architecture, key: str, convention: str) -> str | None:
     """An independent statement of the mapping, with regular expressions over the full key."""
     time_embed, label_emb, vae = CONVENTION_TABLE[convention]
+    if arch.blocks == SDXL_BLOCKS:
+        time_embed, label_emb, vae = SDXL_TABLE.get(convention, (time_embed, label_emb, vae))
     last_out = "OUT11" if arch.blocks == SD_BLOCKS else "OUT08"
+    if time_embed == "LAST":
+        time_embed = last_out
     if key.endswith(".position_ids"):
         return None
     m = re.fullmatch(r"model\.diffusion_model\.(input|output)_blocks\.(\d+)\..+", key)
@@ -147,10 +153,10 @@ def test_keys_per_block_match_the_block_contents(
     assert tuple(contents) == arch.blocks
 
 
-def test_supermerger_leaves_time_embed_out_of_in00() -> None:
+def test_supermerger_2023_leaves_sdxl_time_embed_out_of_in00() -> None:
     layout = checkpoint_layout("sdxl")
     unet = [k for k in layout if k.startswith("model.diffusion_model.")]
-    counts = Counter(SDXL.block_of(k, "supermerger") for k in unet)
+    counts = Counter(SDXL.block_of(k, "supermerger_2023") for k in unet)
     assert counts["IN00"] == CONV
     assert counts[None] == TIME_EMBED_KEYS + LABEL_EMB_KEYS
 

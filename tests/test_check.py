@@ -210,11 +210,11 @@ def test_merge_board_sample() -> None:
     assert (test06.arg("a"), test06.arg("b")) == (StepRef("a15"), StepRef("SD-WD Fix"))
     assert test06.arg("alpha") == BlockWeights.scalar(0.3)
     assert [(s.path, s.dtype, s.format) for s in result.saves] == [
-        ("a14.ckpt", "fp32", "ckpt"),
+        ("a14.ckpt", None, "ckpt"),
         ("a15.ckpt", "fp16", "ckpt"),
-        ("mix14.safetensors", "fp32", "safetensors"),
+        ("mix14.safetensors", None, "safetensors"),
         ("mix15.safetensors", "fp16", "safetensors"),
-        ("SD-WD Fix.ckpt", "fp32", "ckpt"),
+        ("SD-WD Fix.ckpt", None, "ckpt"),
         ("test06.safetensors", "fp16", "safetensors"),
     ]
     assert result.warnings == ()
@@ -506,7 +506,9 @@ def test_unknown_convention_lists_the_valid_ones() -> None:
         checked("convention mechanical\n")
     (diag,) = info.value.diagnostics
     assert diag.code == "unknown-convention"
-    assert diag.hint is not None and "mbw, kohya, supermerger, sd_mecha" in diag.hint
+    assert (
+        diag.hint is not None and "mbw, kohya, supermerger, supermerger_2023, sd_mecha" in diag.hint
+    )
 
 
 def test_user_presets_file(tmp_path: Path) -> None:

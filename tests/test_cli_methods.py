@@ -51,7 +51,7 @@ def test_json_lists_parameters(capsys: pytest.CaptureFixture[str]) -> None:
     assert set(by_name) == set(method_names())
     ties = by_name["ties"]
     assert ties["elementwise"] is False
-    assert [p["name"] for p in ties["params"]] == ["base", "models", "density", "alpha"]
+    assert [p["name"] for p in ties["params"]] == ["base", "models", "density", "alpha", "sign"]
     assert ties["params"][1]["variadic"] is True
     assert main(["methods", "weighted_sum", "--json"]) == 0
     one = json.loads(capsys.readouterr().out)

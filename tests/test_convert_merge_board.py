@@ -37,22 +37,22 @@ model sd1_5 = "SD1.5"
 
 # Sample Recipe
 a14 = weighted_sum(sd14, f222, alpha=0.5)
-save a14 to "a14.ckpt" as fp32
+save a14 to "a14.ckpt"
 a15 = weighted_sum(sd15, f222, alpha=0.5)
 save a15 to "a15.ckpt" as fp16
 mix14 = add_difference(a14, wd13, sd14, alpha=1)
-save mix14 to "mix14.safetensors" as fp32
+save mix14 to "mix14.safetensors"
 
 mix15 = add_difference(a15, wd13, sd14, alpha=1)
 save mix15 to "mix15.safetensors" as fp16
 # Merge Board output: SD-WD Fix
 sd_wd_fix = weighted_sum(sd15, wd13, alpha=0.05)
-save sd_wd_fix to "SD-WD Fix.ckpt" as fp32
+save sd_wd_fix to "SD-WD Fix.ckpt"
 test06 = weighted_sum(a15, sd_wd_fix, alpha=0.3)  # chained
 save test06 to "test06.safetensors" as fp16
 # variables
 Merge1 = weighted_sum(sd1_5, a14, alpha=GRAD_A, base=0.5)
-save Merge1 to "Merge1.ckpt" as fp32
+save Merge1 to "Merge1.ckpt"
 """
 
 
@@ -148,7 +148,7 @@ def test_what_the_checker_refuses_is_not_converted(text: str, message: str, plac
 
 def test_an_output_with_braces_is_saved_to_its_name() -> None:
     out = convert_merge_board("a{b} = __A__ + __B__, 0.5\n")
-    assert 'save a_b to "a{{b}}.ckpt" as fp32\n' in out
+    assert 'save a_b to "a{{b}}.ckpt"\n' in out
     result = check(parse(out), set={"A": "a", "B": "b"})
     assert [s.path for s in result.saves] == ["a{b}.ckpt"]
 
@@ -195,3 +195,38 @@ def test_same_outputs_same_tensors(tmp_path: Path) -> None:
         for key, tensor in tensors.items():
             assert other[key].dtype == tensor.dtype
             assert torch.equal(other[key], tensor), (name, key)
+
+
+@pytest.mark.parametrize("dtype", ["F16", "F32"])
+def test_a_line_without_fp16_keeps_the_input_precision(tmp_path: Path, dtype: str) -> None:
+    # Merge Board merges the loaded tensors as they are and halves them only for `fp16`:
+    # fp16 inputs give an fp16 file, fp32 inputs an fp32 one.
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    from mergelang import run
+    from mergelang.testing import make_checkpoint
+
+    models = {
+        name: str(
+            make_checkpoint(
+                tmp_path / f"{name}.safetensors", "sd1", scale=1 / 16, seed=i, dtype=dtype
+            )
+        )
+        for i, name in enumerate(("M1", "M2"))
+    }
+    out = tmp_path / "out"
+    run(
+        "plain = __M1__ + __M2__, 0.3, safetensors\n",
+        set=models,
+        out_dir=out,
+        cache_dir=tmp_path / "c",
+    )
+    merged = load_file(out / "plain.safetensors")
+    a, b = load_file(models["M1"]), load_file(models["M2"])
+    want = torch.float16 if dtype == "F16" else torch.float32
+    key = "model.diffusion_model.input_blocks.1.0.in_layers.2.weight"
+    assert merged[key].dtype == want
+    expected = ((1 - 0.3) * a[key].double() + 0.3 * b[key].double()).to(want)
+    assert torch.allclose(merged[key].double(), expected.double(), rtol=0, atol=1e-3)
+    assert all(t.dtype == want for k, t in merged.items() if t.is_floating_point())

@@ -60,7 +60,7 @@ def test_elemental_entries(text: str, expected: list[str]) -> None:
         ("IN00:a:1\nx:1", "BLOCKS:ELEMENTS:RATIO", "2:1"),
         ("OUT03:a:zz", "'zz' is not a number", "1:9"),
         ("OUT03:NOT a b:1", "NOT takes one element", "1:7"),
-        ("OUT03::1", "names no element", "1:7"),
+        ("OUT03:NOT:1", "NOT needs the element it excludes", "1:7"),
         ("1,2,3", "not 3", "1:1"),
         ("0.5,x" + ",1" * 24, "'x' is not a number", "1:5"),
         ("NOPE_PRESET", "unknown preset", "1:1"),
@@ -209,3 +209,68 @@ def test_elemental_output_round_trips_through_check() -> None:
     )
     assert format_text(recipe) == recipe
     check(parse(recipe))
+
+
+# SuperMerger's elementals() (scripts/mergers/mergers.py at 0b1c491), restated: each entry
+# BLOCKS:ELEMENTS:RATIO, NOT before either list inverts it, an element is a substring of the
+# key, a blank BLOCKS is every block, and the last matching entry wins over the block weight.
+def _supermerger_elemental(deep: list[str], block: str, key: str, alpha: float) -> float:
+    for d in deep:
+        if d.count(":") != 2:
+            continue
+        dbs_text, dws_text, dr = d.split(":")
+        dbs, dws = dbs_text.split(" "), dws_text.split(" ")
+        dbn, dbs = (True, dbs[1:]) if dbs[0] == "NOT" else (False, dbs)
+        dwn, dws = (True, dws[1:]) if dws[0] == "NOT" else (False, dws)
+        flag = dbn
+        for db in dbs:
+            if db == block:
+                flag = not dbn
+        if flag or dbs == [""]:
+            flag = dwn
+        else:
+            continue
+        for dw in dws:
+            if dw in key:
+                flag = not dwn
+        if flag:
+            alpha = float(dr)
+    return alpha
+
+
+def test_a_json_list_elemental_is_kept_key_by_key() -> None:
+    from weights_helpers import SD_SCHEME
+
+    from mergelang.arch import SD1
+    from mergelang.arch.layout import checkpoint_layout
+    from mergelang.check import check
+    from mergelang.lang.parser import parse
+
+    deep = [
+        "OUT03 OUT04 OUT05:attn2:0.2",
+        "",
+        "IN01:NOT attn1:0.7",
+        ":norm:0.9",
+        "OUT05:ff:1",
+        "OUT06::0.3",
+    ]
+    recipe = {**RECIPE, "elemental_merge": deep}
+    out = convert(json.dumps(recipe))
+    alpha = check(parse(out)).steps[0].value.arg("alpha")  # type: ignore[union-attr]
+    resolved = alpha.resolve(SD_SCHEME)
+    blocks = ["BASE", *SD_SCHEME.blocks]
+    weights = [0.1, *[0.5] * 24, 0.9]
+    differ = 0
+    for key in checkpoint_layout("sd1", scale=1 / 40):
+        block = SD1.block_of(key, "supermerger")
+        if block is None or not key.startswith("model.diffusion_model."):
+            continue
+        expected = _supermerger_elemental(deep, block, key, weights[blocks.index(block)])
+        assert resolved.value(block, key) == expected, key
+        differ += expected != weights[blocks.index(block)]
+    assert differ > 100  # the elementals touch many keys
+
+
+def test_a_blank_element_is_every_key_of_the_blocks() -> None:
+    assert [format_elemental(e) for e in parse_elemental("OUT05::1")] == ['"*" in [OUT05]: 1']
+    assert [format_elemental(e) for e in parse_elemental("::0.5")] == ['"*": 0.5']

@@ -61,7 +61,7 @@ def test_a_line_is_a_merge_and_its_save() -> None:
         "a14 = weighted_sum(__A__, __B__, alpha=0.5)",
         'save a14 to "a14.ckpt" as fp16',
         "mix = add_difference(a14, SD1.5, a14, alpha=1, base=0.25)",
-        'save mix to "mix.safetensors" as fp32',
+        'save mix to "mix.safetensors"',
         "SD-WD Fix = weighted_sum(__SD15__, $B, alpha=GRAD_V)",
         'save SD-WD Fix to "SD-WD Fix.ckpt" as bf16',
     ]

@@ -2,8 +2,9 @@
 
 The reference implementations below follow the documented definitions with whole tensors and
 nothing from mergelang: TIES keeps every entry whose magnitude reaches the k-th largest
-(k = density * numel rounded, halves up, at least 1), elects the sign of the sum of the
-trimmed deltas and averages the deltas of that sign; DARE draws its mask from torch.rand on a
+(k = int(density * numel), mergekit's count, at least 1), elects the sign of the sum of the
+trimmed deltas (or, sd-meh's rule, the sign most of them have) and averages the deltas of
+that sign; DARE draws its mask from torch.rand on a
 CPU generator seeded by SHA-256 of "seed NUL key NUL index".
 """
 
@@ -39,19 +40,27 @@ ADD_DIFFERENCE = get_method("add_difference")
 
 def ref_trim(delta: torch.Tensor, density: float) -> torch.Tensor:
     numel = delta.numel()
-    k = min(numel, max(1, math.floor(density * numel + 0.5)))
+    k = min(numel, max(1, int(density * numel)))
     threshold = delta.abs().flatten().sort(descending=True).values[k - 1]
     return torch.where(delta.abs() >= threshold, delta, torch.zeros_like(delta))
 
 
 def ref_ties(
-    base: torch.Tensor, models: Sequence[torch.Tensor], density: float, alpha: float
+    base: torch.Tensor,
+    models: Sequence[torch.Tensor],
+    density: float,
+    alpha: float,
+    sign: str = "sum",
 ) -> torch.Tensor:
     trimmed = [ref_trim(x - base, density) for x in models]
-    total = trimmed[0]
-    for t in trimmed[1:]:
-        total = total + t
-    elected = torch.sign(total)
+    if sign == "count":
+        # sd-meh / sd-mecha (vote_sgn): the sign the majority of the trimmed deltas have
+        elected = torch.stack([torch.sign(t) for t in trimmed]).sum(0).sign()
+    else:
+        total = trimmed[0]
+        for t in trimmed[1:]:
+            total = total + t
+        elected = torch.sign(total)
     agreeing = torch.zeros_like(base)
     count = torch.zeros_like(base)
     for t in trimmed:
@@ -124,10 +133,37 @@ def test_ties_keeps_every_entry_tied_at_the_threshold() -> None:
     assert torch.equal(ties(torch.zeros(4), flat, density=0.25, alpha=1.0), flat)
 
 
-def test_ties_keeps_a_rounded_count() -> None:
+@pytest.mark.parametrize("shape", [(7,), (64, 33)])
+def test_ties_elects_by_count_when_asked(shape: tuple[int, ...]) -> None:
+    base, *models = tensors(4, shape, torch.float32, seed=3)
+    for density in (0.2, 0.5, 1.0):
+        by_count = ties(base, *models, density=density, alpha=1.0, sign="count")
+        assert torch.equal(by_count, ref_ties(base, models, density, 1.0, sign="count"))
+    by_sum = ties(base, *models, density=1.0, alpha=1.0)
+    if by_sum.numel() > 1000:  # the rules differ where one big delta outweighs the others
+        assert not torch.equal(by_count, by_sum)
+
+
+def test_ties_sign_rules_differ_as_documented() -> None:
+    base = torch.zeros(1)
+    models = [torch.tensor([-3.0]), torch.tensor([1.0]), torch.tensor([1.0])]
+    assert torch.equal(ties(base, *models, density=1.0, alpha=1.0), torch.tensor([-3.0]))
+    assert torch.equal(
+        ties(base, *models, density=1.0, alpha=1.0, sign="count"), torch.tensor([1.0])
+    )
+    with pytest.raises(ValueError, match='sign is "sum" or "count"'):
+        ties(base, *models, density=1.0, alpha=1.0, sign="majority")
+
+
+def test_ties_keeps_mergekits_count() -> None:
+    # mergekit's sparsify: k = int(density * tensor.numel())
     assert kept_count(0.3, 10) == 3  # 0.3 * 10 is 3.0000000000000004
-    assert kept_count(0.25, 10) == 3  # halves up
+    assert kept_count(0.25, 10) == 2  # rounded down
+    assert kept_count(0.29, 100) == 28  # 0.29 * 100 is 28.999999999999996
     assert kept_count(0.24, 10) == 2
+    for numel in (7, 33, 2112):
+        for density in (0.1, 0.2, 0.35, 0.5, 0.9):
+            assert kept_count(density, numel) == max(1, int(density * numel))
     assert kept_count(0.01, 10) == 1  # never nothing
     assert kept_count(1.0, 1) == 1
     assert kept_count(0.5, 0) == 0
@@ -135,7 +171,7 @@ def test_ties_keeps_a_rounded_count() -> None:
         kept_count(0, 10)
     base = torch.zeros(10)
     delta = torch.arange(1.0, 11.0)
-    expected = torch.where(delta >= 8, delta, 0.0)
+    expected = torch.where(delta >= 9, delta, 0.0)  # int(0.25 * 10) = 2 entries, as mergekit
     assert torch.equal(ties(base, delta, density=0.25, alpha=1.0), expected)
 
 
@@ -292,8 +328,8 @@ def test_dare_is_deterministic(numel: int, count: int, drop: float, seed: int) -
 def test_registered_signatures() -> None:
     ties_spec, dare_spec = get_method("ties"), get_method("dare")
     assert ties_spec is not None and dare_spec is not None
-    assert ties_spec.signature() == "ties(base, *models, density, alpha)"
-    assert dare_spec.signature() == "dare(base, *models, drop, alpha, seed)"
+    assert ties_spec.signature() == 'ties(base, *models, density, alpha, sign="sum")'
+    assert dare_spec.signature() == 'dare(base, *models, drop, alpha, seed, rescale="inverse")'
     assert not ties_spec.elementwise and not dare_spec.elementwise
     assert dare_spec.wants_key and not ties_spec.wants_key
     assert ties_spec.formula == "B + alpha * disjoint_mean_i(top_density(X_i - B))"
@@ -490,3 +526,23 @@ def test_cuda_runs_write_the_cpu_results(folder: Path) -> None:
             assert list(cpu.keys()) == list(gpu.keys())
             for key in cpu.keys():  # noqa: SIM118
                 assert torch.equal(cpu.get(key), gpu.get(key)), (name, key)
+
+
+def test_dare_rescales_by_the_l1_ratio_as_mergekit() -> None:
+    # mergekit's bernoulli(..., rescale_norm=l1): res * (|t|_1 / |res|_1) after the mask
+    base, x, y = tensors(3, (64, 33), torch.float32, seed=11)
+    key = "model.diffusion_model.out.2.weight"
+    result = dare(base, x, y, drop=0.7, alpha=2.0, seed=4, key=key, rescale="l1")
+    expected = []
+    for index, model in enumerate((x, y)):
+        delta = model - base
+        masked = torch.where(ref_mask(4, key, index, delta.shape, 1 - 0.7), delta, 0.0)
+        ratio = float(delta.abs().sum()) / float(masked.abs().sum())
+        expected.append(masked * ratio)
+    reference = base + 2.0 * ((expected[0] + expected[1]) * 0.5)
+    assert torch.allclose(result, reference, rtol=1e-6, atol=1e-6)
+    # the kept part carries the task vector's whole L1 norm
+    thinned = dare(base, x, drop=0.7, alpha=1.0, seed=4, key=key, rescale="l1") - base
+    assert float(thinned.abs().sum()) == pytest.approx(float((x - base).abs().sum()), rel=1e-5)
+    with pytest.raises(ValueError, match='rescale is "inverse" or "l1"'):
+        dare(base, x, drop=0.7, alpha=1.0, seed=4, key=key, rescale="l2")

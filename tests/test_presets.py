@@ -42,9 +42,31 @@ def test_builtins_match_the_packaged_table() -> None:
     for name, values in rows:
         numbers = tuple(float(v) for v in values.split(","))
         preset = BUILTIN_PRESETS[name]
+        if name == "ALL_B":
+            assert numbers[0] == preset.base == 1.0
+            numbers = numbers[1:]
+        else:
+            assert preset.base is None
         assert sd_slots(preset) == numbers
-        assert preset.base is None
         assert preset.origin == name
+
+
+# SuperMerger's preset file (scripts/mbwpresets_master.txt at 0b1c491): BASE first, then the
+# 25 values MBW's table gives. Every preset's BASE there is 0 except ALL_B's.
+SUPERMERGER_BASE = {"ALL_B": 1.0}
+
+
+def test_builtin_base_follows_supermerger_where_it_is_not_zero() -> None:
+    for name, preset in BUILTIN_PRESETS.items():
+        expected = SUPERMERGER_BASE.get(name)
+        # BASE 0 in SuperMerger's table is what an unset BASE gives weighted_sum (base 0)
+        assert preset.base == expected, name
+
+
+def test_all_b_takes_the_text_encoder_from_b_as_supermerger_does() -> None:
+    resolved = BUILTIN_PRESETS["ALL_B"].resolve(SD_SCHEME, base=0.0)
+    assert resolved.base == 1.0
+    assert BUILTIN_PRESETS["ALL_A"].resolve(SD_SCHEME, base=0.0).base == 0.0
 
 
 def test_builtin_exact_values() -> None:

@@ -408,7 +408,7 @@ def mbw_state(tmp_path: Path, mbw_run: Path) -> Path:
 def test_changing_the_convention_makes_the_existing_output_stale(
     mbw_state: Path, models: Path
 ) -> None:
-    result = run(convention_recipe(mbw_state, models, "supermerger"), mbw_state)
+    result = run(convention_recipe(mbw_state, models, "supermerger_2023"), mbw_state)
 
     assert [o.status for o in result.outputs] == ["written"]
     assert result.outputs[0].changes == ("step 'x' changed",)
@@ -420,13 +420,13 @@ def test_a_step_cached_under_one_convention_is_not_reused_under_another(
     output = mbw_state / "out" / "x.safetensors"
     output.unlink()
 
-    result = run(convention_recipe(mbw_state, models, "supermerger"), mbw_state)
+    result = run(convention_recipe(mbw_state, models, "supermerger_2023"), mbw_state)
 
     a, b = load(models / "a32.safetensors"), load(models / "b32.safetensors")
     weights = {blk: 1.0 if blk == "IN00" else 0.0 for blk in uniform("sd1", 0)}
-    merged = merged_float32("sd1", [a, b], weighted_sum(weights), convention="supermerger")
+    merged = merged_float32("sd1", [a, b], weighted_sum(weights), convention="supermerger_2023")
     expected = saved(merged, {k: t.dtype for k, t in a.items()}, None)
-    # supermerger leaves time_embed alone (A's values); mbw merges it with IN00 (B's here).
+    # supermerger_2023 merges SD1 time_embed with OUT11 (A's values here); mbw with IN00 (B's).
     assert torch.equal(expected[TIME_EMBED], a[TIME_EMBED])
     assert_same_tensors(load(output), expected)
     assert result.cache_hits == ()

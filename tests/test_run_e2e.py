@@ -233,9 +233,9 @@ def test_merge_board_recipe_with_literal_names_chaining_and_add_difference(
         for n in ("sd15-base", "sd15-anime", "sd15-photo")
     )
     dtypes = {k: t.dtype for k, t in base.items()}
-    # No precision flag: fp32, and no safetensors flag: a .ckpt file.
+    # No precision flag: the inputs' precision (as Merge Board), and no safetensors flag: .ckpt.
     a15 = merged_float32("sd1", [base, anime], weighted_sum(uniform("sd1", 0.5)))
-    assert_same_tensors(load_ckpt(out / "a15.ckpt"), saved(a15, dtypes, "fp32"))
+    assert_same_tensors(load_ckpt(out / "a15.ckpt"), saved(a15, dtypes, None))
     expected_photo = expected_output(
         "sd1", [base, photo], weighted_sum(uniform("sd1", 0.3)), "fp16"
     )
@@ -244,7 +244,7 @@ def test_merge_board_recipe_with_literal_names_chaining_and_add_difference(
     mix = merged_float32("sd1", [a15, photo, base], add_difference(uniform("sd1", 1.0)))
     assert_same_tensors(load(out / "mix15.safetensors"), saved(mix, dtypes, "fp16"))
     grad_a = vector("sd1", [float(v) for v in GRAD_A.split(",")], 0.5)
-    expected_merge1 = expected_output("sd1", [base, anime], weighted_sum(grad_a), "fp32")
+    expected_merge1 = expected_output("sd1", [base, anime], weighted_sum(grad_a), None)
     assert_same_tensors(load(out / "Merge1.safetensors"), expected_merge1)
 
 

@@ -169,13 +169,13 @@ class Architecture:
         denoiser = self.denoiser
         local = denoiser.local(key)
         if local is not None:
-            return self.scheme.block_of(denoiser.name, local, conv.slots)
+            return self.scheme.block_of(denoiser.name, local, conv.slots_for(self.scheme.name))
         if self.role(key) in ("ema", "schedule", "marker"):
             return None
         found = self.component_of(key)
         if found is not None:
             comp, local = found
-            return self.scheme.block_of(comp.name, local, conv.slots)
+            return self.scheme.block_of(comp.name, local, conv.slots_for(self.scheme.name))
         return BASE
 
 

@@ -11,7 +11,8 @@ goes, so a recipe can reproduce the numbers of the tool its weights were tuned w
 A target is a block name (``"IN00"``), ``BASE``, ``FIRST_BLOCK`` (the scheme's first block,
 IN00), ``LAST_BLOCK`` (its last: OUT11 for SD1/SD2, OUT08 for SDXL), or ``None``: the key is
 not merged and the output takes it from the first model. A slot a convention does not name
-takes the scheme's own target.
+takes the scheme's own target. A convention whose rule differs between block schemes (SD1's
+U-Net and SDXL's) gives the difference in ``by_scheme``, keyed by the scheme's name.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from mergelang.arch.scheme import BASE, FIRST_BLOCK
+from mergelang.arch.scheme import BASE, FIRST_BLOCK, LAST_BLOCK
 
 FIRST_IN = FIRST_BLOCK
 """The target "the scheme's first block" (IN00 for the U-Nets)."""
@@ -28,14 +29,30 @@ FIRST_IN = FIRST_BLOCK
 
 @dataclass(frozen=True)
 class Convention:
-    """Where each convention slot goes (``None``: not merged)."""
+    """Where each convention slot goes (``None``: not merged).
+
+    ``by_scheme`` maps a block scheme's name (``"sdxl_unet"``) to the slots that differ for
+    it; :meth:`slots_for` gives a scheme's slots with those applied.
+    """
 
     name: str
     slots: Mapping[str, str | None] = field(default_factory=lambda: MappingProxyType({}))
     doc: str = ""
+    by_scheme: Mapping[str, Mapping[str, str | None]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "slots", MappingProxyType(dict(self.slots)))
+        overrides = {
+            scheme: MappingProxyType({**self.slots, **slots})
+            for scheme, slots in self.by_scheme.items()
+        }
+        object.__setattr__(self, "by_scheme", MappingProxyType(overrides))
+
+    def slots_for(self, scheme: str) -> Mapping[str, str | None]:
+        """The slots of this convention for the block scheme called ``scheme``."""
+        return self.by_scheme.get(scheme, self.slots)
 
     def __hash__(self) -> int:
         return hash(self.name)
@@ -71,10 +88,22 @@ KOHYA = Convention(
 
 SUPERMERGER = Convention(
     name="supermerger",
-    slots={"time_embed": None, "label_emb": None, "vae": BASE},
+    slots={"time_embed": FIRST_IN, "label_emb": FIRST_IN, "vae": BASE},
     doc=(
-        "SuperMerger: time_embed and label_emb are not merged (taken from the first model), "
-        "out.* with the last OUT block, text encoders and VAE with BASE."
+        "SuperMerger at its current commit (since 2025-11, and SD1 before 2023-07): "
+        "time_embed (and SDXL label_emb) with IN00, out.* with the last OUT block, text "
+        "encoders and VAE with BASE."
+    ),
+)
+
+SUPERMERGER_2023 = Convention(
+    name="supermerger_2023",
+    slots={"time_embed": LAST_BLOCK, "label_emb": None, "vae": BASE},
+    by_scheme={"sdxl_unet": {"time_embed": None, "label_emb": None}},
+    doc=(
+        "SuperMerger from 2023-07 to 2025-11: SD1/SD2 time_embed with OUT11 (its block index "
+        "wrapped around to the last entry), SDXL time_embed and label_emb not merged (taken "
+        "from the first model); out.* with the last OUT block, text encoders and VAE with BASE."
     ),
 )
 
@@ -87,7 +116,9 @@ SD_MECHA = Convention(
     ),
 )
 
-CONVENTIONS: dict[str, Convention] = {c.name: c for c in (MBW, KOHYA, SUPERMERGER, SD_MECHA)}
+CONVENTIONS: dict[str, Convention] = {
+    c.name: c for c in (MBW, KOHYA, SUPERMERGER, SUPERMERGER_2023, SD_MECHA)
+}
 
 CONVENTION_NAMES: tuple[str, ...] = tuple(CONVENTIONS)
 """Valid convention names, the default first."""

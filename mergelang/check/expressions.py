@@ -38,6 +38,8 @@ from mergelang.check.values import (
 from mergelang.check.weights import WeightsChecker
 from mergelang.errors import Span
 from mergelang.lang import ast
+from mergelang.lang.formatter import format_expr
+from mergelang.lang.glued_names import glued_text
 from mergelang.methods import method_names
 
 __all__ = ["ExpressionChecker"]
@@ -83,6 +85,8 @@ class ExpressionChecker:
         if isinstance(expr, ast.Call):
             return self.calls.call(expr)
         if isinstance(expr, ast.BinaryOp):
+            if self._glued_preset(expr):
+                return INVALID
             return self.weights.binary(expr)
         if isinstance(expr, ast.Negate):
             return self.weights.negate(expr)
@@ -112,6 +116,24 @@ class ExpressionChecker:
         if not isinstance(value, InvalidValue):
             self.sink.error(not_a_model(label, value), span, code="type")
         return None
+
+    def _glued_preset(self, node: ast.BinaryOp) -> bool:
+        """Report a preset name written bare, such as ``SMOOTHSTEP*2``, which would read as
+        arithmetic; true if reported."""
+        text = glued_text(node)
+        presets = self.scope.presets
+        if text is None or text not in presets:
+            return False
+        spelled = presets.spelling(text)
+        self.sink.error(
+            f"'{text}' reads as {format_expr(node.left)} {node.op} {format_expr(node.right)}, "
+            f"but {text} is a preset",
+            node.span,
+            code="ambiguous-preset",
+            hint=f"write the preset {text} as {spelled}; put spaces around "
+            f"'{node.op}' for arithmetic",
+        )
+        return True
 
     # -- names and variables
 
@@ -152,7 +174,7 @@ class ExpressionChecker:
                 hint="a name can only use names defined above it",
             )
             return INVALID
-        hint = did_you_mean(name, [*scope.names(), *self.scope.presets.names()])
+        hint = did_you_mean(name, [*scope.names(), *self.scope.presets.spellings()])
         if hint is None and name in method_names():
             hint = f"{name} is a merge method: call it, {name}(a, b, ...)"
         if want == "weights":
@@ -160,7 +182,7 @@ class ExpressionChecker:
                 f"unknown preset or name '{name}'",
                 node.span,
                 code="unknown-preset",
-                hint=hint or "presets: " + ", ".join(self.scope.presets.names()[:8]) + ", ...",
+                hint=hint or "presets: " + ", ".join(self.scope.presets.spellings()[:8]) + ", ...",
             )
         else:
             self.sink.error(f"undefined name '{name}'", node.span, code="undefined-name", hint=hint)

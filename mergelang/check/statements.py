@@ -37,7 +37,7 @@ from mergelang.lang.syntax_errors import RESERVED_WORDS
 try:
     from mergelang.arch.conventions import CONVENTION_NAMES, DEFAULT_CONVENTION
 except ImportError:  # pragma: no cover - the architectures package ships with mergelang
-    CONVENTION_NAMES = ("mbw", "supermerger", "sd_mecha", "kohya")
+    CONVENTION_NAMES = ("mbw", "kohya", "supermerger", "supermerger_2023", "sd_mecha")
     DEFAULT_CONVENTION = "mbw"
 
 __all__ = ["MAX_LOOP_STATEMENTS", "MAX_RANGE_VALUES", "StatementChecker"]

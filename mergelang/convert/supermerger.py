@@ -66,7 +66,9 @@ def _weights_text(
 ) -> str:
     if not elemental:
         if isinstance(values, str):
-            return values
+            from mergelang.presets import preset_identifier
+
+            return preset_identifier(values)
         if base is not None and len(values) in (25, 19):
             values = [base, *values]
         return "[" + ", ".join(format_number(v) for v in values) + "]"
@@ -200,6 +202,9 @@ def _convert_json(data: Any, path: str | None) -> str:
     alpha_values = _weights_field(recipe, "weights_alpha", path) if use_blocks else None
     beta_values = _weights_field(recipe, "weights_beta", path) if use_blocks else None
     elemental_text = recipe.get("elemental_merge") or ""
+    if isinstance(elemental_text, list):
+        # SuperMerger's form since 2023-04: the string split at commas and newlines
+        elemental_text = "\n".join(e for e in elemental_text if isinstance(e, str) and e.strip())
     entries: list[str] = []
     if isinstance(elemental_text, str) and elemental_text.strip():
         entries = [format_elemental(e) for e in parse_elemental(elemental_text, path)]

@@ -87,7 +87,7 @@ def block_weight_values(
     where = _Where(source if source is not None else text, path, line, column)
     stripped = text.strip()
     lead = len(text) - len(text.lstrip())
-    if stripped.isidentifier():
+    if stripped.isidentifier() or _is_builtin_preset(stripped):
         return _preset_name(stripped, where, lead)
     values: list[float] = []
     position = 0
@@ -115,6 +115,12 @@ def block_weight_values(
     return values
 
 
+def _is_builtin_preset(name: str) -> bool:
+    from mergelang.presets import BUILTIN_PRESETS
+
+    return name in BUILTIN_PRESETS or name.upper() in BUILTIN_PRESETS
+
+
 def _preset_name(name: str, where: _Where, offset: int) -> str:
     from mergelang.presets import BUILTIN_PRESETS
 
@@ -136,10 +142,12 @@ def convert_block_weights(
 ) -> str:
     """The mergelang weights value of a SuperMerger block-weight string: ``[0.5, 1, ...]``
     (the values in SuperMerger's order, which mergelang reads the same way) or a preset
-    name."""
+    name as a recipe writes it (:func:`~mergelang.presets.preset_identifier`)."""
+    from mergelang.presets import preset_identifier
+
     values = block_weight_values(text, path, line, column)
     if isinstance(values, str):
-        return values
+        return preset_identifier(values)
     return "[" + ", ".join(format_number(v) for v in values) + "]"
 
 
@@ -205,11 +213,14 @@ def _entries_of(item: str, where: _Where, offset: int) -> list[ElementalEntry]:
     if negate_pattern:
         elements = elements[1:]
     if not elements:
-        raise where.error(
-            "the entry names no element (a key substring such as attn2)",
-            element_offset,
-            max(len(element_field), 1),
-        )
+        if negate_pattern:
+            raise where.error(
+                "NOT needs the element it excludes (a key substring such as attn2)",
+                element_offset,
+                max(len(element_field), 1),
+            )
+        # a blank ELEMENTS is every key of the blocks (SuperMerger tests "" in key)
+        elements = ["*"]
     if negate_pattern and len(elements) > 1:
         raise where.error(
             "NOT takes one element",

@@ -17,6 +17,14 @@ Keys written by :func:`build_metadata` (every value a string, as the format requ
     of them), ``interp_method``, ``multiplier``, ``save_as_half``, ``custom_name`` (the output
     name), ``config_source``, ``bake_in_vae``, ``discard_weights``, ``is_inpainting``,
     ``is_instruct_pix2pix``.
+    For a merge A1111's checkpoint merger can express (a weighted sum or add difference of
+    input files with one multiplier for every key: :class:`WebuiMerge`), ``interp_method``
+    (``"Weighted sum"`` / ``"Add difference"``), ``multiplier``, ``config_source`` (0, A1111's
+    "A, B or C") and the primary/secondary/tertiary hashes (A, B, C of that merge) hold what
+    A1111 writes; otherwise ``interp_method`` names mergelang's method and the hashes are
+    those of the first three inputs.
+``format``
+    ``"pt"``, as A1111 writes beside its recipe.
 ``sd_merge_models``
     JSON ``{sha256: {"name", "legacy_hash", "sd_merge_recipe"}}`` for every input, where
     ``sd_merge_recipe`` is the input's own recipe (or null): parents' recipes nest. Entries an
@@ -257,20 +265,40 @@ def _merge_models(inputs: Sequence[InputRecord]) -> dict[str, object]:
     return {**ancestors, **direct}
 
 
+WEBUI_METHODS: Mapping[str, str] = {
+    "weighted_sum": "Weighted sum",
+    "add_difference": "Add difference",
+}
+"""mergelang methods A1111's checkpoint merger has, by the ``interp_method`` it writes."""
+
+
+@dataclass(frozen=True)
+class WebuiMerge:
+    """A merge as A1111's checkpoint merger records it: ``interp_method`` (its name of the
+    method), the one ``multiplier`` and the sha256 of models A, B and C (C for add difference
+    only)."""
+
+    interp_method: str
+    multiplier: float
+    model_hashes: tuple[str, ...]
+
+
 def build_metadata(
     *,
     recipe_text: str,
     output_name: str,
     inputs: Sequence[InputRecord],
     extra: Mapping[str, str] | None = None,
+    webui: WebuiMerge | None = None,
 ) -> dict[str, str]:
     """The provenance metadata of one output (see the module docstring for the keys)."""
     options = dict(extra or {})
     variant = options.get("variant", "normal")
     hashes = [record.sha256 for record in inputs]
+    merged = list(webui.model_hashes) if webui is not None else hashes
 
     def nth(index: int) -> str | None:
-        return hashes[index] if index < len(hashes) else None
+        return merged[index] if index < len(merged) else None
 
     bake = options.get("bake_in_vae")
     recipe = {
@@ -280,11 +308,17 @@ def build_metadata(
         "secondary_model_hash": nth(1),
         "tertiary_model_hash": nth(2),
         "model_hashes": hashes,
-        "interp_method": options.get("interp_method", "mergelang"),
-        "multiplier": _number(options.get("multiplier")),
+        "interp_method": (
+            webui.interp_method if webui is not None else options.get("interp_method", "mergelang")
+        ),
+        "multiplier": webui.multiplier if webui is not None else _number(options.get("multiplier")),
         "save_as_half": bool(_flag(options.get("save_as_half"))),
         "custom_name": output_name,
-        "config_source": options.get("config_source"),
+        "config_source": (
+            0
+            if webui is not None and "config_source" not in options
+            else options.get("config_source")
+        ),
         "bake_in_vae": bake if bake else "None",
         "discard_weights": options.get("discard_weights", ""),
         "is_inpainting": variant == "inpainting",
@@ -298,6 +332,7 @@ def build_metadata(
         SD_MERGE_RECIPE: json.dumps(recipe, ensure_ascii=False),
         SD_MERGE_MODELS: json.dumps(_merge_models(inputs), ensure_ascii=False),
         "modelspec.sai_model_spec": MODELSPEC_VERSION,
+        "format": "pt",
     }
     architecture = options.get("architecture")
     if architecture:

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 from mergelang.block_weights import format_number
 from mergelang.lang import ast
+from mergelang.lang.glued_names import glued_text
 from mergelang.lang.parser import parse
+from mergelang.presets import BUILTIN_PRESETS, preset_identifier
 
 __all__ = [
     "format_expr",
@@ -95,6 +97,11 @@ def format_expr(expr: ast.Expr) -> str:
         )
         return f"{expr.func}({args})"
     if isinstance(expr, ast.BinaryOp):
+        glued = glued_text(expr)
+        if glued is not None and glued in BUILTIN_PRESETS:
+            # a bare MBW preset name such as SMOOTHSTEP*2: its identifier spelling, never
+            # spaced out into arithmetic
+            return preset_identifier(glued)
         mine = _PRECEDENCE[expr.op]
         left = format_expr(expr.left)
         if _precedence(expr.left) < mine:

@@ -53,8 +53,10 @@ DTYPE_FLAGS: tuple[str, ...] = tuple(SAVE_DTYPES)
 FORMAT_FLAGS: tuple[str, ...] = tuple(FILE_FORMATS)
 """Merge Board flags that pick the file format (without one, Merge Board writes ``.ckpt``)."""
 
-DEFAULT_DTYPE = "fp32"
-"""The precision a Merge Board line saves in without a flag."""
+DEFAULT_DTYPE: str | None = None
+"""The precision a Merge Board line saves in without a flag: none, so every tensor keeps its
+input precision, as Merge Board does (it halves only with ``fp16``; fp16 inputs give fp16
+files)."""
 
 METHODS = {2: "weighted_sum", 3: "add_difference"}
 """The method a Merge Board line merges with, by its number of models."""
@@ -221,7 +223,8 @@ class MergeBoardLowering:
         save = ast.Save(
             ast.Name(output, span=stmt.output_span),
             ast.String(_template(path), span=stmt.output_span),
-            stmt.dtype or ast.Name(DEFAULT_DTYPE, span=stmt.output_span),
+            stmt.dtype
+            or (None if DEFAULT_DTYPE is None else ast.Name(DEFAULT_DTYPE, span=stmt.output_span)),
             span=stmt.span,
         )
         taken = id(stmt) in self._name_taken

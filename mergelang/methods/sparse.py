@@ -21,7 +21,6 @@ they compute exactly the formula in their docstring, in the order written there.
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 from mergelang.methods.common import as_float32
@@ -31,7 +30,7 @@ from mergelang.methods.registry import method
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["dare", "dare_mask_seed", "kept_count", "ties"]
+__all__ = ["DARE_RESCALE_RULES", "TIES_SIGN_RULES", "dare", "dare_mask_seed", "kept_count", "ties"]
 
 
 def _check_models(name: str, models: tuple[Tensor, ...]) -> None:
@@ -45,13 +44,19 @@ def _check_models(name: str, models: tuple[Tensor, ...]) -> None:
 
 def kept_count(density: float, numel: int) -> int:
     """How many entries of a task vector of ``numel`` elements TIES keeps at ``density``:
-    ``density * numel`` rounded to the nearest integer (halves up), at least 1 and at most
+    ``int(density * numel)`` (rounded down, as mergekit counts), at least 1 and at most
     ``numel`` (0 for an empty tensor)."""
     if not 0 < density <= 1:
         raise ValueError(f"density is in (0, 1], not {density!r}")
     if numel == 0:
         return 0
-    return max(1, min(numel, math.floor(density * numel + 0.5)))
+    return max(1, min(numel, int(density * numel)))
+
+
+TIES_SIGN_RULES: tuple[str, ...] = ("sum", "count")
+"""How ``ties`` elects each element's sign: ``sum`` (the sign of the sum of the trimmed
+deltas: the TIES paper and mergekit) or ``count`` (the sign held by more of the trimmed
+deltas: sd-meh and sd-mecha's default)."""
 
 
 def _trim(delta: Tensor, density: float) -> Tensor:
@@ -103,14 +108,23 @@ def ties(
     *models: FineTuned,
     density: Annotated[Weights, Doc(_DENSITY_DOC), Range(0.0, 1.0, open_minimum=True)],
     alpha: TaskAlpha,
+    sign: Annotated[
+        str,
+        Doc(
+            'how each element\'s sign is elected: "sum" (the sign of the sum of the '
+            'trimmed deltas, as in the TIES paper and mergekit) or "count" (the sign more '
+            "trimmed deltas have, as in sd-meh and sd-mecha)"
+        ),
+    ] = "sum",
 ) -> Tensor:
     """B + alpha * disjoint_mean_i(top_density(X_i - B))
 
     For each model, the task vector ``d_i = X_i - B`` is trimmed: per key, entries whose
     magnitude is below the ``k``-th largest magnitude are set to 0, where
-    ``k = max(1, round(density * numel))`` (halves rounded up); every entry tied with the
-    ``k``-th largest is kept. Per element, the elected sign is ``sign(sum_i t_i)`` of the
-    trimmed deltas ``t_i`` (summed in model order); the merged delta is the mean of the
+    ``k = max(1, int(density * numel))`` (rounded down, as mergekit); every entry tied with
+    the ``k``-th largest is kept. Per element, the elected sign is ``sign(sum_i t_i)`` of the
+    trimmed deltas ``t_i`` (summed in model order), or with ``sign="count"``
+    ``sign(sum_i sign(t_i))``, the sign more of them have; the merged delta is the mean of the
     ``t_i`` whose sign equals the elected sign (the sum of those, divided by their count), 0
     where none does (every ``t_i`` is 0, or the sum is exactly 0). The result is
     ``B + alpha * merged``. With one model and density 1 this is ``B + alpha * (X - B)``,
@@ -119,10 +133,13 @@ def ties(
     import torch
 
     _check_models("ties", models)
+    if sign not in TIES_SIGN_RULES:
+        raise ValueError(f'sign is "sum" or "count", not {sign!r}')
     base = as_float32(base)
     trimmed = [_trim(as_float32(x) - base, density) for x in models]
-    total = trimmed[0].clone()
-    for delta in trimmed[1:]:
+    votes = trimmed if sign == "sum" else [torch.sign(t) for t in trimmed]
+    total = votes[0].clone()
+    for delta in votes[1:]:
         total.add_(delta)
     elected = torch.sign(total)
     agreeing = torch.zeros_like(base)
@@ -137,6 +154,11 @@ def ties(
 
 # ---------------------------------------------------------------------------------------------
 # DARE
+
+DARE_RESCALE_RULES: tuple[str, ...] = ("inverse", "l1")
+"""How ``dare`` scales the kept entries: ``inverse`` (``1 / (1 - drop)``, the DARE paper and
+the Chattiori merger) or ``l1`` (the task vector's L1 norm over its kept part's, mergekit's
+``rescale_norm: l1``)."""
 
 
 def dare_mask_seed(seed: int, key: str, index: int) -> int:
@@ -186,6 +208,14 @@ def dare(
         ),
     ],
     key: str,
+    rescale: Annotated[
+        str,
+        Doc(
+            'how the kept entries are scaled: "inverse" (by 1 / (1 - drop), the DARE '
+            'paper) or "l1" (by |d|_1 / |M d|_1, the L1 norm of the task vector over that '
+            "of its kept part, as mergekit's rescale_norm l1)"
+        ),
+    ] = "inverse",
 ) -> Tensor:
     """B + alpha * mean_i(M_i * (X_i - B) / (1 - drop))
 
@@ -199,13 +229,17 @@ def dare(
     The two factors are float32 numbers multiplied in, not divisions, because a division
     by a number rounds differently on CUDA (it multiplies by the reciprocal) and the
     result must not depend on the device. With drop 0 no mask is drawn and one model gives
-    ``B + alpha * (X - B)``, bit for bit.
+    ``B + alpha * (X - B)``, bit for bit. With ``rescale="l1"`` the factor of each masked
+    delta is ``|X_i - B|_1 / |M_i * (X_i - B)|_1`` (float32 sums, the ratio a float32
+    number; 1 where the kept part is all zeros) instead of ``1 / (1 - drop)``.
     """
     import torch
 
     _check_models("dare", models)
     if not 0 <= drop < 1:
         raise ValueError(f"drop is in [0, 1), not {drop!r}")
+    if rescale not in DARE_RESCALE_RULES:
+        raise ValueError(f'rescale is "inverse" or "l1", not {rescale!r}')
     base = as_float32(base)
     keep = 1.0 - drop
     scale = 1.0 / keep
@@ -214,7 +248,13 @@ def dare(
         delta = as_float32(model) - base
         if drop != 0:
             mask = _keep_mask(seed, key, index, delta, keep)
-            delta = torch.where(mask, delta, 0.0).mul_(scale)
+            kept = torch.where(mask, delta, 0.0)
+            if rescale == "l1":
+                kept_norm = float(kept.abs().sum())
+                factor = float(delta.abs().sum()) / kept_norm if kept_norm != 0 else 1.0
+                delta = kept.mul_(factor)
+            else:
+                delta = kept.mul_(scale)
         total = delta if total is None else total.add_(delta)
     assert total is not None
     merged = total.mul_(1.0 / len(models))

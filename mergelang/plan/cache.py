@@ -46,13 +46,15 @@ from mergelang.io.formats import sniff_format
 from mergelang.io.hashing import LEGACY_LENGTH, LEGACY_OFFSET, FileHashes, range_sha256
 from mergelang.io.metadata import (
     SD_MERGE_MODELS,
+    WEBUI_METHODS,
     InputRecord,
+    WebuiMerge,
     build_metadata,
     metadata_json,
     text_file_name,
 )
 from mergelang.io.writer import check_target
-from mergelang.plan.graph import LoadNode, Node, walk
+from mergelang.plan.graph import LoadNode, MethodNode, Node, walk
 from mergelang.plan.inputs import InputFile, InputHandle, open_cached
 from mergelang.plan.plan import CacheEntry, FileOutput, OutputPlan, Plan
 from mergelang.plan.protected_files import protected_files
@@ -561,7 +563,34 @@ def _metadata(plan: Plan, output: FileOutput) -> dict[str, str]:
         output_name=extra["title"],
         inputs=records,
         extra=extra,
+        webui=_webui_merge(plan, node),
     )
+
+
+_EVERY_KEY = ("mbw", "kohya", "supermerger")
+"""Conventions that merge every key a plain multiplier reaches (A1111 merges them all)."""
+
+
+def _webui_merge(plan: Plan, node: Node) -> WebuiMerge | None:
+    """The merge as A1111 records it, when A1111's merger can express it: weighted_sum or
+    add_difference of input files, with one multiplier for every block and key."""
+    if not isinstance(node, MethodNode) or node.spec.name not in WEBUI_METHODS:
+        return None
+    if set(node.weights) != {"alpha"} or node.numbers or node.convention not in _EVERY_KEY:
+        return None
+    alpha = node.weights["alpha"]
+    values = {alpha.base, *(alpha[block] for block in node.arch.blocks)}
+    if alpha.elemental or len(values) != 1:
+        return None
+    hashes: list[str] = []
+    for child in node.children:
+        if not isinstance(child, LoadNode):
+            return None
+        found = plan.hashes_of(child.handle)
+        if found is None:
+            return None
+        hashes.append(found.sha256)
+    return WebuiMerge(WEBUI_METHODS[node.spec.name], float(alpha.base), tuple(hashes))
 
 
 def _variant(output: FileOutput) -> str:

@@ -1,7 +1,9 @@
 """Named block-weight presets: the MBW table shipped with mergelang, and users' preset files.
 
 A preset is a named block weight vector (usually 25 values, IN00..OUT11, BASE unset). The
-38 presets of Merge Block Weighted ship in ``mbw.tsv`` beside this module. Users keep their
+38 presets of Merge Block Weighted ship in ``mbw.tsv`` beside this module, with BASE as
+SuperMerger's copy of the table gives it where that differs from "unset": ``ALL_B`` sets
+BASE to 1 (MBW's own table has no BASE column; its ``base_alpha`` slider decides). Users keep their
 own files in the same tab-separated form, or as ``NAME: v, v, ...`` / ``NAME = v, ...`` lines
 (the form many SuperMerger users keep); a recipe loads one with ``presets "file.tsv"``, and a
 user preset overrides a built-in one of the same name.
@@ -41,6 +43,7 @@ __all__ = [
     "PresetTable",
     "load_preset_file",
     "parse_preset_text",
+    "preset_identifier",
 ]
 
 PRESET_FILE_CODE = "preset-file"
@@ -291,13 +294,33 @@ def _file_error(path: Path, reason: str) -> RecipeError:
     )
 
 
+_NOT_IN_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def preset_identifier(name: str) -> str:
+    """The spelling of preset ``name`` that a recipe writes as one identifier.
+
+    13 of MBW's presets have ``*``, ``/`` or ``-`` in their names, which a recipe would read
+    as arithmetic (``SMOOTHSTEP*2`` is SMOOTHSTEP times 2). Their identifier spelling writes
+    ``*`` as ``_X``, ``/`` as ``_DIV`` and any other character an identifier cannot hold as
+    ``_``: ``SMOOTHSTEP_X2``, ``R_SMOOTHSTEP_DIV3``, ``REVERSE_SMOOTHSTEP``. A name that is
+    already an identifier is its own spelling.
+    """
+    if _IDENTIFIER.fullmatch(name):
+        return name
+    spelled = _NOT_IN_IDENTIFIER.sub("_", name.replace("*", "_X").replace("/", "_DIV"))
+    return spelled if _IDENTIFIER.fullmatch(spelled) else "_" + spelled
+
+
 def _load_builtin() -> Mapping[str, BlockWeights]:
     text = resources.files(__name__).joinpath("mbw.tsv").read_text(encoding="utf-8")
     return MappingProxyType(parse_preset_text(text, "mergelang/presets/mbw.tsv"))
 
 
 BUILTIN_PRESETS: Mapping[str, BlockWeights] = _load_builtin()
-"""The 38 Merge Block Weighted presets (25 values each, BASE unset), in the table's order."""
+"""The 38 Merge Block Weighted presets (25 values each, BASE unset except ``ALL_B``'s 1, as
+in SuperMerger's table), in the table's order."""
 
 
 class PresetTable:
@@ -317,9 +340,29 @@ class PresetTable:
         )
         self.files: tuple[Path, ...] = tuple(files)
         """The user preset files loaded into this table, in load order."""
+        self._by_spelling: Mapping[str, str] = MappingProxyType(
+            {
+                spelled: name
+                for name in self._presets
+                if (spelled := preset_identifier(name)) != name and spelled not in self._presets
+            }
+        )
 
     def get(self, name: str) -> BlockWeights | None:
-        return self._presets.get(name)
+        """The preset called ``name``, or spelled ``name`` (:func:`preset_identifier`)."""
+        found = self._presets.get(name)
+        if found is None and name in self._by_spelling:
+            found = self._presets[self._by_spelling[name]]
+        return found
+
+    def spelling(self, name: str) -> str:
+        """How a recipe writes the preset called ``name``."""
+        spelled = preset_identifier(name)
+        return spelled if self._by_spelling.get(spelled) == name else name
+
+    def spellings(self) -> list[str]:
+        """Every preset as a recipe writes it, in :meth:`names` order."""
+        return [self.spelling(name) for name in self._presets]
 
     def names(self) -> list[str]:
         """Every preset name: built-ins in table order, then user presets in file order."""
