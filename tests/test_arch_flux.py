@@ -338,20 +338,6 @@ def test_dev_with_schnell_says_what_differs() -> None:
     )
 
 
-def test_bare_file_with_an_all_in_one_file_is_refused(models: Path) -> None:
-    recipe = _recipe(
-        models,
-        'model a = "a.safetensors"\nmodel b = "bare.safetensors"\n'
-        'save weighted_sum(a, b, alpha=0.5) to "out.safetensors"\n',
-    )
-    with pytest.raises(RecipeError) as info:
-        mergelang.plan(recipe, cache_dir=models / "cache")
-    (diag,) = info.value.diagnostics
-    assert diag.code == "architecture-mismatch" and diag.line == 3
-    assert "b holds the Flux transformer alone with bare key names" in diag.message
-    assert not (models / "out.safetensors").exists()
-
-
 def test_two_bare_files_merge(models: Path, tmp_path: Path) -> None:
     make_checkpoint(tmp_path / "c.safetensors", "flux-dev", scale=SCALE, seed=7, bare=True)
     recipe = _recipe(

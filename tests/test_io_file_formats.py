@@ -101,6 +101,7 @@ def test_every_reader_of_save_choices_reads_the_table() -> None:
         "schedule": ("keep", "drop"),
         "position_ids": ("keep", "reset"),
         "format": ("safetensors", "ckpt", "gguf"),
+        "layout": ("all_in_one", "bare"),
         "vae": (),
     }
     assert (

@@ -22,6 +22,12 @@ inputs) a :class:`KeyPlan` says what the output gets:
 
 Any other difference in shape, and inputs of different architectures, are errors naming the
 key, the files and their shapes (or architectures).
+
+Keys are planned under the architecture's all-in-one names: a diffusion-only file's bare
+denoiser keys (``double_blocks.0.img_attn.qkv.weight``) are read as their prefixed names
+(:func:`~mergelang.arch.layout.canonical_names`), so a bare file lines up with an all-in-one
+checkpoint; the components it lacks (text encoders, VAE) are ``copy`` keys of the inputs that
+have them.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from typing import Literal
 from mergelang.arch.architecture import Architecture, get_architecture
 from mergelang.arch.conventions import DEFAULT_CONVENTION, Convention, get_convention
 from mergelang.arch.detect import Detected, detect
+from mergelang.arch.layout import canonical_names
 from mergelang.errors import CheckpointError
 
 Action = Literal["merge", "copy", "merge_channels", "skip_merge"]
@@ -121,7 +128,8 @@ def align(
     detected = tuple(detect(table, path=path) for path, table in zip(paths, tables, strict=True))
     target = get_architecture(arch) if arch is not None else detected[0].arch
     _check_architectures(paths, detected, target, explicit=arch is not None)
-    plans = align_tables(paths, tables, target, convention=conv)
+    canonical = [_canonical(target, table) for table in tables]
+    plans = align_tables(paths, canonical, target, convention=conv)
     return Alignment(target, conv, paths, detected, plans)
 
 
@@ -138,7 +146,6 @@ def align_tables(
     errors. The planner uses this for intermediate results, whose architecture is settled.
     """
     conv = get_convention(convention)
-    _check_layouts(labels, tables, arch)
     union: dict[str, None] = {}
     for table in tables:
         union.update(dict.fromkeys(table))
@@ -169,33 +176,13 @@ def align_tables(
     return tuple(plans)
 
 
-def _check_layouts(
-    labels: Sequence[str], tables: Sequence[Mapping[str, tuple[int, ...]]], arch: Architecture
-) -> None:
-    """Refuse to merge a diffusion-only file whose denoiser keys are bare (no prefix) with a
-    file that prefixes them: their key names do not line up, and merging them key by key
-    would give an output with both sets, unmerged."""
-    denoiser = arch.denoiser
-    bare: list[int] = []
-    prefixed: list[int] = []
-    for index, table in enumerate(tables):
-        for key in table:
-            if key.startswith(denoiser.prefix):
-                prefixed.append(index)
-                break
-            if denoiser.local(key) is not None:
-                bare.append(index)
-                break
-    if not bare or not prefixed:
-        return
-    first_bare, first_prefixed = labels[bare[0]], labels[prefixed[0]]
-    raise CheckpointError(
-        first_bare if bare[0] > prefixed[0] else first_prefixed,
-        f"{first_bare} holds the {denoiser.title} alone with bare key names and "
-        f"{first_prefixed} holds it under {denoiser.prefix}: their keys do not line up",
-        code="architecture-mismatch",
-        hint="merge files of one layout (all-in-one checkpoints, or diffusion-only files)",
-    )
+def _canonical(arch: Architecture, table: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """``table`` under the architecture's all-in-one key names (a bare file's denoiser keys
+    prefixed), so files of both layouts line up."""
+    names = canonical_names(arch, table)
+    if not names:
+        return table
+    return {names.get(key, key): shape for key, shape in table.items()}
 
 
 def _check_architectures(

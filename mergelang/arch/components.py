@@ -67,7 +67,8 @@ class Component:
     its keys in the layout mergelang writes; ``aliases`` are other prefixes files use for
     the same keys (``cond_stage_model.`` covers SD1's older text-encoder names too).
     ``bare_heads``: first name segments that identify the part's keys saved without any
-    prefix (a U-Net or a Flux transformer shipped on its own).
+    prefix (a U-Net or a Flux transformer shipped on its own); a head may be a whole key
+    (MMDiT's ``pos_embed``).
     """
 
     name: str
@@ -89,7 +90,7 @@ class Component:
         for alias in self.aliases:
             if key.startswith(alias):
                 return key[len(alias) :]
-        if self.bare_heads and "." in key and key.split(".", 1)[0] in self.bare_heads:
+        if self.bare_heads and key.split(".", 1)[0] in self.bare_heads:
             return key
         return None
 

@@ -13,8 +13,9 @@ Pure Python: no torch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from math import prod
+from typing import Literal
 
 from mergelang.arch.architecture import Architecture, get_architecture
 from mergelang.arch.components import Component, Layout, Shape
@@ -25,19 +26,30 @@ __all__ = [
     "EMA_DECAY_SUFFIX",
     "EMA_NUM_UPDATES_KEY",
     "EMA_NUM_UPDATES_SUFFIX",
+    "FILE_LAYOUTS",
     "SCHEDULE_STEPS",
+    "FileLayout",
     "Layout",
     "Shape",
+    "canonical_names",
     "checkpoint_layout",
     "component_layout",
     "ema_key",
     "ema_layout",
+    "file_layout",
     "key_dtype",
     "optional_keys",
+    "output_name",
     "parameter_count",
     "scaled_width",
     "schedule_layout",
 ]
+
+FileLayout = Literal["all_in_one", "bare"]
+FILE_LAYOUTS: tuple[FileLayout, ...] = ("all_in_one", "bare")
+"""How a file names its keys: ``all_in_one`` puts every component under its prefix
+(``model.diffusion_model.``, ``vae.``, ``text_encoders.``...); ``bare`` holds the denoiser alone
+with unprefixed names (Black Forest Labs' Flux.1 release form, a U-Net shared on its own)."""
 
 SCHEDULE_STEPS = 1000
 EMA_DECAY_SUFFIX = "decay"
@@ -151,3 +163,36 @@ def key_dtype(key: str, float_dtype: str = "F16") -> str:
 def parameter_count(layout: Mapping[str, Shape]) -> int:
     """Number of elements over every tensor of ``layout``."""
     return sum(prod(shape) for shape in layout.values())
+
+
+def file_layout(arch: Architecture, keys: Iterable[str]) -> FileLayout:
+    """Whether a file of ``arch`` with these keys is ``bare`` (denoiser keys without their
+    prefix, and none with it) or ``all_in_one``."""
+    denoiser = arch.denoiser
+    bare = False
+    for key in keys:
+        if key.startswith(denoiser.prefix):
+            return "all_in_one"
+        if not bare and denoiser.local(key) is not None:
+            bare = True
+    return "bare" if bare else "all_in_one"
+
+
+def canonical_names(arch: Architecture, keys: Iterable[str]) -> dict[str, str]:
+    """Each key of a file -> its name in the architecture's all-in-one layout, for the keys
+    whose names differ: a bare file's denoiser keys get the denoiser's prefix. Inputs of both
+    layouts are merged under these names, so their keys line up."""
+    names = list(keys)
+    if file_layout(arch, names) != "bare":
+        return {}
+    denoiser = arch.denoiser
+    return {key: denoiser.prefix + key for key in names if denoiser.local(key) is not None}
+
+
+def output_name(arch: Architecture, key: str, layout: FileLayout) -> str | None:
+    """The name a canonical (all-in-one) key is written under in a file of ``layout``, or
+    ``None`` when that layout has no place for it (a bare file holds the denoiser alone)."""
+    if layout == "all_in_one":
+        return key
+    prefix = arch.denoiser.prefix
+    return key[len(prefix) :] if key.startswith(prefix) else None

@@ -142,8 +142,8 @@ class SaveTarget:
     ``path`` is as written (templates filled), relative to the recipe's folder. ``dtype``
     ``None`` keeps each key's input precision. Defaults: ``ema="drop"``, ``schedule="keep"``,
     ``position_ids="keep"`` (model A's), ``format`` from the extension (``.ckpt``, ``.pt``,
-    ``.pth``: ckpt; anything else: safetensors). ``bindings`` are the loop variables of the
-    iteration that made it.
+    ``.pth``: ckpt; anything else: safetensors), ``layout`` the first input's. ``bindings``
+    are the loop variables of the iteration that made it.
     """
 
     model: ModelExpr
@@ -154,6 +154,7 @@ class SaveTarget:
     position_ids: str = "keep"
     format: str = "safetensors"
     vae: ModelSource | None = None
+    layout: str | None = None
     bindings: tuple[tuple[str, str], ...] = ()
     span: Span = field(default=ast.NO_SPAN, compare=False)
 
@@ -167,6 +168,7 @@ class SaveTarget:
             schedule=self.schedule,
             position_ids=self.position_ids,
             format=self.format,
+            layout=self.layout,
         )
 
 

@@ -52,10 +52,12 @@ SAVE_CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "schedule": ("keep", "drop"),
         "position_ids": ("keep", "reset"),
         "format": tuple(FILE_FORMATS),
+        "layout": ("all_in_one", "bare"),
     }
 )
 """``save ... with KEY=VALUE``: each option with a fixed set of values, and those values
-(the first listed is not always the default: see :class:`SaveOptions`)."""
+(the first listed is not always the default: see :class:`SaveOptions`; ``layout`` unset
+follows the save's first input)."""
 
 
 def listed(names: Iterable[str]) -> str:
@@ -69,7 +71,9 @@ def listed(names: Iterable[str]) -> str:
 @dataclass(frozen=True)
 class SaveOptions:
     """How to store one output. ``dtype`` is a name of :data:`SAVE_DTYPES` or ``None`` (each
-    key keeps its own); the other fields take the values of :data:`SAVE_CHOICES`."""
+    key keeps its own); the other fields take the values of :data:`SAVE_CHOICES`. ``layout``
+    ``None`` names the keys as the save's first input does (see
+    :data:`mergelang.arch.layout.FILE_LAYOUTS`)."""
 
     dtype: str | None = None
     ema: str = "drop"
@@ -77,6 +81,7 @@ class SaveOptions:
     vae: Path | None = None
     position_ids: str = "keep"
     format: str = "safetensors"
+    layout: str | None = None
 
     def __post_init__(self) -> None:
         if self.dtype is not None and self.dtype not in SAVE_DTYPES:
@@ -85,7 +90,7 @@ class SaveOptions:
             )
         for name, choices in SAVE_CHOICES.items():
             value = getattr(self, name)
-            if value not in choices:
+            if value not in choices and not (name == "layout" and value is None):
                 raise UsageError(
                     f"unknown {name} option {value!r}", hint="use " + " or ".join(choices)
                 )

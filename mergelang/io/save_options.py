@@ -16,10 +16,13 @@ Rules:
 - ``ema="drop"`` leaves out keys whose role is ``ema`` (``model_ema.*``);
   ``schedule="drop"`` leaves out the DDPM buffers (``betas``, ``alphas_cumprod``...).
 - ``vae=PATH`` replaces every key of role ``vae`` with the tensor of the same name in the VAE
-  file, whose keys may carry the ``first_stage_model.`` prefix or not. A missing key or a
+  file, whose keys may carry the architecture's VAE prefix (``first_stage_model.``, Flux.1's
+  ``vae.``) or not. A missing key or a
   different shape is an error naming the VAE file and the key. A replaced key keeps the
   model's dtype (then the save dtype applies); a model without VAE keys gets the VAE file's
   ``encoder``/``decoder``/``quant_conv``/``post_quant_conv`` keys added under the prefix.
+- ``layout`` (``all_in_one``, ``bare``) is applied by the planner
+  (:mod:`mergelang.plan.file_layouts`): a bare output keeps the denoiser alone.
 - ``position_ids="reset"`` writes int64 ``0..n-1`` (``arange(77)[None]`` for CLIP) for every
   key ending in ``embeddings.position_ids``, whatever its stored type: this also repairs the
   float ``position_ids`` some merges leave behind.
@@ -93,14 +96,18 @@ class OutputKey:
         return OutputEntry(self.key, self.dtype, self.shape)
 
 
-def _vae_index(vae_header: Mapping[str, TensorMeta]) -> dict[str, str]:
-    """VAE-local name (``encoder.conv_in.weight``) -> key in the VAE file."""
+def _vae_index(vae_header: Mapping[str, TensorMeta], prefix: str = VAE_PREFIX) -> dict[str, str]:
+    """VAE-local name (``encoder.conv_in.weight``) -> key in the VAE file, whose keys may
+    carry the architecture's VAE prefix, SD's ``first_stage_model.`` or none (Flux.1's
+    ``ae.safetensors``)."""
+    known = tuple(dict.fromkeys((prefix, VAE_PREFIX)))
     index: dict[str, str] = {}
+    for start in known:
+        for key in vae_header:
+            if key.startswith(start):
+                index.setdefault(key[len(start) :], key)
     for key in vae_header:
-        if key.startswith(VAE_PREFIX):
-            index[key[len(VAE_PREFIX) :]] = key
-    for key in vae_header:
-        if not key.startswith(VAE_PREFIX):
+        if not key.startswith(known):
             index.setdefault(key, key)
     return index
 
@@ -118,13 +125,17 @@ def output_layout(
     arch: KeyRoles,
     options: SaveOptions,
     vae_header: Mapping[str, TensorMeta] | None,
+    *,
+    vae_prefix: str | None = None,
 ) -> list[OutputKey]:
-    """The output's keys in the model's order (added VAE keys last)."""
+    """The output's keys in the model's order (added VAE keys last). ``vae_prefix`` is the
+    prefix of the architecture's VAE keys (``first_stage_model.``; Flux.1's ``vae.``)."""
+    prefix = VAE_PREFIX if vae_prefix is None else vae_prefix
     vae_name = str(options.vae)
     if options.vae is not None and vae_header is None:
         raise ValueError("output_layout: a VAE file is set but its header was not given")
     vae_meta = vae_header if options.vae is not None else None
-    index = _vae_index(vae_meta) if vae_meta is not None else {}
+    index = _vae_index(vae_meta, prefix) if vae_meta is not None else {}
     layout: list[OutputKey] = []
     has_vae = False
     for key, info in header.items():
@@ -138,7 +149,7 @@ def output_layout(
             continue
         if role == "vae" and vae_meta is not None:
             has_vae = True
-            local = key[len(VAE_PREFIX) :] if key.startswith(VAE_PREFIX) else key
+            local = key[len(prefix) :] if key.startswith(prefix) else key
             source = index.get(local)
             if source is None:
                 raise CheckpointError(
@@ -164,7 +175,7 @@ def output_layout(
     if vae_meta is not None and not has_vae:
         taken = {item.key for item in layout}
         for local, source in index.items():
-            key = VAE_PREFIX + local
+            key = prefix + local
             if local.startswith(VAE_PARTS) and key not in taken:
                 meta = vae_meta[source]
                 dtype = _layout_code(meta.dtype, options, tuple(meta.shape))

@@ -280,6 +280,8 @@ def _output_key(output: FileOutput, keys: dict[int, str]) -> str | None:
             options.position_ids,
             options.format,
             vae,
+            # An explicit layout renames the output's keys; the default follows the inputs.
+            *([] if options.layout is None else [options.layout]),
         ]
     )
     return hashlib.sha256(text.encode()).hexdigest()

@@ -37,6 +37,7 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from mergelang.arch import Detected, detect
+from mergelang.arch.layout import FileLayout
 from mergelang.check.checked_recipe import CheckedRecipe, ModelSource
 from mergelang.errors import CheckpointError, Span
 from mergelang.io.formats import CheckpointFormat, sniff_format_of
@@ -264,9 +265,10 @@ class InputHandle:
     """One input of a plan, shared by every recipe name that refers to the same file.
 
     ``label`` names it in messages (the path as found, or ``<memory:NAME>``); ``header`` maps
-    each key to its :class:`KeyMeta`; ``architecture`` and ``variant`` are what detection
-    found (``None`` for a VAE file). ``source`` is the open file (or the tensors in memory)
-    every read goes through; :meth:`close` closes it.
+    each key (its canonical name, see :attr:`file_keys`) to its :class:`KeyMeta`;
+    ``architecture`` and ``variant`` are what detection found (``None`` for a VAE file).
+    ``source`` is the open file (or the tensors in memory) every read goes through;
+    :meth:`close` closes it.
     """
 
     name: str
@@ -278,6 +280,15 @@ class InputHandle:
     span: Span = field(default=NO_SPAN, repr=False)
     architecture: str | None = None
     variant: str = "normal"
+    layout: FileLayout | None = None
+    """How the file names its keys (``bare`` or ``all_in_one``; ``None`` for a VAE file)."""
+    file_keys: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """Canonical key -> the name the file stores it under, where they differ: ``header``
+    and every plan name a bare file's denoiser keys with the architecture's prefix."""
+
+    def file_key(self, key: str) -> str:
+        """The name ``key`` (a canonical name, as in :attr:`header`) has in the file."""
+        return self.file_keys.get(key, key)
 
     @property
     def label(self) -> str:

@@ -82,6 +82,9 @@ class FileOutput:
     changes: tuple[str, ...] = ()
     """What changed since the earlier output was made (``step 'x' changed``, ``input 'b'
     changed``), when :attr:`replaces`."""
+    notes: tuple[str, ...] = ()
+    """What the plan tells about the output's keys (a bare output leaves the VAE out, a bare
+    input's missing components come from another input: :mod:`mergelang.plan.file_layouts`)."""
 
     @property
     def nbytes(self) -> int:

@@ -26,10 +26,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from mergelang.arch import Architecture, get_architecture
 from mergelang.arch.align import align_tables
+from mergelang.arch.layout import FileLayout, canonical_names, file_layout
 from mergelang.block_weights import BlockWeights, WeightsError
 from mergelang.check.checked_recipe import (
     CheckedRecipe,
@@ -54,9 +56,16 @@ from mergelang.io.hashing import default_cache_dir
 from mergelang.io.locate import ModelLocator
 from mergelang.io.save_options import OutputKey, SaveOptions, output_layout
 from mergelang.methods.registry import get_method
+from mergelang.plan.file_layouts import lay_out
 from mergelang.plan.graph import KeySlot, LinearNode, LoadNode, MethodNode, Node, walk
 from mergelang.plan.input_checks import InputsReport, check_inputs
-from mergelang.plan.inputs import InputHandle, ResolvedInputs, ResolvedSource, resolve_inputs
+from mergelang.plan.inputs import (
+    InputHandle,
+    KeyMeta,
+    ResolvedInputs,
+    ResolvedSource,
+    resolve_inputs,
+)
 from mergelang.plan.plan import (
     CUDA_CHUNK,
     DEFAULT_CHUNK,
@@ -443,8 +452,16 @@ class _Planner:
             self._fill_keys(vae_node)
         options = dataclasses.replace(save.options, vae=vae_path)
         vae_header = None if vae_node is None else vae_node.handle.header
+        vaes = node.arch.components_with("vae")
         try:
-            layout: list[OutputKey] = output_layout(node.keys, node.arch, options, vae_header)
+            layout: list[OutputKey] = output_layout(
+                node.keys,
+                node.arch,
+                options,
+                vae_header,
+                vae_prefix=vaes[0].prefix if vaes else None,
+            )
+            layout, notes = lay_out(node, options, layout, save.path)
         except MergelangError as exc:
             raise self._located(exc, "", save.span) from None
         path = Path(save.path).expanduser()
@@ -466,6 +483,7 @@ class _Planner:
             tuple(layout),
             vae=vae_node,
             name=save.path,
+            notes=notes,
         )
 
 
@@ -479,9 +497,27 @@ def _identity_of(resolved: ResolvedSource) -> str:
 def _handle(
     name: str, resolved: ResolvedSource, architecture: str | None, variant: str
 ) -> InputHandle:
+    """The plan's handle of a resolved input; a model's keys are renamed to the
+    architecture's all-in-one names (:func:`~mergelang.arch.layout.canonical_names`), so
+    every later stage sees one naming whatever the file's layout."""
     if resolved.memory is not None:
         reader = resolved.memory
-        header = {k: reader.info(k) for k in reader.keys()}  # noqa: SIM118
+        stored: Mapping[str, KeyMeta] = {k: reader.info(k) for k in reader.keys()}  # noqa: SIM118
+    else:
+        assert resolved.file is not None
+        stored = resolved.file.metas()
+    layout: FileLayout | None = None
+    file_keys: dict[str, str] = {}
+    header = stored
+    if architecture is not None:
+        arch = get_architecture(architecture)
+        layout = file_layout(arch, stored)
+        renamed = canonical_names(arch, stored)
+        if renamed:
+            header = {renamed.get(k, k): meta for k, meta in stored.items()}
+            file_keys = {new: old for old, new in renamed.items()}
+    if resolved.memory is not None:
+        reader = resolved.memory
         return InputHandle(
             name=name,
             path=None,
@@ -492,6 +528,8 @@ def _handle(
             span=resolved.source.span,
             architecture=architecture,
             variant=variant,
+            layout=layout,
+            file_keys=MappingProxyType(file_keys),
         )
     file = resolved.file
     assert file is not None and resolved.path is not None
@@ -499,12 +537,14 @@ def _handle(
         name=name,
         path=resolved.path,
         format=file.format,
-        header=file.metas(),
+        header=header,
         metadata=file.metadata,
         source=file,
         span=resolved.source.span,
         architecture=architecture,
         variant=variant,
+        layout=layout,
+        file_keys=MappingProxyType(file_keys),
     )
 
 

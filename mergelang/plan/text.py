@@ -157,6 +157,8 @@ class _Renderer:
                 f"  {_shown(output.path, self.base) if output.path else output.name}  "
                 f"({dtype}, {len(output.layout)} keys, {human_bytes(output.nbytes)})  {status}"
             )
+            if isinstance(output, FileOutput):
+                lines += [f"    note: {note}" for note in output.notes]
             if output.status == "up-to-date":
                 continue
             nodes = [output.node] + ([output.vae] if output.vae is not None else [])

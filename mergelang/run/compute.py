@@ -282,7 +282,7 @@ class Evaluator:
             tensors = self._local.tensors = {}
         found = tensors.get((id(handle), key))
         if found is None:
-            found = handle.reader().get(key)
+            found = handle.reader().get(handle.file_key(key))
             tensors[id(handle), key] = found
         return found
 

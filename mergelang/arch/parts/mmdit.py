@@ -20,9 +20,17 @@ from mergelang.arch.parts.widths import linear, scaled_width
 __all__ = ["MMDIT_TOP_LEVEL", "MMDiTConfig"]
 
 MMDIT_TOP_LEVEL: frozenset[str] = frozenset(
-    {"joint_blocks", "x_embedder", "t_embedder", "y_embedder", "context_embedder", "final_layer"}
+    {
+        "pos_embed",
+        "joint_blocks",
+        "x_embedder",
+        "t_embedder",
+        "y_embedder",
+        "context_embedder",
+        "final_layer",
+    }
 )
-"""First name segments of MMDiT keys saved without a prefix."""
+"""First name segments of MMDiT keys saved without a prefix (``pos_embed`` is a whole key)."""
 
 
 @dataclass(frozen=True)
