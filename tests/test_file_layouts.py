@@ -29,15 +29,32 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_checkpoint(folder / "bfl2.safetensors", "flux-dev", scale=SCALE, seed=3, bare=True)
     make_checkpoint(folder / "other.safetensors", "flux-dev", scale=SCALE, seed=4)
     # Black Forest Labs' ae.safetensors: the VAE alone, its keys without a prefix.
-    with SafetensorsReader(folder / "other.safetensors") as source:
-        keys = [k for k in source.keys() if k.startswith("vae.")]  # noqa: SIM118
-        entries = [
-            OutputEntry(k.removeprefix("vae."), "F16", tuple(source.info(k).shape)) for k in keys
-        ]
-        with SafetensorsWriter(folder / "ae.safetensors", entries) as writer:
-            for key in keys:
-                writer.write(key.removeprefix("vae."), source.get(key))
+    _split(folder / "other.safetensors", "vae.", folder / "ae.safetensors")
+    # ComfyUI's separate text-encoder files: the Hugging Face names, no checkpoint prefix.
+    _split(
+        folder / "other.safetensors",
+        "text_encoders.clip_l.transformer.",
+        folder / "clip_l.safetensors",
+    )
+    _split(
+        folder / "other.safetensors",
+        "text_encoders.t5xxl.transformer.",
+        folder / "t5xxl_fp16.safetensors",
+    )
     return folder
+
+
+def _split(source_path: Path, prefix: str, target: Path) -> None:
+    """Write the keys under ``prefix`` of a checkpoint to a file of their own, unprefixed."""
+    with SafetensorsReader(source_path) as source:
+        keys = [k for k in source.keys() if k.startswith(prefix)]  # noqa: SIM118
+        entries = [
+            OutputEntry(k.removeprefix(prefix), source.info(k).dtype, tuple(source.info(k).shape))
+            for k in keys
+        ]
+        with SafetensorsWriter(target, entries) as writer:
+            for key in keys:
+                writer.write(key.removeprefix(prefix), source.get(key))
 
 
 def _recipe(folder: Path, body: str, name: str) -> Path:
@@ -249,3 +266,108 @@ def test_sd3_bare_with_all_in_one(tmp_path: Path) -> None:
             expected = x.float() if x.is_floating_point() else x
         assert torch.equal(out[key], expected), key
     assert merged == len(b)
+
+
+def test_separate_files_make_an_all_in_one_checkpoint_of_a_bare_file(models: Path) -> None:
+    recipe = _recipe(
+        models,
+        'model a = "bfl.safetensors"\n'
+        'save a to "whole.safetensors" with layout=all_in_one, vae="ae.safetensors", '
+        'clip_l="clip_l.safetensors", t5="t5xxl_fp16.safetensors"\n',
+        "whole.merge",
+    )
+    mergelang.run(recipe, cache_dir=models / "cache")
+    a, other = _read(models / "bfl.safetensors"), _read(models / "other.safetensors")
+    out = _read(models / "whole.safetensors")
+    assert set(out) == set(other) and len(out) == 1440
+    for key, value in out.items():
+        if key.startswith(FLUX):
+            assert torch.equal(value, a[key.removeprefix(FLUX)]), key
+        else:  # the VAE and both text encoders come from their own files, which hold other's
+            assert torch.equal(value, other[key]), key
+
+
+def test_a_text_encoder_file_replaces_the_merged_one(models: Path) -> None:
+    recipe = _recipe(
+        models,
+        'model b = "aio.safetensors"\nmodel c = "bfl2.safetensors"\n'
+        'save weighted_sum(b, c, alpha=0.5) to "t5.safetensors" as fp32 '
+        'with t5="t5xxl_fp16.safetensors"\n',
+        "t5.merge",
+    )
+    mergelang.run(recipe, cache_dir=models / "cache")
+    b, c, other = (
+        _read(models / n) for n in ("aio.safetensors", "bfl2.safetensors", "other.safetensors")
+    )
+    out = _read(models / "t5.safetensors")
+    assert list(out) == list(b)
+    t5 = "text_encoders.t5xxl."
+    for key, value in out.items():
+        if key.startswith(t5):
+            assert torch.equal(value, other[key].float()), key
+        elif key.startswith(FLUX):
+            expected = 0.5 * b[key].float() + 0.5 * c[key.removeprefix(FLUX)].float()
+            assert torch.equal(value, expected), key
+        else:
+            y = b[key]
+            assert torch.equal(value, y.float() if y.is_floating_point() else y), key
+
+
+def test_a_text_encoder_the_architecture_lacks_is_located(models: Path) -> None:
+    recipe = _recipe(
+        models,
+        'model b = "aio.safetensors"\nsave b to "g.safetensors" with clip_g="clip_l.safetensors"\n',
+        "clip-g.merge",
+    )
+    with pytest.raises(RecipeError) as info:
+        mergelang.run(recipe, cache_dir=models / "cache")
+    (diag,) = info.value.diagnostics
+    assert (diag.code, diag.line) == ("bad-save-option", 2)
+    assert (
+        diag.message
+        == "g.safetensors: clip_g= bakes in a text encoder Flux.1 dev models do not have"
+    )
+    assert diag.hint == "Flux.1 dev takes clip_l=, t5="
+    assert not (models / "g.safetensors").exists()
+
+
+def test_a_text_encoder_file_of_the_wrong_width_names_the_key(models: Path, tmp_path: Path) -> None:
+    make_checkpoint(tmp_path / "wide.safetensors", "flux-dev", scale=2 * SCALE, seed=5)
+    _split(
+        tmp_path / "wide.safetensors",
+        "text_encoders.t5xxl.transformer.",
+        tmp_path / "t5.safetensors",
+    )
+    recipe = _recipe(
+        models,
+        'model b = "aio.safetensors"\n'
+        f'save b to "w.safetensors" with t5="{tmp_path / "t5.safetensors"}"\n',
+        "wide.merge",
+    )
+    with pytest.raises(RecipeError) as info:
+        mergelang.run(recipe, cache_dir=models / "cache")
+    diag = info.value.diagnostics[0]
+    assert (diag.code, diag.line) == ("component-shape-mismatch", 2)
+    assert "in the text encoder T5-XXL file, but" in diag.message
+    assert not (models / "w.safetensors").exists()
+
+
+def test_a_recipe_of_text_encoder_files_alone_is_a_clear_error(models: Path) -> None:
+    recipe = _recipe(
+        models,
+        'model t = "t5xxl_fp16.safetensors"\nmodel u = "clip_l.safetensors"\n'
+        'save weighted_sum(t, u, alpha=0.5) to "tt.safetensors"\n',
+        "t5-only.merge",
+    )
+    with pytest.raises(RecipeError) as info:
+        mergelang.run(recipe, cache_dir=models / "cache")
+    diags = info.value.diagnostics
+    assert [(d.code, d.line) for d in diags] == [
+        ("unknown-architecture", 1),
+        ("unknown-architecture", 2),
+    ]
+    assert "holds a text encoder T5-XXL on its own" in diags[0].message
+    assert diags[0].hint == (
+        "a text-encoder file is baked into an output with the save's clip_l=, clip_g= or t5= "
+        "option; mergelang merges whole checkpoints (at least the denoiser)"
+    )

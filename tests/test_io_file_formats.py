@@ -103,6 +103,9 @@ def test_every_reader_of_save_choices_reads_the_table() -> None:
         "format": ("safetensors", "ckpt", "gguf"),
         "layout": ("all_in_one", "bare"),
         "vae": (),
+        "clip_l": (),
+        "clip_g": (),
+        "t5": (),
     }
     assert (
         listed(SAVE_DTYPES)

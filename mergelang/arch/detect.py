@@ -272,6 +272,18 @@ def _partial(
     arch = best.arch
     if any(arch.role(normalize_key(arch, key)) in DENOISER_ROLES for key in keys):
         return None
+    encoder = _text_encoder_file(arch, keys)
+    if encoder is not None:
+        return CheckpointError(
+            where,
+            f"not a whole checkpoint: the file holds a {encoder.title} on its own "
+            f"({len(keys)} keys)",
+            code="unknown-architecture",
+            hint=(
+                "a text-encoder file is baked into an output with the save's clip_l=, clip_g= "
+                "or t5= option; mergelang merges whole checkpoints (at least the denoiser)"
+            ),
+        )
     vae = _bare_vae(arch, keys)
     if vae is not None:
         held = f"a VAE on its own (without the {vae.prefix} prefix)"
@@ -290,6 +302,27 @@ def _partial(
             else "mergelang merges whole checkpoints (at least a U-Net)"
         ),
     )
+
+
+TEXT_ENCODER_HEAD = "transformer."
+"""What ComfyUI puts before a text encoder's own names inside a checkpoint; a separate
+text-encoder file (``t5xxl_fp16.safetensors``) has the names without it."""
+
+
+def _text_encoder_file(best: Architecture, keys: Sequence[str]) -> Component | None:
+    """The text-encoder component whose keys, without its prefix (and without ComfyUI's
+    ``transformer.``), are what ``keys`` name: a separate text-encoder file."""
+    if not keys:
+        return None
+    for arch in (best, *architectures()):
+        for comp in arch.components_with("text_encoder"):
+            names = set(comp.spec.layout(1.0))
+            if all(
+                key in names or TEXT_ENCODER_HEAD + key in names or comp.local(key) in names
+                for key in keys
+            ):
+                return comp
+    return None
 
 
 def _bare_vae(best: Architecture, keys: Sequence[str]) -> Component | None:

@@ -155,8 +155,17 @@ class SaveTarget:
     format: str = "safetensors"
     vae: ModelSource | None = None
     layout: str | None = None
+    components: tuple[tuple[str, ModelSource], ...] = ()
+    """Text-encoder files to bake in: (option, file), the option a name of
+    :data:`~mergelang.io.save_choices.COMPONENT_FILES`."""
     bindings: tuple[tuple[str, str], ...] = ()
     span: Span = field(default=ast.NO_SPAN, compare=False)
+
+    @property
+    def baked(self) -> tuple[tuple[str, ModelSource], ...]:
+        """Every file the save bakes in, as (option, file): the VAE first."""
+        vae = () if self.vae is None else (("vae", self.vae),)
+        return vae + self.components
 
     @property
     def options(self) -> SaveOptions:

@@ -23,7 +23,7 @@ from mergelang.check.sink import CheckerSink
 from mergelang.check.values import InvalidValue, ModelValue, describe, did_you_mean, template_text
 from mergelang.errors import BIDI_CONTROLS, Span
 from mergelang.io.file_formats import FILE_FORMATS, format_for_path, implied_format
-from mergelang.io.save_choices import SAVE_CHOICES, listed
+from mergelang.io.save_choices import COMPONENT_FILES, SAVE_CHOICES, listed
 from mergelang.io.save_choices import SAVE_DTYPES as _SAVE_DTYPE_CODES
 from mergelang.lang import ast
 
@@ -32,10 +32,12 @@ __all__ = ["SAVE_DTYPES", "SAVE_OPTIONS", "SaveChecker", "leaves_output_folder"]
 SAVE_DTYPES: tuple[str, ...] = tuple(_SAVE_DTYPE_CODES)
 """What ``save ... as DTYPE`` accepts."""
 
-SAVE_OPTIONS: Mapping[str, tuple[str, ...]] = MappingProxyType({**SAVE_CHOICES, "vae": ()})
-"""``save ... with KEY=VALUE``: the keys and their allowed values (``vae`` takes a path in
-quotes or a declared model's name). The first value listed is not always the default: see
-:class:`SaveTarget`."""
+SAVE_OPTIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {**SAVE_CHOICES, "vae": (), **dict.fromkeys(COMPONENT_FILES, ())}
+)
+"""``save ... with KEY=VALUE``: the keys and their allowed values (``vae`` and the text
+encoders ``clip_l``, ``clip_g``, ``t5`` take a path in quotes or a declared model's name).
+The first value listed is not always the default: see :class:`SaveTarget`."""
 
 
 class SaveChecker:
@@ -98,7 +100,8 @@ class SaveChecker:
         options = self._save_options(stmt, path)
         if model is None or path is None or options is None:
             return
-        chosen, vae = options
+        chosen, files = options
+        vae = files.pop("vae", None)
         if format_for_path(path) is None and not any(o.key == "format" for o in stmt.options):
             self._no_extension(path, chosen["format"], stmt.path.span)
         self._add(
@@ -112,6 +115,7 @@ class SaveChecker:
                 format=chosen["format"],
                 vae=vae,
                 layout=chosen.get("layout"),
+                components=tuple(files.items()),
                 bindings=tuple(
                     (v, template_text(self.scope.loop[v])) for v in self.scope.loop_names
                 ),
@@ -173,10 +177,11 @@ class SaveChecker:
 
     def _save_options(
         self, stmt: ast.Save, path: str | None
-    ) -> tuple[dict[str, str], ModelSource | None] | None:
-        """The ``with`` options by key (``format`` always set), and the VAE to bake in."""
+    ) -> tuple[dict[str, str], dict[str, ModelSource]] | None:
+        """The ``with`` options by key (``format`` always set), and the files to bake in by
+        option (``vae``, ``clip_l``...)."""
         chosen: dict[str, str] = {}
-        vae: ModelSource | None = None
+        files: dict[str, ModelSource] = {}
         seen: dict[str, ast.SaveOption] = {}
         ok = True
         for option in stmt.options:
@@ -200,9 +205,11 @@ class SaveChecker:
                 ok = False
                 continue
             seen[key] = option
-            if key == "vae":
-                vae = self._vae(option)
-                ok = ok and vae is not None
+            if key == "vae" or key in COMPONENT_FILES:
+                found = self._file(option)
+                if found is not None:
+                    files[key] = found
+                ok = ok and found is not None
                 continue
             allowed = SAVE_OPTIONS[key]
             value = option.value
@@ -229,9 +236,11 @@ class SaveChecker:
                 )
                 ok = False
             chosen.setdefault("format", implied)
-        return (chosen, vae) if ok else None
+        return (chosen, files) if ok else None
 
-    def _vae(self, option: ast.SaveOption) -> ModelSource | None:
+    def _file(self, option: ast.SaveOption) -> ModelSource | None:
+        """The file of ``vae=`` or a text encoder's option: a path or a declared model."""
+        key = option.key
         value = option.value
         if isinstance(value, ast.String):
             path = self.expressions.render(value)
@@ -247,15 +256,15 @@ class SaveChecker:
                 value.name, [n for n, b in self.scope.globals.items() if b.kind == "model"]
             )
             self.sink.error(
-                f"vae= takes a path in quotes or a declared model, and '{value.name}' is not a "
+                f"{key}= takes a path in quotes or a declared model, and '{value.name}' is not a "
                 "declared model",
                 value.span,
                 code="bad-save-option",
-                hint=hint or 'write vae="path/to/vae.safetensors"',
+                hint=hint or f'write {key}="path/to/{key}.safetensors"',
             )
             return None
         self.sink.error(
-            "vae= takes a path in quotes or a declared model",
+            f"{key}= takes a path in quotes or a declared model",
             value.span,
             code="bad-save-option",
         )

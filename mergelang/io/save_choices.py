@@ -16,7 +16,15 @@ from types import MappingProxyType
 from mergelang.errors import UsageError
 from mergelang.io.file_formats import FILE_FORMATS, SCALED_FP8_SAFETENSORS, FileFormat
 
-__all__ = ["GGUF_TYPES", "SAVE_CHOICES", "SAVE_DTYPES", "SCALED_FP8", "SaveOptions", "listed"]
+__all__ = [
+    "COMPONENT_FILES",
+    "GGUF_TYPES",
+    "SAVE_CHOICES",
+    "SAVE_DTYPES",
+    "SCALED_FP8",
+    "SaveOptions",
+    "listed",
+]
 
 SAVE_DTYPES: Mapping[str, str] = MappingProxyType(
     {
@@ -58,6 +66,13 @@ SAVE_CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 """``save ... with KEY=VALUE``: each option with a fixed set of values, and those values
 (the first listed is not always the default: see :class:`SaveOptions`; ``layout`` unset
 follows the save's first input)."""
+
+
+COMPONENT_FILES: Mapping[str, str] = MappingProxyType(
+    {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5xxl"}
+)
+"""``save ... with OPTION="file"``: the text-encoder files a save can bake in, each option ->
+the name of the architecture's component it replaces (``vae=`` is the VAE's)."""
 
 
 def listed(names: Iterable[str]) -> str:

@@ -51,13 +51,14 @@ if TYPE_CHECKING:
 __all__ = [
     "OutputKey",
     "SaveOptions",
+    "layout_code",
     "output_layout",
     "output_tensor",
     "reset_position_ids",
     "save_checkpoint",
 ]
 
-Source = Literal["model", "vae", "position_ids"]
+Source = Literal["model", "vae", "component", "position_ids"]
 VAE_PREFIX = "first_stage_model."
 VAE_PARTS = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
 POSITION_IDS_SUFFIX = "embeddings.position_ids"
@@ -74,7 +75,8 @@ class OutputKey:
     """One key of the output: its dtype and shape, and where its data comes from.
 
     ``source_key`` is the key to read from the source when it differs from ``key`` (a VAE
-    file's key without the ``first_stage_model.`` prefix).
+    file's key without the ``first_stage_model.`` prefix). ``component`` names the component
+    whose own file a ``component`` key is read from (a text encoder baked in).
     """
 
     key: str
@@ -82,6 +84,7 @@ class OutputKey:
     shape: tuple[int, ...]
     source: Source
     source_key: str | None = None
+    component: str | None = None
 
     @property
     def read_key(self) -> str:
@@ -118,6 +121,11 @@ def _layout_code(code: str, options: SaveOptions, shape: tuple[int, ...]) -> str
     if options.dtype == SCALED_FP8 and is_float_code(code) and not keeps_precision(shape):
         return "F32"
     return output_code(code, options.dtype_code, shape)
+
+
+def layout_code(code: str, options: SaveOptions, shape: tuple[int, ...]) -> str:
+    """The dtype a key of safetensors dtype ``code`` is laid out with under ``options``."""
+    return _layout_code(code, options, shape)
 
 
 def output_layout(

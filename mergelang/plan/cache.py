@@ -120,7 +120,8 @@ def stored_dtype(node: Node, key: str) -> str:
 
 def _loads(plan: Plan) -> list[LoadNode]:
     loads = [n for n in plan.all_nodes() if isinstance(n, LoadNode)]
-    return loads + [o.vae for o in plan.outputs if o.vae is not None]
+    loads += [o.vae for o in plan.outputs if o.vae is not None]
+    return loads + [n for o in plan.outputs for _, n in o.components]
 
 
 def _input_hashes(plan: Plan, *, hash_inputs: bool) -> dict[str, FileHashes]:
@@ -270,6 +271,12 @@ def _output_key(output: FileOutput, keys: dict[int, str]) -> str | None:
         vae = keys.get(id(output.vae))
         if vae is None:
             return None
+    baked = []
+    for name, node in output.components:
+        found = keys.get(id(node))
+        if found is None:
+            return None
+        baked.append([name, found])
     text = json.dumps(
         [
             __version__,
@@ -282,6 +289,7 @@ def _output_key(output: FileOutput, keys: dict[int, str]) -> str | None:
             vae,
             # An explicit layout renames the output's keys; the default follows the inputs.
             *([] if options.layout is None else [options.layout]),
+            *([] if not baked else [baked]),
         ]
     )
     return hashlib.sha256(text.encode()).hexdigest()

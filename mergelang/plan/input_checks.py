@@ -260,14 +260,15 @@ class _InputsChecker:
     # -- files
 
     def _whole_models(self) -> set[str]:
-        """The models whose architecture is detected: every one but a VAE file declared as
-        a model and used only as a save's ``vae``."""
+        """The models whose architecture is detected: every one but a VAE or text-encoder
+        file declared as a model and used only as a file a save bakes in."""
         used = self._models_in_expressions()
         models = self.checked.models
         declared_vaes = {
-            s.vae.name
+            vae.name
             for s in self.checked.saves
-            if s.vae is not None and models.get(s.vae.name) == s.vae
+            for _, vae in s.baked
+            if models.get(vae.name) == vae
         }
         return {name for name in models if name in used or name not in declared_vaes}
 
@@ -319,12 +320,12 @@ class _InputsChecker:
             if info is not None:
                 self.inputs[name] = info
         for save in self.checked.saves:
-            vae = save.vae
-            if vae is None or models.get(vae.name) == vae or vae.ref in self.vaes:
-                continue
-            info = self._inspect(self.resolved.vaes[vae.ref], vae, whole=False)
-            if info is not None:
-                self.vaes[vae.ref] = info
+            for _, vae in save.baked:
+                if models.get(vae.name) == vae or vae.ref in self.vaes:
+                    continue
+                info = self._inspect(self.resolved.vaes[vae.ref], vae, whole=False)
+                if info is not None:
+                    self.vaes[vae.ref] = info
 
     def _models_in_expressions(self) -> set[str]:
         used: set[str] = set()

@@ -1,7 +1,7 @@
 """The inputs of a recipe, each resolved once: found, opened, sniffed and read.
 
-:func:`resolve_inputs` takes a checked recipe and, for every input model and every VAE file a
-save names by path:
+:func:`resolve_inputs` takes a checked recipe and, for every input model and every VAE or
+text-encoder file a save names by path:
 
 1. finds the file (:class:`~mergelang.io.locate.ModelLocator`: paths relative to the recipe's
    folder, ``--set`` values relative to the working folder, names in the model folders);
@@ -74,6 +74,8 @@ __all__ = [
 
 MemoryInput = Mapping[str, "torch.Tensor"]
 InputFormat: TypeAlias = CheckpointFormat | Literal["memory"]
+FileRole = Literal["model", "VAE", "text encoder"]
+"""What a resolved file is to the recipe: an input model, or a file a save bakes in."""
 Stage = Literal["locate", "open", "header", "load"]
 """Where resolving a source failed: finding its file, opening it (and telling its format),
 reading its safetensors header, or loading its pickle (or its tensors in memory)."""
@@ -326,7 +328,7 @@ class ResolvedSource:
     the open file (or the tensors in memory), or the problem that stopped it and where."""
 
     source: ModelSource
-    role: Literal["model", "VAE"]
+    role: FileRole
     path: Path | None = None
     file: InputFile | None = None
     memory: MemoryReader | None = None
@@ -355,10 +357,10 @@ class ResolvedSource:
 @dataclass(eq=False)
 class ResolvedInputs:
     """Every input of a recipe, resolved once (see the module docstring). ``models`` by
-    name, in declaration order; ``vaes``, the VAE files saves name by path, by that path as
-    written. ``for_run``: pickle files were loaded (the inputs of a plan, not of
-    ``check --inputs``). Closing it closes every file; a plan built from it takes them over
-    instead."""
+    name, in declaration order; ``vaes``, the files saves bake in by path (VAE and text
+    encoder files), by that path as written. ``for_run``: pickle files were loaded (the
+    inputs of a plan, not of ``check --inputs``). Closing it closes every file; a plan built
+    from it takes them over instead."""
 
     models: Mapping[str, ResolvedSource]
     vaes: Mapping[str, ResolvedSource]
@@ -428,10 +430,10 @@ def resolve_inputs(
                 models[name] = resolver.resolve(source, "model")
         vaes: dict[str, ResolvedSource] = {}
         for save in checked.saves:
-            vae = save.vae
-            if vae is None or checked.models.get(vae.name) == vae or vae.ref in vaes:
-                continue
-            vaes[vae.ref] = resolver.resolve(vae, "VAE")
+            for option, vae in save.baked:
+                if checked.models.get(vae.name) == vae or vae.ref in vaes:
+                    continue
+                vaes[vae.ref] = resolver.resolve(vae, "VAE" if option == "vae" else "text encoder")
     except BaseException:
         resolver.close()
         raise
@@ -453,7 +455,7 @@ class _Resolver:
         self.load_pickles = load_pickles
         self.opened: dict[str, InputFile | CheckpointError] = {}
 
-    def resolve(self, source: ModelSource, role: Literal["model", "VAE"]) -> ResolvedSource:
+    def resolve(self, source: ModelSource, role: FileRole) -> ResolvedSource:
         relative = Path.cwd() if source.kind == "variable" else self.checked.base_dir
         try:
             path = self.locator.find(source.ref, relative_to=relative or Path.cwd())

@@ -82,6 +82,8 @@ class FileOutput:
     changes: tuple[str, ...] = ()
     """What changed since the earlier output was made (``step 'x' changed``, ``input 'b'
     changed``), when :attr:`replaces`."""
+    components: tuple[tuple[str, LoadNode], ...] = ()
+    """The text-encoder files baked in: (component name, its file)."""
     notes: tuple[str, ...] = ()
     """What the plan tells about the output's keys (a bare output leaves the VAE out, a bare
     input's missing components come from another input: :mod:`mergelang.plan.file_layouts`)."""
@@ -110,6 +112,7 @@ class MemoryOutput:
     name: str
     save: SaveTarget | None = None
     vae: LoadNode | None = None
+    components: tuple[tuple[str, LoadNode], ...] = ()
 
     status: ClassVar[Literal["memory"]] = "memory"
     path: ClassVar[None] = None
@@ -214,6 +217,7 @@ class Plan:
     def roots(self) -> list[Node]:
         roots = [o.node for o in self.pending]
         roots += [o.vae for o in self.pending if o.vae is not None]
+        roots += [n for o in self.pending for _, n in o.components]
         roots += [e.node for e in self.stores]
         return roots
 

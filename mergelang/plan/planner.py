@@ -56,7 +56,7 @@ from mergelang.io.hashing import default_cache_dir
 from mergelang.io.locate import ModelLocator
 from mergelang.io.save_options import OutputKey, SaveOptions, output_layout
 from mergelang.methods.registry import get_method
-from mergelang.plan.file_layouts import lay_out
+from mergelang.plan.file_layouts import bake_components, baked_component, lay_out
 from mergelang.plan.graph import KeySlot, LinearNode, LoadNode, MethodNode, Node, walk
 from mergelang.plan.input_checks import InputsReport, check_inputs
 from mergelang.plan.inputs import (
@@ -214,6 +214,7 @@ class _Planner:
         self._open_handles(inputs, report)
         outputs = self._outputs()
         finished = [o.node for o in outputs] + [o.vae for o in outputs if o.vae is not None]
+        finished += [n for o in outputs for _, n in o.components]
         for node in walk(finished):
             node.seal()
         workers = self.options.workers or _default_workers(self.options.device)
@@ -431,12 +432,22 @@ class _Planner:
                 save = dataclasses.replace(save, dtype=self.options.dtype)
             output = self._save_output(save)
             return MemoryOutput(
-                output.node, output.options, output.layout, output.name, save, output.vae
+                output.node,
+                output.options,
+                output.layout,
+                output.name,
+                save,
+                output.vae,
+                output.components,
             )
         ref: ModelExpr = InputRef(target) if target in self.checked.models else StepRef(target)
         node = self.node_of(ref)
         options = SaveOptions(dtype=self.options.dtype, ema="keep")
         layout = output_layout(node.keys, node.arch, options, None)
+        try:
+            layout, _ = lay_out(node, options, layout, target)
+        except MergelangError as exc:
+            raise self._located(exc, "", node.span) from None
         return MemoryOutput(node, options, tuple(layout), target)
 
     def _save_output(self, save: SaveTarget) -> FileOutput:
@@ -453,6 +464,7 @@ class _Planner:
         options = dataclasses.replace(save.options, vae=vae_path)
         vae_header = None if vae_node is None else vae_node.handle.header
         vaes = node.arch.components_with("vae")
+        components: list[tuple[str, LoadNode]] = []
         try:
             layout: list[OutputKey] = output_layout(
                 node.keys,
@@ -461,7 +473,22 @@ class _Planner:
                 vae_header,
                 vae_prefix=vaes[0].prefix if vaes else None,
             )
-            layout, notes = lay_out(node, options, layout, save.path)
+            files = []
+            for option, source in save.components:
+                comp = baked_component(node.arch, option, save.path)
+                found = self.handles.get(source.name) or self.handles.get(f"vae:{source.ref}")
+                if found is None:
+                    raise self._fail(
+                        f"the {option} file was not found", "model-not-found", save.span
+                    )
+                baked = LoadNode(found, node.arch)
+                self._fill_keys(baked)
+                components.append((comp.name, baked))
+                files.append((comp, found.header, found.label))
+            layout = bake_components(node.arch, layout, files, options)
+            layout, notes = lay_out(node, options, layout, save.path, baked=bool(files))
+        except RecipeError:
+            raise
         except MergelangError as exc:
             raise self._located(exc, "", save.span) from None
         path = Path(save.path).expanduser()
@@ -484,6 +511,7 @@ class _Planner:
             vae=vae_node,
             name=save.path,
             notes=notes,
+            components=tuple(components),
         )
 
 

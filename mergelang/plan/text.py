@@ -162,6 +162,7 @@ class _Renderer:
             if output.status == "up-to-date":
                 continue
             nodes = [output.node] + ([output.vae] if output.vae is not None else [])
+            nodes += [n for _, n in output.components]
             for index, node in enumerate(nodes):
                 self.tree(node, "  ", index == len(nodes) - 1, lines)
         lines.append("")

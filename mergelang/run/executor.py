@@ -440,6 +440,8 @@ def _source_node(output: OutputPlan, item: OutputKey) -> Node | None:
     if item.source == "vae":
         assert output.vae is not None
         return output.vae
+    if item.source == "component":
+        return next(n for name, n in output.components if name == item.component)
     return output.node
 
 
