@@ -14,7 +14,7 @@ from mergelang.arch.layout import canonical_names, checkpoint_layout, file_layou
 from mergelang.errors import RecipeError
 from mergelang.io.readers import SafetensorsReader
 from mergelang.io.writer import OutputEntry, SafetensorsWriter
-from mergelang.plan.text import render_plan
+from mergelang.plan.text import plan_json, render_plan
 from mergelang.testing import make_checkpoint
 
 SCALE = 1 / 64
@@ -133,6 +133,15 @@ def test_all_in_one_first_takes_the_missing_components_from_it(models: Path) -> 
         "ba.merge",
     )
     text = _plan_text(recipe, models / "cache")
+    made = mergelang.plan(recipe, cache_dir=models / "cache")
+    try:
+        (output,) = plan_json(made)["outputs"]  # type: ignore[misc]
+    finally:
+        made.close()
+    assert output["notes"] == [
+        "'a' holds the Flux transformer alone: the VAE, text encoder CLIP ViT-L/14 and text "
+        "encoder T5-XXL are taken unmerged from the first input that has them ('b')"
+    ]
     assert (
         "note: 'a' holds the Flux transformer alone: the VAE, text encoder CLIP ViT-L/14 and "
         "text encoder T5-XXL are taken unmerged from the first input that has them ('b')"

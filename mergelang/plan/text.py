@@ -259,6 +259,7 @@ def plan_json(plan: Plan) -> dict[str, object]:
             "keys": len(o.layout),
             "bytes": o.nbytes,
             "key": o.key,
+            "notes": list(o.notes) if isinstance(o, FileOutput) else [],
         }
         for o in plan.outputs
     ]
