@@ -380,3 +380,34 @@ def test_a_recipe_of_text_encoder_files_alone_is_a_clear_error(models: Path) -> 
         "a text-encoder file is baked into an output with the save's clip_l=, clip_g= or t5= "
         "option; mergelang merges whole checkpoints (at least the denoiser)"
     )
+
+
+def test_sd3_text_encoder_files_bake_into_a_bare_mmdit(tmp_path: Path) -> None:
+    make_checkpoint(tmp_path / "mmdit.safetensors", "sd3-medium", scale=SCALE, seed=1, bare=True)
+    make_checkpoint(tmp_path / "full.safetensors", "sd3-medium", scale=SCALE, seed=3)
+    for name, prefix in (
+        ("clip_l", "text_encoders.clip_l.transformer."),
+        ("clip_g", "text_encoders.clip_g.transformer."),
+        ("t5xxl_fp16", "text_encoders.t5xxl.transformer."),
+        ("vae", "first_stage_model."),
+    ):
+        _split(tmp_path / "full.safetensors", prefix, tmp_path / f"{name}.safetensors")
+    recipe = _recipe(
+        tmp_path,
+        'model m = "mmdit.safetensors"\n'
+        'save m to "out.safetensors" with layout=all_in_one, vae="vae.safetensors", '
+        'clip_l="clip_l.safetensors", clip_g="clip_g.safetensors", t5="t5xxl_fp16.safetensors"\n',
+        "sd3-bake.merge",
+    )
+    mergelang.run(recipe, cache_dir=tmp_path / "cache")
+    m, full = _read(tmp_path / "mmdit.safetensors"), _read(tmp_path / "out.safetensors")
+    reference = _read(tmp_path / "full.safetensors")
+    # everything but the sampling buffer and the encoders' logit_scale, which the separate
+    # files do not hold (the ComfyUI prefix is above them)
+    left = {k for k in reference if k not in full}
+    assert all(k.endswith("logit_scale") or k == "model.model_sampling.sigmas" for k in left)
+    for key, value in full.items():
+        if key.startswith(FLUX):
+            assert torch.equal(value, m[key.removeprefix(FLUX)]), key
+        else:
+            assert torch.equal(value, reference[key]), key
