@@ -17,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from mergelang.arch.prediction import marker_keys, prediction_of
+from mergelang.testing import make_checkpoint
 from tests.run_helpers import (
     SCALE,
     assert_same_tensors,
@@ -27,7 +28,6 @@ from tests.run_helpers import (
     weighted_sum,
     write_recipe,
 )
-from mergelang.testing import make_checkpoint
 
 
 def _with_markers(source: Path, target: Path, markers: tuple[str, ...]) -> Path:
@@ -86,9 +86,7 @@ def test_prediction_of_reads_markers_then_metadata() -> None:
 
 
 @pytest.mark.parametrize("verb", ["check", "run"])
-def test_eps_with_v_is_a_located_error_naming_both(
-    models: Path, tmp_path: Path, verb: str
-) -> None:
+def test_eps_with_v_is_a_located_error_naming_both(models: Path, tmp_path: Path, verb: str) -> None:
     recipe = _recipe(tmp_path, models, "eps_a", "vpred")
     code, _, err = run_cli(tmp_path, verb, str(recipe))
     assert code == 1, err
