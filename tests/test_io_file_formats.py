@@ -102,6 +102,7 @@ def test_every_reader_of_save_choices_reads_the_table() -> None:
         "position_ids": ("keep", "reset"),
         "format": ("safetensors", "ckpt", "gguf"),
         "layout": ("all_in_one", "bare"),
+        "prediction": ("auto", "eps", "v", "v_ztsnr"),
         "vae": (),
         "clip_l": (),
         "clip_g": (),

@@ -158,6 +158,7 @@ class SaveTarget:
     components: tuple[tuple[str, ModelSource], ...] = ()
     """Text-encoder files to bake in: (option, file), the option a name of
     :data:`~mergelang.io.save_choices.COMPONENT_FILES`."""
+    prediction: str = "auto"
     bindings: tuple[tuple[str, str], ...] = ()
     span: Span = field(default=ast.NO_SPAN, compare=False)
 
@@ -178,6 +179,7 @@ class SaveTarget:
             position_ids=self.position_ids,
             format=self.format,
             layout=self.layout,
+            prediction=self.prediction,
         )
 
 

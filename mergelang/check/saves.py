@@ -116,6 +116,7 @@ class SaveChecker:
                 vae=vae,
                 layout=chosen.get("layout"),
                 components=tuple(files.items()),
+                prediction=chosen.get("prediction", "auto"),
                 bindings=tuple(
                     (v, template_text(self.scope.loop[v])) for v in self.scope.loop_names
                 ),

@@ -87,6 +87,9 @@ class FileOutput:
     notes: tuple[str, ...] = ()
     """What the plan tells about the output's keys (a bare output leaves the VAE out, a bare
     input's missing components come from another input: :mod:`mergelang.plan.file_layouts`)."""
+    prediction: str | None = None
+    """What the output predicts (``eps``, ``v``, ``v_ztsnr``: :mod:`mergelang.arch.prediction`)
+    for an architecture whose files mark it; ``None`` for the others."""
 
     @property
     def nbytes(self) -> int:
