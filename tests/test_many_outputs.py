@@ -10,11 +10,13 @@ computes on its own.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,10 +30,13 @@ from mergelang.api import load as load_recipe
 from mergelang.api import plan, run
 from mergelang.check.saves import MAX_OUTPUTS
 from mergelang.errors import RecipeError
+from mergelang.io.sinks import SinkTarget
 from mergelang.lang.formatter import format_text
 from mergelang.plan.graph import content_keys, walk
+from mergelang.plan.plan import output_bookkeeping
 from mergelang.plan.staleness import STEPS_KEY
 from mergelang.plan.text import render_plan
+from mergelang.testing import make_checkpoint
 
 __all__ = ["tiny_arch"]  # the fixture, used by name
 
@@ -218,3 +223,79 @@ def test_200_outputs_are_written_under_a_limit_of_64_descriptors(
             x, y = a[key].float(), b[key].float()
             expected = (x * (1 - alpha) + y * alpha).to(a[key].dtype)
             assert torch.allclose(tensor.float(), expected.float(), rtol=0, atol=2e-3), (i, key)
+
+
+# -- memory per output -----------------------------------------------------------------------
+
+PER_OUTPUT_BOUND = 128 << 10
+"""What planning one more output of a sweep may cost. An output's own state is its path,
+options and metadata (a few KB with the recipe recorded twice); its layout is shared with
+every output of the same keys; its step's key table (one dict entry per key, the slots
+shared) is about 40 KB for SD1's 1,131 keys. 1,000 outputs stay under 128 MB."""
+
+
+def sweep(folder: Path, count: int) -> Path:
+    lines = ['model a = "a.safetensors"', 'model b = "b.safetensors"']
+    lines += [
+        f'save weighted_sum(a, b, alpha={i / count}) to "out/o{i}.safetensors"'
+        for i in range(count)
+    ]
+    recipe = folder / f"sweep{count}.merge"
+    recipe.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return recipe
+
+
+def planned_bytes(recipe: Path) -> tuple[int, int]:
+    """Bytes a plan of ``recipe`` holds (tracemalloc, after collection), and its memory
+    estimate."""
+    checked = load_recipe(recipe)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        made = plan(checked)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    estimate = made.working_memory()
+    made.close()
+    return held, estimate
+
+
+def test_planning_an_output_costs_a_bounded_amount_and_the_estimate_counts_it(
+    tmp_path: Path,
+) -> None:
+    make_checkpoint(tmp_path / "a.safetensors", "sd1", seed=1, scale=1 / 80)
+    make_checkpoint(tmp_path / "b.safetensors", "sd1", seed=2, scale=1 / 80)
+    planned_bytes(sweep(tmp_path, 2))  # imports and caches warm
+    few, many = 5, 25
+    held_few, estimate_few = planned_bytes(sweep(tmp_path, few))
+    held_many, estimate_many = planned_bytes(sweep(tmp_path, many))
+    per_output = (held_many - held_few) / (many - few)
+    assert per_output < PER_OUTPUT_BOUND, per_output
+    # The estimate grows by each output's bookkeeping: at least what a sink of its layout
+    # holds, measured here.
+    checked = load_recipe(sweep(tmp_path, 1))
+    made = plan(checked)
+    (output,) = made.pending
+    try:
+        gc.collect()
+        tracemalloc.start()
+        try:
+            sink = output.file_format.open_sink(
+                SinkTarget(
+                    tmp_path / "probe.safetensors",
+                    tuple(item.entry() for item in output.layout),
+                    output.metadata,
+                )
+            )
+            gc.collect()
+            sink_bytes = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        sink.abort()
+    finally:
+        made.close()
+    assert sink_bytes > 100_000  # a real layout: over a thousand keys
+    assert output_bookkeeping(len(output.layout), output.metadata) >= sink_bytes
+    assert (estimate_many - estimate_few) / (many - few) >= sink_bytes
