@@ -299,3 +299,70 @@ def test_planning_an_output_costs_a_bounded_amount_and_the_estimate_counts_it(
     assert sink_bytes > 100_000  # a real layout: over a thousand keys
     assert output_bookkeeping(len(output.layout), output.metadata) >= sink_bytes
     assert (estimate_many - estimate_few) / (many - few) >= sink_bytes
+
+
+# -- the whole-key estimate against the measured peak ---------------------------------------
+
+WIDTH = 4096
+RSS_SCRIPT = textwrap.dedent(
+    """
+    import resource, sys
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[3])
+    from mergelang.arch import register_architecture
+    from tiny_arch import tiny_architecture
+    register_architecture(tiny_architecture(int(sys.argv[2])))
+    from mergelang.api import plan
+    from mergelang.run.executor import execute
+    made = plan(Path(sys.argv[1]), use_cache=False, workers=2)
+    estimate = made.working_memory()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    execute(made)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(estimate, (after - before) * 1024)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "ties(a, b, c, density=0.5, alpha=1)",
+        "dare(smooth_add(ties(a, b, c, density=0.5, alpha=1), b, c), b, c, drop=0.5, alpha=1, "
+        "seed=1)",
+    ],
+    ids=["ties", "ties-smooth_add-dare"],
+)
+def test_the_whole_key_estimate_covers_the_measured_peak(tmp_path: Path, expression: str) -> None:
+    """Two 4096 x 4096 keys a model: the peak is the whole-key evaluation's. The growth of
+    the process's peak resident size over the run is measured, less the input files' bytes
+    (the run maps them, so the pages it reads count in its resident size, but they are the
+    page cache's, not working memory)."""
+    from tiny_arch import tiny_architecture
+
+    from mergelang.arch import register_architecture, unregister_architecture
+
+    register_architecture(tiny_architecture(WIDTH))
+    try:
+        inputs = tiny_models(tmp_path, "a", "b", "c")
+    finally:
+        unregister_architecture("tinynet")
+    recipe = tmp_path / "whole.merge"
+    recipe.write_text(
+        'model a = "a.safetensors"\nmodel b = "b.safetensors"\nmodel c = "c.safetensors"\n'
+        f'x = {expression}\nsave x to "out.safetensors"\n',
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", RSS_SCRIPT, str(recipe), str(WIDTH), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    estimate, grown = (int(v) for v in done.stdout.split())
+    mapped = sum(p.stat().st_size for p in inputs)
+    key = WIDTH * WIDTH * 4
+    assert grown - mapped > 3 * key  # the measurement saw the whole-key evaluation
+    assert grown - mapped <= estimate * 1.1, (estimate / key, (grown - mapped) / key)

@@ -43,33 +43,38 @@ class TinyNet:
         return frozenset()
 
 
-TINY = Architecture(
-    name="tinynet",
-    title="Tiny net",
-    components=(
-        Component(
-            name="transformer",
-            title="transformer",
-            role="transformer",
-            prefix=PREFIX,
-            spec=TinyNet(),
-            bare_heads=frozenset({"tiny_blocks"}),
+def tiny_architecture(width: int = 16) -> Architecture:
+    """:data:`TINY` with ``width`` x ``width`` matrices (a large key for memory tests)."""
+    return Architecture(
+        name="tinynet",
+        title="Tiny net",
+        components=(
+            Component(
+                name="transformer",
+                title="transformer",
+                role="transformer",
+                prefix=PREFIX,
+                spec=TinyNet(width),
+                bare_heads=frozenset({"tiny_blocks"}),
+            ),
         ),
-    ),
-    schemes=(
-        BlockScheme(
-            name="tiny",
-            title="Tiny",
-            blocks=BLOCKS,
-            groups={"T": BLOCKS},
-            vectors=(VectorForm(BLOCKS), VectorForm((BASE, *BLOCKS))),
-            rules=(BlockRule("transformer", ("tiny_blocks", "{n}"), "T{n}"),),
-            vector_doc="2 values are T0, T1; 3 put BASE first",
-            vector_hint="2 values (3 with BASE first)",
+        schemes=(
+            BlockScheme(
+                name="tiny",
+                title="Tiny",
+                blocks=BLOCKS,
+                groups={"T": BLOCKS},
+                vectors=(VectorForm(BLOCKS), VectorForm((BASE, *BLOCKS))),
+                rules=(BlockRule("transformer", ("tiny_blocks", "{n}"), "T{n}"),),
+                vector_doc="2 values are T0, T1; 3 put BASE first",
+                vector_hint="2 values (3 with BASE first)",
+            ),
         ),
-    ),
-    signature=(KeyRule(PREFIX + "tiny_blocks.0.proj.weight", 40.0),),
-)
+        signature=(KeyRule(PREFIX + "tiny_blocks.0.proj.weight", 40.0),),
+    )
+
+
+TINY = tiny_architecture()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from mergelang.check.checked_recipe import CheckedRecipe, SaveTarget
 from mergelang.errors import Diagnostic
 from mergelang.io.file_formats import FileFormat
 from mergelang.io.save_options import OutputKey, SaveOptions
-from mergelang.plan.graph import LoadNode, Node, walk
+from mergelang.plan.graph import LoadNode, MethodNode, Node, walk
 from mergelang.plan.inputs import InputHandle
 
 if TYPE_CHECKING:
@@ -273,7 +273,9 @@ class Plan:
 
         Per worker: one float32 chunk per evaluated node and per output dtype; whole-tensor
         keys (non-elementwise methods, channel merges), evaluated one large key at a time,
-        hold the largest key for each node that needs it; outputs held whole until they are
+        hold the largest key for each operand and result of each node that needs it, and
+        the temporaries the most demanding method declares
+        (:attr:`~mergelang.methods.spec.MethodSpec.temporaries`); outputs held whole until they are
         committed (in-memory results, and files of a format that does not stream, such as
         ``.ckpt``); and each output's bookkeeping (:func:`output_bookkeeping`).
         """
@@ -283,7 +285,13 @@ class Plan:
         per_chunk = (len(needed) + len(self.inputs) + 4) * self.chunk * 4
         whole = [n for n in needed if not n.elementwise]
         largest = max((s.numel for n in needed for s in n.keys.values()), default=0)
+        # Each whole node's operands (float32 copies) and result stay until the key is
+        # written; the kernels run one at a time, so only the largest set of temporaries
+        # (see MethodSpec.temporaries) adds to them, with the result's cast to the output.
         whole_bytes = sum((len(n.children) + 1) * largest * 4 for n in whole)
+        if whole:
+            extra = max((n.spec.temporaries for n in whole if isinstance(n, MethodNode)), default=0)
+            whole_bytes += (extra + 1) * largest * 4
         held = sum(o.nbytes for o in self.pending if not _streams(o))
         bookkeeping = sum(output_bookkeeping(len(o.layout), o.metadata) for o in self.pending)
         bookkeeping += sum(output_bookkeeping(len(e.node.keys), {}) for e in self.stores)
