@@ -1,7 +1,9 @@
 """Running a :class:`~mergelang.plan.plan.Plan`: one streaming pass over the keys.
 
 Every output of the plan (files, cache stores, in-memory results) is opened first: a
-safetensors file gets its whole header and its final size at once. Then each key is a
+safetensors file gets its whole header and its final size at once. When there are more files
+than the descriptor limit leaves room for (:func:`output_batch`), they are opened and
+streamed a batch at a time, each batch's descriptors closed before the next opens. Then each key is a
 :class:`~mergelang.run.compute.KeyTask` run by a small pool of worker threads: it reads the
 key from each input once, computes every node that needs it, and writes it to every output
 that holds it. Torch's kernels and the file reads and writes release the GIL, so the
