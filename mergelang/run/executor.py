@@ -3,10 +3,10 @@
 Every output of the plan (files, cache stores, in-memory results) is opened first: a
 safetensors file gets its whole header and its final size at once. When there are more files
 than the descriptor limit leaves room for (:func:`output_batch`), they are opened and
-streamed a batch at a time, each batch's descriptors closed before the next opens. Then each key is a
-:class:`~mergelang.run.compute.KeyTask` run by a small pool of worker threads: it reads the
-key from each input once, computes every node that needs it, and writes it to every output
-that holds it. Torch's kernels and the file reads and writes release the GIL, so the
+streamed a batch at a time, each batch's descriptors closed before the next opens. Then
+each key is a :class:`~mergelang.run.compute.KeyTask` run by a small pool of worker
+threads: it reads the key from each input once, computes every node that needs it, and
+writes it to every output that holds it. Torch's kernels and the file reads and writes release the GIL, so the
 threads overlap reading, computing and writing. Methods that need statistics over the whole
 model get a pass of their own before, which reads only what they need.
 
