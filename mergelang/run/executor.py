@@ -6,9 +6,10 @@ than the descriptor limit leaves room for (:func:`output_batch`), they are opene
 streamed a batch at a time, each batch's descriptors closed before the next opens. Then
 each key is a :class:`~mergelang.run.compute.KeyTask` run by a small pool of worker
 threads: it reads the key from each input once, computes every node that needs it, and
-writes it to every output that holds it. Torch's kernels and the file reads and writes release the GIL, so the
-threads overlap reading, computing and writing. Methods that need statistics over the whole
-model get a pass of their own before, which reads only what they need.
+writes it to every output that holds it. Torch's kernels and the file reads and writes
+release the GIL, so the threads overlap reading, computing and writing. Methods that need
+statistics over the whole model get a pass of their own before, which reads only what they
+need.
 
 On CPU the workers run torch with one intra-op thread each (restored afterwards): a chunk is
 too small to share out, and torch's own threads waiting on each other at every chunk (worse
