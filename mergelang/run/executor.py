@@ -368,7 +368,8 @@ class _Run:
             if isinstance(owner, FileOutput):
                 assert isinstance(sink, SafetensorsWriter)
                 sink.rewrite_metadata(by_output[id(owner)].metadata)
-                _release(sink)  # reopened at its commit: never every output's file at once
+                if len(self.batches) > 1:
+                    _release(sink)  # reopened at its commit: never every file at once
 
     def commit(self) -> list[OutputResult]:
         self.check_inputs()
