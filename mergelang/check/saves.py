@@ -27,7 +27,13 @@ from mergelang.io.save_choices import COMPONENT_FILES, SAVE_CHOICES, listed
 from mergelang.io.save_choices import SAVE_DTYPES as _SAVE_DTYPE_CODES
 from mergelang.lang import ast
 
-__all__ = ["SAVE_DTYPES", "SAVE_OPTIONS", "SaveChecker", "leaves_output_folder"]
+__all__ = ["MAX_OUTPUTS", "SAVE_DTYPES", "SAVE_OPTIONS", "SaveChecker", "leaves_output_folder"]
+
+MAX_OUTPUTS = 10_000
+"""The most saves a recipe may run, plain ``save`` lines and loop iterations together. Each
+output costs the planner and the run their bookkeeping (its key layout, its header, its
+metadata) however small the model: the limit keeps a generated recipe of thousands of
+``save`` lines from taking gigabytes to plan."""
 
 SAVE_DTYPES: tuple[str, ...] = tuple(_SAVE_DTYPE_CODES)
 """What ``save ... as DTYPE`` accepts."""
@@ -52,8 +58,20 @@ class SaveChecker:
         self.expressions = expressions
         self.saves: list[SaveTarget] = []
         self._paths: dict[str, Span] = {}
+        self._count = 0  # save statements run so far (see MAX_OUTPUTS)
 
     def save(self, stmt: ast.Save) -> None:
+        self._count += 1
+        if self._count > MAX_OUTPUTS:
+            if self._count == MAX_OUTPUTS + 1:
+                self.sink.error(
+                    f"the recipe saves more than {MAX_OUTPUTS} outputs; this is the first "
+                    "save beyond the limit",
+                    stmt.span,
+                    code="too-many-outputs",
+                    hint="split the recipe into several recipes of fewer saves",
+                )
+            return
         value = self.expressions.eval(stmt.value, "model")
         model: ModelValue | None = None
         if isinstance(value, ModelValue):

@@ -262,6 +262,11 @@ class ScaledFp8Sink:
         self._pending.clear()
         self.writer.abort()
 
+    def release(self) -> None:
+        """Close the file's descriptor until it is next needed (see
+        :meth:`~mergelang.io.writer.SafetensorsWriter.release`)."""
+        self.writer.release()
+
 
 def _scale_name(key: str) -> str:
     found = scale_key(key)

@@ -322,14 +322,39 @@ class AtomicFile:
 
     @property
     def fd(self) -> int:
+        """The descriptor; reopened if :meth:`release` closed it."""
         fd = self._state.get("fd")
+        if not isinstance(fd, int) and self._state.get("released") and "temp" in self._state:
+            flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+            try:
+                fd = os.open(self.temp_path, flags)
+            except OSError as exc:
+                raise self.fail(exc, "reopening the temporary file") from None
+            self._state["fd"] = fd
+            del self._state["released"]
         if not isinstance(fd, int):
             raise ValueError(f"{self.path}: the output is already committed or aborted")
         return fd
 
     @property
     def is_open(self) -> bool:
-        return isinstance(self._state.get("fd"), int)
+        """Whether the file is being written (its descriptor open, or released)."""
+        return isinstance(self._state.get("fd"), int) or bool(self._state.get("released"))
+
+    def release(self) -> None:
+        """Close the descriptor until it is next needed (:attr:`fd` reopens the temporary
+        file): a run writing more outputs than it may hold descriptors for writes them a
+        batch at a time. What was written stays in the temporary file, which is still
+        removed on :meth:`abort`."""
+        fd = self._state.get("fd")
+        if not isinstance(fd, int):
+            return
+        self._state["released"] = True
+        del self._state["fd"]
+        try:
+            os.close(fd)
+        except OSError as exc:
+            raise self.fail(exc, "closing the file") from None
 
     def fail(self, exc: OSError, doing: str) -> OutputError:
         """Abort and build the error for an ``OSError`` met while writing."""
@@ -397,6 +422,7 @@ class AtomicFile:
 
     def abort(self) -> None:
         """Remove the temporary file; does nothing the second time or after commit."""
+        self._state.pop("released", None)
         _discard(self._state)
         self._finalizer.detach()
 
@@ -722,6 +748,11 @@ class SafetensorsWriter:
     def abort(self) -> None:
         """Remove the temporary file; safe to call more than once."""
         self._file.abort()
+
+    def release(self) -> None:
+        """Close the file's descriptor until the next write or the commit (see
+        :meth:`AtomicFile.release`)."""
+        self._file.release()
 
     @property
     def committed(self) -> bool:

@@ -239,7 +239,7 @@ def tensor_rows(count: int, alpha: float, beta: float) -> tuple[int, int, bool]:
     return math.floor(count * (alpha + beta - 1)), math.floor(count * beta), False
 
 
-@method("tensor_sum", elementwise=False)
+@method("tensor_sum", elementwise=False, temporaries=1)
 def tensor_sum(
     a: Annotated[Tensor, Doc("model A: every row outside the window")],
     b: Annotated[Tensor, Doc("model B: the rows inside the window")],

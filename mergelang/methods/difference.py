@@ -378,7 +378,7 @@ def _folded_taps(size: int, weights: list[float]) -> list[list[float]]:
     return folded
 
 
-@method("smooth_add", elementwise=False)
+@method("smooth_add", elementwise=False, temporaries=10)
 def smooth_add(
     a: Annotated[Tensor, Doc("model A: the base the smoothed difference is added to")],
     b: DiffSourceB,

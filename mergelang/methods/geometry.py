@@ -111,7 +111,7 @@ def _flat_cosine(x: Tensor, y: Tensor) -> float:
 # slerp
 
 
-@method("slerp", elementwise=False)
+@method("slerp", elementwise=False, temporaries=2)
 def slerp(
     a: ModelAKept,
     b: ModelBTaken,
@@ -161,7 +161,7 @@ def slerp(
 # add_perpendicular
 
 
-@method("add_perpendicular", elementwise=False)
+@method("add_perpendicular", elementwise=False, temporaries=2)
 def add_perpendicular(
     a: Annotated[Tensor, Doc("model A: the base the perpendicular part is added to")],
     b: DiffSourceB,
@@ -197,7 +197,7 @@ def add_perpendicular(
 # extract
 
 
-@method("extract", elementwise=False)
+@method("extract", elementwise=False, temporaries=2)
 def extract(
     a: Annotated[Tensor, Doc("model A: the base the extracted features are added to")],
     b: Annotated[Tensor, Doc("model B: its difference from A is one feature source")],
@@ -403,7 +403,7 @@ def _cosine_alpha_doc(favoured: str) -> Doc:
     )
 
 
-@method("cosine_a", elementwise=False, stats=cosine_a_statistics)
+@method("cosine_a", elementwise=False, stats=cosine_a_statistics, temporaries=1)
 def cosine_a(
     a: CosineA,
     b: CosineB,
@@ -423,7 +423,7 @@ def cosine_a(
     return _cosine_mix(a, b, cosine_a_similarity(a, b), abs(alpha), stats)
 
 
-@method("cosine_b", elementwise=False, stats=cosine_b_statistics)
+@method("cosine_b", elementwise=False, stats=cosine_b_statistics, temporaries=1)
 def cosine_b(
     a: CosineA,
     b: CosineB,

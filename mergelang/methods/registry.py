@@ -39,7 +39,7 @@ from typing import Any, Final, TypeVar
 from mergelang.errors import Diagnostic, MergelangError
 from mergelang.methods.params import REQUIRED, Param, ParamKind, RegistrationError
 from mergelang.methods.signature import read_signature
-from mergelang.methods.spec import MethodSpec
+from mergelang.methods.spec import DEFAULT_TEMPORARIES, MethodSpec
 
 __all__ = [
     "BUILTIN_FAMILIES",
@@ -181,6 +181,7 @@ def method(
     wants_key: bool = False,
     registry: MethodRegistry | None = None,
     params: Sequence[Param] | None = None,
+    temporaries: int | None = None,
 ) -> Callable[[F], F]:
     """Register the decorated kernel as merge method ``name`` (in ``registry``, by default
     the global one) and return the kernel itself.
@@ -233,6 +234,11 @@ def method(
             stats=stats,
             wants_key=wants_key,
             writes_out=writes_out,
+            temporaries=(
+                0
+                if elementwise
+                else (DEFAULT_TEMPORARIES if temporaries is None else max(0, temporaries))
+            ),
         )
         target.register(spec)
         return kernel

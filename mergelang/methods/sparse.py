@@ -96,7 +96,7 @@ FineTuned: TypeAlias = Annotated[
 """The ``*models`` of both sparse methods."""
 
 
-@method("ties", elementwise=False)
+@method("ties", elementwise=False, temporaries=11)
 def ties(
     base: Annotated[
         Tensor,
@@ -180,7 +180,7 @@ def _keep_mask(seed: int, key: str, index: int, like: Tensor, keep: float) -> Te
     return mask.reshape(like.shape).to(like.device)
 
 
-@method("dare", elementwise=False, wants_key=True)
+@method("dare", elementwise=False, wants_key=True, temporaries=3)
 def dare(
     base: Annotated[
         Tensor,

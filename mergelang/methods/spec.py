@@ -32,7 +32,11 @@ from mergelang.methods.signature import KERNEL_EXTRAS
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["MethodSpec"]
+__all__ = ["DEFAULT_TEMPORARIES", "MethodSpec"]
+
+DEFAULT_TEMPORARIES = 4
+"""The full-size float32 temporaries a method that is not elementwise is taken to hold when
+its registration does not say (see :attr:`MethodSpec.temporaries`)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,11 @@ class MethodSpec:
     ``writes_out``: the (elementwise) kernel always writes into ``out``, which
     :meth:`call_kernel` allocates when the caller gives none; false only for kernels
     registered with a ``params=`` list, which take ``out=None`` and handle it themselves.
+    ``temporaries``: how many float32 tensors of a key's full size a kernel that is not
+    elementwise holds at its peak besides its operands and its result (sorted copies,
+    masks, filtered differences); ``plan``'s working-memory estimate counts them. Measured
+    for each built-in method on a 4096 x 4096 key (see ``tests/test_many_outputs.py``);
+    a plugin that does not say is taken to hold :data:`DEFAULT_TEMPORARIES`.
     """
 
     name: str
@@ -63,6 +72,7 @@ class MethodSpec:
     stats: Callable[[], Any] | None = None
     wants_key: bool = False
     writes_out: bool = False
+    temporaries: int = 0
 
     @property
     def formula(self) -> str:

@@ -53,6 +53,7 @@ __all__ = [
     "LoadNode",
     "MethodNode",
     "Node",
+    "content_keys",
     "walk",
 ]
 
@@ -145,12 +146,7 @@ class Node(ABC):
         ``input_keys`` maps a :class:`LoadNode`'s ``id()`` to its input's content hash;
         ``None`` when an input under this node has none (tensors handed over in memory).
         """
-        # Children first, each once, without recursion: a chain of steps is as deep as the
-        # recipe makes it.
-        known: dict[int, str | None] = {}
-        for node in walk([self]):
-            known[id(node)] = node._own_content_key(input_keys, known)
-        return known[id(self)]
+        return content_keys([self], input_keys)[id(self)]
 
     def _own_content_key(
         self, input_keys: Mapping[int, str], known: Mapping[int, str | None]
@@ -308,6 +304,19 @@ class LinearNode(Node):
         if key is None:
             return tuple(w[block] for w in self.weights)
         return tuple(w.value(block, key) for w in self.weights)
+
+
+def content_keys(
+    roots: Iterator[Node] | tuple[Node, ...] | list[Node], input_keys: Mapping[int, str]
+) -> dict[int, str | None]:
+    """:meth:`Node.content_key` of every node reachable from ``roots``, by ``id()``: one
+    walk, children first, each node once and without recursion (a chain of steps is as deep
+    as the recipe makes it, and asking each node of a chain on its own would walk it again
+    for every step)."""
+    known: dict[int, str | None] = {}
+    for node in walk(roots):
+        known[id(node)] = node._own_content_key(input_keys, known)
+    return known
 
 
 def walk(roots: Iterator[Node] | tuple[Node, ...] | list[Node]) -> list[Node]:

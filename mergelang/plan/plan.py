@@ -24,7 +24,7 @@ from mergelang.check.checked_recipe import CheckedRecipe, SaveTarget
 from mergelang.errors import Diagnostic
 from mergelang.io.file_formats import FileFormat
 from mergelang.io.save_options import OutputKey, SaveOptions
-from mergelang.plan.graph import LoadNode, Node, walk
+from mergelang.plan.graph import LoadNode, MethodNode, Node, walk
 from mergelang.plan.inputs import InputHandle
 
 if TYPE_CHECKING:
@@ -33,12 +33,14 @@ if TYPE_CHECKING:
 __all__ = [
     "CUDA_CHUNK",
     "DEFAULT_CHUNK",
+    "OUTPUT_KEY_BYTES",
     "CacheEntry",
     "FileOutput",
     "MemoryOutput",
     "OutputPlan",
     "OutputStatus",
     "Plan",
+    "output_bookkeeping",
 ]
 
 DEFAULT_CHUNK = 1 << 18
@@ -281,9 +283,11 @@ class Plan:
 
         Per worker: one float32 chunk per evaluated node and per output dtype; whole-tensor
         keys (non-elementwise methods, channel merges), evaluated one large key at a time,
-        hold the largest key for each node that needs it; outputs held whole until they are
+        hold the largest key for each operand and result of each node that needs it, and
+        the temporaries the most demanding method declares
+        (:attr:`~mergelang.methods.spec.MethodSpec.temporaries`); outputs held whole until they are
         committed (in-memory results, and files of a format that does not stream, such as
-        ``.ckpt``).
+        ``.ckpt``); and each output's bookkeeping (:func:`output_bookkeeping`).
         """
         if not self.passes:
             return 0
@@ -291,9 +295,37 @@ class Plan:
         per_chunk = (len(needed) + len(self.inputs) + 4) * self.chunk * 4
         whole = [n for n in needed if not n.elementwise]
         largest = max((s.numel for n in needed for s in n.keys.values()), default=0)
+        # Each whole node's operands (float32 copies) and result stay until the key is
+        # written; the kernels run one at a time, so only the largest set of temporaries
+        # (see MethodSpec.temporaries) adds to them, with the result's cast to the output.
         whole_bytes = sum((len(n.children) + 1) * largest * 4 for n in whole)
+        if whole:
+            extra = max((n.spec.temporaries for n in whole if isinstance(n, MethodNode)), default=0)
+            whole_bytes += (extra + 1) * largest * 4
         held = sum(o.nbytes for o in self.pending if not _streams(o))
-        return self.workers * per_chunk + whole_bytes + held
+        bookkeeping = sum(output_bookkeeping(len(o.layout), o.metadata) for o in self.pending)
+        bookkeeping += sum(output_bookkeeping(len(e.node.keys), {}) for e in self.stores)
+        return self.workers * per_chunk + whole_bytes + held + bookkeeping
+
+
+OUTPUT_FIXED_BYTES = 16 << 10
+"""What an output being written holds whatever its keys: its sink, its temporary file's
+name and state, its result record."""
+
+OUTPUT_KEY_BYTES = 640
+"""What an output being written holds per key besides the tensors: the key's entry, its
+line of the header (kept for the in-place rewrite of the metadata), its data offsets and the
+spans written so far, and the key's write target in the run. Measured: a safetensors sink of
+an SD1 layout holds about 380 bytes a key (433 KB for 1,131 keys, 145 KB of it the header);
+a target is about 200 more."""
+
+
+def output_bookkeeping(keys: int, metadata: Mapping[str, str]) -> int:
+    """Estimated bytes one output of ``keys`` keys costs the run besides its tensors (see
+    :data:`OUTPUT_KEY_BYTES`); its metadata counts twice (the values, and the header's JSON
+    of them)."""
+    meta = sum(len(k) + len(v) for k, v in metadata.items())
+    return OUTPUT_FIXED_BYTES + keys * OUTPUT_KEY_BYTES + 2 * meta
 
 
 def _streams(output: OutputPlan) -> bool:

@@ -184,6 +184,10 @@ class _Planner:
         self.handles: dict[str, InputHandle] = {}
         self.by_identity: dict[str, InputHandle] = {}
         self.nodes: dict[str, Node] = {}
+        # Equal key slots and equal output layouts are shared: a sweep of a thousand steps
+        # and saves over one model has one table of each, not a thousand (issue 14, item 16).
+        self._slots: dict[KeySlot, KeySlot] = {}
+        self._layouts: dict[tuple[OutputKey, ...], tuple[OutputKey, ...]] = {}
         self.step_nodes: dict[str, Node] = {}
         self.steps = {s.name: s for s in checked.model_steps}
 
@@ -394,7 +398,12 @@ class _Planner:
             else:
                 dtype = children[p.source].keys[p.key].dtype
                 keys[p.key] = KeySlot(p.shape, dtype, "pass", p.block, p.source)
-        node.keys = keys
+        node.keys = {key: self._slots.setdefault(slot, slot) for key, slot in keys.items()}
+
+    def _shared_layout(self, layout: list[OutputKey]) -> tuple[OutputKey, ...]:
+        """``layout`` as a tuple, the one an earlier output with an equal layout has."""
+        found = tuple(layout)
+        return self._layouts.setdefault(found, found)
 
     # -- outputs
 
@@ -455,7 +464,7 @@ class _Planner:
             layout, _ = lay_out(node, options, layout, target)
         except MergelangError as exc:
             raise self._located(exc, "", node.span) from None
-        return MemoryOutput(node, options, tuple(layout), target)
+        return MemoryOutput(node, options, self._shared_layout(layout), target)
 
     def _save_output(self, save: SaveTarget) -> FileOutput:
         node = self.node_of(save.model)
@@ -517,7 +526,7 @@ class _Planner:
             Path(os.path.abspath(path)),
             node,
             options,
-            tuple(layout),
+            self._shared_layout(layout),
             vae=vae_node,
             name=save.path,
             notes=notes,

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mergelang.io.metadata import INPUTS_KEY, VERSION_KEY
-from mergelang.plan.graph import LoadNode, Node, walk
+from mergelang.plan.graph import LoadNode, Node, content_keys, walk
 from mergelang.plan.plan import FileOutput
 
 __all__ = ["SAVE_KEY", "STEPS_KEY", "changes", "input_name", "save_identity", "step_keys"]
@@ -58,14 +58,15 @@ def step_keys(output: FileOutput, keys: Mapping[int, str]) -> dict[str, str]:
     step under :data:`SAVED` when it is unnamed."""
     found: dict[str, str] = {}
     root = output.node
+    addresses = content_keys([root], keys)
     if not root.names and not isinstance(root, LoadNode):
-        key = root.content_key(keys)
+        key = addresses[id(root)]
         if key is not None:
             found[SAVED] = key
     for node in walk([output.node]):
         if isinstance(node, LoadNode):
             continue
-        key = node.content_key(keys)
+        key = addresses[id(node)]
         if key is None:
             continue
         for name in node.names:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from mergelang.errors import printable
-from mergelang.plan.graph import LoadNode, Node
+from mergelang.plan.graph import LoadNode, MethodNode, Node
 from mergelang.plan.inputs import InputHandle
 from mergelang.plan.plan import FileOutput, Plan, step_numbers
 
@@ -46,14 +46,16 @@ def _shown(path: Path | None, base: Path | None) -> str:
 
 def _whole_tensors(node: Node) -> str:
     """``whole tensors, largest KEY (N values, M with its operands)``: a whole-key method holds
-    each key and its operands at once in float32, so the largest key sets its memory."""
+    each key, its operands, its declared temporaries and the cast result at once in float32
+    (as :meth:`Plan.working_memory` counts them), so the largest key sets its memory."""
     if not node.keys:
         return "whole tensors"
     key, slot = max(node.keys.items(), key=lambda item: item[1].numel)
-    held = (len(node.children) + 1) * slot.numel * 4
+    temporaries = node.spec.temporaries if isinstance(node, MethodNode) else 0
+    held = (len(node.children) + 1 + temporaries + 1) * slot.numel * 4
     return (
         f"whole tensors, largest {printable(key)} ({_count(slot.numel)} values, "
-        f"{human_bytes(held)} with its operands in float32)"
+        f"{human_bytes(held)} with its operands and temporaries in float32)"
     )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -296,26 +296,56 @@ class Evaluator:
     def value(self, node: Node, key: str, chunk: Chunk) -> torch.Tensor:
         """``node``'s value at ``key`` in ``chunk``: elements ``lo:hi`` flattened, or (whole
         chunks) the tensor of the key's shape. Inputs come back in their own dtype (a view of
-        the file when possible), computed values in float32."""
-        memo_key = (id(node), key)
-        found = chunk.memo.get(memo_key)
+        the file when possible), computed values in float32.
+
+        Evaluated with an explicit stack, never by recursion: a chain of steps is as deep as
+        the recipe makes it. Children are evaluated before their node, left to right, each
+        completely before the next (the order a recursive walk would take), so the
+        computations, the finiteness checks and the errors they raise come in the same
+        order."""
+        memo = chunk.memo
+        found = memo.get((id(node), key))
         if found is not None:
             return found
+        stack = [node]
+        while stack:
+            current = stack[-1]
+            if (id(current), key) in memo:
+                stack.pop()
+                continue
+            missing = next(
+                (c for c in self._depends(current, key) if (id(c), key) not in memo), None
+            )
+            if missing is not None:
+                stack.append(missing)
+                continue
+            memo[id(current), key] = self._evaluate(current, key, chunk)
+            stack.pop()
+        return memo[id(node), key]
+
+    def _depends(self, node: Node, key: str) -> Sequence[Node]:
+        """The children whose values at ``key`` :meth:`_evaluate` uses, in order."""
+        if self._source(node) is not None:
+            return ()
+        slot = node.keys[key]
+        if slot.action == "pass":
+            return (node.children[slot.source],)
+        return node.children
+
+    def _evaluate(self, node: Node, key: str, chunk: Chunk) -> torch.Tensor:
+        """``node``'s value once the values of :meth:`_depends` are in ``chunk.memo``."""
         slot = node.keys[key]
         source = self._source(node)
         if source is not None:
             result = self._read(source, key)
-            result = result if chunk.whole else result.reshape(-1)[chunk.lo : chunk.hi]
-        elif slot.action == "pass":
-            result = self.value(node.children[slot.source], key, chunk)
-        elif slot.action == "channels":
-            result = self._channels(node, key, slot, chunk)
-        else:
-            operands = self.operands(node, key, chunk)
-            out = None if chunk.whole else self._arena().take(chunk.hi - chunk.lo)
-            result = self.formula(node, key, slot, operands, out)
-        chunk.memo[memo_key] = result
-        return result
+            return result if chunk.whole else result.reshape(-1)[chunk.lo : chunk.hi]
+        if slot.action == "pass":
+            return chunk.memo[id(node.children[slot.source]), key]
+        if slot.action == "channels":
+            return self._channels(node, key, slot, chunk)
+        operands = self.operands(node, key, chunk)
+        out = None if chunk.whole else self._arena().take(chunk.hi - chunk.lo)
+        return self.formula(node, key, slot, operands, out)
 
     def operands(self, node: Node, key: str, chunk: Chunk) -> list[torch.Tensor]:
         """The float32 values of ``node``'s children at ``key``; values read from a file are

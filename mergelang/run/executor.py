@@ -1,12 +1,15 @@
 """Running a :class:`~mergelang.plan.plan.Plan`: one streaming pass over the keys.
 
 Every output of the plan (files, cache stores, in-memory results) is opened first: a
-safetensors file gets its whole header and its final size at once. Then each key is a
-:class:`~mergelang.run.compute.KeyTask` run by a small pool of worker threads: it reads the
-key from each input once, computes every node that needs it, and writes it to every output
-that holds it. Torch's kernels and the file reads and writes release the GIL, so the
-threads overlap reading, computing and writing. Methods that need statistics over the whole
-model get a pass of their own before, which reads only what they need.
+safetensors file gets its whole header and its final size at once. When there are more files
+than the descriptor limit leaves room for (:func:`output_batch`), they are opened and
+streamed a batch at a time, each batch's descriptors closed before the next opens. Then
+each key is a :class:`~mergelang.run.compute.KeyTask` run by a small pool of worker
+threads: it reads the key from each input once, computes every node that needs it, and
+writes it to every output that holds it. Torch's kernels and the file reads and writes
+release the GIL, so the threads overlap reading, computing and writing. Methods that need
+statistics over the whole model get a pass of their own before, which reads only what they
+need.
 
 On CPU the workers run torch with one intra-op thread each (restored afterwards): a chunk is
 too small to share out, and torch's own threads waiting on each other at every chunk (worse
@@ -32,6 +35,7 @@ changed: what happened to each output is in the :class:`RunResult`.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections import deque
@@ -136,12 +140,24 @@ class _Run:
         self.made_meanwhile: set[int] = set()
         """``id()`` of the outputs another run made, the same, while this one ran."""
         self.hashing = _Hashing(plan)
+        self.protected = protected_files(plan, cache_hits=True)
+        self.batches: list[list[OutputPlan | CacheEntry]] = []
+        self.opened: list[tuple[Sink, OutputPlan | CacheEntry]] = []
 
     # -- sinks
 
-    def open_sinks(self) -> None:
-        protected = protected_files(self.plan, cache_hits=True)
-        for entry in self.plan.stores:
+    def openers(self) -> list[tuple[OutputPlan | CacheEntry, bool]]:
+        """What the run writes, in order: each cache store and pending output, and whether it
+        is a file (a file holds a descriptor while it is written; see :func:`output_batch`)."""
+        found: list[tuple[OutputPlan | CacheEntry, bool]] = [(e, True) for e in self.plan.stores]
+        found += [(o, isinstance(o, FileOutput)) for o in self.plan.pending]
+        return found
+
+    def open_sink(self, owner: OutputPlan | CacheEntry) -> Sink | None:
+        """Open ``owner``'s sink (its stale partials removed first) and add it to
+        :attr:`sinks`; ``None`` when another run made the same output meanwhile."""
+        if isinstance(owner, CacheEntry):
+            entry = owner
             assert entry.path is not None and entry.key is not None
             self.removed += remove_stale_partials(entry.path)
             entries = tuple(
@@ -154,28 +170,32 @@ class _Run:
                 "mergelang.step": entry.node.describe()[:2000],
             }
             target = SinkTarget(entry.path, entries, meta, overwrite=True)
-            self.sinks.append((FILE_FORMATS[CACHE_FORMAT].open_sink(target), entry))
-        for output in self.plan.pending:
-            entries = tuple(item.entry() for item in output.layout)
-            if isinstance(output, MemoryOutput):
-                self.sinks.append((MemorySink(entries), output))
-                continue
-            self.removed += remove_stale_partials(output.path)
-            target = SinkTarget(
-                output.path,
-                entries,
-                output.metadata,
-                overwrite=self.plan.force or output.replaces,
-                protected=tuple(protected),
-            )
-            try:
-                sink = output.file_format.open_sink(target)
-            except OutputError as exc:
-                if not _made_meanwhile(output, exc):
-                    raise
-                self.made_meanwhile.add(id(output))
-                continue
-            self.sinks.append((sink, output))
+            store = FILE_FORMATS[CACHE_FORMAT].open_sink(target)
+            self.sinks.append((store, entry))
+            return store
+        output = owner
+        entries = tuple(item.entry() for item in output.layout)
+        if isinstance(output, MemoryOutput):
+            memory = MemorySink(entries)
+            self.sinks.append((memory, output))
+            return memory
+        self.removed += remove_stale_partials(output.path)
+        target = SinkTarget(
+            output.path,
+            entries,
+            output.metadata,
+            overwrite=self.plan.force or output.replaces,
+            protected=tuple(self.protected),
+        )
+        try:
+            sink = output.file_format.open_sink(target)
+        except OutputError as exc:
+            if not _made_meanwhile(output, exc):
+                raise
+            self.made_meanwhile.add(id(output))
+            return None
+        self.sinks.append((sink, output))
+        return sink
 
     def clamped_warnings(self, evaluator: Evaluator) -> list[Diagnostic]:
         """A warning for each fp8 output some of whose values were clamped to its range."""
@@ -193,9 +213,11 @@ class _Run:
 
     # -- tasks
 
-    def tasks(self, evaluator: Evaluator) -> list[KeyTask]:
+    def tasks(
+        self, evaluator: Evaluator, sinks: list[tuple[Sink, OutputPlan | CacheEntry]]
+    ) -> list[KeyTask]:
         found: dict[tuple[str, tuple[int, ...]], KeyTask] = {}
-        for sink, owner in self.sinks:
+        for sink, owner in sinks:
             items: list[tuple[OutputKey, Node | None]]
             if isinstance(owner, CacheEntry):
                 node = owner.node
@@ -246,16 +268,44 @@ class _Run:
             found[id(node)] = collector
         return found
 
+    def plan_batches(self) -> None:
+        """Cut the outputs into :attr:`batches` (see :meth:`merge`) and open the first."""
+        self.batches = _batches(self.openers(), output_batch())
+        self.opened = self.open_batch(self.batches[0])
+
+    def open_batch(
+        self, batch: list[OutputPlan | CacheEntry]
+    ) -> list[tuple[Sink, OutputPlan | CacheEntry]]:
+        opened: list[tuple[Sink, OutputPlan | CacheEntry]] = []
+        for owner in batch:
+            sink = self.open_sink(owner)
+            if sink is not None:
+                opened.append((sink, owner))
+        return opened
+
     def merge(self, evaluator: Evaluator) -> None:
-        tasks = self.tasks(evaluator)
-        total = sum(t.nbytes for t in tasks) + self.hashing.total
-        detail = f"{len(self.sinks)} outputs"
+        """Stream the keys into the sinks, a batch of outputs at a time when there are more
+        file outputs than :func:`output_batch` allows open at once: each batch reads the
+        inputs again, and its files are released (their descriptors closed, to be reopened
+        at the commit) before the next batch opens."""
+        batches = self.batches
+        owners = [owner for _, owner in self.opened]
+        owners += [owner for batch in batches[1:] for owner in batch]
+        total = sum(_owner_bytes(owner) for owner in owners) + self.hashing.total
+        detail = f"{len(owners)} outputs"
+        if len(batches) > 1:
+            detail += f" in {len(batches)} batches"
         if self.hashing.total:
             detail += f", hashing {len(self.hashing.handles)} new inputs"
         self.reporter.phase("merging", total, detail)
         self.hashing.start()
         try:
-            self._merge(tasks, evaluator)
+            for index, batch in enumerate(batches):
+                opened = self.opened if index == 0 else self.open_batch(batch)
+                self._merge(self.tasks(evaluator, opened), evaluator)
+                if len(batches) > 1:
+                    for sink, _ in opened:
+                        _release(sink)
             while not self.hashing.wait(0.1):
                 self.advance(0, "hashing")
                 if self.cancel.is_set():
@@ -318,6 +368,8 @@ class _Run:
             if isinstance(owner, FileOutput):
                 assert isinstance(sink, SafetensorsWriter)
                 sink.rewrite_metadata(by_output[id(owner)].metadata)
+                if len(self.batches) > 1:
+                    _release(sink)  # reopened at its commit: never every file at once
 
     def commit(self) -> list[OutputResult]:
         self.check_inputs()
@@ -424,6 +476,63 @@ class _Hashing:
         return self._found
 
 
+FD_RESERVE = 32
+"""Descriptors :func:`output_batch` leaves for everything else a run opens meanwhile (a
+cached step read, a folder synced, the hash cache, torch's own files)."""
+
+
+def output_batch() -> int:
+    """How many file outputs a run may have open at once: half the descriptors left under
+    the soft ``RLIMIT_NOFILE`` once those already open and :data:`FD_RESERVE` are set aside
+    (half, as an output may hold a second descriptor while it is written or committed).
+    Never less than one; without a limit to ask (not a POSIX system), 256."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return 256
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    try:
+        open_now = len(os.listdir("/proc/self/fd"))
+    except OSError:  # pragma: no cover - no /proc (macOS): assume a busy process
+        open_now = 64
+    return max(1, (soft - open_now - FD_RESERVE) // 2)
+
+
+def _batches(
+    owners: list[tuple[OutputPlan | CacheEntry, bool]], size: int
+) -> list[list[OutputPlan | CacheEntry]]:
+    """``owners`` in recipe order, cut so that no batch has more than ``size`` files
+    (in-memory results go with the batch they fall in)."""
+    batches: list[list[OutputPlan | CacheEntry]] = [[]]
+    files = 0
+    for owner, is_file in owners:
+        if is_file and files == size:
+            batches.append([])
+            files = 0
+        batches[-1].append(owner)
+        files += is_file
+    return batches
+
+
+def _owner_bytes(owner: OutputPlan | CacheEntry) -> int:
+    """The bytes the merge phase writes for ``owner`` (what its tasks count)."""
+    if isinstance(owner, CacheEntry):
+        return sum(
+            OutputKey(k, stored_dtype(owner.node, k), s.shape, "model").entry().nbytes
+            for k, s in owner.node.keys.items()
+        )
+    return sum(item.entry().nbytes for item in owner.layout)
+
+
+def _release(sink: Sink) -> None:
+    """Close ``sink``'s file descriptor until it is next needed, if it holds one."""
+    release = getattr(sink, "release", None)
+    if callable(release):
+        release()
+
+
 def _made_meanwhile(output: FileOutput, exc: OutputError) -> bool:
     """Whether ``exc`` says the output's file appeared while it was being written, and that
     file records this output's address: another run made the same output first."""
@@ -463,7 +572,7 @@ def execute(
     if run.device.type == "cpu":
         torch.set_num_threads(1)
     try:
-        run.open_sinks()
+        run.plan_batches()
         evaluator = Evaluator(
             device=run.device,
             chunk=plan.chunk,
