@@ -291,12 +291,10 @@ def test_a_file_size_limit_is_a_clean_error_for_outputs_and_cache_objects(
         folder = tmp_path / name
         status, out, err = finish_cli(proc)
         assert (status, out) == (1, ""), err
+        # A cache object that cannot be stored does not fail a run (test_commit_together.py);
+        # the output that cannot be written does.
         where, _, message = err.splitlines()[0].partition(": error: ")
-        if name == "output":
-            assert where == str(folder / "out" / "mix.safetensors")
-        else:
-            assert Path(where).parent.parent == folder / "cache" / "objects", where
-            assert where.endswith(".safetensors"), where
+        assert where == str(folder / "out" / "mix.safetensors")
         assert message == (
             "the file is larger than allowed (file size limit) while writing the header; "
             "the partial file was removed"
