@@ -13,6 +13,7 @@ import resource
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -194,3 +195,26 @@ def test_sigint_in_the_rename_phase_is_raised_after_it() -> None:
         os.kill(os.getpid(), signal.SIGINT)
         done.append("every rename")
     assert done == ["every rename"]
+
+
+def test_sigterm_while_the_last_output_is_written_gives_none_or_all(
+    tmp_path: Path, big_models: Path
+) -> None:
+    """The signal is sent as soon as the ``.ckpt`` output's temporary file appears, which is
+    after the safetensors output is complete: the outputs present are none or both."""
+    write_recipe(tmp_path, declare(big_models, "a", "b") + TWO_OUTPUTS.format(out="out"))
+    proc = start_cli(tmp_path, "run", "recipe.merge", "--workers", "1")
+    out = tmp_path / "out"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if out.is_dir() and any(p.name.startswith(".mix.ckpt.") for p in out.iterdir()):
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.002)
+    status, _, err = finish_cli(proc)
+    made = sorted(n for n in files_under(out) if not n.startswith("."))
+    assert made in ([], ["mix.ckpt", "mix.safetensors"]), (status, made, err)
+    assert status in (0, 143), err
+    if status == 143:
+        assert err.strip().endswith("terminated")
+    assert [n for n in files_under(out) if n.startswith(".")] == []
