@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from io import BufferedReader
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -47,6 +47,8 @@ from mergelang.io.sinks import MemorySink
 from mergelang.io.writer import AtomicFile
 
 if TYPE_CHECKING:
+    from typing import BinaryIO
+
     from mergelang.io.sinks import SinkTarget
     from mergelang.io.writer import OutputEntry
 
