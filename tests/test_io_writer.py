@@ -151,9 +151,11 @@ def test_concurrent_parts_from_threads(tmp_path: Path) -> None:
 def test_partial_file_is_named_recognisably_and_replaced_on_commit(tmp_path: Path) -> None:
     target = tmp_path / "out.safetensors"
     writer = SafetensorsWriter(target, [OutputEntry("w", "F32", (2,))])
-    (name,) = files_in(tmp_path)
-    found = re.fullmatch(r"\.out\.safetensors\.mergelang-partial-(\d+)-[0-9a-f]{8}", name)
+    lock, name = files_in(tmp_path)
+    found = re.fullmatch(r"\.out\.safetensors\.mergelang-partial-(\d+)-([0-9a-f]{8})", name)
     assert found is not None and int(found.group(1)) == os.getpid()
+    # The lock that says the writer is alive lies beside it, under the same token.
+    assert lock == f".mergelang-partial-{found.group(1)}-{found.group(2)}.lock"
     assert not target.exists()
     writer.write("w", torch.ones(2))
     assert writer.commit() == target
@@ -190,7 +192,7 @@ def test_keyboard_interrupt_inside_with_leaves_no_file(tmp_path: Path) -> None:
 
 def test_dropped_writer_removes_its_file(tmp_path: Path) -> None:
     writer = SafetensorsWriter(tmp_path / "x.safetensors", [OutputEntry("a", "F32", (2,))])
-    assert len(files_in(tmp_path)) == 1
+    assert len(files_in(tmp_path)) == 2  # the partial file and its lock
     del writer
     gc.collect()
     assert files_in(tmp_path) == []

@@ -48,6 +48,8 @@ from mergelang.io.sinks import MemorySink
 from mergelang.io.writer import AtomicFile
 
 if TYPE_CHECKING:
+    from typing import BinaryIO
+
     from mergelang.io.sinks import SinkTarget
     from mergelang.io.writer import OutputEntry
 
@@ -314,6 +316,50 @@ def save_ckpt(
 ) -> Path:
     """Write ``{"state_dict": tensors}`` with ``torch.save``, atomically; returns the path.
     ``metadata`` (string pairs) goes beside the state dict under :data:`METADATA_KEY`."""
+    written = write_ckpt(path, tensors, overwrite=overwrite, protected=protected, metadata=metadata)
+    return written.publish()
+
+
+class _RecordingFile:
+    """A binary file for ``torch.save`` that remembers the first ``OSError`` of a write:
+    torch turns it into a ``RuntimeError`` of its own ("unexpected pos ..."), which says
+    nothing of a full disk."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            if self.error is None:
+                self.error = exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.handle.flush()
+        except OSError as exc:
+            if self.error is None:
+                self.error = exc
+            raise
+
+
+def write_ckpt(
+    path: str | os.PathLike[str],
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    overwrite: bool = False,
+    protected: Iterable[str | os.PathLike[str]] = (),
+    metadata: Mapping[str, str] | None = None,
+) -> AtomicFile:
+    """:func:`save_ckpt` but the rename: the file written and ``fsync``-ed under its
+    temporary name, returned prepared (:meth:`AtomicFile.publish` moves it into place).
+
+    A full disk, a quota or a file-size limit is always ``disk-full`` naming the output,
+    whether the error reaches mergelang as an ``OSError`` or inside torch's own
+    ``RuntimeError``."""
     try:
         state = {key: _standalone(t) for key, t in tensors.items()}
     except (MemoryError, RuntimeError) as exc:
@@ -324,12 +370,17 @@ def save_ckpt(
     if metadata:
         saved[METADATA_KEY] = {str(k): str(v) for k, v in metadata.items()}
     target = AtomicFile(path, overwrite=overwrite, protected=protected)
+    recorder: _RecordingFile | None = None
     try:
         with os.fdopen(os.dup(target.fd), "wb") as handle:
-            torch.save(saved, handle)
+            recorder = _RecordingFile(handle)
+            torch.save(saved, recorder)  # type: ignore[arg-type]
     except OSError as exc:
-        raise target.fail(exc, "writing the checkpoint") from None
+        first = recorder.error if recorder is not None and recorder.error is not None else exc
+        raise target.fail(first, "writing the checkpoint") from None
     except RuntimeError as exc:
+        if recorder is not None and recorder.error is not None:
+            raise target.fail(recorder.error, "writing the checkpoint") from None
         target.abort()
         raise OutputError(
             str(target.path),
@@ -339,7 +390,8 @@ def save_ckpt(
     except BaseException:
         target.abort()
         raise
-    return target.commit()
+    target.prepare()
+    return target
 
 
 def _no_memory(path: Path, nbytes: int, exc: BaseException) -> OutputError:
@@ -376,17 +428,39 @@ class CkptSink(MemorySink):
         self._overwrite = overwrite
         self._protected = list(protected)
         self._metadata = dict(metadata or {})
+        self._file: AtomicFile | None = None
 
     def commit(self) -> Path:
-        written = save_ckpt(
+        self.prepare()
+        return self.publish()
+
+    def prepare(self) -> None:
+        """Serialise the checkpoint to its temporary file and sync it; the tensors held in
+        memory are let go."""
+        if self._file is not None:
+            return
+        self._file = write_ckpt(
             self.path,
             self.tensors,
             overwrite=self._overwrite,
             protected=self._protected,
             metadata=self._metadata,
         )
-        self.abort()
-        return written
+        super().abort()
+
+    def check(self) -> None:
+        if self._file is not None:
+            self._file.check()
+
+    def publish(self, *, sync_folder: bool = True) -> Path:
+        if self._file is None:
+            raise ValueError(f"{self.path}: the output is not prepared")
+        return self._file.publish(sync_folder=sync_folder)
+
+    def abort(self) -> None:
+        super().abort()
+        if self._file is not None:
+            self._file.abort()
 
 
 def open_sink(target: SinkTarget) -> CkptSink:

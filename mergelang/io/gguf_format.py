@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import torch
 
     from mergelang.io.sinks import SinkTarget
-    from mergelang.io.writer import OutputEntry
+    from mergelang.io.writer import AtomicFile, OutputEntry
 
 __all__ = [
     "READ_TYPES",
@@ -243,6 +243,7 @@ class GGUFSink:
         self._pending: dict[str, tuple[torch.Tensor, list[int]]] = {}
         self._done: dict[str, tuple[np.ndarray[Any, Any], str]] = {}
         self._lock = threading.Lock()
+        self._file: AtomicFile | None = None
         from mergelang.io.writer import check_target
 
         check_target(target.path, overwrite=target.overwrite, protected=target.protected)
@@ -288,9 +289,16 @@ class GGUFSink:
         return quantize(tensor.numpy(), GGMLQuantizationType[kind]), kind
 
     def commit(self) -> Path:
-        gguf = require_gguf()
-        from mergelang.io.writer import AtomicFile
+        self.prepare()
+        return self.publish()
 
+    def prepare(self) -> None:
+        """Write the whole file under its temporary name and sync it."""
+        gguf = require_gguf()
+        from mergelang.io.writer import AtomicFile, os_error
+
+        if self._file is not None:
+            return
         missing = [key for key in self.entries if key not in self._done]
         if missing:
             raise ValueError(f"{self.target.path}: keys never written: {missing[:5]}")
@@ -309,16 +317,30 @@ class GGUFSink:
             writer.write_kv_data_to_file()
             writer.write_tensors_to_file()
             writer.close()
-            written = atomic.commit()
+            atomic.prepare()
+        except OSError as exc:
+            atomic.abort()
+            raise os_error(atomic.path, exc, "writing the file") from None
         except BaseException:
             atomic.abort()
             raise
         self._done.clear()
-        return written
+        self._file = atomic
+
+    def check(self) -> None:
+        if self._file is not None:
+            self._file.check()
+
+    def publish(self, *, sync_folder: bool = True) -> Path:
+        if self._file is None:
+            raise ValueError(f"{self.target.path}: the output is not prepared")
+        return self._file.publish(sync_folder=sync_folder)
 
     def abort(self) -> None:
         self._pending.clear()
         self._done.clear()
+        if self._file is not None:
+            self._file.abort()
 
 
 _ARCHITECTURE_OF_MODELSPEC = (

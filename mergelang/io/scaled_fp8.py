@@ -253,10 +253,20 @@ class ScaledFp8Sink:
             self.writer.write_part(_scale_name(key), 0, scale.reshape(-1))
 
     def commit(self) -> Path:
+        self.prepare()
+        return self.publish()
+
+    def prepare(self) -> None:
         import torch
 
         self.writer.write_part(self.marker, 0, torch.empty(0, dtype=torch.float8_e4m3fn))
-        return self.writer.commit()
+        self.writer.prepare()
+
+    def check(self) -> None:
+        self.writer.check()
+
+    def publish(self, *, sync_folder: bool = True) -> Path:
+        return self.writer.publish(sync_folder=sync_folder)
 
     def abort(self) -> None:
         self._pending.clear()

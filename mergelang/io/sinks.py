@@ -1,7 +1,11 @@
 """Where a run's results go: the :class:`Sink` protocol, and the in-memory sink.
 
 Every sink takes pieces of keys with ``write_part(key, element_offset, tensor)``, in any
-order and from several threads, then :meth:`Sink.commit` or :meth:`Sink.abort`. A file
+order and from several threads, then :meth:`Sink.commit` or :meth:`Sink.abort`. The commit
+comes in two halves, so that a run can make every output complete on disk before any is
+moved into place: :meth:`Sink.prepare` (the whole file written and ``fsync``-ed under its
+temporary name) and :meth:`Sink.publish` (the rename, nothing more);
+``commit`` is the two in a row. A file
 format's module opens its sinks with ``open_sink(target)`` (see
 :mod:`mergelang.io.file_formats`): a safetensors output streams to disk through
 :class:`~mergelang.io.writer.SafetensorsWriter` (header first, temporary file, rename), a
@@ -38,6 +42,19 @@ class Sink(Protocol):
         """Finish the output: the file written (moved into place), or ``None`` in memory.
         Raises :class:`~mergelang.errors.OutputError` (``exists``) when the file's name was
         taken meanwhile and the output may not replace it."""
+
+    def prepare(self) -> None:
+        """Write whatever is still held in memory and flush the temporary file to disk:
+        after this only :meth:`publish` (or :meth:`abort`) remains. Full disks and other
+        write errors are raised here, never by ``publish``."""
+
+    def check(self) -> None:
+        """Check the target again, changing nothing (``exists`` when the name was taken
+        meanwhile and may not be replaced)."""
+
+    def publish(self, *, sync_folder: bool = True) -> Path | None:
+        """Move the prepared file into place (``None`` in memory); ``sync_folder=False``
+        leaves the folder's ``fsync`` to the caller."""
 
     def abort(self) -> None:
         """Drop the output (remove its temporary file); safe to call more than once."""
@@ -80,6 +97,15 @@ class MemorySink:
         return MappingProxyType(self.tensors)
 
     def commit(self) -> Path | None:
+        return None
+
+    def prepare(self) -> None:
+        pass
+
+    def check(self) -> None:
+        pass
+
+    def publish(self, *, sync_folder: bool = True) -> Path | None:
         return None
 
     def abort(self) -> None:

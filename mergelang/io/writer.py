@@ -13,10 +13,13 @@ Output policy (every file mergelang writes goes through :class:`AtomicFile`):
 - A target that is one of the ``protected`` paths (the run's inputs) is always refused, even
   with ``overwrite``: same resolved path (symlinks followed) or same inode (hard links).
 - Missing parent folders are created.
-- A temporary file left by a process that no longer runs (``SIGKILL``, a power cut) is found
-  by :func:`stale_partials` and removed by :func:`remove_stale_partials`; a run calls it for
-  each file it writes. Only names of the exact form above, for that target, whose process id
-  is not alive, are touched.
+- The writer holds a lock (:mod:`mergelang.io.partials`) on a lock file beside the temporary
+  file from its creation until it is renamed or removed; a temporary file left by a process
+  that died (``SIGKILL``, a power cut) has no holder, and :func:`mergelang.io.partials.sweep`
+  removes it.
+- The commit is :meth:`AtomicFile.prepare` (``fsync``, close) then :meth:`AtomicFile.publish`
+  (the rename), so that a run can make all its outputs complete on disk before it moves the
+  first into place.
 - Errors while writing (``ENOSPC``, ``EDQUOT``, ``EFBIG``...) remove the temporary file and
   raise :class:`~mergelang.errors.OutputError`; so do an exception or ``KeyboardInterrupt``
   inside a ``with`` block. A writer dropped without commit removes its file when collected.
@@ -39,8 +42,6 @@ import errno
 import json
 import math
 import os
-import re
-import secrets
 import stat
 import sys
 import threading
@@ -53,8 +54,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from mergelang.errors import OutputError
+from mergelang.io import partials
 from mergelang.io.dtypes import code_for_torch, is_known_code, item_size
 from mergelang.io.hashing import range_sha256
+from mergelang.io.partials import PARTIAL_MARKER, is_partial_name, partial_stem
 from mergelang.io.safetensors_header import MAX_DIMENSION, is_utf8_text, read_safetensors_header
 
 if TYPE_CHECKING:
@@ -62,8 +65,18 @@ if TYPE_CHECKING:
 
     from mergelang.io.sinks import SinkTarget
 
-PARTIAL_MARKER = ".mergelang-partial-"
-"""Part of every temporary output file name."""
+__all__ = [
+    "PARTIAL_MARKER",
+    "PLACEHOLDER",
+    "AtomicFile",
+    "OutputEntry",
+    "SafetensorsWriter",
+    "check_target",
+    "fsync_folder",
+    "is_disk_full",
+    "is_partial_name",
+    "partial_stem",
+]
 
 _DISK_FULL = frozenset(
     code for code in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", None)) if code
@@ -80,113 +93,17 @@ PLACEHOLDER = "0" * 64
 (:meth:`SafetensorsWriter.fill_placeholder`): as wide as a hex sha256."""
 
 
-def is_partial_name(name: str) -> bool:
-    """Whether a file name is one of mergelang's temporary output files."""
-    return PARTIAL_MARKER in name
+def is_disk_full(exc: OSError) -> bool:
+    """Whether ``exc`` says the disk, a quota or a file-size limit is full."""
+    return exc.errno in _DISK_FULL
 
 
-_PARTIAL_TAIL = re.compile(r"(?P<pid>[1-9][0-9]{0,9})-[0-9a-f]{8}")
-"""What follows the marker in a temporary file's name: the writer's process id and 8 random
-hex digits."""
-
-
-_NAME_MAX = 255
-"""The longest file name (in bytes) most file systems take."""
-_PARTIAL_TAIL_MAX = len(PARTIAL_MARKER) + 10 + 1 + 8
-"""The most bytes that follow a target's name in its temporary file's name."""
-
-
-def partial_stem(target_name: str) -> str:
-    """The part of a temporary file's name taken from its target's name: the whole name,
-    or its start when the temporary name would be over 255 bytes (an output name near the
-    limit must still have a temporary file beside it)."""
-    encoded = os.fsencode(target_name)
-    room = _NAME_MAX - 1 - _PARTIAL_TAIL_MAX
-    if len(encoded) <= room:
-        return target_name
-    return os.fsdecode(encoded[:room])
-
-
-def partial_owner(target_name: str, name: str) -> int | None:
-    """The process id in ``name`` if it is exactly a temporary file of ``target_name``
-    (``.<target_name>.mergelang-partial-<pid>-<8 hex digits>``, the name shortened by
-    :func:`partial_stem`), else ``None``."""
-    prefix = f".{partial_stem(target_name)}{PARTIAL_MARKER}"
-    if not name.startswith(prefix):
-        return None
-    found = _PARTIAL_TAIL.fullmatch(name, len(prefix))
-    return None if found is None else int(found.group("pid"))
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` may still be running: ``False`` only when it certainly is not.
-
-    A process of another user (``PermissionError``) counts as alive, and so does any process
-    on systems without POSIX signals (where ``os.kill`` would end it). An exited process that
-    its parent has not reaped yet (a zombie) writes nothing more: it counts as gone where
-    ``/proc`` shows it. A process id reused by an unrelated process counts as alive, so its
-    file is kept: a file is never removed on a guess.
-    """
-    if os.name != "posix" or pid <= 0:
-        return True
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (OSError, OverflowError):
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat_file:
-            line = stat_file.read()
-    except OSError:
-        return True
-    # The state follows the command name, which is in parentheses and may hold anything.
-    fields = line.rpartition(b")")[2].split()
-    return not fields or fields[0] != b"Z"
-
-
-def stale_partials(path: str | os.PathLike[str]) -> list[tuple[Path, int]]:
-    """Temporary files of the target ``path`` left by processes that no longer run, with
-    each one's process id, sorted by name. Only regular files are listed."""
-    target = Path(os.path.abspath(path))
-    try:
-        names = sorted(os.listdir(target.parent))
-    except OSError:
-        return []
-    found: list[tuple[Path, int]] = []
-    for name in names:
-        pid = partial_owner(target.name, name)
-        if pid is None or process_alive(pid):
-            continue
-        candidate = target.parent / name
-        try:
-            if not stat.S_ISREG(os.lstat(candidate).st_mode):
-                continue
-        except OSError:
-            continue
-        found.append((candidate, pid))
-    return found
-
-
-def remove_stale_partials(path: str | os.PathLike[str]) -> list[tuple[Path, int]]:
-    """Remove :func:`stale_partials` of ``path``; returns those actually removed (another
-    process may remove one first)."""
-    removed: list[tuple[Path, int]] = []
-    for candidate, pid in stale_partials(path):
-        try:
-            os.unlink(candidate)
-        except OSError:
-            continue
-        removed.append((candidate, pid))
-    return removed
-
-
-def _os_error(path: Path, exc: OSError, doing: str) -> OutputError:
+def os_error(path: Path, exc: OSError, doing: str) -> OutputError:
+    """The error for an ``OSError`` met while writing ``path`` (``disk-full`` for a full
+    disk, a quota or a file-size limit)."""
     if exc.errno in _DISK_FULL:
         reason = {
-            errno.ENOSPC: "no space left on the device",
+            errno.ENOSPC: "no space left on device",
             errno.EFBIG: "the file is larger than allowed (file size limit)",
         }.get(exc.errno or 0, "disk quota exceeded")
         return OutputError(
@@ -244,7 +161,8 @@ def check_target(
         )
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Make the names in ``folder`` durable (renames into it); errors are ignored."""
     flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
     try:
         fd = os.open(folder, flags)
@@ -259,7 +177,8 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _discard(state: dict[str, object]) -> None:
-    """Close and remove a temporary file (also run by the finalizer of a dropped writer)."""
+    """Close and remove a temporary file, then let go of its lock (also run by the
+    finalizer of a dropped writer)."""
     fd = state.pop("fd", None)
     if isinstance(fd, int):
         with contextlib.suppress(OSError):
@@ -268,13 +187,26 @@ def _discard(state: dict[str, object]) -> None:
     if isinstance(temp, str):
         with contextlib.suppress(OSError):
             os.unlink(temp)
+    _let_go(state)
+
+
+def _let_go(state: dict[str, object]) -> None:
+    lock = state.pop("lock", None)
+    stem = state.pop("stem", None)
+    if isinstance(lock, partials.FolderLock) and isinstance(stem, str):
+        partials.release(lock, stem)
 
 
 class AtomicFile:
     """A temporary file beside ``path`` that becomes ``path`` on :meth:`commit`.
 
     Checks the target on creation and again on commit (see the module docstring for the
-    policy). ``fd`` is a descriptor open for writing to the temporary file.
+    policy). ``fd`` is a descriptor open for writing to the temporary file. The commit has
+    two halves, for a run that moves several outputs into place together:
+    :meth:`prepare` (flush, ``fsync``, close: the file is complete on disk) and
+    :meth:`publish` (the rename). The temporary file's lock
+    (:mod:`mergelang.io.partials`) is held from creation until the file is renamed or
+    removed.
     """
 
     def __init__(
@@ -298,21 +230,29 @@ class AtomicFile:
                 code="cannot-create-folder",
             ) from None
         stem = partial_stem(self.path.name)
-        name = f".{stem}{PARTIAL_MARKER}{os.getpid()}-{secrets.token_hex(4)}"
-        self.temp_path = folder / name
+        try:
+            lock = partials.hold(folder, stem)
+        except OSError as exc:
+            raise OutputError(
+                str(self.path),
+                f"cannot create a file in {folder} ({exc.strerror or exc})",
+                code="cannot-create",
+            ) from None
+        self.temp_path = folder / lock.partial_name(stem)
         # Read and write: a cached object reads its data back for its digest before the commit.
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         flags |= getattr(os, "O_BINARY", 0)
         # The cleanup is registered before the file exists: an interrupt arriving just after
         # the file is created (before its descriptor is stored) still removes it, at the
         # latest when the interpreter exits.
-        self._state: dict[str, object] = {"temp": str(self.temp_path)}
+        self._state: dict[str, object] = {"temp": str(self.temp_path), "lock": lock, "stem": stem}
         self._finalizer = weakref.finalize(self, _discard, self._state)
         self.committed = False
         try:
             self._state["fd"] = os.open(self.temp_path, flags, 0o666)
         except OSError as exc:
             self._state.pop("temp", None)  # not ours: nothing was created
+            _let_go(self._state)
             self._finalizer.detach()
             raise OutputError(
                 str(self.path),
@@ -356,13 +296,19 @@ class AtomicFile:
         except OSError as exc:
             raise self.fail(exc, "closing the file") from None
 
+    @property
+    def prepared(self) -> bool:
+        """Whether the file is complete on disk and waits for :meth:`publish`."""
+        return not self.is_open and "temp" in self._state and not self.committed
+
     def fail(self, exc: OSError, doing: str) -> OutputError:
         """Abort and build the error for an ``OSError`` met while writing."""
         self.abort()
-        return _os_error(self.path, exc, doing)
+        return os_error(self.path, exc, doing)
 
-    def commit(self) -> Path:
-        """Flush to disk and move the file into place; returns the target path."""
+    def prepare(self) -> None:
+        """Flush the temporary file to disk and close it; it stays under its temporary name
+        (and its lock stays held) until :meth:`publish` or :meth:`abort`."""
         fd = self.fd
         try:
             os.fsync(fd)
@@ -373,6 +319,25 @@ class AtomicFile:
             os.close(fd)
         except OSError as exc:
             raise self.fail(exc, "closing the file") from None
+
+    def check(self) -> None:
+        """Check the target again (inputs, folders, and without ``overwrite`` a name taken
+        meanwhile), changing nothing: for a run about to publish several outputs."""
+        check_target(self.path, overwrite=True, protected=self.protected)
+        if not self.overwrite and os.path.lexists(self.path):
+            raise OutputError(
+                str(self.path),
+                "the output file appeared while it was being written",
+                code="exists",
+                hint="pass --force to replace it",
+            )
+
+    def publish(self, *, sync_folder: bool = True) -> Path:
+        """Move a :meth:`prepare`-d file into place; returns the target path.
+        ``sync_folder=False`` leaves the folder's ``fsync`` to the caller
+        (:func:`fsync_folder`), who publishes several files at once."""
+        if not self.prepared:
+            raise ValueError(f"{self.path}: the output is not prepared (or already committed)")
         try:
             # Inputs and folders are checked again; a file that took the name meanwhile is
             # found by _publish, which says so.
@@ -382,17 +347,24 @@ class AtomicFile:
             self.abort()
             raise
         self._state.pop("temp", None)
+        _let_go(self._state)
         self._finalizer.detach()
         self.committed = True
-        _fsync_folder(self.path.parent)
+        if sync_folder:
+            fsync_folder(self.path.parent)
         return self.path
+
+    def commit(self) -> Path:
+        """Flush to disk and move the file into place; returns the target path."""
+        self.prepare()
+        return self.publish()
 
     def _publish(self) -> None:
         if self.overwrite:
             try:
                 os.replace(self.temp_path, self.path)
             except OSError as exc:
-                raise _os_error(self.path, exc, "moving the file into place") from None
+                raise os_error(self.path, exc, "moving the file into place") from None
             return
         try:
             os.link(self.temp_path, self.path)
@@ -415,7 +387,7 @@ class AtomicFile:
             try:
                 os.replace(self.temp_path, self.path)
             except OSError as exc:
-                raise _os_error(self.path, exc, "moving the file into place") from None
+                raise os_error(self.path, exc, "moving the file into place") from None
             return
         with contextlib.suppress(OSError):
             os.unlink(self.temp_path)
@@ -729,6 +701,12 @@ class SafetensorsWriter:
 
     def commit(self) -> Path:
         """Check every byte was written, flush, fsync and move the file into place."""
+        self.prepare()
+        return self.publish()
+
+    def prepare(self) -> None:
+        """Check every byte was written, flush and fsync: the file is complete on disk,
+        still under its temporary name."""
         if not self._file.is_open:
             raise ValueError(f"{self.path}: the output is already committed or aborted")
         missing = self.missing()
@@ -743,7 +721,15 @@ class SafetensorsWriter:
                 "the partial file was removed",
                 code="incomplete",
             )
-        return self._file.commit()
+        self._file.prepare()
+
+    def check(self) -> None:
+        """See :meth:`AtomicFile.check`."""
+        self._file.check()
+
+    def publish(self, *, sync_folder: bool = True) -> Path:
+        """Move the prepared file into place (see :meth:`AtomicFile.publish`)."""
+        return self._file.publish(sync_folder=sync_folder)
 
     def abort(self) -> None:
         """Remove the temporary file; safe to call more than once."""

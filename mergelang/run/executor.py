@@ -15,11 +15,15 @@ On CPU the workers run torch with one intra-op thread each (restored afterwards)
 too small to share out, and torch's own threads waiting on each other at every chunk (worse
 when another program holds a core) cost far more than they give.
 
-Outputs appear whole or not at all: if anything fails, or the run is interrupted (the
-``cancel`` event, ``KeyboardInterrupt``), every temporary file is removed and nothing is
-renamed into place. Temporary files of the same targets left by processes that no longer run
-(killed with ``SIGKILL``) are removed when the run opens its outputs, and listed in
-:attr:`RunResult.removed_partials`.
+Outputs appear together or not at all: every output is first completed and synced under its
+temporary name, the inputs are checked unchanged, and only then are all renamed into place,
+signals held (:mod:`mergelang.run.commit`). If anything fails before that, or the run is
+interrupted (the ``cancel`` event, ``KeyboardInterrupt``), every temporary file is removed and
+nothing is renamed into place. Temporary files, of any name, that no live run holds (left by
+runs killed with ``SIGKILL``) are swept from every folder the run writes to when it opens
+its outputs (:func:`mergelang.io.partials.sweep`), and listed in
+:attr:`RunResult.removed_partials`. A cache object that cannot be stored (the cache folder
+read-only, in the way of a file, full) is dropped with one warning; the run goes on.
 
 Without ``--force`` (:attr:`Plan.force`) an output is moved into place only if its name is
 still free: when two runs race for one file, the first to finish wins. The other fails with
@@ -51,9 +55,10 @@ from mergelang.errors import Diagnostic, OutputError, UsageError
 from mergelang.io.file_formats import FILE_FORMATS
 from mergelang.io.fp8 import clamped_warning
 from mergelang.io.hashing import FileHashes
+from mergelang.io.partials import sweep
 from mergelang.io.save_options import OutputKey
 from mergelang.io.sinks import MemorySink, Sink, SinkTarget
-from mergelang.io.writer import PLACEHOLDER, SafetensorsWriter, remove_stale_partials
+from mergelang.io.writer import PLACEHOLDER, SafetensorsWriter, fsync_folder
 from mergelang.plan.cache import (
     CACHE_FORMAT,
     CACHE_KEY,
@@ -65,6 +70,7 @@ from mergelang.plan.cache import (
 from mergelang.plan.graph import MethodNode, Node
 from mergelang.plan.plan import CacheEntry, FileOutput, MemoryOutput, OutputPlan, Plan
 from mergelang.plan.protected_files import protected_files
+from mergelang.run.commit import CacheStore, cache_warning, signals_held
 from mergelang.run.compute import Chunk, Evaluator, KeyTask, Target
 from mergelang.run.progress import NullReporter, Reporter
 
@@ -97,8 +103,8 @@ class RunResult:
     warnings: tuple[Diagnostic, ...] = ()
     """The plan's warnings (found with the inputs known), for the caller to show."""
     removed_partials: tuple[tuple[Path, int], ...] = ()
-    """Temporary files of this run's targets that processes no longer running had left
-    (path, process id), removed before writing."""
+    """Temporary files in the folders this run writes to that no live run held (path, the
+    process id in the name), removed before writing."""
 
     @property
     def written(self) -> list[Path]:
@@ -143,8 +149,17 @@ class _Run:
         self.protected = protected_files(plan, cache_hits=True)
         self.batches: list[list[OutputPlan | CacheEntry]] = []
         self.opened: list[tuple[Sink, OutputPlan | CacheEntry]] = []
+        self.cache_failure: str | None = None
+        """Why a cache object could not be stored (the first reason), for one warning."""
 
     # -- sinks
+
+    def sweep(self) -> None:
+        """Remove the partial files no live run holds from every folder written to."""
+        folders = [e.path.parent for e in self.plan.stores if e.path is not None]
+        folders += [o.path.parent for o in self.plan.pending if isinstance(o, FileOutput)]
+        for folder in dict.fromkeys(folders):
+            self.removed += sweep(folder)
 
     def openers(self) -> list[tuple[OutputPlan | CacheEntry, bool]]:
         """What the run writes, in order: each cache store and pending output, and whether it
@@ -154,12 +169,12 @@ class _Run:
         return found
 
     def open_sink(self, owner: OutputPlan | CacheEntry) -> Sink | None:
-        """Open ``owner``'s sink (its stale partials removed first) and add it to
-        :attr:`sinks`; ``None`` when another run made the same output meanwhile."""
+        """Open ``owner``'s sink and add it to :attr:`sinks`; ``None`` when another run made
+        the same output meanwhile, or a cache object cannot be stored (noted for one
+        warning)."""
         if isinstance(owner, CacheEntry):
             entry = owner
             assert entry.path is not None and entry.key is not None
-            self.removed += remove_stale_partials(entry.path)
             entries = tuple(
                 OutputKey(k, stored_dtype(entry.node, k), s.shape, "model").entry()
                 for k, s in entry.node.keys.items()
@@ -170,7 +185,13 @@ class _Run:
                 "mergelang.step": entry.node.describe()[:2000],
             }
             target = SinkTarget(entry.path, entries, meta, overwrite=True)
-            store = FILE_FORMATS[CACHE_FORMAT].open_sink(target)
+            try:
+                store = CacheStore(FILE_FORMATS[CACHE_FORMAT].open_sink(target))
+            except (OutputError, OSError) as exc:
+                failed = CacheStore(MemorySink(()))
+                failed.fail(exc)
+                self.note_cache(failed)
+                return None
             self.sinks.append((store, entry))
             return store
         output = owner
@@ -179,7 +200,6 @@ class _Run:
             memory = MemorySink(entries)
             self.sinks.append((memory, output))
             return memory
-        self.removed += remove_stale_partials(output.path)
         target = SinkTarget(
             output.path,
             entries,
@@ -270,6 +290,7 @@ class _Run:
 
     def plan_batches(self) -> None:
         """Cut the outputs into :attr:`batches` (see :meth:`merge`) and open the first."""
+        self.sweep()
         self.batches = _batches(self.openers(), output_batch())
         self.opened = self.open_batch(self.batches[0])
 
@@ -371,32 +392,79 @@ class _Run:
                 if len(self.batches) > 1:
                     _release(sink)  # reopened at its commit: never every file at once
 
+    def note_cache(self, store: CacheStore) -> None:
+        if store.failure is not None and self.cache_failure is None:
+            self.cache_failure = store.failure
+
+    def warnings(self, evaluator: Evaluator) -> list[Diagnostic]:
+        """The run's own warnings: fp8 clamping, and a cache that could not be written."""
+        found = self.clamped_warnings(evaluator)
+        for sink, _ in self.sinks:
+            if isinstance(sink, CacheStore):
+                self.note_cache(sink)
+        if self.cache_failure is not None:
+            found.append(cache_warning(self.plan.cache_dir, self.cache_failure))
+        return found
+
     def commit(self) -> list[OutputResult]:
-        self.check_inputs()
+        """Prepare every output, check the inputs and the targets, then rename every output
+        into place with signals held (see :mod:`mergelang.run.commit`)."""
         self.fill_hashes()
-        by_output: dict[int, OutputResult] = {}
+        for sink, _ in self.sinks:
+            if isinstance(sink, CacheStore):
+                sink.fill_digest(DATA_DIGEST)
+            sink.prepare()
+        self.check_inputs()
+        ready: list[tuple[Sink, OutputPlan | CacheEntry]] = []
         for sink, owner in self.sinks:
-            if isinstance(owner, CacheEntry):
-                assert isinstance(sink, SafetensorsWriter)
-                sink.fill_placeholder(DATA_DIGEST, sink.data_sha256())
-                sink.commit()
-                continue
             try:
-                sink.commit()
-                status = "written"
+                sink.check()
             except OutputError as exc:
                 if not isinstance(owner, FileOutput) or not _made_meanwhile(owner, exc):
                     raise
-                status = "up-to-date"
-            tensors = None
-            if isinstance(owner, MemoryOutput):
-                assert isinstance(sink, MemorySink)
-                tensors, status = sink.result, "memory"
-            self.reporter.note(f"{status} {owner.label}")
-            changed = owner.changes if isinstance(owner, FileOutput) and status == "written" else ()
-            by_output[id(owner)] = OutputResult(
-                owner.name, owner.path, status, owner.nbytes, len(owner.layout), tensors, changed
-            )
+                sink.abort()
+                self.made_meanwhile.add(id(owner))
+                continue
+            ready.append((sink, owner))
+        by_output: dict[int, OutputResult] = {}
+        folders: list[Path] = []
+        notes: list[str] = []
+        with signals_held():
+            for sink, owner in ready:
+                if isinstance(owner, CacheEntry):
+                    if sink.publish(sync_folder=False) is not None and owner.path is not None:
+                        folders.append(owner.path.parent)
+                    continue
+                try:
+                    sink.publish(sync_folder=False)
+                    status = "written"
+                except OutputError as exc:
+                    if not isinstance(owner, FileOutput) or not _made_meanwhile(owner, exc):
+                        raise
+                    status = "up-to-date"
+                if isinstance(owner, FileOutput):
+                    folders.append(owner.path.parent)
+                tensors = None
+                if isinstance(owner, MemoryOutput):
+                    assert isinstance(sink, MemorySink)
+                    tensors, status = sink.result, "memory"
+                notes.append(f"{status} {owner.label}")
+                changed = (
+                    owner.changes if isinstance(owner, FileOutput) and status == "written" else ()
+                )
+                by_output[id(owner)] = OutputResult(
+                    owner.name,
+                    owner.path,
+                    status,
+                    owner.nbytes,
+                    len(owner.layout),
+                    tensors,
+                    changed,
+                )
+            for folder in dict.fromkeys(folders):
+                fsync_folder(folder)
+        for note in notes:
+            self.reporter.note(note)
         results: list[OutputResult] = []
         for output in self.plan.outputs:
             found = by_output.get(id(output))
@@ -407,6 +475,14 @@ class _Run:
                 )
             results.append(found)
         return results
+
+    def stored(self) -> tuple[str, ...]:
+        """The labels of the cached steps whose objects were stored."""
+        return tuple(
+            owner.node.label
+            for sink, owner in self.sinks
+            if isinstance(owner, CacheEntry) and isinstance(sink, CacheStore) and sink.stored
+        )
 
 
 class _Hashing:
@@ -582,7 +658,7 @@ def execute(
         evaluator.stats = run.statistics(evaluator)
         run.merge(evaluator)
         outputs = run.commit()
-        clamped = run.clamped_warnings(evaluator)
+        own_warnings = run.warnings(evaluator)
         ok = True
     except BaseException:
         run.abort()
@@ -594,10 +670,10 @@ def execute(
     return RunResult(
         tuple(outputs),
         tuple(e.node.label for e in plan.cache if e.status == "hit"),
-        tuple(e.node.label for e in plan.stores),
+        run.stored(),
         plan.bytes_read,
         plan.bytes_written,
         time.perf_counter() - start,
-        (*plan.warnings, *clamped),
+        (*plan.warnings, *own_warnings),
         tuple(run.removed),
     )
