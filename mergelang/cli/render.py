@@ -49,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     what.add_argument("--prompt", help="the prompt alone (other settings: their defaults)")
     parser.add_argument("--seeds", help="seeds, overriding the parameters': 1-4 or 1,2,7")
     parser.add_argument("--steps", type=int, help="sampling steps, overriding the parameters'")
+    parser.add_argument("--size", metavar="WxH", help="image size, overriding the parameters'")
     parser.add_argument(
         "--images",
         metavar="DIR",
@@ -100,6 +101,9 @@ def _parameters(args: argparse.Namespace) -> object:
         params = RenderParameters(prompt=args.prompt)
     if args.seeds is not None:
         params = replace(params, seeds=parse_seeds(args.seeds))
+    if args.size is not None:
+        sized = parse_parameters(f"{params.prompt}\nSize: {args.size}")
+        params = replace(params, width=sized.width, height=sized.height)
     if args.steps is not None:
         if args.steps < 1:
             raise UsageError(f"--steps {args.steps}: at least 1")
