@@ -177,3 +177,9 @@ def test_render_refuses_a_model_it_cannot_draw(
     assert "xl.safetensors" in err and "render draws SD1 text-to-image models" in err
     assert "sdxl" in err
     assert not any((tmp_path / "r").glob("*.png"))
+
+
+def test_a_seed_list_needs_the_seeds_key() -> None:
+    assert parse_parameters("a cat\nSteps: 2, Seeds: 3 1 2").seeds == (3, 1, 2)
+    with pytest.raises(UsageError, match="cannot read the settings line at ' 2'"):
+        parse_parameters("a cat\nSteps: 2, Seed: 1, 2")

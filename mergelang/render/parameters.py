@@ -8,8 +8,9 @@ The form a web UI shows under an image and stores in its ``parameters`` text chu
 
 The prompt is every line before ``Negative prompt:`` (or before the settings line), the
 negative prompt the lines after it, and the last line holds ``Key: value`` pairs separated by
-commas. ``Seed`` may be one number, a list (``1, 2, 3``, written ``Seeds: 1 2 3``) or a range
-``1-4``; ``--seeds`` on the command line takes the same forms. Unknown keys are kept and
+commas. ``Seed`` may be one number or a range ``1-4``, and ``Seeds: 1 2 7`` lists seeds (commas
+separate settings, so ``Seed: 1, 2`` is an error); ``--seeds`` on the command line also
+takes ``1,2,7``. Unknown keys are kept and
 written back as they were (``Clip skip: 2``); ``Model hash`` and ``Model`` are always the
 rendered model's own.
 """
@@ -133,8 +134,6 @@ def _settings(line: str) -> dict[str, str]:
         key, value = match.group(1).strip(), match.group(2).strip()
         found[key] = value
         position = match.end()
-    # "Seed: 1, 2, 3" reads as Seed: 1 and two empty keys; A1111 writes one seed, so a
-    # list of seeds is accepted only as "Seeds: 1 2 3" or a range "Seed: 1-4".
     return found
 
 
