@@ -20,6 +20,7 @@ A document's working folder holds ``demo/models`` (the demo checkpoints), a copy
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -65,6 +66,12 @@ SKIPPED_COMMANDS: tuple[tuple[str, str], ...] = (
     (r"^(cd|ls|cat|export|mkdir) ", "shell housekeeping"),
 )
 """Shell lines that are not run, each with why."""
+
+_HAS_RENDER = all(
+    importlib.util.find_spec(name) is not None
+    for name in ("diffusers", "transformers", "PIL", "open_clip")
+)
+"""Whether ``mergelang render`` lines can run (the render extra is installed)."""
 
 
 @dataclass(frozen=True)
@@ -237,6 +244,8 @@ def _commands(text: str) -> list[str]:
 
 
 def _skip_reason(command: str) -> str | None:
+    if command.startswith("mergelang render ") and not _HAS_RENDER:
+        return "needs the render extra (pip install 'mergelang[render]')"
     if command.startswith("mergelang "):
         return None
     for pattern, reason in SKIPPED_COMMANDS:

@@ -35,9 +35,11 @@ ALLOWED: dict[str, set[str]] = {
     "convert": _UNDER_LANG | {"lang"},
     "plan": _UNDER_LANG | {"lang", "check"},
     "report": _UNDER_LANG | {"lang", "check"},
+    "render": _UNDER_LANG | {"lang", "check", "report"},
     "run": _UNDER_LANG | {"lang", "check", "plan"},
     "api": _UNDER_LANG | {"lang", "check", "plan", "run"},
-    "cli": _UNDER_LANG | {"lang", "check", "convert", "plan", "run", "api", "testing", "report"},
+    "cli": _UNDER_LANG
+    | {"lang", "check", "convert", "plan", "run", "api", "testing", "report", "render"},
 }
 """Part -> the parts it may import (besides itself)."""
 

@@ -36,6 +36,7 @@ VERBS: tuple[str, ...] = (
     "methods",
     "convert",
     "page",
+    "render",
     "cache",
 )
 """Verb modules, in the order ``--help`` lists them."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mergelang.errors import UsageError
 
-__all__ = ["register"]
+__all__ = ["register", "write_page"]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -94,9 +94,6 @@ def _variables(items: list[str]) -> dict[str, str]:
 
 
 def run_page(args: argparse.Namespace) -> int:
-    from mergelang.cli.console import stderr_console, stdout_console
-    from mergelang.report.comparison import build_comparison
-    from mergelang.report.html import render_html
     from mergelang.report.sources import output_paths
 
     outputs, problems = output_paths(
@@ -108,16 +105,39 @@ def run_page(args: argparse.Namespace) -> int:
         raise UsageError(
             "no outputs to show: " + ("; ".join(problems) if problems else "none were named")
         )
-    page = Path(args.output)
-    comparison = build_comparison(
+    write_page(
         outputs,
+        problems,
         None if args.images is None else Path(args.images),
+        Path(args.output),
         reference=None if args.reference is None else Path(args.reference),
         title=args.title,
         hashes=args.hashes,
+        embed=args.embed,
     )
+    return 0
+
+
+def write_page(
+    outputs: list[Path],
+    problems: list[str],
+    images: Path | None,
+    page: Path,
+    *,
+    reference: Path | None,
+    title: str | None,
+    hashes: bool,
+    embed: bool,
+) -> None:
+    """Build the comparison, write the page and print what it shows and what it left out
+    (``mergelang page`` and ``mergelang render`` both end here)."""
+    from mergelang.cli.console import stderr_console, stdout_console
+    from mergelang.report.comparison import build_comparison
+    from mergelang.report.html import render_html
+
+    comparison = build_comparison(outputs, images, reference=reference, title=title, hashes=hashes)
     comparison.problems[:0] = problems
-    page.write_text(render_html(comparison, page, embed=args.embed), encoding="utf-8")
+    page.write_text(render_html(comparison, page, embed=embed), encoding="utf-8")
     shape = "in the U" if comparison.shape == "u" else "as a grid"
     seeds = [str(s) for s in comparison.seeds if s is not None]
     seed_text = f", seeds {', '.join(seeds)}" if seeds else ""
@@ -137,7 +157,6 @@ def run_page(args: argparse.Namespace) -> int:
         err.print(f"warning: {problem}", markup=False, style="yellow")
     for item in comparison.unmatched:
         err.print(f"unmatched image {item.path}: {item.reason}", markup=False, style="yellow")
-    if comparison.without_images and args.images is not None:
+    if comparison.without_images and images is not None:
         names = ", ".join(comparison.without_images)
         err.print(f"outputs without images: {names}", markup=False, style="yellow")
-    return 0

@@ -7,6 +7,10 @@ object. Paths are shown relative to the recipe's folder. By default only the inp
 are read, so cache hits and up-to-date outputs that depend on an input whose content hash is
 not known yet show as undecided; ``--hash`` hashes those inputs first (reading each file once;
 the hashes are remembered in the cache folder).
+
+After the plan, every weight of a step that differs between blocks is drawn as the U-Net's U
+(:func:`mergelang.report.terminal.weights_text`, the chart ``mergelang show`` draws);
+``--no-charts`` leaves them out.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from mergelang.cli.options import (
     add_compute_arguments,
@@ -24,7 +29,12 @@ from mergelang.cli.options import (
     check_recipe,
 )
 
-__all__ = ["register", "run_plan"]
+if TYPE_CHECKING:
+    from rich.text import Text
+
+    from mergelang.plan.plan import Plan
+
+__all__ = ["register", "run_plan", "step_charts"]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,6 +67,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="hash the inputs whose content hash is not known yet (reads each such file "
         "once), so cache hits and up-to-date outputs are decided as run would",
     )
+    parser.add_argument(
+        "--charts",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="draw each step's per-block weights as the U-Net's U after the plan (default: on)",
+    )
     parser.set_defaults(handler=run_plan)
 
 
@@ -77,7 +93,49 @@ def run_plan(args: argparse.Namespace) -> int:
             text = json.dumps(plan_json(plan), indent=2, ensure_ascii=False) + "\n"
         else:
             text = render_plan(plan)
+        charts = step_charts(plan) if args.charts and not args.json else []
     finally:
         plan.close()
     sys.stdout.write(text)
+    if charts:
+        from mergelang.cli.console import stdout_console
+
+        console = stdout_console()
+        for chart in charts:
+            console.print()
+            console.print(chart)
     return 0
+
+
+def step_charts(plan: Plan) -> list[Text]:
+    """One U chart per weight of a step that is not the same on every block, titled with
+    the step's number as the plan prints it (``#2 weighted_sum alpha``, ``#3 weight of
+    #1``)."""
+    from mergelang.block_weights import BASE
+    from mergelang.errors import printable
+    from mergelang.plan.graph import LinearNode, MethodNode
+    from mergelang.plan.plan import step_numbers
+    from mergelang.report.terminal import weights_text
+
+    nodes = plan.all_nodes()
+    numbers = step_numbers(nodes)
+    charts: list[Text] = []
+    for node in nodes:
+        if isinstance(node, MethodNode):
+            method = node.kind.removeprefix("method:")
+            labelled = [(f"{method} {name}", w) for name, w in node.weights.items()]
+        elif isinstance(node, LinearNode):
+            labelled = [
+                (f"weight of #{numbers[id(child)]}", w)
+                for w, child in zip(node.weights, node.children, strict=True)
+            ]
+        else:
+            continue
+        scheme = node.arch.scheme
+        for label, weights in labelled:
+            if len(set(weights.values.values())) < 2:
+                continue
+            values = {**weights.values, BASE: weights.base}
+            title = f"#{numbers[id(node)]} {label} ({node.arch.name})"
+            charts.append(weights_text(values, scheme, title=printable(title)))
+    return charts

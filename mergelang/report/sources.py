@@ -29,7 +29,7 @@ def output_paths(
     problems: list[str] = []
     for source in sources:
         if source.suffix == ".merge" and source.is_file():
-            checked = check(parse_file(str(source)), variables=dict(variables or {}))
+            checked = check(parse_file(str(source)), set=dict(variables or {}))
             base = out_dir or checked.base_dir or Path.cwd()
             for save in checked.saves:
                 path = base / save.path
