@@ -109,12 +109,16 @@ SUPERMERGER_2023 = Convention(
 
 SD_MECHA = Convention(
     name="sd_mecha",
-    slots={"time_embed": BASE, "label_emb": BASE, "vae": None},
+    slots={"time_embed": BASE, "label_emb": BASE, "vae": BASE},
+    by_scheme={"sdxl_unet": {"vae": None}},
     doc=(
-        "sd-mecha: time_embed and label_emb with BASE, out.* with the last OUT block, "
-        "the VAE not merged (taken from the first model)."
+        "sd-mecha 1.1.8: time_embed and label_emb with BASE, out.* with the last OUT block; "
+        "the SD1/SD2 VAE with BASE (sd-mecha's SD1 block conversion sends every key outside "
+        "model.diffusion_model. to BASE), the SDXL VAE not merged (sd-mecha gives it a VAE "
+        "block of its own, which mergelang's block scheme does not have)."
     ),
 )
+
 
 CONVENTIONS: dict[str, Convention] = {
     c.name: c for c in (MBW, KOHYA, SUPERMERGER, SUPERMERGER_2023, SD_MECHA)
