@@ -49,8 +49,10 @@ def test_preset_gives_b_the_preset_and_a_its_complement() -> None:
 
     grad = sd_slots(BUILTIN_PRESETS["GRAD_V"])
     line = out.splitlines()[-1]
-    assert f"IN01: {1 - grad[1]!r}" in line.split(" + ")[0]
-    assert f"IN01: {grad[1]!r}" in line.split(" + ")[1]
+    in01 = grad[1]
+    assert in01 is not None
+    assert f"IN01: {1 - in01!r}" in line.split(" + ")[0]
+    assert f"IN01: {in01!r}" in line.split(" + ")[1]
 
 
 @pytest.mark.parametrize(
