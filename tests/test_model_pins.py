@@ -4,12 +4,14 @@ verified by ``check --inputs``, ``plan`` and ``run`` against the file found."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
 
 import mergelang
 from mergelang.check import check
+from mergelang.convert import convert
 from mergelang.errors import Diagnostic, RecipeError
 from mergelang.io.hashing import load_cache
 from mergelang.io.locate import ModelLocator
@@ -99,3 +101,59 @@ def test_plan_and_run_refuse_a_mismatched_pin(models: Path, tmp_path: Path) -> N
     recipe.write_text(recipe_text(good), encoding="utf-8")
     mergelang.run(recipe, models_dir=[models], cache_dir=tmp_path / "cache")
     assert (folder / "out" / "m.safetensors").is_file()
+
+
+def a1111_metadata(models: Path) -> dict[str, str]:
+    """What A1111's ``run_modelmerger`` writes for a weighted sum of a and b: the recipe
+    names the models by sha256, ``sd_merge_models`` maps each sha256 to its file name."""
+    a, b = sha256_of(models / "a.safetensors"), sha256_of(models / "b.safetensors")
+    recipe = {
+        "type": "webui",
+        "primary_model_hash": a,
+        "secondary_model_hash": b,
+        "tertiary_model_hash": None,
+        "interp_method": "Weighted sum",
+        "multiplier": 0.25,
+        "save_as_half": False,
+    }
+    merge_models = {
+        a: {"name": "a.safetensors", "legacy_hash": "0" * 8, "sd_merge_recipe": None},
+        b: {"name": "b.safetensors", "legacy_hash": "1" * 8, "sd_merge_recipe": None},
+    }
+    return {"sd_merge_recipe": json.dumps(recipe), "sd_merge_models": json.dumps(merge_models)}
+
+
+def test_converted_a1111_metadata_declares_names_with_pins_that_check(
+    models: Path, tmp_path: Path
+) -> None:
+    text = convert(json.dumps({"__metadata__": a1111_metadata(models)}))
+    a, b = sha256_of(models / "a.safetensors"), sha256_of(models / "b.safetensors")
+    assert text.splitlines()[:2] == [
+        f'model primary = "a.safetensors" sha256 "{a}"',
+        f'model secondary = "b.safetensors" sha256 "{b}"',
+    ]
+    assert format_text(text) == text
+    assert inputs_problems(text, models, tmp_path / "cache") == []
+    # the same recipe against a folder where b.safetensors is another file
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.safetensors").write_bytes((models / "a.safetensors").read_bytes())
+    (other / "b.safetensors").write_bytes((models / "a.safetensors").read_bytes())
+    (diag,) = inputs_problems(text, other, tmp_path / "cache")
+    assert diag.code == "pin-mismatch"
+    assert diag.line == 2
+
+
+def test_a_supermerger_title_gives_its_short_hash_as_the_pin() -> None:
+    recipe = {
+        "type": "sd-webui-supermerger",
+        "model_a": "a.safetensors [0123456789]",
+        "model_b": "b.safetensors",
+        "mode": "Weight sum",
+        "calcmode": "normal",
+        "mbw": False,
+        "base_alpha": 0.5,
+    }
+    text = convert(json.dumps({"sd_merge_recipe": json.dumps(recipe)}))
+    assert 'model model_a = "a.safetensors" sha256 "0123456789"\n' in text
+    assert 'model model_b = "b.safetensors"\n' in text
