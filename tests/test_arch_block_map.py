@@ -84,14 +84,17 @@ LABEL_EMB_KEYS = 4
 OUT_KEYS = 4  # out.0 (GroupNorm) and out.2 (conv)
 
 # where each convention puts time_embed / label_emb / the VAE ("LAST" = the last OUT block)
-CONVENTION_TABLE = {
+CONVENTION_TABLE: dict[str, tuple[str | None, str | None, str | None]] = {
     "mbw": ("IN00", "IN00", BASE),
     "kohya": ("IN00", "IN00", BASE),
     "supermerger": ("IN00", "IN00", BASE),
     "supermerger_2023": ("LAST", None, BASE),
+    "sd_mecha": (BASE, BASE, BASE),
+}
+SDXL_TABLE: dict[str, tuple[str | None, str | None, str | None]] = {
+    "supermerger_2023": (None, None, BASE),
     "sd_mecha": (BASE, BASE, None),
 }
-SDXL_TABLE = {"supermerger_2023": (None, None, BASE)}
 
 
 def expected_block(arch: Architecture, key: str, convention: str) -> str | None:
@@ -272,3 +275,33 @@ def test_components_and_their_prefixes() -> None:
     assert SDXL.claims == (("conditioner.", "text_encoder"),)
     assert SDXL.denoiser.spec == sdxl.UNET and sdxl.UNET.adm_in_channels == 2816
     assert sd2.UNET.linear_proj and not sd1.UNET.linear_proj
+
+
+def _sd_mecha_sd1_block(key: str) -> str:
+    """sd-mecha 1.1.8's ``convert_sd1_blocks_to_ldm.map_keys``, restated: every key outside
+    ``model.diffusion_model.`` (text encoder and VAE) reads BASE; inside it, time_embed reads
+    BASE, ``.out.`` and anything unmatched OUT11, the numbered blocks their own block."""
+    if not key.startswith("model.diffusion_model."):
+        return "BASE"
+    if ".time_embed" in key:
+        return "BASE"
+    if ".out." in key:
+        return "OUT11"
+    if m := re.search(r"\.input_blocks\.(\d+)\.", key):
+        return f"IN{int(m[1]):02}"
+    if re.search(r"\.middle_block\.(\d+)\.", key):
+        return "M00"
+    if m := re.search(r"\.output_blocks\.(\d+)\.", key):
+        return f"OUT{int(m[1]):02}"
+    return "OUT11"
+
+
+def test_sd_mecha_convention_follows_sd_mechas_sd1_block_conversion() -> None:
+    shapes = checkpoint_layout("sd1", scale=1 / 40)
+    keys = [k for k in shapes if not k.endswith("position_ids")]
+    convention = get_convention("sd_mecha")
+    mismatched = [k for k in keys if SD1.block_of(k, convention) != _sd_mecha_sd1_block(k)]
+    assert mismatched == []
+    vae = [k for k in keys if k.startswith("first_stage_model.")]
+    assert len(vae) == 248
+    assert {SD1.block_of(k, convention) for k in vae} == {BASE}

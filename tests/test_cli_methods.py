@@ -66,7 +66,9 @@ def test_json_lists_parameters(capsys: pytest.CaptureFixture[str]) -> None:
         "base_of": None,
         "base_default": 0.0,
         "doc": get_method("weighted_sum").params[2].doc,  # type: ignore[union-attr]
+        "choices": None,
     }
+    assert ties["params"][4]["choices"] == ["sum", "count"]
 
 
 def test_an_unknown_name_is_a_usage_error_with_a_suggestion(

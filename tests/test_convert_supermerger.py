@@ -46,6 +46,7 @@ def test_block_weight_strings() -> None:
         (":attn2 attn1.to_out:0.5", ['"attn2": 0.5', '"attn1.to_out": 0.5']),
         ("OUT03-OUT05:ff:0.1", ['"ff" in [OUT03, OUT04, OUT05]: 0.1']),
         ("IN01:NOT norm:0.7", ['not "norm" in [IN01]: 0.7']),
+        ("OUT05:NOT attn proj:0.2", ['not "attn proj" in [OUT05]: 0.2']),
         ("IN01:a:1, OUT11:b:0\n:c:0.25", ['"a" in [IN01]: 1', '"b" in [OUT11]: 0', '"c": 0.25']),
     ],
 )
@@ -59,7 +60,6 @@ def test_elemental_entries(text: str, expected: list[str]) -> None:
         ("OUT03 OUT13:attn2:0.5", "unknown block 'OUT13'", "1:7"),
         ("IN00:a:1\nx:1", "BLOCKS:ELEMENTS:RATIO", "2:1"),
         ("OUT03:a:zz", "'zz' is not a number", "1:9"),
-        ("OUT03:NOT a b:1", "NOT takes one element", "1:7"),
         ("OUT03:NOT:1", "NOT needs the element it excludes", "1:7"),
         ("1,2,3", "not 3", "1:1"),
         ("0.5,x" + ",1" * 24, "'x' is not a number", "1:5"),

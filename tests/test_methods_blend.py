@@ -81,7 +81,7 @@ def test_signatures_formulas_and_kinds() -> None:
         "sum_twice": "sum_twice(a, b, c, alpha, beta, base=None)",
         "sigmoid_sum": "sigmoid_sum(a, b, alpha=0.5, base=None)",
         "geometric": "geometric(a, b, alpha=0.5, base=None)",
-        "tensor_sum": "tensor_sum(a, b, alpha=0.5, beta=0.0, base=None)",
+        "tensor_sum": 'tensor_sum(a, b, alpha=0.5, beta=0.0, boundary="floor", base=None)',
     }
     for name, signature in expected.items():
         spec = get_method(name)

@@ -112,7 +112,7 @@ def test_signatures_and_base_defaults() -> None:
     expected = {
         "train_difference": ("train_difference(a, b, c, alpha=1.0, base=None)", None),
         "multiply_difference": (
-            "multiply_difference(a, b, c, alpha=0.5, beta=0.5, base=None)",
+            'multiply_difference(a, b, c, alpha=0.5, beta=0.5, zero_sign="zero", base=None)',
             0.0,
         ),
         "similarity_add_difference": (

@@ -178,7 +178,7 @@ MODEL_SHAPES = [(16, 12), (8, 6, 3, 3), (40,), (12, 20), (6, 4, 1, 1), (30, 5)]
 
 def test_signatures_and_kinds() -> None:
     expected = {
-        "slerp": "slerp(a, b, alpha=0.5, base=None)",
+        "slerp": 'slerp(a, b, alpha=0.5, variant="mergelang", base=None)',
         "add_perpendicular": "add_perpendicular(a, b, c, alpha=1.0, base=None)",
         "extract": "extract(a, b, c, alpha=0.5, beta=0.0, gamma=1.0, base=None)",
         "cosine_a": "cosine_a(a, b, alpha=0.5, base=None)",

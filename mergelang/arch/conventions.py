@@ -41,6 +41,11 @@ class Convention:
     by_scheme: Mapping[str, Mapping[str, str | None]] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    supermerger_statistics: bool = False
+    """Whether a statistics pass (``cosine_a``/``cosine_b``) measures the keys SuperMerger's
+    does: the merged keys outside the VAE (``first_stage_model.``), plus the text encoders'
+    ``position_ids`` that both models have, which are never merged. Otherwise it measures
+    exactly the merged keys."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "slots", MappingProxyType(dict(self.slots)))
@@ -89,6 +94,7 @@ KOHYA = Convention(
 SUPERMERGER = Convention(
     name="supermerger",
     slots={"time_embed": FIRST_IN, "label_emb": FIRST_IN, "vae": BASE},
+    supermerger_statistics=True,
     doc=(
         "SuperMerger at its current commit (since 2025-11, and SD1 before 2023-07): "
         "time_embed (and SDXL label_emb) with IN00, out.* with the last OUT block, text "
@@ -100,6 +106,7 @@ SUPERMERGER_2023 = Convention(
     name="supermerger_2023",
     slots={"time_embed": LAST_BLOCK, "label_emb": None, "vae": BASE},
     by_scheme={"sdxl_unet": {"time_embed": None, "label_emb": None}},
+    supermerger_statistics=True,
     doc=(
         "SuperMerger from 2023-07 to 2025-11: SD1/SD2 time_embed with OUT11 (its block index "
         "wrapped around to the last entry), SDXL time_embed and label_emb not merged (taken "
@@ -109,12 +116,16 @@ SUPERMERGER_2023 = Convention(
 
 SD_MECHA = Convention(
     name="sd_mecha",
-    slots={"time_embed": BASE, "label_emb": BASE, "vae": None},
+    slots={"time_embed": BASE, "label_emb": BASE, "vae": BASE},
+    by_scheme={"sdxl_unet": {"vae": None}},
     doc=(
-        "sd-mecha: time_embed and label_emb with BASE, out.* with the last OUT block, "
-        "the VAE not merged (taken from the first model)."
+        "sd-mecha 1.1.8: time_embed and label_emb with BASE, out.* with the last OUT block; "
+        "the SD1/SD2 VAE with BASE (sd-mecha's SD1 block conversion sends every key outside "
+        "model.diffusion_model. to BASE), the SDXL VAE not merged (sd-mecha gives it a VAE "
+        "block of its own, which mergelang's block scheme does not have)."
     ),
 )
+
 
 CONVENTIONS: dict[str, Convention] = {
     c.name: c for c in (MBW, KOHYA, SUPERMERGER, SUPERMERGER_2023, SD_MECHA)

@@ -3,6 +3,10 @@
 ``"attn2" in OUT03: 0.2`` gives every key of OUT03 whose name contains ``attn2`` the weight
 0.2; the entries apply after the block values, later entries winning (see
 :meth:`~mergelang.block_weights.weights.ResolvedWeights.value`).
+
+A pattern holding spaces lists several elements, as SuperMerger's ELEMENTS field does
+(checkpoint key names never hold a space): ``"attn proj"`` selects a key that matches any
+of them, ``not "attn proj"`` one that matches none (SuperMerger's ``OUT05:NOT attn proj:0.2``).
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ _GLOB_CHARS = frozenset("*?[")
 class KeySelector:
     """Which keys an elemental entry applies to.
 
-    ``pattern`` matches a key name as a substring, or, when it holds ``*``, ``?`` or ``[``,
-    the whole name as a case-sensitive glob; ``negated`` selects the keys it does not match.
+    ``pattern`` is one or more elements separated by spaces; an element matches a key name
+    as a substring, or, when it holds ``*``, ``?`` or ``[``, the whole name as a
+    case-sensitive glob. The pattern matches a key that some element matches; ``negated``
+    selects the keys it does not match (those that no element matches).
     ``blocks`` (block names and ``BASE``, in canonical order; ``None`` for every block)
     restricts the selector to keys of those blocks, or with ``exclude`` to keys of every
     other block. ``span`` is where the recipe wrote the entry (for warnings); it takes no
@@ -40,10 +46,15 @@ class KeySelector:
     span: Span | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.pattern:
+        if not self.pattern.split():
             raise WeightsError("an elemental key pattern is empty")
         if self.blocks is not None:
             object.__setattr__(self, "blocks", _canonical_blocks(self.blocks))
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        """The pattern's elements (its words)."""
+        return tuple(self.pattern.split())
 
     @property
     def is_glob(self) -> bool:
@@ -57,7 +68,7 @@ class KeySelector:
 
     def matches_key(self, key: str) -> bool:
         """Whether the key name matches the pattern (``not`` applied)."""
-        hit = fnmatch.fnmatchcase(key, self.pattern) if self.is_glob else self.pattern in key
+        hit = any(_element_matches(element, key) for element in self.elements)
         return hit != self.negated
 
     def matches(self, block: str, key: str) -> bool:
@@ -85,6 +96,12 @@ class ElementalEntry:
 
     def to_text(self) -> str:
         return f"{self.selector.to_text()}: {format_number(self.value)}"
+
+
+def _element_matches(element: str, key: str) -> bool:
+    if any(char in _GLOB_CHARS for char in element):
+        return fnmatch.fnmatchcase(key, element)
+    return element in key
 
 
 def quote_text(text: str) -> str:

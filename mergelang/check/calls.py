@@ -3,10 +3,10 @@
 Positional arguments bind in parameter order (a variadic parameter takes the rest), keywords
 by name; every parameter is then checked against its kind: models must be models, weights
 are evaluated and range-checked per block, numbers and ints checked against their range,
-strings kept as text. The result is a :class:`~mergelang.check.checked_recipe.MethodCall` whose
-:class:`~mergelang.check.checked_recipe.BoundArg` values follow the method's parameter order,
-defaults
-filled in.
+strings kept as text (one of the parameter's choices, where it declares them). The result
+is a :class:`~mergelang.check.checked_recipe.MethodCall` whose
+:class:`~mergelang.check.checked_recipe.BoundArg` values follow the method's parameter
+order, defaults filled in.
 """
 
 from __future__ import annotations
@@ -184,6 +184,16 @@ class CallChecker:
         what = f"argument '{param.name}' of {spec.name}"
         if param.kind == "string":
             if isinstance(value, TextValue):
+                problem = param.choice_error(value.value)
+                if problem is not None:
+                    assert param.choices is not None
+                    self.sink.error(
+                        f"{what}: {problem}",
+                        span,
+                        code="unknown-choice",
+                        hint=did_you_mean(value.value, param.choices) or spec.signature(),
+                    )
+                    return _UNCONVERTED
                 return value.value
             self.sink.error(f"{what} must be a string, not {describe(value)}", span, code="type")
             return _UNCONVERTED

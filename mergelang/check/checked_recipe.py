@@ -43,7 +43,9 @@ class ModelSource:
 
     ``kind`` is ``path`` (a quoted path, relative to the recipe's folder), ``variable`` (bound
     on the command line: ``ref`` is the value, ``variable`` its name) or ``literal`` (a
-    checkpoint named in a Merge Board line, looked up by name later).
+    checkpoint named in a Merge Board line, looked up by name later). ``sha256`` (lower-case
+    hex, 10 to 64 digits) pins the file's content: the file found must have a sha256 that
+    starts with it; ``sha256_span`` is where the recipe wrote it.
     """
 
     name: str
@@ -51,6 +53,8 @@ class ModelSource:
     ref: str
     variable: str | None = None
     span: Span = field(default=ast.NO_SPAN, compare=False)
+    sha256: str | None = None
+    sha256_span: Span = field(default=ast.NO_SPAN, compare=False)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ belong at the top level. Expressions are :class:`~mergelang.check.expressions.Ex
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from decimal import Decimal
 
 from mergelang.block_weights import vocabulary
@@ -33,6 +35,9 @@ from mergelang.errors import Span
 from mergelang.lang import ast
 from mergelang.lang.formatter import format_iterable
 from mergelang.lang.syntax_errors import RESERVED_WORDS
+
+_SHA256_PIN = re.compile(r"[0-9a-f]{10,64}")
+"""A model pin: the first 10 (AutoV2) to 64 hex digits of the file's sha256."""
 
 try:
     from mergelang.arch.conventions import CONVENTION_NAMES, DEFAULT_CONVENTION
@@ -129,6 +134,18 @@ class StatementChecker:
                 self.scope.define_invalid(stmt.name, stmt)
                 return
             model = ModelSource(stmt.name, "variable", value, source.name, span=source.span)
+        if stmt.pin is not None:
+            pin = stmt.pin.value.strip().lower()
+            if not _SHA256_PIN.fullmatch(pin):
+                self.sink.error(
+                    f"a sha256 pin is 10 to 64 hexadecimal digits, not '{stmt.pin.value}'",
+                    stmt.pin.span,
+                    code="bad-pin",
+                    hint='e.g. sha256 "6ce0161689" (the AutoV2 hash) or all 64 digits',
+                )
+                self.scope.define_invalid(stmt.name, stmt)
+                return
+            model = replace(model, sha256=pin, sha256_span=stmt.pin.span)
         bound = ModelValue(InputRef(stmt.name), stmt.name)
         if self.scope.define(stmt.name, stmt.name_span, bound, "model", stmt):
             self.expressions.models[stmt.name] = model

@@ -72,6 +72,7 @@ def _param_json(param: Param) -> dict[str, object]:
         "base_of": param.base_of,
         "base_default": param.base_default,
         "doc": param.doc,
+        "choices": None if param.choices is None else list(param.choices),
     }
 
 
@@ -100,6 +101,8 @@ def describe_method(spec: MethodSpec) -> str:
         span = _range(param)
         if span is not None:
             facts.append(span)
+        if param.choices is not None:
+            facts.append("one of " + ", ".join(f'"{choice}"' for choice in param.choices))
         if param.base_default is not None:
             facts.append(f"an unset BASE is {param.base_default}")
         if param.base_of is not None:

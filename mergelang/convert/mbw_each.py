@@ -16,13 +16,16 @@ MBW Each merges ``wA * A + wB * B`` per block, without normalisation, so each li
 - ``IN_A_00``..``IN_A_11``, ``M_A_00``, ``OUT_A_00``..``OUT_A_11`` (and ``_B_``): one block's
   weight for A (B);
 - ``Preset_Weights``: a preset name (25 values, the MBW table): B's weights are the preset,
-  A's are 1 minus it; ``weight_values``: the same with 25 numbers given directly (commas
-  between them, or spaces);
+  A's are 1 minus it; ``weight_values``: the same with 25 numbers given directly, separated
+  by spaces as MBW Each reads them (``weight_values=0.5 0.5 ... 1``; since commas separate
+  the items of a line, MBW Each ignores a comma-separated list, which mergelang accepts);
 - ``base_alpha``: B's share of every key outside the U-Net blocks (text encoder, VAE, ...),
   A's share being ``1 - base_alpha``.
 
-Unset values take the defaults of MBW Each's sliders: A's block weights 1, B's 0, and
-``base_alpha`` 0, so a line that only sets ``IN_A_00=0.75`` weakens that one block of A.
+Unset values take the defaults of MBW Each's sliders in its source: every block weight of A
+and of B 0.5, and ``base_alpha`` 0. MBW Each itself takes them from wherever the sliders
+stand when the lines run; a line written for sliders at A 1 / B 0 (the layer-influence
+study's ``IN_A_00=0.75``) starts with ``Preset_Weights=ALL_A`` to say so.
 """
 
 from __future__ import annotations
@@ -45,10 +48,10 @@ from mergelang.lang.formatter import format_string
 
 __all__ = ["DEFAULT_A", "DEFAULT_B", "DEFAULT_BASE_ALPHA", "convert_mbw_each"]
 
-DEFAULT_A = 1.0
-"""Model A's weight for a block the line does not set."""
-DEFAULT_B = 0.0
-"""Model B's weight for a block the line does not set."""
+DEFAULT_A = 0.5
+"""Model A's weight for a block the line does not set (the default of MBW Each's sliders)."""
+DEFAULT_B = 0.5
+"""Model B's weight for a block the line does not set (the default of MBW Each's sliders)."""
 DEFAULT_BASE_ALPHA = 0.0
 """B's share of the keys outside the U-Net blocks when ``base_alpha`` is not given."""
 
@@ -109,14 +112,23 @@ class _LineReader:
                         len(stripped),
                         hint="e.g. O=merge/out, IN_A_00=0.75, Model_A=sd-v1-5",
                     )
-                items[-1].values.extend((v, column + stripped.index(v)) for v in stripped.split())
+                items[-1].values.extend(_words(stripped, column))
                 continue
             value_column = column + len(key) + 1 + len(value) - len(value.lstrip())
             item = _Item(key.strip(), column=column)
             if value.strip():
-                item.values.append((value.strip(), value_column))
+                if item.key.lower() == "weight_values":
+                    item.values.extend(_words(value.strip(), value_column))
+                else:
+                    item.values.append((value.strip(), value_column))
             items.append(item)
         return items
+
+
+def _words(text: str, column: int) -> list[tuple[str, int]]:
+    """The space-separated words of ``text`` (which starts at ``column``), with their
+    columns."""
+    return [(m.group(), column + m.start()) for m in re.finditer(r"\S+", text)]
 
 
 def _number(reader: _LineReader, text: str, line: int, column: int) -> float:

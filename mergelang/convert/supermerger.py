@@ -16,11 +16,20 @@ Two inputs are accepted:
 
 SuperMerger's modes and calculation modes map to mergelang methods as in :data:`MODES`
 and :data:`CALCMODES`.
+
+Models are declared by the file name the metadata records, with its sha256 as a pin
+(``model model_a = "a.safetensors" sha256 "..."``) that ``check --inputs``, ``plan`` and
+``run`` verify. The names and hashes come from ``sd_merge_models`` (A1111's and
+SuperMerger's map of sha256 to ``{"name": ...}``) when the input holds it beside the
+recipe; a SuperMerger model written as a checkpoint title, ``name [abcdef1234]``, gives its
+short hash as the pin. An A1111 recipe whose hash ``sd_merge_models`` does not name is
+declared by the hash alone, which the user replaces by the file.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from mergelang.block_weights import format_number
@@ -113,6 +122,50 @@ def _convert_text(text: str, path: str | None) -> str:
     return writer.text()
 
 
+_TITLE = re.compile(r"^(?P<name>.*\S)\s+\[(?P<hash>[0-9a-fA-F]{10,64})\]$")
+"""A1111's checkpoint title: the file name, then its short (AutoV2) hash in brackets."""
+
+
+def _merge_models(data: Any) -> dict[str, str]:
+    """sha256 (lower case) -> recorded file name, from the ``sd_merge_models`` beside the
+    recipe (a JSON string or an object; nested recipes' own models are not needed)."""
+    if isinstance(data, dict) and "__metadata__" in data:
+        data = data["__metadata__"]
+    models = data.get("sd_merge_models") if isinstance(data, dict) else None
+    if isinstance(models, str):
+        try:
+            models = json.loads(models)
+        except json.JSONDecodeError:
+            return {}
+    if not isinstance(models, dict):
+        return {}
+    found: dict[str, str] = {}
+    for sha256, entry in models.items():
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if isinstance(sha256, str) and isinstance(name, str) and name.strip():
+            found[sha256.strip().lower()] = name.strip()
+    return found
+
+
+def _declaration(name: str, ref: str, sha256: str | None) -> str:
+    """``model NAME = "ref"``, with ``sha256 "..."`` when the hash is known."""
+    text = f"model {name} = {format_string(ref)}"
+    if sha256 is not None and re.fullmatch(r"[0-9a-f]{10,64}", sha256):
+        text += f" sha256 {format_string(sha256)}"
+    return text
+
+
+def _named_model(ref: str, models: dict[str, str]) -> tuple[str, str | None]:
+    """A SuperMerger ``model_a``..``model_c`` value as (file name, pin or ``None``)."""
+    title = _TITLE.match(ref)
+    name, short = (title["name"], title["hash"].lower()) if title else (ref, None)
+    for sha256, recorded in models.items():
+        same = recorded == name or recorded.rsplit("/", 1)[-1] == name.rsplit("/", 1)[-1]
+        if same and (short is None or sha256.startswith(short)):
+            return name, sha256
+    return name, short
+
+
 def _recipe_object(data: Any, path: str | None) -> dict[str, Any]:
     """The ``sd_merge_recipe`` object inside what was given."""
     if isinstance(data, dict) and "__metadata__" in data:
@@ -180,8 +233,9 @@ def _weights_value(
 
 def _convert_json(data: Any, path: str | None) -> str:
     recipe = _recipe_object(data, path)
+    models = _merge_models(data)
     if recipe.get("type") == "webui" or "interp_method" in recipe:
-        return _convert_webui(recipe, path)
+        return _convert_webui(recipe, path, models)
     mode = str(recipe.get("mode", "Weight sum")).split(":")[0].strip().lower()
     calcmode = str(recipe.get("calcmode", "normal")).replace(" ", "").lower()
     if calcmode in ("", "normal"):
@@ -229,7 +283,7 @@ def _convert_json(data: Any, path: str | None) -> str:
             )
         name = writer.new_name(key)
         names.append(name)
-        writer.statement(f"model {name} = {format_string(ref)}")
+        writer.statement(_declaration(name, *_named_model(ref, models)))
     writer.blank()
     args = ", ".join(names) + f", alpha={alpha}"
     if uses_beta and beta is not None:
@@ -243,7 +297,7 @@ def _convert_json(data: Any, path: str | None) -> str:
     return writer.text()
 
 
-def _convert_webui(recipe: dict[str, Any], path: str | None) -> str:
+def _convert_webui(recipe: dict[str, Any], path: str | None, models: dict[str, str]) -> str:
     method_name = str(recipe.get("interp_method", ""))
     methods = {"weighted sum": ("weighted_sum", 2), "add difference": ("add_difference", 3)}
     chosen = methods.get(method_name.strip().lower())
@@ -266,7 +320,12 @@ def _convert_webui(recipe: dict[str, Any], path: str | None) -> str:
             raise convert_error(f"{method} needs {key}", path, 1, 1, code="supermerger")
         name = writer.new_name(identifier_for(key.split("_")[0]))
         names.append(name)
-        writer.statement(f"model {name} = {format_string(ref)}")
+        sha256 = ref.strip().lower()
+        recorded = models.get(sha256)
+        if recorded is None:
+            writer.statement(f"model {name} = {format_string(ref)}")
+        else:
+            writer.statement(_declaration(name, recorded, sha256))
     writer.blank()
     alpha = format_number(multiplier if multiplier is not None else 0.3)
     dtype = " as fp16" if recipe.get("save_as_half") in (True, "True", "true") else ""

@@ -9,14 +9,16 @@ given (mergelang reads each length in the same order), or the preset's name.
 Elemental strings: ``BLOCKS:ELEMENTS:RATIO`` entries separated by newlines or commas, e.g.
 ``OUT03 OUT04:attn2:0.5``. BLOCKS are block names and ranges (``OUT03-OUT06``) separated by
 spaces, blank for every block, ``NOT`` first to take every other block; ELEMENTS are key
-substrings separated by spaces, ``NOT`` first to take the keys matching none of them (one
-element only). Each element becomes one mergelang elemental map entry, in order (later
-entries win, as in SuperMerger):
+substrings separated by spaces, ``NOT`` first to take the keys matching none of them. Each
+element becomes one mergelang elemental map entry, in order (later entries win, as in
+SuperMerger); after ``NOT`` the elements stay together in one pattern, whose spaces separate
+them (a key matching none of them is selected):
 
     OUT03 OUT04:attn2:0.5     ->  "attn2" in [OUT03, OUT04]: 0.5
     NOT OUT03:attn:0.5        ->  "attn" not in [OUT03]: 0.5
     :attn2:0.5                ->  "attn2": 0.5
     IN01:NOT norm:0.7         ->  not "norm" in [IN01]: 0.7
+    OUT05:NOT attn proj:0.2   ->  not "attn proj" in [OUT05]: 0.2
 """
 
 from __future__ import annotations
@@ -227,13 +229,9 @@ def _entries_of(item: str, where: _Where, offset: int) -> list[ElementalEntry]:
             )
         # a blank ELEMENTS is every key of the blocks (SuperMerger tests "" in key)
         elements = ["*"]
-    if negate_pattern and len(elements) > 1:
-        raise where.error(
-            "NOT takes one element",
-            element_offset,
-            len(element_field),
-            hint="write one entry per element",
-        )
+    if negate_pattern:
+        # SuperMerger: selected when the key holds none of the elements
+        return [ElementalEntry(" ".join(elements), blocks, value, negate_blocks, True)]
     return [
         ElementalEntry(pattern, blocks, value, negate_blocks, negate_pattern)
         for pattern in elements

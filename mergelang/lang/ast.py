@@ -303,11 +303,13 @@ MergeBoardOperand: TypeAlias = Variable | OutputRef | ModelLiteral
 
 @dataclass(frozen=True)
 class ModelDecl(Node):
-    """``model NAME = "path"`` / ``= $VAR`` / ``= __VAR__``: an input checkpoint."""
+    """``model NAME = "path"`` / ``= $VAR`` / ``= __VAR__``: an input checkpoint;
+    ``sha256 "HEX"`` after the source pins the file's content (``pin``)."""
 
     name: str
     source: String | Variable
     name_span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
+    pin: String | None = field(default=None, kw_only=True)
 
 
 AssignOrigin: TypeAlias = Literal["assign", "merge_board"]

@@ -78,8 +78,18 @@ class TreeToAst(Transformer[Token, Any]):
         return tuple(children)
 
     def model_decl(self, meta: Meta, children: list[Any]) -> ast.ModelDecl:
-        name, source = children
-        return ast.ModelDecl(str(name), source, span=_meta_span(meta), name_span=token_span(name))
+        name, source, *pin = children
+        return ast.ModelDecl(
+            str(name),
+            source,
+            span=_meta_span(meta),
+            name_span=token_span(name),
+            pin=pin[0] if pin and pin[0] is not None else None,
+        )
+
+    def model_pin(self, meta: Meta, children: list[Any]) -> ast.String:
+        (token,) = children
+        return self._string(token)
 
     def model_source(self, meta: Meta, children: list[Any]) -> ast.String | ast.Variable:
         (token,) = children

@@ -160,7 +160,10 @@ def _save_value(value: ast.SaveValue) -> str:
 def format_statement(stmt: ast.Statement) -> str:
     """The canonical text of one statement; for a ``for``, its header line only."""
     if isinstance(stmt, ast.ModelDecl):
-        return f"model {stmt.name} = {format_expr(stmt.source)}"
+        text = f"model {stmt.name} = {format_expr(stmt.source)}"
+        if stmt.pin is not None:
+            text += f" sha256 {format_expr(stmt.pin)}"
+        return text
     if isinstance(stmt, ast.Assign):
         prefix = "cache " if stmt.cached else ""
         return f"{prefix}{stmt.name} = {format_expr(stmt.value)}"

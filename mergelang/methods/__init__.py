@@ -5,9 +5,9 @@ Importing this package imports no torch; kernels import it when they run. Method
 ``sparse``) are loaded on the first lookup, together with third-party methods from the
 ``mergelang.methods`` entry point group. A method's parameters are its kernel's typed
 signature, with :data:`Weights` for block weights and ``Annotated`` metadata (:class:`Doc`,
-:class:`Range`, :class:`BaseDefault`, :class:`BaseNumber`) for what a type cannot say; see
-:mod:`mergelang.methods.registry`, and :mod:`mergelang.methods.spec` for the calling
-convention and the BASE rule.
+:class:`Range`, :class:`Choices`, :class:`BaseDefault`, :class:`BaseNumber`) for what a
+type cannot say; see :mod:`mergelang.methods.registry`, and :mod:`mergelang.methods.spec`
+for the calling convention and the BASE rule.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from mergelang.methods.params import (
     REQUIRED,
     BaseDefault,
     BaseNumber,
+    Choices,
     Doc,
     Param,
     ParamKind,
@@ -44,6 +45,7 @@ __all__ = [
     "REQUIRED",
     "BaseDefault",
     "BaseNumber",
+    "Choices",
     "Doc",
     "MethodRegistry",
     "MethodSpec",

@@ -26,13 +26,14 @@ import math
 from typing import TYPE_CHECKING, Annotated
 
 from mergelang.methods.common import ModelAKept, ModelBTaken, as_float32, base_number, lerp
-from mergelang.methods.params import BaseDefault, Doc, Range, Weights
+from mergelang.methods.params import BaseDefault, Choices, Doc, Range, Weights
 from mergelang.methods.registry import method
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 __all__ = [
+    "TENSOR_SUM_BOUNDARIES",
     "geometric",
     "power_product",
     "sigmoid_sum",
@@ -226,17 +227,26 @@ def geometric(
 # Row exchange
 
 
-def tensor_rows(count: int, alpha: float, beta: float) -> tuple[int, int, bool]:
+TENSOR_SUM_BOUNDARIES: tuple[str, ...] = ("floor", "round")
+"""How ``tensor_sum`` turns the window's fractions into rows: ``floor`` (SuperMerger and
+sd-meh) or ``round`` (sd-mecha 1.1.8: Python's ``round``, half to even)."""
+
+
+def tensor_rows(
+    count: int, alpha: float, beta: float, boundary: str = "floor"
+) -> tuple[int, int, bool]:
     """Which rows of dim 0 (of ``count``) tensor_sum takes from B: ``(start, end, inside)``.
 
     ``inside`` True: rows ``start:end`` come from B, the rest from A (alpha + beta <= 1).
     ``inside`` False (alpha + beta > 1, the window wraps past the last row): rows
     ``start:end`` come from A and every other row from B, i.e. B's rows are
-    ``floor(count * beta):count`` and ``0:floor(count * (alpha + beta - 1))``.
+    ``floor(count * beta):count`` and ``0:floor(count * (alpha + beta - 1))``. With
+    ``boundary="round"`` each ``floor`` is Python's ``round`` (sd-mecha's ``ratio_to_region``).
     """
+    cut = math.floor if boundary == "floor" else round
     if alpha + beta <= 1:
-        return math.floor(count * beta), math.floor(count * (alpha + beta)), True
-    return math.floor(count * (alpha + beta - 1)), math.floor(count * beta), False
+        return cut(count * beta), cut(count * (alpha + beta)), True
+    return cut(count * (alpha + beta - 1)), cut(count * beta), False
 
 
 @method("tensor_sum", elementwise=False, temporaries=1)
@@ -263,6 +273,15 @@ def tensor_sum(
         Range(0.0, 1.0),
         BaseDefault(0.0),
     ] = 0.0,
+    boundary: Annotated[
+        str,
+        Doc(
+            'how the window\'s edges become rows: "floor" (rounded down, as SuperMerger and '
+            'sd-meh) or "round" (to the nearest row, half to even, as sd-mecha; a 0-D key '
+            "is then B when alpha is above 0.5)"
+        ),
+        Choices(*TENSOR_SUM_BOUNDARIES),
+    ] = "floor",
 ) -> Tensor:
     """A with rows [floor(n * beta), floor(n * (alpha + beta))) of dim 0 taken from B
 
@@ -271,10 +290,16 @@ def tensor_sum(
     merge: when alpha + beta > 1 the window wraps around, so B gives rows from
     floor(n * beta) to the end and rows 0 to floor(n * (alpha + beta - 1)), A the rest (see
     :func:`tensor_rows`). Rows are copied, never blended; alpha and beta are in 0..1.
+    ``boundary="round"`` is sd-mecha's rule: ``round`` instead of ``floor`` (Python's, half
+    to even), and a 0-D key is B when alpha > 0.5, else A.
     """
+    if boundary not in TENSOR_SUM_BOUNDARIES:
+        raise ValueError(f'boundary is "floor" or "round", not {boundary!r}')
     a, b = as_float32(a), as_float32(b)
+    if boundary == "round" and a.dim() == 0:
+        return (b if alpha > 0.5 else a).clone()
     rows_a, rows_b = a.reshape(1) if a.dim() == 0 else a, b.reshape(1) if b.dim() == 0 else b
-    start, end, inside = tensor_rows(rows_a.shape[0], alpha, beta)
+    start, end, inside = tensor_rows(rows_a.shape[0], alpha, beta, boundary)
     result = (rows_a if inside else rows_b).clone()
     result[start:end] = (rows_b if inside else rows_a)[start:end]
     return result.reshape(a.shape)

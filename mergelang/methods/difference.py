@@ -29,7 +29,7 @@ from mergelang.methods.common import (
     as_float32,
     base_number,
 )
-from mergelang.methods.params import BaseDefault, Doc, Range, Weights
+from mergelang.methods.params import BaseDefault, Choices, Doc, Range, Weights
 from mergelang.methods.registry import method
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GAUSSIAN_RADIUS",
+    "ZERO_SIGN_RULES",
     "gaussian_filter",
     "gaussian_weights",
     "median_filter3",
@@ -100,6 +101,11 @@ def train_difference(
     return torch.add(a, delta, out=out)
 
 
+ZERO_SIGN_RULES: tuple[str, ...] = ("zero", "copysign")
+"""The ``zero_sign`` choices of ``multiply_difference``: the sign where the weighted sum of A
+and B equals C, 0 (mergelang) or that of the zero, as ``torch.copysign`` reads it (sd-meh)."""
+
+
 @method("multiply_difference")
 def multiply_difference(
     a: Annotated[Tensor, Doc("model A: its difference from C has exponent 1 - alpha")],
@@ -124,6 +130,15 @@ def multiply_difference(
         ),
         BaseDefault(0.0),
     ] = 0.5,
+    zero_sign: Annotated[
+        str,
+        Doc(
+            'the sign where the weighted sum equals C exactly: "zero" (the result is C) or '
+            '"copysign" (that of the zero difference, +0 in practice: C plus the magnitude, '
+            "as sd-meh's torch.copysign gives)"
+        ),
+        Choices(*ZERO_SIGN_RULES),
+    ] = "zero",
     out: Tensor,
 ) -> Tensor:
     """C + sign((1 - beta) * A + beta * B - C) * |A - C|^(1 - alpha) * |B - C|^alpha
@@ -135,13 +150,21 @@ def multiply_difference(
     ``A - C`` and ``B - C``, their magnitudes combined by
     :func:`~mergelang.methods.blend.power_product` (float64 inside, rounded once), the
     weighted sum as weighted_sum computes it. alpha is in 0..1; alpha = beta = 0 gives
-    C + (A - C), which is A up to float32 rounding.
+    C + (A - C), which is A up to float32 rounding. ``zero_sign="copysign"`` is sd-meh's
+    rule, ``C + copysign(magnitude, weighted sum - C)``: where the weighted sum equals C the
+    difference is +0 (a float32 subtraction of equal numbers), so the result is C plus the
+    magnitude instead of C.
     """
     import torch
 
+    if zero_sign not in ZERO_SIGN_RULES:
+        raise ValueError(f'zero_sign is "zero" or "copysign", not {zero_sign!r}')
     a, b, c = as_float32(a), as_float32(b), as_float32(c)
     magnitude = power_product((a - c).abs_(), (b - c).abs_(), alpha)
     blended = (1 - beta) * a + beta * b
+    if zero_sign == "copysign":
+        torch.copysign(magnitude, blended.sub_(c), out=out)
+        return out.add_(c)
     direction = torch.sign(blended.sub_(c))
     torch.mul(direction, magnitude, out=out)
     return out.add_(c)

@@ -38,14 +38,16 @@ from mergelang.methods.common import (
     as_float32,
     base_number,
 )
-from mergelang.methods.params import BaseDefault, BaseNumber, Doc, Range, Weights
+from mergelang.methods.params import BaseDefault, BaseNumber, Choices, Doc, Range, Weights
 from mergelang.methods.registry import method
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 __all__ = [
+    "MERGEKIT_CHUNK",
     "PARALLEL_DOT",
+    "SLERP_VARIANTS",
     "SimilarityRange",
     "add_perpendicular",
     "column_similarity",
@@ -111,6 +113,13 @@ def _flat_cosine(x: Tensor, y: Tensor) -> float:
 # slerp
 
 
+SLERP_VARIANTS: tuple[str, ...] = ("mergelang", "mergekit", "sd_mecha")
+"""The ``variant`` choices of :func:`slerp`, the default first."""
+
+MERGEKIT_CHUNK = 1024 * 1024
+"""mergekit 0.1.5 sums a key's norms and dot product over chunks of this many elements."""
+
+
 @method("slerp", elementwise=False, temporaries=2)
 def slerp(
     a: ModelAKept,
@@ -126,19 +135,49 @@ def slerp(
         BaseDefault(0.0),
         base_number("alpha", "alpha", minimum=0.0, maximum=1.0),
     ] = 0.5,
+    variant: Annotated[
+        str,
+        Doc(
+            'whose slerp: "mergelang" (angle and coefficients in double, exact at the '
+            'ends), "mergekit" (mergekit 0.1.5, all in float32) or "sd_mecha" (sd-mecha '
+            "1.1.8: unit vectors interpolated, then scaled to the interpolated norm)"
+        ),
+        Choices(*SLERP_VARIANTS),
+    ] = "mergelang",
 ) -> Tensor:
     """sin((1 - alpha) * theta) / sin(theta) * A + sin(alpha * theta) / sin(theta) * B
 
-    ``theta`` is the angle between A and B, each flattened: ``acos(A . B / (|A| |B|))``
-    (dot product and norms summed in float32, the rest in double). As in mergekit, the
-    coefficients multiply A and B themselves, not unit vectors. When ``|cos(theta)|`` is
-    above :data:`PARALLEL_DOT` (nearly parallel or opposite), or A or B is all zeros, the
-    result is the plain interpolation ``torch.lerp(A, B, alpha)``. ``slerp(A, A, t)`` is A,
-    alpha = 0 gives A and alpha = 1 gives B, all exactly.
+    ``theta`` is the angle between A and B, each flattened as a whole (one angle per key):
+    ``acos(A . B / (|A| |B|))`` (dot product and norms summed in float32, the rest in
+    double). As in mergekit, the coefficients multiply A and B themselves, not unit vectors.
+    When ``|cos(theta)|`` is above :data:`PARALLEL_DOT` (nearly parallel or opposite), or A
+    or B is all zeros, the result is the plain interpolation ``torch.lerp(A, B, alpha)``.
+    ``slerp(A, A, t)`` is A, alpha = 0 gives A and alpha = 1 gives B, all exactly.
+
+    ``variant="mergekit"`` is mergekit 0.1.5's ``slerp`` on one key (its leading "output"
+    axis batches separate keys, so it too measures the whole key): in float32, norms
+    ``|A|``, ``|B|`` as the norm of per-chunk norms (chunks of :data:`MERGEKIT_CHUNK`
+    elements), a norm at or below 1e-8 read as 1; ``d = sum(A / |A| * B / |B|)`` clamped
+    to -1..1; where ``|d| > 0.9995`` the coefficients are ``1 - alpha`` and ``alpha``, else
+    ``sin((1 - alpha) * theta) / sin(theta)`` and ``sin(alpha * theta) / sin(theta)`` with
+    ``theta = acos(d)``; the result ``c_a * A + c_b * B``. An all-zero A or B thus gives
+    ``theta = pi / 2``, not a lerp, and the ends are exact only to float32 rounding.
+
+    ``variant="sd_mecha"`` is sd-mecha 1.1.8's ``slerp``, in float32: ``u = A / |A|``,
+    ``v = B / |B|``, ``omega = acos(clamp(sum(u * v), -1, 1))``,
+    ``(u * sin((1 - alpha) * omega) + v * sin(alpha * omega)) / sin(omega)`` multiplied by
+    ``torch.lerp(|A|, |B|, alpha)``; ``torch.lerp(A, B, alpha)`` if any element of that is
+    NaN (a zero model, or A and B parallel so that ``sin(omega)`` is 0).
     """
     import torch
 
+    if variant not in SLERP_VARIANTS:
+        raise ValueError(f"variant is one of {', '.join(SLERP_VARIANTS)}, not {variant!r}")
     a, b = as_float32(a), as_float32(b)
+    if variant == "mergekit":
+        return _slerp_mergekit(a, b, alpha)
+    if variant == "sd_mecha":
+        return _slerp_sd_mecha(a, b, alpha)
     if alpha == 0 or torch.equal(a, b):
         return a.clone()
     if alpha == 1:
@@ -155,6 +194,59 @@ def slerp(
     s0 = math.sin((1 - alpha) * theta) / sin_theta
     s1 = math.sin(alpha * theta) / sin_theta
     return a * s0 + b * s1
+
+
+def _slerp_mergekit(a: Tensor, b: Tensor, alpha: float) -> Tensor:
+    """mergekit 0.1.5's slerp of one key (see :func:`slerp`), float32 throughout."""
+    import torch
+
+    x = a.reshape(1, -1)
+    y = b.reshape(1, -1)
+    t = torch.tensor([[alpha]], dtype=torch.float32, device=a.device)
+    if x.shape[1] == 0:
+        return ((1 - t) * x + t * y).reshape(a.shape)
+    spans = range(0, x.shape[1], MERGEKIT_CHUNK)
+
+    def norm(v: Tensor) -> Tensor:
+        parts = [
+            torch.linalg.vector_norm(v[:, i : i + MERGEKIT_CHUNK], dim=1, keepdim=True)
+            for i in spans
+        ]
+        whole = torch.linalg.vector_norm(torch.stack(parts), dim=0)
+        return torch.where(whole > 1e-8, whole, 1)
+
+    x_norm, y_norm = norm(x), norm(y)
+    dots = [
+        (x[:, i : i + MERGEKIT_CHUNK] / x_norm * (y[:, i : i + MERGEKIT_CHUNK] / y_norm)).sum(
+            dim=1, keepdim=True
+        )
+        for i in spans
+    ]
+    dot = torch.stack(dots).sum(dim=0).clamp(-1, 1)
+    linear = dot.abs() > PARALLEL_DOT
+    theta = torch.acos(torch.where(linear, 0, dot))
+    sin_theta = torch.sin(theta)
+    coef_a = torch.where(linear, 1 - t, torch.sin((1 - t) * theta) / sin_theta)
+    coef_b = torch.where(linear, t, torch.sin(t * theta) / sin_theta)
+    return (coef_a * x + coef_b * y).reshape(a.shape)
+
+
+def _slerp_sd_mecha(a: Tensor, b: Tensor, alpha: float) -> Tensor:
+    """sd-mecha 1.1.8's slerp (see :func:`slerp`), float32 throughout."""
+    import torch
+
+    t = torch.tensor(alpha, dtype=torch.float32, device=a.device)
+    a_norm = torch.linalg.vector_norm(a)
+    b_norm = torch.linalg.vector_norm(b)
+    u = a / a_norm
+    v = b / b_norm
+    omega = torch.arccos((u * v).sum().clamp(-1, 1))
+    scaled = (u * torch.sin((1 - t) * omega) + v * torch.sin(t * omega)) / torch.sin(omega)
+    result: Tensor = scaled * torch.lerp(a_norm, b_norm, t)
+    if bool(result.isnan().any()):
+        lerped: Tensor = torch.lerp(a, b, t)
+        return lerped
+    return result
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ __all__ = [
     "REQUIRED",
     "BaseDefault",
     "BaseNumber",
+    "Choices",
     "Doc",
     "Param",
     "ParamKind",
@@ -86,6 +87,7 @@ class Param:
     doc: str = ""
     open_minimum: bool = False
     open_maximum: bool = False
+    choices: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -110,6 +112,16 @@ class Param:
             self.open_maximum and self.maximum is None
         ):
             raise RegistrationError(f"parameter {self.name}: an open bound needs a value")
+        if self.choices is not None:
+            if self.kind != "string" or not self.choices:
+                raise RegistrationError(
+                    f"parameter {self.name}: choices are a non-empty set of strings for a "
+                    "string parameter"
+                )
+            if isinstance(self.default, str) and self.default not in self.choices:
+                raise RegistrationError(
+                    f"parameter {self.name}: the default {self.default!r} is not one of its choices"
+                )
 
     @property
     def required(self) -> bool:
@@ -126,6 +138,14 @@ class Param:
         if self.maximum is not None and value > self.maximum:
             return f"{self.name} is at most {_number_text(self.maximum)}, not {value!r}"
         return None
+
+    def choice_error(self, value: str) -> str | None:
+        """Why ``value`` is not one of this parameter's choices, or ``None`` if it is (or the
+        parameter takes any string)."""
+        if self.choices is None or value in self.choices:
+            return None
+        listed = ", ".join(_default_text(choice) for choice in self.choices)
+        return f"{self.name} is one of {listed}, not {_default_text(value)}"
 
     def signature(self) -> str:
         """How the parameter reads in a method signature: ``a``, ``*models``, ``alpha=0.5``."""
@@ -185,6 +205,17 @@ class Range:
     maximum: float | None = None
     open_minimum: bool = False
     open_maximum: bool = False
+
+
+@dataclass(frozen=True)
+class Choices:
+    """The values a ``str`` parameter takes: the checker refuses any other at its recipe line
+    and column, naming the nearest choice."""
+
+    values: tuple[str, ...]
+
+    def __init__(self, *values: str) -> None:
+        object.__setattr__(self, "values", tuple(values))
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ takes one or more); every other parameter is passed by keyword and its annotatio
 kind: ``Weights`` (block weights, a ``float`` per block), ``float`` (a number), ``int``,
 ``str``, any of the last three optionally ``| None``. A Python default is the parameter's
 default. ``Annotated`` metadata (:mod:`mergelang.methods.params`) adds the doc, a
-:class:`Range`, a weights parameter's :class:`BaseDefault` and its :class:`BaseNumber`, which
-becomes one more parameter, after the kernel's own.
+:class:`Range`, a string parameter's :class:`Choices` (checked at check time), a weights
+parameter's :class:`BaseDefault` and its :class:`BaseNumber`, which becomes one more
+parameter, after the kernel's own.
 
 Three names are not parameters but what the executor hands an elementwise kernel (``out``,
 the buffer it writes its result into), a method with a statistics pass (``stats``) and one
@@ -35,6 +36,7 @@ from mergelang.methods.params import (
     WEIGHTS,
     BaseDefault,
     BaseNumber,
+    Choices,
     Doc,
     Param,
     ParamKind,
@@ -183,6 +185,9 @@ def _param(
     base_default = _last(metadata, BaseDefault)
     if base_default is not None and kind != "weights":
         raise RegistrationError(f"{where}: a BaseDefault is for Weights parameters")
+    choices = _last(metadata, Choices)
+    if choices is not None and kind != "string":
+        raise RegistrationError(f"{where}: Choices are for str parameters")
     doc = _last(metadata, Doc)
     try:
         return Param(
@@ -196,6 +201,7 @@ def _param(
             variadic=parameter.kind is inspect.Parameter.VAR_POSITIONAL,
             base_default=None if base_default is None else base_default.value,
             doc="" if doc is None else doc.text,
+            choices=None if choices is None else choices.values,
         )
     except RegistrationError as exc:
         raise _restated(where, exc) from None

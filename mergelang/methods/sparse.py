@@ -24,7 +24,7 @@ import hashlib
 from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 from mergelang.methods.common import as_float32
-from mergelang.methods.params import Doc, Range, Weights
+from mergelang.methods.params import Choices, Doc, Range, Weights
 from mergelang.methods.registry import method
 
 if TYPE_CHECKING:
@@ -115,6 +115,7 @@ def ties(
             'trimmed deltas, as in the TIES paper and mergekit) or "count" (the sign more '
             "trimmed deltas have, as in sd-meh and sd-mecha)"
         ),
+        Choices(*TIES_SIGN_RULES),
     ] = "sum",
 ) -> Tensor:
     """B + alpha * disjoint_mean_i(top_density(X_i - B))
@@ -215,6 +216,7 @@ def dare(
             'paper) or "l1" (by |d|_1 / |M d|_1, the L1 norm of the task vector over that '
             "of its kept part, as mergekit's rescale_norm l1)"
         ),
+        Choices(*DARE_RESCALE_RULES),
     ] = "inverse",
 ) -> Tensor:
     """B + alpha * mean_i(M_i * (X_i - B) / (1 - drop))

@@ -138,13 +138,18 @@ class InputsReport:
         return found[0] if found else None
 
 
-def check_inputs(checked: CheckedRecipe, inputs: ResolvedInputs) -> InputsReport:
+def check_inputs(
+    checked: CheckedRecipe, inputs: ResolvedInputs, *, cache_dir: Path | None = None
+) -> InputsReport:
     """Check ``checked`` against its resolved ``inputs`` (see the module docstring).
 
-    Raises :class:`RecipeError` with every problem found (and the recipe's warnings), each at
-    its place in the recipe; returns the :class:`InputsReport` otherwise.
+    A model declared with a ``sha256`` pin has its file hashed (through the hash cache in
+    ``cache_dir``, by default :func:`~mergelang.io.hashing.default_cache_dir`: a file seen
+    before is not read again) and must match. Raises :class:`RecipeError` with every
+    problem found (and the recipe's warnings), each at its place in the recipe; returns the
+    :class:`InputsReport` otherwise.
     """
-    return _InputsChecker(checked, inputs).run()
+    return _InputsChecker(checked, inputs, cache_dir).run()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,9 +201,12 @@ def _expression_name(expr: ModelExpr) -> str:
 
 
 class _InputsChecker:
-    def __init__(self, checked: CheckedRecipe, inputs: ResolvedInputs) -> None:
+    def __init__(
+        self, checked: CheckedRecipe, inputs: ResolvedInputs, cache_dir: Path | None = None
+    ) -> None:
         self.checked = checked
         self.resolved = inputs
+        self.cache_dir = cache_dir
         self.lines = source_lines(checked.recipe.source or "")
         self.problems: list[Diagnostic] = []
         self.warnings: list[Diagnostic] = []
@@ -358,6 +366,8 @@ class _InputsChecker:
         if problem is not None:
             self._add(self._file_problem(resolved, source, problem))
             return None
+        if source.sha256 is not None and not self._pin_holds(resolved, source):
+            return None
         fmt = resolved.format
         assert fmt is not None
         path = resolved.path if resolved.memory is None else resolved.memory.path
@@ -374,6 +384,39 @@ class _InputsChecker:
             keys, metadata = _keys_and_metadata(resolved)
             prediction = prediction_of(keys, metadata)
         return InputInfo(source, path, fmt, found.arch.name, found.variant, prediction)
+
+    def _pin_holds(self, resolved: ResolvedSource, source: ModelSource) -> bool:
+        """Whether the file found for ``source`` has the sha256 its pin gives (reported at
+        the pin when not). Tensors given in memory have no file to hash and pass."""
+        from mergelang.io.hashing import default_cache_dir
+
+        pin = source.sha256
+        opened = resolved.file
+        if pin is None or opened is None:
+            return True
+        cache_dir = self.cache_dir if self.cache_dir is not None else default_cache_dir()
+        try:
+            hashes = opened.hashes(cache_dir, compute=True)
+        except OSError as exc:
+            self._report(
+                f"{resolved.role} '{source.name}': {resolved.path}: cannot be hashed: {exc}",
+                "pin-mismatch",
+                source.sha256_span,
+                None,
+            )
+            return False
+        if hashes is not None and hashes.sha256.startswith(pin):
+            return True
+        found = "unknown" if hashes is None else hashes.sha256
+        self._report(
+            f"{resolved.role} '{source.name}': {resolved.path} has sha256 {found}, not the "
+            f"pinned {pin}",
+            "pin-mismatch",
+            source.sha256_span,
+            "the file found by this name is another file than the recipe was made with: "
+            "find the right one (--models-dir), or remove the pin to use this one",
+        )
+        return False
 
     def _add(self, diagnostics: list[Diagnostic]) -> None:
         """Add each unless an equal one (same code, place and message) was added."""

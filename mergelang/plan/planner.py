@@ -221,7 +221,7 @@ class _Planner:
 
     def build(self, inputs: ResolvedInputs) -> Plan:
         """The plan before its cache decisions (see :func:`mergelang.plan.cache.decide`)."""
-        report = check_inputs(self.checked, inputs)
+        report = check_inputs(self.checked, inputs, cache_dir=self.options.cache_dir)
         self._open_handles(inputs, report)
         outputs = self._outputs()
         finished = [o.node for o in outputs] + [o.vae for o in outputs if o.vae is not None]

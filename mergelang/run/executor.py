@@ -51,6 +51,7 @@ from typing import Any
 
 import torch
 
+from mergelang.arch.conventions import get_convention
 from mergelang.errors import Diagnostic, OutputError, UsageError
 from mergelang.io.file_formats import FILE_FORMATS
 from mergelang.io.fp8 import clamped_warning
@@ -67,7 +68,7 @@ from mergelang.plan.cache import (
     stored_dtype,
     with_real_hashes,
 )
-from mergelang.plan.graph import MethodNode, Node
+from mergelang.plan.graph import KeySlot, MethodNode, Node
 from mergelang.plan.plan import CacheEntry, FileOutput, MemoryOutput, OutputPlan, Plan
 from mergelang.plan.protected_files import protected_files
 from mergelang.run.commit import CacheStore, cache_warning, signals_held
@@ -272,10 +273,11 @@ class _Run:
         for node in nodes:
             assert isinstance(node, MethodNode) and node.spec.stats is not None
             collector: Any = node.spec.stats()
+            supermerger = get_convention(node.convention).supermerger_statistics
             for key, slot in node.keys.items():
                 if self.cancel.is_set():
                     raise KeyboardInterrupt
-                if slot.action != "compute":
+                if not _measured(node, key, slot, supermerger):
                     continue
                 chunk = Chunk(0, slot.numel, True)
                 operands = evaluator.operands(node, key, chunk)
@@ -676,4 +678,24 @@ def execute(
         time.perf_counter() - start,
         (*plan.warnings, *own_warnings),
         tuple(run.removed),
+    )
+
+
+def _measured(node: MethodNode, key: str, slot: KeySlot, supermerger: bool) -> bool:
+    """Whether the statistics pass of ``node`` measures ``key``: every computed key, or with
+    SuperMerger's rule (:attr:`~mergelang.arch.conventions.Convention.supermerger_statistics`)
+    the computed keys outside the VAE and the ``position_ids`` every operand has."""
+    if not supermerger:
+        return slot.action == "compute"
+    if "first_stage_model." in key:
+        return False
+    if slot.action == "compute":
+        return True
+    return (
+        slot.action == "pass"
+        and key.endswith("position_ids")
+        and all(
+            (found := child.keys.get(key)) is not None and found.shape == slot.shape
+            for child in node.children
+        )
     )
