@@ -80,6 +80,16 @@ class FileFormat:
         opener = cast("SinkOpener", self._module().open_sink)
         return opener(target)
 
+    def file_size(self, target: SinkTarget) -> int | None:
+        """The exact size of the file :meth:`open_sink` writes for ``target``, for the formats
+        whose module says (``file_size(target)``: GGUF, scaled fp8), else ``None``."""
+        sizer = getattr(self._module(), "file_size", None)
+        if sizer is None:
+            return None
+        if self.quant is not None:
+            return cast("int", sizer(target, quant=self.quant))
+        return cast("int", sizer(target))
+
     def read_metadata(self, path: Path) -> Mapping[str, str]:
         """The string pairs an existing file of this format records (its provenance and
         output address, for a file mergelang wrote); reads no tensor."""
@@ -110,7 +120,7 @@ FILE_FORMATS: Mapping[str, FileFormat] = MappingProxyType(
             (".gguf",),
             (".gguf",),
             "gguf",
-            streams=False,
+            streams=True,
             module="mergelang.io.gguf_format",
         ),
     }
