@@ -46,10 +46,24 @@ _GROUP_MAX_EPS = 1e-15
 
 
 def _nearest(value: torch.Tensor) -> torch.Tensor:
-    """ggml's ``nearest_int``: round half to even, as an integer tensor."""
+    """ggml's ``nearest_int``: round half to even (kept in float32: integer tensors are many
+    times slower to make, and every level is exact in float32)."""
     import torch
 
-    return torch.round(value).to(torch.int64)
+    return torch.round(value)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The dot product of each row of ``a`` with the same row of ``b``."""
+    import torch
+
+    return torch.einsum("ij,ij->i", a, b)
+
+
+def _bytes(levels: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    return levels.to(torch.int64)
 
 
 def _f16_bytes(value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,13 +84,13 @@ def _make_qx_quants(x: torch.Tensor, nmax: int) -> tuple[torch.Tensor, torch.Ten
     zero = peak.abs() < _GROUP_MAX_EPS
     safe = torch.where(zero, torch.ones_like(peak), peak)
     weight = x * x
+    cube = weight * x
 
     def levels(top: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         iscale = torch.tensor(-top, dtype=torch.float32) / safe
-        level = _nearest(iscale.unsqueeze(-1) * x).clamp(-nmax, nmax - 1)
-        as_float = level.to(torch.float32)
-        sumlx = (weight * x * as_float).sum(-1)
-        suml2 = (weight * as_float * as_float).sum(-1)
+        level = _nearest(iscale.unsqueeze(-1) * x).clamp_(-nmax, nmax - 1)
+        sumlx = _dot(cube, level)
+        suml2 = _dot(weight * level, level)
         return level, sumlx, suml2
 
     level, sumlx, suml2 = levels(float(nmax))
@@ -108,7 +122,8 @@ def _make_qkx2_quants(
     high = x.max(dim=-1).values
     flat = high == low
     sum_w = weight.sum(-1)
-    sum_x = (weight * x).sum(-1)
+    weighted = weight * x
+    sum_x = weighted.sum(-1)
 
     def span() -> torch.Tensor:
         width = high - low
@@ -116,17 +131,18 @@ def _make_qkx2_quants(
 
     iscale = nmax / span()
     scale = 1.0 / iscale
-    chosen = _nearest(iscale.unsqueeze(-1) * (x - low.unsqueeze(-1))).clamp(0, nmax)
-    diff = scale.unsqueeze(-1) * chosen.to(torch.float32) + low.unsqueeze(-1) - x
-    best = (weight * diff * diff).sum(-1)
+    chosen = _nearest(iscale.unsqueeze(-1) * (x - low.unsqueeze(-1))).clamp_(0, nmax)
+    diff = scale.unsqueeze(-1) * chosen + low.unsqueeze(-1) - x
+    best = _dot(weight * diff, diff).double()
+    sum_w64, sum_x64, sum_wx2 = sum_w.double(), sum_x.double(), _dot(weighted, x).double()
     for step in range(nstep + 1):
         top = float(torch.tensor(rmin) + torch.tensor(rdelta) * step + nmax)
         iscale = top / span()
-        level = _nearest(iscale.unsqueeze(-1) * (x - low.unsqueeze(-1))).clamp(0, nmax)
-        as_float = level.to(torch.float32)
-        sum_l = (weight * as_float).sum(-1)
-        sum_l2 = (weight * as_float * as_float).sum(-1)
-        sum_xl = (weight * as_float * x).sum(-1)
+        level = _nearest(iscale.unsqueeze(-1) * (x - low.unsqueeze(-1))).clamp_(0, nmax)
+        weighted_level = weight * level
+        sum_l = weighted_level.sum(-1)
+        sum_l2 = _dot(weighted_level, level)
+        sum_xl = _dot(weighted, level)
         det = sum_w * sum_l2 - sum_l * sum_l
         safe_det = torch.where(det > 0, det, torch.ones_like(det))
         this_scale = (sum_w * sum_xl - sum_x * sum_l) / safe_det
@@ -136,8 +152,17 @@ def _make_qkx2_quants(
             positive, sum_xl / torch.where(sum_l2 != 0, sum_l2, 1.0), this_scale
         )
         this_min = torch.where(positive, 0.0, this_min)
-        diff = this_scale.unsqueeze(-1) * as_float + this_min.unsqueeze(-1) - x
-        error = (weight * diff * diff).sum(-1)
+        # The weighted squared error from the sums already made (float64 over rows): the
+        # same as summing it value by value, without three more passes over the block.
+        s, m = this_scale.double(), this_min.double()
+        error = (
+            s * s * sum_l2.double()
+            + 2 * s * m * sum_l.double()
+            - 2 * s * sum_xl.double()
+            + m * m * sum_w64
+            - 2 * m * sum_x64
+            + sum_wx2
+        )
         better = (det > 0) & (error < best) & ~flat
         chosen = torch.where(better.unsqueeze(-1), level, chosen)
         best = torch.where(better, error, best)
@@ -179,8 +204,8 @@ def _quantise_k_min(
     max_min = mins.max(dim=-1).values.clamp(min=0.0)
     inv_scale = torch.where(max_scale > 0, 63.0 / max_scale, 0.0)
     inv_min = torch.where(max_min > 0, 63.0 / max_min, 0.0)
-    ls = (_nearest(inv_scale.unsqueeze(-1) * scales) & 0xFF).clamp(max=63)
-    lm = (_nearest(inv_min.unsqueeze(-1) * mins) & 0xFF).clamp(max=63)
+    ls = (_bytes(_nearest(inv_scale.unsqueeze(-1) * scales)) & 0xFF).clamp(max=63)
+    lm = (_bytes(_nearest(inv_min.unsqueeze(-1) * mins)) & 0xFF).clamp(max=63)
     d_bytes, d = _f16_bytes(max_scale / 63.0)
     m_bytes, dmin = _f16_bytes(max_min / 63.0)
     step = d.unsqueeze(-1) * ls.to(torch.float32)
@@ -190,7 +215,7 @@ def _quantise_k_min(
     again = _nearest((groups + offset.unsqueeze(-1)) / safe.unsqueeze(-1)).clamp(0, nmax)
     levels = torch.where(nonzero.unsqueeze(-1), again, levels)
     header = torch.cat([d_bytes, m_bytes, _pack_scales(ls, lm).to(torch.uint8)], dim=-1)
-    return header, levels.reshape(blocks, QK_K)
+    return header, _bytes(levels.reshape(blocks, QK_K))
 
 
 def _quantise_q4_k(x: torch.Tensor) -> torch.Tensor:
@@ -229,7 +254,7 @@ def _quantise_q6_k(x: torch.Tensor) -> torch.Tensor:
     safe_max = torch.where(empty, torch.ones_like(max_scale), max_scale)
     iscale = -128.0 / safe_max
     d_bytes, d = _f16_bytes(torch.where(empty, 0.0, 1.0 / iscale))
-    small = _nearest(iscale.unsqueeze(-1) * scales).clamp(max=127)
+    small = _bytes(_nearest(iscale.unsqueeze(-1) * scales)).clamp(max=127)
     small = torch.where(empty.unsqueeze(-1), torch.zeros_like(small), small)
     step = d.unsqueeze(-1) * small.to(torch.float32)
     nonzero = step != 0
@@ -237,7 +262,7 @@ def _quantise_q6_k(x: torch.Tensor) -> torch.Tensor:
     again = _nearest(groups / safe.unsqueeze(-1)).clamp(-32, 31) + 32
     levels = torch.where(nonzero.unsqueeze(-1), again, levels)
     levels = torch.where(empty.reshape(-1, 1, 1), torch.zeros_like(levels), levels)
-    quarters = levels.reshape(blocks, 2, 4, 32)
+    quarters = _bytes(levels).reshape(blocks, 2, 4, 32)
     ql = torch.stack(
         [
             (quarters[:, :, 0] & 0xF) | ((quarters[:, :, 2] & 0xF) << 4),
