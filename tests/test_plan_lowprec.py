@@ -84,11 +84,11 @@ def precision_line(stored: dict[str, tuple[str, tuple[int, ...], str]]) -> str:
     for name in ORDER:
         if name not in classes:
             continue
-        counts = sorted(classes[name].items(), key=lambda kv: (-kv[1], kv[0]))
-        if len(counts) == 1:
-            parts.append(f"{name}: {counts[0][0]}")
+        ranked = sorted(classes[name].items(), key=lambda kv: (-kv[1], kv[0]))
+        if len(ranked) == 1:
+            parts.append(f"{name}: {ranked[0][0]}")
         else:
-            shown = ", ".join(f"{p} ({n} key{'s' if n != 1 else ''})" for p, n in counts)
+            shown = ", ".join(f"{p} ({n} key{'s' if n != 1 else ''})" for p, n in ranked)
             parts.append(f"{name}: {shown}")
     return "    precision: " + "; ".join(parts)
 
