@@ -27,7 +27,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mergelang.errors import OutputError
 
@@ -165,21 +165,23 @@ def file_size(target: SinkTarget, quant: str | None, architecture: str) -> int:
     return gguf_layout(target, quant, architecture).total
 
 
-def _encode(slot: TensorSlot, values: torch.Tensor) -> Any:
-    """The bytes of whole blocks of ``slot``'s values (a flat tensor) as a buffer."""
+def _encode(slot: TensorSlot, values: torch.Tensor) -> torch.Tensor:
+    """The bytes of whole blocks of ``slot``'s values (a flat tensor, on any device) as a
+    contiguous CPU tensor. The K-quants are computed where the values are (a GPU run
+    quantises on the GPU); the package's quantisers need them on the CPU."""
     import torch
 
     from mergelang.io.dtypes import torch_dtype
     from mergelang.io.gguf_quants import K_TYPES, quantise_k
 
     if slot.block == 1:
-        return values.to(torch_dtype(slot.kind)).contiguous()
+        return values.to(torch_dtype(slot.kind)).cpu().contiguous()
     if slot.kind in K_TYPES:
-        return quantise_k(values, slot.kind)
+        return quantise_k(values, slot.kind).cpu()
     from gguf import GGMLQuantizationType
     from gguf.quants import quantize
 
-    source = values.to(torch.float32).reshape(-1, slot.block).numpy()
+    source = values.to(torch.float32).cpu().reshape(-1, slot.block).numpy()
     return torch.from_numpy(quantize(source, GGMLQuantizationType[slot.kind]))
 
 
@@ -229,7 +231,7 @@ class GGUFSink:
 
     def write_part(self, key: str, element_offset: int, tensor: torch.Tensor) -> None:
         slot = self._slot(key)
-        data = tensor.detach().to("cpu").reshape(-1)
+        data = tensor.detach().reshape(-1)
         count = data.numel()
         end = element_offset + count
         if element_offset < 0 or end > slot.numel:
