@@ -10,7 +10,9 @@ the reverse of its GGUF dimensions; a tensor of more than four dimensions record
 Reading (:class:`GGUFCheckpoint`): the header is parsed once by ``gguf.GGUFReader`` over the
 input's open descriptor (a memory map: no tensor is read until the executor asks for it).
 ``F32``, ``F16``, ``BF16`` (and integer) tensors keep their type; a quantised tensor is a
-float32 key, dequantised by the package's reference dequantisers when the key is read. A U-Net-only
+float32 key, dequantised when the key is read: ``Q6_K``, ``Q5_K`` and ``Q4_K`` by
+:func:`~mergelang.io.gguf_quants.dequantise_k` (torch; the same values, bit for bit, as the
+package's), the others by the package's reference dequantisers. A U-Net-only
 ``sd1``/``sdxl`` file's keys get the ``model.diffusion_model.`` prefix of a whole
 checkpoint. Unknown tensor types, data beyond the end of the file and tensors that overlap
 are errors when the input is resolved, before anything is written.
