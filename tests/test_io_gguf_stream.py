@@ -249,3 +249,11 @@ def test_the_writers_peak_memory_does_not_grow_with_the_model(tmp_path: Path) ->
     large = peak_kib(tmp_path / "large.gguf", 20)
     assert os.path.getsize(tmp_path / "large.gguf") > 40_000_000
     assert large - small < 12_000
+
+
+def test_a_key_listed_twice_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    entry = OutputEntry("w", "F32", (4, 4))
+    with pytest.raises(OutputError) as caught:
+        open_sink(SinkTarget(tmp_path / "out.gguf", (entry, entry)), quant="Q8_0")
+    assert caught.value.diagnostics[0].message == "key 'w' appears twice"
+    assert list(tmp_path.iterdir()) == []

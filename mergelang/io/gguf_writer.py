@@ -47,6 +47,7 @@ _VERSION = 3
 _STRING, _UINT32, _INT32, _ARRAY = 8, 4, 5, 9
 _MAX_DIMS = 4
 _ORIG_SHAPE = "comfy.gguf.orig_shape."
+_QUANT_VERSION_KEY = "general.quantization_version"
 _QUANT_VERSION = 2
 """``general.quantization_version``: the version of the GGML block layouts written."""
 
@@ -134,6 +135,10 @@ def gguf_layout(target: SinkTarget, quant: str | None, architecture: str) -> GGU
     slots: dict[str, TensorSlot] = {}
     offset = 0
     for entry in target.entries:
+        if entry.key in slots:
+            raise OutputError(
+                str(target.path), f"key {entry.key!r} appears twice", code="duplicate-key"
+            )
         kind = stored_kind(entry, quant, str(target.path))
         block, block_bytes = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]]
         slot = TensorSlot(entry.key, kind, entry.numel, block, block_bytes, offset)
@@ -155,9 +160,6 @@ def gguf_layout(target: SinkTarget, quant: str | None, architecture: str) -> GGU
     header = head + b"".join(pairs) + b"".join(infos)
     data_start = _align(len(header))
     return GGUFLayout(header, data_start, slots, data_start + offset)
-
-
-_QUANT_VERSION_KEY = "general.quantization_version"
 
 
 def file_size(target: SinkTarget, quant: str | None, architecture: str) -> int:
