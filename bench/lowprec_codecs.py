@@ -5,9 +5,9 @@
   cast back to float32 (what reading an fp8 input costs);
 - scaled fp8: quantising with a per-tensor scale and dequantising;
 - GGUF: the ``gguf`` package's reference quantisers and dequantisers (numpy), for the types
-  it quantises; for the K-quants mergelang writes (``Q6_K``, ``Q5_K``, ``Q4_K``), mergelang's
-  torch quantiser and dequantiser (:mod:`mergelang.io.gguf_quants`) beside the package's
-  dequantiser; the package's dequantisers of ``Q3_K`` and ``Q2_K``, read only.
+  it quantises; for the K-quants mergelang writes (``Q6_K``, ``Q5_K``, ``Q4_K``, ``Q2_K``),
+  mergelang's torch quantiser and dequantiser (:mod:`mergelang.io.gguf_quants`) beside the
+  package's dequantiser; the package's dequantiser of ``Q3_K``, read only.
 
 Prints millions of values a second for each. Usage: ``python bench/lowprec_codecs.py``.
 """
@@ -65,7 +65,7 @@ def main() -> None:
         )
     from mergelang.io.gguf_quants import dequantise_k, quantise_k
 
-    for name in ("Q6_K", "Q5_K", "Q4_K"):
+    for name in ("Q6_K", "Q5_K", "Q4_K", "Q2_K"):
         kind = GGMLQuantizationType[name]
         packed_k = quantise_k(values, name)
         raw_k = packed_k.numpy()
@@ -77,7 +77,7 @@ def main() -> None:
             f"   (gguf dequantise {theirs:6.0f})"
         )
     rng = np.random.default_rng(0)
-    for name in ("Q3_K", "Q2_K"):
+    for name in ("Q3_K",):
         kind = GGMLQuantizationType[name]
         block, size = GGML_QUANT_SIZES[kind]
         raw = rng.integers(0, 256, (SIDE, SIDE // block * size), dtype=np.uint8)

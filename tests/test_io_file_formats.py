@@ -92,6 +92,7 @@ def test_every_reader_of_save_choices_reads_the_table() -> None:
         "q6_k": "F32",
         "q5_k": "F32",
         "q4_k": "F32",
+        "q2_k": "F32",
     }
     assert (
         SAVE_DTYPES
@@ -109,7 +110,7 @@ def test_every_reader_of_save_choices_reads_the_table() -> None:
     assert (
         listed(SAVE_DTYPES)
         == "fp16, bf16, fp32, fp8, fp8_e5m2, fp8_scaled, q8_0, q5_1, q5_0, q4_1, q4_0, "
-        "q6_k, q5_k or q4_k"
+        "q6_k, q5_k, q4_k or q2_k"
     )
 
 
@@ -120,7 +121,7 @@ def test_save_options_check_their_values_against_the_table() -> None:
     assert (
         caught.value.diagnostics[0].hint
         == "use fp16, bf16, fp32, fp8, fp8_e5m2, fp8_scaled, q8_0, q5_1, q5_0, q4_1, q4_0, "
-        "q6_k, q5_k or q4_k"
+        "q6_k, q5_k, q4_k or q2_k"
     )
     with pytest.raises(UsageError) as caught:
         SaveOptions(format="onnx")

@@ -26,20 +26,21 @@ np = pytest.importorskip("numpy")
 from gguf import GGMLQuantizationType as GT  # noqa: E402
 from gguf.quants import dequantize, quantize  # noqa: E402
 
-K_QUANTS = ["Q6_K", "Q5_K", "Q4_K"]
+K_QUANTS = ["Q6_K", "Q5_K", "Q4_K", "Q2_K"]
 
 
 def plain_round_trip(values: torch.Tensor, kind: str) -> torch.Tensor:
     """The format's grid without its search for scales: Q6_K as 64 signed levels of
     ``max|x| / 32`` per 16 values, Q5_K/Q4_K as 32/16 levels from each 32 values' minimum to
-    their maximum, scales kept in float32. ggml's quantisers choose better scales than these
-    (even after storing them in 6 bits): their error must be smaller."""
+    their maximum, Q2_K as 4 levels over each 16 values, scales kept in float32. ggml's
+    quantisers choose better scales than these (even after storing them in 4 or 6 bits):
+    their error must be smaller."""
     if kind == "Q6_K":
         groups = values.reshape(-1, 16)
         step = groups.abs().amax(-1, keepdim=True) / 32
         return (torch.round(groups / step).clamp(-32, 31) * step).reshape(values.shape)
-    top = 31 if kind == "Q5_K" else 15
-    groups = values.reshape(-1, 32)
+    top = {"Q5_K": 31, "Q4_K": 15, "Q2_K": 3}[kind]
+    groups = values.reshape(-1, 16 if kind == "Q2_K" else 32)
     low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
     step = (high - low) / top
     return (low + torch.round((groups - low) / step) * step).reshape(values.shape)
@@ -77,7 +78,7 @@ def test_k_quants_dequantise_through_gguf_close_to_the_input(kind: str) -> None:
     gaussian = values[6:]
     error = (back[6:] - gaussian).norm()
     assert error < (plain_round_trip(gaussian, kind) - gaussian).norm()
-    assert error / gaussian.norm() < {"Q6_K": 0.02, "Q5_K": 0.04, "Q4_K": 0.08}[kind]
+    assert error / gaussian.norm() < {"Q6_K": 0.02, "Q5_K": 0.04, "Q4_K": 0.08, "Q2_K": 0.32}[kind]
     # The outlier keeps its size within one step of its block's scale.
     assert abs(float(back[3, 17]) - 5.0) < 5.0 / 15
     assert torch.all(back[2] <= 1e-3)
@@ -95,6 +96,8 @@ def test_k_quant_dequantiser_agrees_with_gguf_bit_for_bit(kind: str) -> None:
     scale = torch.rand(64, 2, generator=generator).to(torch.float16).view(torch.uint8)
     if kind == "Q6_K":
         raw[:, -2:] = scale[:, :2]
+    elif kind == "Q2_K":
+        raw[:, -4:] = scale.reshape(64, 4)
     else:
         raw[:, 0:4] = scale.reshape(64, 4)
     mine = dequantise_k(raw, kind).numpy()

@@ -10,7 +10,7 @@ the reverse of its GGUF dimensions; a tensor of more than four dimensions record
 Reading (:class:`GGUFCheckpoint`): the header is parsed once by ``gguf.GGUFReader`` over the
 input's open descriptor (a memory map: no tensor is read until the executor asks for it).
 ``F32``, ``F16``, ``BF16`` (and integer) tensors keep their type; a quantised tensor is a
-float32 key, dequantised when the key is read: ``Q6_K``, ``Q5_K`` and ``Q4_K`` by
+float32 key, dequantised when the key is read: ``Q6_K``, ``Q5_K``, ``Q4_K`` and ``Q2_K`` by
 :func:`~mergelang.io.gguf_quants.dequantise_k` (torch; the same values, bit for bit, as the
 package's), the others by the package's reference dequantisers. A U-Net-only
 ``sd1``/``sdxl`` file's keys get the ``model.diffusion_model.`` prefix of a whole
@@ -23,7 +23,7 @@ disk in bounded memory); like city96's converter, tensors of one dimension or of
 values are stored as ``F32``, a matrix whose rows are not a whole number of blocks (32 values,
 256 for the K-quants) as ``F16``, every other float tensor in the chosen type
 (:func:`stored_type`). ``Q8_0``, ``Q5_1``, ``Q5_0``, ``Q4_1`` and ``Q4_0`` are quantised by the
-``gguf`` package, ``Q6_K``, ``Q5_K`` and ``Q4_K`` by :mod:`mergelang.io.gguf_quants`.
+``gguf`` package, ``Q6_K``, ``Q5_K``, ``Q4_K`` and ``Q2_K`` by :mod:`mergelang.io.gguf_quants`.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ READ_TYPES: frozenset[str] = frozenset(
 """The GGML tensor types mergelang reads."""
 
 WRITE_TYPES: frozenset[str] = frozenset(
-    {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q6_K", "Q5_K", "Q4_K"}
+    {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q2_K"}
 )
 """The quantisations mergelang writes: those the ``gguf`` package quantises, and the
 K-quants of :mod:`mergelang.io.gguf_quants`."""

@@ -1,14 +1,17 @@
-"""The GGML K-quantisations mergelang writes (``Q6_K``, ``Q5_K``, ``Q4_K``), in torch.
+"""The GGML K-quantisations mergelang writes (``Q6_K``, ``Q5_K``, ``Q4_K``, ``Q2_K``), in torch.
 
 The ``gguf`` package dequantises the K-quants but has no quantiser for them, so they are
 written here, following ggml's reference quantisers (``quantize_row_q6_K_ref``,
-``quantize_row_q5_K_ref`` and ``quantize_row_q4_K_ref`` in ``ggml-quants.c``), vectorised over
-blocks: every block of 256 values is quantised at once, and the searches for the best scale
-(``make_qx_quants`` for ``Q6_K``, ``make_qkx2_quants`` for ``Q5_K``/``Q4_K``) loop over their
-candidate scales, not over blocks. The choices are ggml's (the candidate scales, the weights
-of the error, rounding half to even, saturation); float32 sums are added in torch's order, not
-ggml's sequential one, so a value on a rounding boundary may come out one step apart from
-ggml's own bytes, never further.
+``quantize_row_q5_K_ref``, ``quantize_row_q4_K_ref`` and ``quantize_row_q2_K_ref`` in
+``ggml-quants.c``), vectorised over blocks: every block of 256 values is quantised at once,
+and the searches for the best scale (``make_qx_quants`` for ``Q6_K``, ``make_qkx2_quants``
+for the others) loop over their candidate scales, not over blocks. The choices are ggml's (the
+candidate scales, the weights of the error, rounding half to even, saturation, float16
+super-scales). Two things differ in the last bits: float32 sums are added in torch's order,
+not ggml's sequential one, and the squared error of each candidate of ``make_qkx2_quants``
+is computed from the sums it already made (in float64) rather than value by value; so where
+two candidates are within rounding of each other the other one may be chosen, and a value on
+a rounding boundary may come out one level apart from ggml's own bytes.
 
 Block layouts (little-endian, ``QK_K`` = 256 values a block):
 
@@ -19,9 +22,11 @@ Block layouts (little-endian, ``QK_K`` = 256 values a block):
   Value = ``d * scale * q - dmin * min``.
 - ``Q4_K`` (144 bytes): float16 ``d`` and ``dmin``, the same 12 bytes of scales and mins,
   128 bytes of 4-bit values.
+- ``Q2_K`` (84 bytes): 16 bytes of a 4-bit scale and a 4-bit min per 16 values, 64 bytes of
+  2-bit values, float16 ``d`` and ``dmin``.
 
 :func:`quantise_k` quantises; :func:`dequantise_k` is the inverse, agreeing bit for bit with
-``gguf.quants.dequantize`` (and faster than it: torch, not numpy, no copies).
+``gguf.quants.dequantize``.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ __all__ = ["BLOCK_BYTES", "K_TYPES", "QK_K", "dequantise_k", "quantise_k"]
 QK_K = 256
 """Values in one K-quant block."""
 
-BLOCK_BYTES: dict[str, int] = {"Q6_K": 210, "Q5_K": 176, "Q4_K": 144}
+BLOCK_BYTES: dict[str, int] = {"Q6_K": 210, "Q5_K": 176, "Q4_K": 144, "Q2_K": 84}
 """Bytes of one block of each K-quant type mergelang writes."""
 
 K_TYPES = frozenset(BLOCK_BYTES)
@@ -111,11 +116,17 @@ def _make_qx_quants(x: torch.Tensor, nmax: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def _make_qkx2_quants(
-    x: torch.Tensor, weight: torch.Tensor, nmax: int, rmin: float, rdelta: float, nstep: int
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    nmax: int,
+    rmin: float,
+    rdelta: float,
+    nstep: int,
+    mad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ggml's ``make_qkx2_quants`` (squared error) over rows of ``x``: each row's scale, its
-    minimum as a positive offset (value = ``scale * level - min``) and its levels
-    ``0 .. nmax``."""
+    """ggml's ``make_qkx2_quants`` over rows of ``x``: each row's scale, its minimum as a
+    positive offset (value = ``scale * level - min``) and its levels ``0 .. nmax``. The error
+    is squared, or absolute with ``mad`` (``Q2_K``)."""
     import torch
 
     low = x.min(dim=-1).values.clamp(max=0.0)
@@ -133,7 +144,7 @@ def _make_qkx2_quants(
     scale = 1.0 / iscale
     chosen = _nearest(iscale.unsqueeze(-1) * (x - low.unsqueeze(-1))).clamp_(0, nmax)
     diff = scale.unsqueeze(-1) * chosen + low.unsqueeze(-1) - x
-    best = _dot(weight * diff, diff).double()
+    best = (_dot(weight, diff.abs()) if mad else _dot(weight * diff, diff)).double()
     sum_w64, sum_x64, sum_wx2 = sum_w.double(), sum_x.double(), _dot(weighted, x).double()
     for step in range(nstep + 1):
         top = float(torch.tensor(rmin) + torch.tensor(rdelta) * step + nmax)
@@ -155,14 +166,18 @@ def _make_qkx2_quants(
         # The weighted squared error from the sums already made (float64 over rows): the
         # same as summing it value by value, without three more passes over the block.
         s, m = this_scale.double(), this_min.double()
-        error = (
-            s * s * sum_l2.double()
-            + 2 * s * m * sum_l.double()
-            - 2 * s * sum_xl.double()
-            + m * m * sum_w64
-            - 2 * m * sum_x64
-            + sum_wx2
-        )
+        if mad:
+            diff = this_scale.unsqueeze(-1) * level + this_min.unsqueeze(-1) - x
+            error = _dot(weight, diff.abs()).double()
+        else:
+            error = (
+                s * s * sum_l2.double()
+                + 2 * s * m * sum_l.double()
+                - 2 * s * sum_xl.double()
+                + m * m * sum_w64
+                - 2 * m * sum_x64
+                + sum_wx2
+            )
         better = (det > 0) & (error < best) & ~flat
         chosen = torch.where(better.unsqueeze(-1), level, chosen)
         best = torch.where(better, error, best)
@@ -277,10 +292,47 @@ def _quantise_q6_k(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([ql.to(torch.uint8), qh.to(torch.uint8), signed, d_bytes], dim=-1)
 
 
+def _quantise_q2_k(x: torch.Tensor) -> torch.Tensor:
+    """``quantize_row_q2_K_ref``: 2-bit levels, a 4-bit scale and a 4-bit min per 16 values
+    (absolute error, weights ``|x|``), float16 ``d`` and ``dmin``."""
+    import torch
+
+    blocks = x.shape[0]
+    groups = x.reshape(blocks, 16, 16)
+    scales, mins, levels = _make_qkx2_quants(
+        groups.reshape(-1, 16), groups.abs().reshape(-1, 16), 3, -0.5, 0.1, 15, mad=True
+    )
+    scales = scales.reshape(blocks, 16)
+    mins = mins.reshape(blocks, 16)
+    levels = levels.reshape(blocks, 16, 16)
+    max_scale = scales.max(dim=-1).values.clamp(min=0.0)
+    max_min = mins.max(dim=-1).values.clamp(min=0.0)
+    has_scale = (max_scale > 0).unsqueeze(-1)
+    has_min = (max_min > 0).unsqueeze(-1)
+    safe_scale = torch.where(max_scale > 0, max_scale, 1.0).unsqueeze(-1)
+    safe_min = torch.where(max_min > 0, max_min, 1.0).unsqueeze(-1)
+    ls = torch.where(has_scale, _bytes(_nearest(15.0 / safe_scale * scales)), 0)
+    lm = torch.where(has_min, _bytes(_nearest(15.0 / safe_min * mins)), 0)
+    packed = (ls | (lm << 4)) & 0xFF
+    d_bytes, d = _f16_bytes(torch.where(max_scale > 0, max_scale / 15.0, 0.0))
+    m_bytes, dmin = _f16_bytes(torch.where(max_min > 0, max_min / 15.0, 0.0))
+    step = d.unsqueeze(-1) * (packed & 0xF).to(torch.float32)
+    offset = dmin.unsqueeze(-1) * (packed >> 4).to(torch.float32)
+    nonzero = step != 0
+    safe = torch.where(nonzero, step, torch.ones_like(step))
+    again = _nearest((groups + offset.unsqueeze(-1)) / safe.unsqueeze(-1)).clamp(0, 3)
+    levels = _bytes(torch.where(nonzero.unsqueeze(-1), again, levels))
+    quarters = levels.reshape(blocks, 2, 4, 32)
+    shifts = torch.tensor([0, 2, 4, 6], dtype=torch.int64).reshape(1, 1, 4, 1)
+    qs = (quarters << shifts).sum(dim=2).reshape(blocks, 64)
+    return torch.cat([packed.to(torch.uint8), qs.to(torch.uint8), d_bytes, m_bytes], dim=-1)
+
+
 _QUANTISERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "Q6_K": _quantise_q6_k,
     "Q5_K": _quantise_q5_k,
     "Q4_K": _quantise_q4_k,
+    "Q2_K": _quantise_q2_k,
 }
 
 
@@ -320,6 +372,16 @@ def dequantise_k(packed: torch.Tensor, kind: str) -> torch.Tensor:
     size = BLOCK_BYTES[kind]
     blocks = packed.reshape(-1, size)
     count = blocks.shape[0]
+    if kind == "Q2_K":
+        packed_scales = blocks[:, :16].to(torch.int32)
+        d = _half(blocks[:, 80:82]).reshape(count, 1)
+        dmin = _half(blocks[:, 82:84]).reshape(count, 1)
+        step = (d * (packed_scales & 0xF).to(torch.float32)).reshape(count, 16, 1)
+        offset = (dmin * (packed_scales >> 4).to(torch.float32)).reshape(count, 16, 1)
+        shifts = torch.tensor([0, 2, 4, 6], dtype=torch.int32).reshape(1, 1, 4, 1)
+        qs = (blocks[:, 16:80].to(torch.int32).reshape(count, 2, 1, 32) >> shifts) & 0x3
+        q = qs.reshape(count, 16, 16).to(torch.float32)
+        return (step * q - offset).reshape(-1)
     if kind == "Q6_K":
         ql, qh = blocks[:, :128].to(torch.int32), blocks[:, 128:192].to(torch.int32)
         scales = blocks[:, 192:208].contiguous().view(torch.int8).to(torch.float32)

@@ -34,6 +34,7 @@ SAVE_DTYPES: Mapping[str, str] = MappingProxyType(
         "q6_k": "F32",
         "q5_k": "F32",
         "q4_k": "F32",
+        "q2_k": "F32",
     }
 )
 """Output dtype names accepted in recipes and on the command line -> safetensors code
@@ -50,6 +51,7 @@ GGUF_TYPES: Mapping[str, str] = MappingProxyType(
         "q6_k": "Q6_K",
         "q5_k": "Q5_K",
         "q4_k": "Q4_K",
+        "q2_k": "Q2_K",
     }
 )
 """The save dtypes that quantise a GGUF output -> GGML type (their keys are laid out as
