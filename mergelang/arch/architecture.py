@@ -67,6 +67,9 @@ class Architecture:
     schedule_keys: tuple[str, ...] = ()
     modelspec: str = ""
     """The model-spec architecture id outputs carry (``stable-diffusion-v1``)."""
+    prediction_markers: bool = False
+    """Whether checkpoints mark their prediction with ``v_pred``/``ztsnr`` keys, decided by
+    the rule of :mod:`mergelang.arch.prediction`."""
     _blocks: dict[tuple[str, str], str | None] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )

@@ -94,5 +94,6 @@ SDXL = register_architecture(
         ema_prefix=EMA_PREFIX,
         schedule_keys=SCHEDULE_KEYS,
         modelspec="stable-diffusion-xl-v1-base",
+        prediction_markers=True,
     )
 )

@@ -154,6 +154,7 @@ class SaveTarget:
     position_ids: str = "keep"
     format: str = "safetensors"
     vae: ModelSource | None = None
+    prediction: str = "auto"
     bindings: tuple[tuple[str, str], ...] = ()
     span: Span = field(default=ast.NO_SPAN, compare=False)
 
@@ -167,6 +168,7 @@ class SaveTarget:
             schedule=self.schedule,
             position_ids=self.position_ids,
             format=self.format,
+            prediction=self.prediction,
         )
 
 

@@ -111,6 +111,7 @@ class SaveChecker:
                 position_ids=chosen.get("position_ids", "keep"),
                 format=chosen["format"],
                 vae=vae,
+                prediction=chosen.get("prediction", "auto"),
                 bindings=tuple(
                     (v, template_text(self.scope.loop[v])) for v in self.scope.loop_names
                 ),

@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
+from mergelang.arch.flux import FLUX_BLOCKS
 from mergelang.arch.sd1 import SD_BLOCKS
 from mergelang.arch.sdxl import SDXL_BLOCKS
 from mergelang.block_weights import BASE, format_number, vocabulary
@@ -117,11 +118,16 @@ class RecipeWriter:
 
 
 def weights_from_vector(values: Sequence[float], *, base: float | None) -> dict[str, float]:
-    """``{BASE: ..., IN00: ..., ...}`` from 25 (SD1/SD2) or 19 (SDXL) block values."""
+    """``{BASE: ..., IN00: ..., ...}`` from 25 (SD1/SD2), 19 (SDXL), 61 (Flux.1) or 59
+    (Flux.1 without CLIP and T5, which then follow BASE) block values."""
     if len(values) == len(SD_BLOCKS):
         blocks: Sequence[str] = SD_BLOCKS
     elif len(values) == len(SDXL_BLOCKS):
         blocks = SDXL_BLOCKS
+    elif len(values) == len(FLUX_BLOCKS):
+        blocks = FLUX_BLOCKS
+    elif len(values) == len(FLUX_BLOCKS) - 2:
+        blocks = FLUX_BLOCKS[2:]
     else:  # pragma: no cover - callers check the count
         raise ValueError(f"{len(values)} block values")
     weights: dict[str, float] = {}

@@ -2,7 +2,8 @@
 
 Two inputs are accepted:
 
-- text: each line a block-weight string (26/25/20/19 numbers or a preset name) or an
+- text: each line a block-weight string (26/25/20/19 numbers, 61/59 for Flux.1, or a preset
+  name) or an
   elemental entry (``BLOCKS:ELEMENTS:RATIO``; commas may separate several on one line).
   Each block-weight line becomes ``weights = ...`` (``weights_2``, ... for more lines);
   elemental lines are appended, in order, to the map of the block-weight line before them,
@@ -71,6 +72,9 @@ def _weights_text(
             return preset_identifier(values)
         if base is not None and len(values) in (25, 19):
             values = [base, *values]
+        elif base is not None and len(values) == 59:
+            # Flux.1 without CLIP and T5: those follow BASE, which a list cannot hold
+            return format_weight_map(weights_from_vector(values, base=base))
         return "[" + ", ".join(format_number(v) for v in values) + "]"
     if isinstance(values, str):
         from mergelang.presets import BUILTIN_PRESETS

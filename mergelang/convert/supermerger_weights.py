@@ -1,8 +1,10 @@
 """SuperMerger block-weight strings and elemental strings.
 
 Block weights: 26 numbers ``BASE,IN00..IN11,M00,OUT00..OUT11`` (SD1/SD2), 20 numbers
-``BASE,IN00..IN08,M00,OUT00..OUT08`` (SDXL), the same without BASE (25 or 19), or a preset
-name. They convert to a mergelang weights value: the list as given, or the preset's name.
+``BASE,IN00..IN08,M00,OUT00..OUT08`` (SDXL), the same without BASE (25 or 19), 61 numbers
+``CLIP,T5,IN,D00..D18,S00..S37,OUT`` (Flux.1, SuperMerger's ``BLOCKIDFLUX``; 59 without
+CLIP and T5), or a preset name. They convert to a mergelang weights value: the list as
+given (mergelang reads each length in the same order), or the preset's name.
 
 Elemental strings: ``BLOCKS:ELEMENTS:RATIO`` entries separated by newlines or commas, e.g.
 ``OUT03 OUT04:attn2:0.5``. BLOCKS are block names and ranges (``OUT03-OUT06``) separated by
@@ -23,6 +25,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mergelang.arch.flux import FLUX_BLOCKS
 from mergelang.arch.sd1 import SD_BLOCKS
 from mergelang.arch.sdxl import SDXL_BLOCKS
 from mergelang.block_weights import BASE, block_range, format_number, is_block_name
@@ -43,6 +46,8 @@ _COUNTS = {
     len(SD_BLOCKS): "SD1/SD2",
     len(SDXL_BLOCKS) + 1: "SDXL with BASE",
     len(SDXL_BLOCKS): "SDXL",
+    len(FLUX_BLOCKS): "Flux.1",
+    len(FLUX_BLOCKS) - 2: "Flux.1 without CLIP and T5",
 }
 
 
@@ -106,11 +111,12 @@ def block_weight_values(
         values.append(number)
     if len(values) not in _COUNTS:
         raise where.error(
-            f"a block-weight string has 26 or 25 values (SD1/SD2) or 20 or 19 (SDXL), "
-            f"not {len(values)}",
+            f"a block-weight string has 26 or 25 values (SD1/SD2), 20 or 19 (SDXL) or 61 or "
+            f"59 (Flux.1), not {len(values)}",
             lead,
             len(stripped),
-            hint="SuperMerger's order: BASE,IN00..IN11,M00,OUT00..OUT11",
+            hint="SuperMerger's orders: BASE,IN00..IN11,M00,OUT00..OUT11 and "
+            "CLIP,T5,IN,D00..D18,S00..S37,OUT",
         )
     return values
 

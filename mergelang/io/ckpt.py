@@ -25,11 +25,11 @@ import pickle
 import pickletools
 import re
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from io import BufferedReader
 from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import torch
@@ -37,6 +37,7 @@ import torch
 from mergelang.errors import CheckpointError, OutputError
 from mergelang.io.dtypes import code_for_torch
 from mergelang.io.formats import ZIP_MAGIC, check_torch_signature, check_torch_signature_of
+from mergelang.io.key_index import KeyIndex
 from mergelang.io.pickle_bounds import (
     check_legacy_pickle,
     check_tensor_storage,
@@ -256,7 +257,7 @@ def _tensors_of(name: str, loaded: object) -> tuple[dict[str, torch.Tensor], lis
     return tensors, dropped
 
 
-class CkptReader:
+class CkptReader(KeyIndex[CkptTensorInfo]):
     """A pickle checkpoint loaded weights-only; same interface as the safetensors reader.
 
     ``metadata`` is always empty (the format has none); ``dropped`` lists the non-tensor
@@ -267,35 +268,12 @@ class CkptReader:
         self.path = Path(path)
         tensors, dropped = load_state_dict(self.path, file=file)
         self._tensors: dict[str, torch.Tensor] | None = tensors
-        self._infos = {
+        self._index = {
             key: CkptTensorInfo(code_for_torch(t.dtype) or "", tuple(t.shape))
             for key, t in tensors.items()
         }
         self.dropped: tuple[str, ...] = tuple(dropped)
         self.metadata: Mapping[str, str] = MappingProxyType({})
-
-    def keys(self) -> list[str]:
-        return list(self._infos)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._infos
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._infos)
-
-    def __len__(self) -> int:
-        return len(self._infos)
-
-    def info(self, key: str) -> CkptTensorInfo:
-        try:
-            return self._infos[key]
-        except KeyError:
-            raise CheckpointError(
-                str(self.path), "the checkpoint has no such key", code="missing-key", key=key
-            ) from None
-
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        return {key: info.shape for key, info in self._infos.items()}
 
     def get(self, key: str) -> torch.Tensor:
         self.info(key)
@@ -305,20 +283,6 @@ class CkptReader:
 
     def close(self) -> None:
         self._tensors = None
-
-    def __enter__(self) -> CkptReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"CkptReader({str(self.path)!r}, {len(self)} keys)"
 
 
 def _standalone(tensor: torch.Tensor) -> torch.Tensor:

@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from mergelang.errors import CheckpointError, UsageError
+from mergelang.io.key_index import KeyIndex
 from mergelang.io.memory_reader import KeyMeta
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ def _bad(path: Path, message: str, code: str = "corrupt-gguf", key: str | None =
     return CheckpointError(str(path), message, code=code, key=key)
 
 
-class GGUFCheckpoint:
+class GGUFCheckpoint(KeyIndex[KeyMeta]):
     """A GGUF file opened for lazy, key-by-key reading (see the module docstring)."""
 
     def __init__(self, path: str | os.PathLike[str], *, file: BufferedReader | None = None) -> None:
@@ -131,7 +132,7 @@ class GGUFCheckpoint:
         self.architecture = _string_field(fields, "general.architecture")
         self.metadata: Mapping[str, str] = MappingProxyType(_string_fields(fields))
         self._tensors: dict[str, Any] = {}
-        self._metas: dict[str, KeyMeta] = {}
+        self._index: dict[str, KeyMeta] = {}
         self._types: dict[str, str] = {}
         prefix = self._prefix()
         size = int(self._reader.data.shape[0])
@@ -160,7 +161,7 @@ class GGUFCheckpoint:
             spans.append((int(tensor.data_offset), end, key))
             self._tensors[key] = tensor
             self._types[key] = kind
-            self._metas[key] = KeyMeta(_KEPT.get(kind, "F32"), self._shape(fields, tensor))
+            self._index[key] = KeyMeta(_KEPT.get(kind, "F32"), self._shape(fields, tensor))
         spans.sort()
         for (_, first_end, first), (start, _, second) in itertools.pairwise(spans):
             if start < first_end:
@@ -201,29 +202,6 @@ class GGUFCheckpoint:
         self.info(key)
         return self._types[key]
 
-    def keys(self) -> list[str]:
-        return list(self._metas)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._metas
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._metas)
-
-    def __len__(self) -> int:
-        return len(self._metas)
-
-    def info(self, key: str) -> KeyMeta:
-        try:
-            return self._metas[key]
-        except KeyError:
-            raise CheckpointError(
-                str(self.path), "the checkpoint has no such key", code="missing-key", key=key
-            ) from None
-
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        return {key: meta.shape for key, meta in self._metas.items()}
-
     def get(self, key: str) -> torch.Tensor:
         """The tensor ``key``: its own type for ``F32``/``F16``/``BF16``, else dequantised
         to float32."""
@@ -247,23 +225,6 @@ class GGUFCheckpoint:
 
         values = dequantize(tensor.data, tensor.tensor_type)
         return torch.from_numpy(np.ascontiguousarray(values)).reshape(meta.shape)
-
-    def close(self) -> None:
-        return None
-
-    def __enter__(self) -> GGUFCheckpoint:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"GGUFCheckpoint({str(self.path)!r}, {len(self)} keys)"
 
 
 def _string_field(fields: Mapping[str, Any], name: str) -> str | None:

@@ -8,14 +8,15 @@ interface. Importing this module does not import torch.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from mergelang.errors import CheckpointError
 from mergelang.io.dtypes import code_for_torch, item_size
+from mergelang.io.key_index import KeyIndex
 
 if TYPE_CHECKING:
     import torch
@@ -35,14 +36,14 @@ class KeyMeta:
         return math.prod(self.shape) * item_size(self.dtype)
 
 
-class MemoryReader:
+class MemoryReader(KeyIndex[KeyMeta]):
     """A :class:`~mergelang.io.readers.CheckpointReader` over a ``key -> tensor`` mapping."""
 
     def __init__(self, tensors: Mapping[str, torch.Tensor], name: str) -> None:
         self.path = Path(f"<memory:{name}>")
         self.metadata: Mapping[str, str] = MappingProxyType({})
         self._tensors = dict(tensors)
-        self._meta: dict[str, KeyMeta] = {}
+        self._index: dict[str, KeyMeta] = {}
         for key, tensor in self._tensors.items():
             code = code_for_torch(tensor.dtype)
             if code is None:
@@ -52,46 +53,9 @@ class MemoryReader:
                     code="unsupported-dtype",
                     key=key,
                 )
-            self._meta[key] = KeyMeta(code, tuple(tensor.shape))
-
-    def keys(self) -> list[str]:
-        return list(self._tensors)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._tensors
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._tensors)
-
-    def __len__(self) -> int:
-        return len(self._tensors)
-
-    def info(self, key: str) -> KeyMeta:
-        try:
-            return self._meta[key]
-        except KeyError:
-            raise CheckpointError(
-                str(self.path), "the checkpoint has no such key", code="missing-key", key=key
-            ) from None
-
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        return {key: meta.shape for key, meta in self._meta.items()}
+            self._index[key] = KeyMeta(code, tuple(tensor.shape))
 
     def get(self, key: str) -> torch.Tensor:
         self.info(key)
         tensor = self._tensors[key]
         return tensor.detach() if tensor.requires_grad else tensor
-
-    def close(self) -> None:
-        return None
-
-    def __enter__(self) -> MemoryReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

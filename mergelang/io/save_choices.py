@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
+from mergelang.arch.prediction import PREDICTIONS
 from mergelang.errors import UsageError
 from mergelang.io.file_formats import FILE_FORMATS, SCALED_FP8_SAFETENSORS, FileFormat
 
@@ -66,6 +67,7 @@ SAVE_CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "schedule": ("keep", "drop"),
         "position_ids": ("keep", "reset"),
         "format": tuple(FILE_FORMATS),
+        "prediction": ("auto", *PREDICTIONS),
     }
 )
 """``save ... with KEY=VALUE``: each option with a fixed set of values, and those values
@@ -91,6 +93,9 @@ class SaveOptions:
     vae: Path | None = None
     position_ids: str = "keep"
     format: str = "safetensors"
+    prediction: str = "auto"
+    """``auto``: the inputs' common prediction (:mod:`mergelang.arch.prediction`); or the
+    one the output declares."""
 
     def __post_init__(self) -> None:
         if self.dtype is not None and self.dtype not in SAVE_DTYPES:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -48,13 +48,15 @@ if TYPE_CHECKING:
 __all__ = [
     "OutputKey",
     "SaveOptions",
+    "generated_tensor",
     "output_layout",
     "output_tensor",
     "reset_position_ids",
     "save_checkpoint",
+    "with_markers",
 ]
 
-Source = Literal["model", "vae", "position_ids"]
+Source = Literal["model", "vae", "position_ids", "marker"]
 VAE_PREFIX = "first_stage_model."
 VAE_PARTS = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
 POSITION_IDS_SUFFIX = "embeddings.position_ids"
@@ -172,6 +174,30 @@ def output_layout(
     return layout
 
 
+def with_markers(
+    layout: Sequence[OutputKey], markers: Collection[str], wanted: Sequence[str]
+) -> list[OutputKey]:
+    """``layout`` holding exactly the marker keys ``wanted`` among ``markers``: a wanted key an
+    input has keeps its place and source; one no input has is added, empty, as a loader's
+    marker is (``float32``, shape ``[0]``); the other markers are left out."""
+    kept = [item for item in layout if item.key not in markers or item.key in wanted]
+    present = {item.key for item in kept}
+    kept += [OutputKey(key, "F32", (0,), "marker") for key in wanted if key not in present]
+    return kept
+
+
+def generated_tensor(item: OutputKey) -> torch.Tensor:
+    """The data of an output key no input supplies: reset ``position_ids`` or an empty
+    marker."""
+    import torch
+
+    if item.source == "position_ids":
+        return reset_position_ids(item.shape)
+    if item.source == "marker":
+        return torch.zeros(item.shape, dtype=torch_dtype(item.dtype))
+    raise ValueError(f"output key {item.key!r} is read from a {item.source}, not generated")
+
+
 def reset_position_ids(shape: Sequence[int]) -> torch.Tensor:
     """int64 ``0..n-1`` along the last dimension, broadcast to ``shape``."""
     import torch
@@ -186,8 +212,8 @@ def output_tensor(
     item: OutputKey, model: CheckpointReader, vae: CheckpointReader | None = None
 ) -> torch.Tensor:
     """The data of one output key, read from its source and converted to its dtype."""
-    if item.source == "position_ids":
-        return reset_position_ids(item.shape)
+    if item.source in ("position_ids", "marker"):
+        return generated_tensor(item)
     if item.source == "vae":
         if vae is None:
             raise ValueError(f"output key {item.key!r} needs the VAE reader")

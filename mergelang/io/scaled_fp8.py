@@ -27,12 +27,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from mergelang.errors import CheckpointError
 from mergelang.io.bitsandbytes import refuse_bitsandbytes
 from mergelang.io.fp8 import FP8_MAX
+from mergelang.io.key_index import KeyIndex
 from mergelang.io.memory_reader import KeyMeta
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ def quantise(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return scaled.to(torch.float8_e4m3fn), factor
 
 
-class ScaledFp8Reader:
+class ScaledFp8Reader(KeyIndex[KeyMeta]):
     """A scaled fp8 file read as its model keys (see the module docstring)."""
 
     def __init__(self, inner: CheckpointReader) -> None:
@@ -162,35 +163,12 @@ class ScaledFp8Reader:
         self.path = inner.path
         self.metadata = inner.metadata
         header = {key: inner.info(key) for key in inner.keys()}  # noqa: SIM118
-        self._metas = MappingProxyType(model_metas(header, inner.path))
+        self._index = MappingProxyType(model_metas(header, inner.path))
         self._scaled = {
             key: scale_key(key)
-            for key, meta in self._metas.items()
+            for key, meta in self._index.items()
             if meta.dtype == "F32" and header[key].dtype in _FP8
         }
-
-    def keys(self) -> list[str]:
-        return list(self._metas)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._metas
-
-    def __iter__(self) -> object:
-        return iter(self._metas)
-
-    def __len__(self) -> int:
-        return len(self._metas)
-
-    def info(self, key: str) -> KeyMeta:
-        try:
-            return self._metas[key]
-        except KeyError:
-            raise CheckpointError(
-                str(self.path), "the checkpoint has no such key", code="missing-key", key=key
-            ) from None
-
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        return {key: meta.shape for key, meta in self._metas.items()}
 
     def get(self, key: str) -> torch.Tensor:
         """The tensor ``key``, a scaled weight dequantised to float32."""
@@ -202,20 +180,6 @@ class ScaledFp8Reader:
 
     def close(self) -> None:
         self.inner.close()
-
-    def __enter__(self) -> ScaledFp8Reader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"ScaledFp8Reader({str(self.path)!r}, {len(self)} keys)"
 
 
 def scaled_view(reader: CheckpointReader) -> CheckpointReader:

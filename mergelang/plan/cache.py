@@ -38,8 +38,10 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import cast
 
 from mergelang._version import __version__
+from mergelang.arch.prediction import PREDICT_KEY, PREDICT_KEY_METADATA, Prediction
 from mergelang.errors import Diagnostic, MergelangError, OutputError, RecipeError, source_line
 from mergelang.io.file_formats import FILE_FORMATS, format_of_content
 from mergelang.io.formats import sniff_format
@@ -280,6 +282,9 @@ def _output_key(output: FileOutput, keys: dict[int, str]) -> str | None:
             options.position_ids,
             options.format,
             vae,
+            # Only a declared prediction changes the output beyond its inputs (whose common
+            # prediction is in node_key); left out otherwise, so addresses stay as they were.
+            *([options.prediction] if options.prediction != "auto" else []),
         ]
     )
     return hashlib.sha256(text.encode()).hexdigest()
@@ -544,6 +549,8 @@ def _metadata(plan: Plan, output: FileOutput) -> dict[str, str]:
     extra["save_as_half"] = "true" if output.options.dtype == "fp16" else "false"
     if output.vae is not None and output.vae.handle.path is not None:
         extra["bake_in_vae"] = text_file_name(output.vae.handle.path.name)
+    if output.prediction is not None:
+        extra[PREDICT_KEY_METADATA] = PREDICT_KEY[cast(Prediction, output.prediction)]
     if output.key is not None:
         extra[OUTPUT_KEY] = output.key
     identity = save_identity(plan.checked.path, output.path)

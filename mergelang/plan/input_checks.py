@@ -34,7 +34,7 @@ imports torch.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -42,6 +42,12 @@ from types import MappingProxyType
 from mergelang.arch import Architecture, get_architecture
 from mergelang.arch.align import relatives_hint
 from mergelang.arch.layout import checkpoint_layout
+from mergelang.arch.prediction import (
+    PREDICTION_HINT,
+    Prediction,
+    describe_prediction,
+    prediction_of,
+)
 from mergelang.block_weights import BlockWeights, ElementalEntry, WeightsError
 from mergelang.check.checked_recipe import (
     BoundArg,
@@ -51,6 +57,7 @@ from mergelang.check.checked_recipe import (
     MethodCall,
     ModelExpr,
     ModelSource,
+    SaveTarget,
     StepRef,
 )
 from mergelang.errors import CheckpointError, Diagnostic, RecipeError, Span, source_lines
@@ -75,6 +82,9 @@ class InputInfo:
     format: InputFormat
     architecture: str | None = None
     variant: str | None = None
+    prediction: Prediction | None = None
+    """What the file's markers declare (:mod:`mergelang.arch.prediction`), for an
+    architecture that marks it."""
 
     @property
     def inspected(self) -> bool:
@@ -210,7 +220,8 @@ class _InputsChecker:
             self._step_mixed(name, expr)
             self._check_weights(expr)
         for save in self.checked.saves:
-            self._mixed(save.model)
+            if not self._mixed(save.model):
+                self._check_prediction(save)
             self._check_weights(save.model)
         warnings = sorted(self.warnings, key=lambda d: (d.line or 0, d.column or 0))
         if self.problems:
@@ -357,7 +368,11 @@ class _InputsChecker:
         except CheckpointError as exc:
             self._add(self._file_problem(resolved, source, exc))
             return None
-        return InputInfo(source, path, fmt, found.arch.name, found.variant)
+        prediction = None
+        if found.arch.prediction_markers:
+            keys, metadata = _keys_and_metadata(resolved)
+            prediction = prediction_of(keys, metadata)
+        return InputInfo(source, path, fmt, found.arch.name, found.variant, prediction)
 
     def _add(self, diagnostics: list[Diagnostic]) -> None:
         """Add each unless an equal one (same code, place and message) was added."""
@@ -417,6 +432,46 @@ class _InputsChecker:
             "architecture-mismatch",
             expr.span,
             hint=relatives_hint(first, second) or f"merge models of one architecture ({titles})",
+        )
+
+    # -- prediction markers
+
+    def _check_prediction(self, save: SaveTarget) -> None:
+        """A save whose inputs declare different predictions must say which the output has;
+        ``prediction=`` on an architecture without markers is an error."""
+        names = [n for n in _inputs_of(save.model, self.steps, self.memo) if n in self.inputs]
+        archs = {self.inputs[n].architecture for n in names} - {None}
+        if len(archs) != 1:
+            return
+        arch = get_architecture(archs.pop())  # type: ignore[arg-type]
+        if not arch.prediction_markers:
+            if save.prediction != "auto":
+                self._report(
+                    f"prediction={save.prediction}: {arch.title} checkpoints carry no "
+                    "prediction marker",
+                    "prediction-not-marked",
+                    save.span,
+                    hint="drop the prediction option",
+                )
+            return
+        if save.prediction != "auto":
+            return
+        kinds: dict[Prediction, str] = {}
+        for name in names:
+            found = self.inputs[name].prediction
+            if found is not None:
+                kinds.setdefault(found, name)
+        if len(kinds) < 2:
+            return
+        parts = [
+            f"'{name}' ({self.inputs[name].path.name}) is {describe_prediction(kind)}"
+            for kind, name in kinds.items()
+        ]
+        self._report(
+            f"save '{save.path}' merges models of different predictions: " + "; ".join(parts),
+            "prediction-mismatch",
+            save.span,
+            hint=PREDICTION_HINT,
         )
 
     # -- weights against the architecture
@@ -500,6 +555,14 @@ class _InputsChecker:
 
 
 @functools.cache
+def _keys_and_metadata(resolved: ResolvedSource) -> tuple[Collection[str], Mapping[str, str]]:
+    """The key names and metadata of an inspectable input."""
+    if resolved.memory is not None:
+        return resolved.memory.keys(), resolved.memory.metadata
+    assert resolved.file is not None
+    return resolved.file.metas().keys(), resolved.file.metadata
+
+
 def _merged_keys(arch_name: str, convention: str) -> tuple[tuple[str, str], ...]:
     """``(key, block)`` for every key of the architecture that merges compute."""
     arch = get_architecture(arch_name)

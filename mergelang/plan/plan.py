@@ -82,6 +82,9 @@ class FileOutput:
     changes: tuple[str, ...] = ()
     """What changed since the earlier output was made (``step 'x' changed``, ``input 'b'
     changed``), when :attr:`replaces`."""
+    prediction: str | None = None
+    """What the output predicts (``eps``, ``v``, ``v_ztsnr``: :mod:`mergelang.arch.prediction`)
+    for an architecture whose files mark it; ``None`` for the others."""
 
     @property
     def nbytes(self) -> int:

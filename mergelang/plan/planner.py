@@ -26,10 +26,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from mergelang.arch import Architecture, get_architecture
 from mergelang.arch.align import align_tables
+from mergelang.arch.prediction import (
+    PREDICTION_HINT,
+    PREDICTION_MARKERS,
+    Prediction,
+    marker_keys,
+    prediction_of,
+)
 from mergelang.block_weights import BlockWeights, WeightsError
 from mergelang.check.checked_recipe import (
     CheckedRecipe,
@@ -52,7 +59,7 @@ from mergelang.errors import (
 from mergelang.io.dtypes import is_float_code
 from mergelang.io.hashing import default_cache_dir
 from mergelang.io.locate import ModelLocator
-from mergelang.io.save_options import OutputKey, SaveOptions, output_layout
+from mergelang.io.save_options import OutputKey, SaveOptions, output_layout, with_markers
 from mergelang.methods.registry import get_method
 from mergelang.plan.graph import KeySlot, LinearNode, LoadNode, MethodNode, Node, walk
 from mergelang.plan.input_checks import InputsReport, check_inputs
@@ -447,6 +454,9 @@ class _Planner:
             layout: list[OutputKey] = output_layout(node.keys, node.arch, options, vae_header)
         except MergelangError as exc:
             raise self._located(exc, "", save.span) from None
+        prediction = self._prediction(node, save)
+        if prediction is not None:
+            layout = with_markers(layout, PREDICTION_MARKERS, marker_keys(prediction))
         path = Path(save.path).expanduser()
         if not path.is_absolute():
             base = self.options.out_dir or self.checked.base_dir or Path.cwd()
@@ -466,7 +476,26 @@ class _Planner:
             tuple(layout),
             vae=vae_node,
             name=save.path,
+            prediction=prediction,
         )
+
+    def _prediction(self, node: Node, save: SaveTarget) -> Prediction | None:
+        """The output's prediction: the save's, or its inputs' common one (the input checks
+        refused inputs that differ); ``None`` when the architecture marks none."""
+        if not node.arch.prediction_markers:
+            return None
+        if save.prediction != "auto":
+            return cast(Prediction, save.prediction)
+        loads = [n for n in walk([node]) if isinstance(n, LoadNode)]
+        found = {prediction_of(n.handle.header, n.handle.metadata) for n in loads}
+        if len(found) != 1:
+            raise self._fail(
+                "the inputs of this save differ in prediction: " + ", ".join(sorted(found)),
+                "prediction-mismatch",
+                save.span,
+                PREDICTION_HINT,
+            )
+        return found.pop()
 
 
 def _identity_of(resolved: ResolvedSource) -> str:

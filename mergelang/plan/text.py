@@ -54,6 +54,26 @@ def _shown(path: Path | None, base: Path | None) -> str:
     return str(absolute)
 
 
+def _whole_tensors(node: Node) -> str:
+    """``whole tensors, largest KEY (N values, M with its operands)``: a whole-key method holds
+    each key and its operands at once in float32, so the largest key sets its memory."""
+    if not node.keys:
+        return "whole tensors"
+    key, slot = max(node.keys.items(), key=lambda item: item[1].numel)
+    held = (len(node.children) + 1) * slot.numel * 4
+    return (
+        f"whole tensors, largest {printable(key)} ({_count(slot.numel)} values, "
+        f"{human_bytes(held)} with its operands in float32)"
+    )
+
+
+def _count(n: int) -> str:
+    for unit, size in (("G", 10**9), ("M", 10**6), ("k", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
 class _Renderer:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
@@ -78,7 +98,7 @@ class _Renderer:
         if id(node) not in self.needed and entry is None:
             tags.append("not needed")
         elif not node.elementwise:
-            tags.append("whole tensors")
+            tags.append(_whole_tensors(node))
         elif entry is None or entry.status != "hit":
             tags.append("fused")
         if node.needs_stats:

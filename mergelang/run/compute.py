@@ -30,7 +30,7 @@ import torch
 from mergelang.errors import CheckpointError
 from mergelang.io.dtypes import torch_dtype
 from mergelang.io.fp8 import is_fp8_code, saturating_cast
-from mergelang.io.save_options import OutputKey, reset_position_ids
+from mergelang.io.save_options import OutputKey, generated_tensor
 from mergelang.plan.graph import KeySlot, LinearNode, LoadNode, MethodNode, Node
 from mergelang.plan.plan import CacheEntry
 
@@ -239,7 +239,7 @@ class Evaluator:
     def _write(self, target: Target, chunk: Chunk, arena: Arena) -> None:
         item = target.item
         if target.node is None:
-            value = reset_position_ids(item.shape)
+            value = generated_tensor(item)
         else:
             value = self.value(target.node, item.read_key, chunk)
         key = item.read_key

@@ -435,7 +435,7 @@ def _made_meanwhile(output: FileOutput, exc: OutputError) -> bool:
 
 
 def _source_node(output: OutputPlan, item: OutputKey) -> Node | None:
-    if item.source == "position_ids":
+    if item.source in ("position_ids", "marker"):
         return None
     if item.source == "vae":
         assert output.vae is not None
