@@ -105,6 +105,7 @@ def test_every_reader_of_save_choices_reads_the_table() -> None:
         "schedule": ("keep", "drop"),
         "position_ids": ("keep", "reset"),
         "format": ("safetensors", "ckpt", "gguf"),
+        "prediction": ("auto", "eps", "v", "v_ztsnr"),
         "vae": (),
     }
     assert (
