@@ -4,8 +4,10 @@
 - fp8: torch's plain cast to ``float8_e4m3fn`` against mergelang's saturating cast, and the
   cast back to float32 (what reading an fp8 input costs);
 - scaled fp8: quantising with a per-tensor scale and dequantising;
-- GGUF: the ``gguf`` package's reference quantisers and dequantisers (numpy), for every type
-  mergelang writes, and the dequantisers of the K-quants it reads.
+- GGUF: the ``gguf`` package's reference quantisers and dequantisers (numpy), for the types
+  it quantises; for the K-quants mergelang writes (``Q6_K``, ``Q5_K``, ``Q4_K``, ``Q2_K``),
+  mergelang's torch quantiser and dequantiser (:mod:`mergelang.io.gguf_quants`) beside the
+  package's dequantiser; the package's dequantiser of ``Q3_K``, read only.
 
 Prints millions of values a second for each. Usage: ``python bench/lowprec_codecs.py``.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -23,9 +26,11 @@ from mergelang.io.scaled_fp8 import dequantise, quantise
 SIDE = 3072
 
 
-def rate(run: Callable[[], object], repeats: int = 3) -> float:
-    """Millions of values a second of ``run`` over the SIDE x SIDE matrix."""
-    run()
+def rate(run: Callable[[], object], repeats: int = 3, warm: bool = True) -> float:
+    """Millions of values a second of ``run`` over the SIDE x SIDE matrix (after one
+    untimed call when ``warm``)."""
+    if warm:
+        run()
     start = time.perf_counter()
     for _ in range(repeats):
         run()
@@ -58,8 +63,21 @@ def main() -> None:
             f"gguf {name:5} quantise {rate(lambda k=kind: quantize(array, k), 1):8.0f}"
             f"   dequantise {rate(lambda p=packed, k=kind: dequantize(p, k), 1):8.0f}"
         )
+    from mergelang.io.gguf_quants import dequantise_k, quantise_k
+
+    for name in ("Q6_K", "Q5_K", "Q4_K", "Q2_K"):
+        kind = GGMLQuantizationType[name]
+        packed_k = quantise_k(values, name)
+        raw_k = packed_k.numpy()
+        quantising = rate(partial(quantise_k, values, name), 1, warm=False)
+        mine = rate(partial(dequantise_k, packed_k, name), 1)
+        theirs = rate(partial(dequantize, raw_k, kind), 1)
+        print(
+            f"mergelang {name} quantise {quantising:8.1f}   dequantise {mine:8.0f}"
+            f"   (gguf dequantise {theirs:6.0f})"
+        )
     rng = np.random.default_rng(0)
-    for name in ("Q6_K", "Q5_K", "Q4_K", "Q3_K", "Q2_K"):
+    for name in ("Q3_K",):
         kind = GGMLQuantizationType[name]
         block, size = GGML_QUANT_SIZES[kind]
         raw = rng.integers(0, 256, (SIDE, SIDE // block * size), dtype=np.uint8)

@@ -65,6 +65,10 @@ def test_save_dtypes() -> None:
         "q5_0": "F32",
         "q4_1": "F32",
         "q4_0": "F32",
+        "q6_k": "F32",
+        "q5_k": "F32",
+        "q4_k": "F32",
+        "q2_k": "F32",
     }
     assert save_dtype_code("bf16") == "BF16"
     with pytest.raises(ValueError, match="unknown save dtype 'half'"):

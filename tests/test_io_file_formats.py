@@ -35,7 +35,7 @@ from mergelang.lang.merge_board import DTYPE_FLAGS, FORMAT_FLAGS
 def test_the_formats_and_their_suffixes() -> None:
     assert list(FILE_FORMATS) == ["safetensors", "ckpt", "gguf"]
     gguf = FILE_FORMATS["gguf"]
-    assert (gguf.suffixes, gguf.content, gguf.streams) == ((".gguf",), "gguf", False)
+    assert (gguf.suffixes, gguf.content, gguf.streams) == ((".gguf",), "gguf", True)
     safetensors, ckpt = FILE_FORMATS["safetensors"], FILE_FORMATS["ckpt"]
     assert (safetensors.suffixes, safetensors.content, safetensors.streams) == (
         (".safetensors",),
@@ -89,6 +89,10 @@ def test_every_reader_of_save_choices_reads_the_table() -> None:
         "q5_0": "F32",
         "q4_1": "F32",
         "q4_0": "F32",
+        "q6_k": "F32",
+        "q5_k": "F32",
+        "q4_k": "F32",
+        "q2_k": "F32",
     }
     assert (
         SAVE_DTYPES
@@ -110,7 +114,8 @@ def test_every_reader_of_save_choices_reads_the_table() -> None:
     }
     assert (
         listed(SAVE_DTYPES)
-        == "fp16, bf16, fp32, fp8, fp8_e5m2, fp8_scaled, q8_0, q5_1, q5_0, q4_1 or q4_0"
+        == "fp16, bf16, fp32, fp8, fp8_e5m2, fp8_scaled, q8_0, q5_1, q5_0, q4_1, q4_0, "
+        "q6_k, q5_k, q4_k or q2_k"
     )
 
 
@@ -120,7 +125,8 @@ def test_save_options_check_their_values_against_the_table() -> None:
         SaveOptions(dtype="int8")
     assert (
         caught.value.diagnostics[0].hint
-        == "use fp16, bf16, fp32, fp8, fp8_e5m2, fp8_scaled, q8_0, q5_1, q5_0, q4_1 or q4_0"
+        == "use fp16, bf16, fp32, fp8, fp8_e5m2, fp8_scaled, q8_0, q5_1, q5_0, q4_1, q4_0, "
+        "q6_k, q5_k, q4_k or q2_k"
     )
     with pytest.raises(UsageError) as caught:
         SaveOptions(format="onnx")

@@ -5,10 +5,11 @@ A :class:`FileFormat` says what a format is called in recipes (``save ... with
 format=NAME``, the Merge Board flags), which file suffixes mean it (for a save path, and for
 an input whose content does not tell), whether its outputs stream to disk key by key or are
 held whole until they are committed, and which module handles its files: that module's
-``open_sink(target)`` returns a :class:`~mergelang.io.sinks.Sink` for an output, and its
+``open_sink(target)`` returns a :class:`~mergelang.io.sinks.Sink` for an output, its
 ``read_metadata(path)`` reads back what an existing file records (how a re-run finds an output
-up to date). The module is imported only when such a file is written or read back, so this
-table, which the checker and the parser read, never imports torch. A new output format is its
+up to date), and an optional ``file_size(target)`` gives the exact size of an output's file.
+The module is imported only when such a file is written, read back or sized by a plan, so
+this table, which the checker and the parser read, never imports torch. A new output format is its
 module and one line here.
 """
 
@@ -80,6 +81,16 @@ class FileFormat:
         opener = cast("SinkOpener", self._module().open_sink)
         return opener(target)
 
+    def file_size(self, target: SinkTarget) -> int | None:
+        """The exact size of the file :meth:`open_sink` writes for ``target``, for the formats
+        whose module says (``file_size(target)``: GGUF, scaled fp8), else ``None``."""
+        sizer = getattr(self._module(), "file_size", None)
+        if sizer is None:
+            return None
+        if self.quant is not None:
+            return cast("int", sizer(target, quant=self.quant))
+        return cast("int", sizer(target))
+
     def read_metadata(self, path: Path) -> Mapping[str, str]:
         """The string pairs an existing file of this format records (its provenance and
         output address, for a file mergelang wrote); reads no tensor."""
@@ -110,7 +121,7 @@ FILE_FORMATS: Mapping[str, FileFormat] = MappingProxyType(
             (".gguf",),
             (".gguf",),
             "gguf",
-            streams=False,
+            streams=True,
             module="mergelang.io.gguf_format",
         ),
     }

@@ -10,23 +10,26 @@ the reverse of its GGUF dimensions; a tensor of more than four dimensions record
 Reading (:class:`GGUFCheckpoint`): the header is parsed once by ``gguf.GGUFReader`` over the
 input's open descriptor (a memory map: no tensor is read until the executor asks for it).
 ``F32``, ``F16``, ``BF16`` (and integer) tensors keep their type; a quantised tensor is a
-float32 key, dequantised by the package's reference dequantisers when the key is read. A U-Net-only
+float32 key, dequantised when the key is read: ``Q6_K``, ``Q5_K``, ``Q4_K`` and ``Q2_K`` by
+:func:`~mergelang.io.gguf_quants.dequantise_k` (torch; the same values, bit for bit, as the
+package's), the others by the package's reference dequantisers. A U-Net-only
 ``sd1``/``sdxl`` file's keys get the ``model.diffusion_model.`` prefix of a whole
 checkpoint. Unknown tensor types, data beyond the end of the file and tensors that overlap
 are errors when the input is resolved, before anything is written.
 
-Writing (``save ... to "x.gguf" as q8_0``, :class:`GGUFSink`): the keys are laid out as
-float32 and quantised by the sink once a key is complete; like city96's converter, tensors of
-one dimension or of at most 1024 values are stored as ``F32``, a matrix whose rows are not a
-whole number of blocks as ``F16``, every other float tensor in the chosen type. The file is
-held in memory, quantised, and written whole at commit (temporary file, then rename).
+Writing (``save ... to "x.gguf" as q8_0``, :func:`open_sink`): the keys are laid out as
+float32 and quantised by the sink (:mod:`mergelang.io.gguf_writer`, which streams the file to
+disk in bounded memory); like city96's converter, tensors of one dimension or of at most 1024
+values are stored as ``F32``, a matrix whose rows are not a whole number of blocks (32 values,
+256 for the K-quants) as ``F16``, every other float tensor in the chosen type
+(:func:`stored_type`). ``Q8_0``, ``Q5_1``, ``Q5_0``, ``Q4_1`` and ``Q4_0`` are quantised by the
+``gguf`` package, ``Q6_K``, ``Q5_K``, ``Q4_K`` and ``Q2_K`` by :mod:`mergelang.io.gguf_quants`.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -39,17 +42,18 @@ from mergelang.io.memory_reader import KeyMeta
 if TYPE_CHECKING:
     from io import BufferedReader
 
-    import numpy as np
     import torch
 
+    from mergelang.io.gguf_writer import GGUFSink
     from mergelang.io.sinks import SinkTarget
-    from mergelang.io.writer import AtomicFile, OutputEntry
+    from mergelang.io.writer import OutputEntry
 
 __all__ = [
+    "KEPT_TYPES",
     "READ_TYPES",
     "WRITE_TYPES",
     "GGUFCheckpoint",
-    "GGUFSink",
+    "file_size",
     "open_sink",
     "read_metadata",
     "require_gguf",
@@ -72,8 +76,14 @@ READ_TYPES: frozenset[str] = frozenset(
 )
 """The GGML tensor types mergelang reads."""
 
-WRITE_TYPES: frozenset[str] = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"})
-"""The quantisations mergelang writes (those the ``gguf`` package quantises)."""
+WRITE_TYPES: frozenset[str] = frozenset(
+    {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q2_K"}
+)
+"""The quantisations mergelang writes: those the ``gguf`` package quantises, and the
+K-quants of :mod:`mergelang.io.gguf_quants`."""
+
+KEPT_TYPES = frozenset(_KEPT)
+"""The GGML types a key keeps as it is (their names are also their safetensors codes)."""
 
 _UNET_PREFIX = "model.diffusion_model."
 _PREFIXED_ARCHITECTURES = frozenset({"sd1", "sd2", "sdxl"})
@@ -206,6 +216,11 @@ class GGUFCheckpoint(KeyIndex[KeyMeta]):
             return torch.from_numpy(raw).view(torch.bfloat16).reshape(meta.shape)
         if kind in _KEPT:
             return torch.from_numpy(np.array(tensor.data, copy=True)).reshape(meta.shape)
+        from mergelang.io.gguf_quants import K_TYPES, dequantise_k
+
+        if kind in K_TYPES:
+            packed = torch.from_numpy(np.array(tensor.data, copy=True))
+            return dequantise_k(packed, kind).reshape(meta.shape)
         from gguf.quants import dequantize
 
         values = dequantize(tensor.data, tensor.tensor_type)
@@ -232,117 +247,6 @@ def stored_type(entry: OutputEntry, quant: str) -> str:
     return quant if entry.shape[-1] % block == 0 else "F16"
 
 
-class GGUFSink:
-    """A GGUF output: each key quantised when complete, the file written at commit."""
-
-    def __init__(self, target: SinkTarget, quant: str | None) -> None:
-        require_gguf()
-        self.target = target
-        self.quant = quant
-        self.entries = {entry.key: entry for entry in target.entries}
-        self._pending: dict[str, tuple[torch.Tensor, list[int]]] = {}
-        self._done: dict[str, tuple[np.ndarray[Any, Any], str]] = {}
-        self._lock = threading.Lock()
-        self._file: AtomicFile | None = None
-        from mergelang.io.writer import check_target
-
-        check_target(target.path, overwrite=target.overwrite, protected=target.protected)
-
-    def write_part(self, key: str, element_offset: int, tensor: torch.Tensor) -> None:
-        entry = self.entries[key]
-        data = tensor.reshape(-1)
-        with self._lock:
-            pending = self._pending.get(key)
-            if pending is None:
-                pending = (data.new_empty(entry.numel), [0])
-                self._pending[key] = pending
-        buffer, filled = pending
-        buffer[element_offset : element_offset + data.numel()].copy_(data)
-        with self._lock:
-            filled[0] += data.numel()
-            done = filled[0] >= entry.numel
-            if done:
-                del self._pending[key]
-        if done:
-            stored = self._encode(entry, buffer.reshape(entry.shape))
-            with self._lock:
-                self._done[key] = stored
-
-    def _encode(self, entry: OutputEntry, tensor: torch.Tensor) -> tuple[Any, str]:
-        import torch
-
-        if entry.dtype != "F32" or self.quant is None:
-            kind = entry.dtype if entry.dtype in _KEPT else None
-            if kind is None:
-                raise UsageError(f"{entry.key}: GGUF cannot hold tensors of type {entry.dtype}")
-            if kind == "BF16":
-                return tensor.view(torch.int16).numpy().view("uint16"), kind
-            return tensor.numpy(), kind
-        kind = stored_type(entry, self.quant)
-        if kind == "F32":
-            return tensor.numpy(), kind
-        if kind == "F16":
-            return tensor.to(torch.float16).numpy(), kind
-        from gguf import GGMLQuantizationType
-        from gguf.quants import quantize
-
-        return quantize(tensor.numpy(), GGMLQuantizationType[kind]), kind
-
-    def commit(self) -> Path:
-        self.prepare()
-        return self.publish()
-
-    def prepare(self) -> None:
-        """Write the whole file under its temporary name and sync it."""
-        gguf = require_gguf()
-        from mergelang.io.writer import AtomicFile, os_error
-
-        if self._file is not None:
-            return
-        missing = [key for key in self.entries if key not in self._done]
-        if missing:
-            raise ValueError(f"{self.target.path}: keys never written: {missing[:5]}")
-        atomic = AtomicFile(
-            self.target.path, overwrite=self.target.overwrite, protected=self.target.protected
-        )
-        try:
-            writer = gguf.GGUFWriter(str(atomic.temp_path), arch=_architecture(self.target))
-            for name, value in self.target.metadata.items():
-                if name != "general.architecture":
-                    writer.add_string(name, value)
-            for key in self.entries:
-                data, kind = self._done[key]
-                writer.add_tensor(key, data, raw_dtype=gguf.GGMLQuantizationType[kind])
-            writer.write_header_to_file()
-            writer.write_kv_data_to_file()
-            writer.write_tensors_to_file()
-            writer.close()
-            atomic.prepare()
-        except OSError as exc:
-            atomic.abort()
-            raise os_error(atomic.path, exc, "writing the file") from None
-        except BaseException:
-            atomic.abort()
-            raise
-        self._done.clear()
-        self._file = atomic
-
-    def check(self) -> None:
-        if self._file is not None:
-            self._file.check()
-
-    def publish(self, *, sync_folder: bool = True) -> Path:
-        if self._file is None:
-            raise ValueError(f"{self.target.path}: the output is not prepared")
-        return self._file.publish(sync_folder=sync_folder)
-
-    def abort(self) -> None:
-        self._pending.clear()
-        self._done.clear()
-        if self._file is not None:
-            self._file.abort()
-
-
 _ARCHITECTURE_OF_MODELSPEC = (
     ("stable-diffusion-xl", "sdxl"),
     ("stable-diffusion-v2", "sd2"),
@@ -363,9 +267,24 @@ def _architecture(target: SinkTarget) -> str:
 
 
 def open_sink(target: SinkTarget, quant: str | None = None) -> GGUFSink:
-    """The sink of a GGUF output; ``quant`` is the GGML type of its large float tensors
-    (``None``: every tensor keeps its type)."""
-    return GGUFSink(target, quant)
+    """The sink of a GGUF output, streamed to disk (:mod:`mergelang.io.gguf_writer`);
+    ``quant`` is the GGML type of its large float tensors (``None``: every tensor keeps its
+    type)."""
+    from mergelang.io.gguf_writer import GGUFSink
+
+    require_gguf()
+    return GGUFSink(target, quant, _architecture(target))
+
+
+def file_size(target: SinkTarget, quant: str | None = None) -> int | None:
+    """The exact size in bytes of the GGUF file :func:`open_sink` writes for ``target``."""
+    from mergelang.errors import OutputError
+    from mergelang.io.gguf_writer import file_size as layout_size
+
+    try:
+        return layout_size(target, quant, _architecture(target))
+    except OutputError:
+        return None  # a key GGUF cannot hold: the sink refuses the output when opened
 
 
 def read_metadata(path: Path) -> Mapping[str, str]:

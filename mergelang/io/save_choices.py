@@ -40,6 +40,10 @@ SAVE_DTYPES: Mapping[str, str] = MappingProxyType(
         "q5_0": "F32",
         "q4_1": "F32",
         "q4_0": "F32",
+        "q6_k": "F32",
+        "q5_k": "F32",
+        "q4_k": "F32",
+        "q2_k": "F32",
     }
 )
 """Output dtype names accepted in recipes and on the command line -> safetensors code
@@ -47,7 +51,17 @@ SAVE_DTYPES: Mapping[str, str] = MappingProxyType(
 ``fp8_scaled`` is ComfyUI's scaled fp8, :mod:`mergelang.io.scaled_fp8`)."""
 
 GGUF_TYPES: Mapping[str, str] = MappingProxyType(
-    {"q8_0": "Q8_0", "q5_1": "Q5_1", "q5_0": "Q5_0", "q4_1": "Q4_1", "q4_0": "Q4_0"}
+    {
+        "q8_0": "Q8_0",
+        "q5_1": "Q5_1",
+        "q5_0": "Q5_0",
+        "q4_1": "Q4_1",
+        "q4_0": "Q4_0",
+        "q6_k": "Q6_K",
+        "q5_k": "Q5_K",
+        "q4_k": "Q4_K",
+        "q2_k": "Q2_K",
+    }
 )
 """The save dtypes that quantise a GGUF output -> GGML type (their keys are laid out as
 float32 and quantised by the GGUF sink: :mod:`mergelang.io.gguf_format`)."""

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from mergelang.io.readers import CheckpointReader, TensorMeta
     from mergelang.io.sinks import SinkTarget
-    from mergelang.io.writer import SafetensorsWriter
+    from mergelang.io.writer import OutputEntry, SafetensorsWriter
 
 __all__ = [
     "MARKER",
@@ -50,12 +50,14 @@ __all__ = [
     "ScaledFp8Reader",
     "ScaledFp8Sink",
     "dequantise",
+    "file_size",
     "is_scaled",
     "model_metas",
     "open_sink",
     "quantise",
     "read_metadata",
     "scaled_view",
+    "stored_entries",
 ]
 
 MARKER = "scaled_fp8"
@@ -196,6 +198,38 @@ def _marker_key(keys: list[str]) -> str:
     return MARKER
 
 
+def _is_scaled_entry(entry: OutputEntry) -> bool:
+    """Whether a key of the layout is stored as scaled fp8 (a float32 key of two or more
+    dimensions: those an fp8 save stores in fp8)."""
+    return entry.dtype == "F32" and len(entry.shape) >= 2
+
+
+def stored_entries(target: SinkTarget) -> tuple[OutputEntry, ...]:
+    """The keys of the file written for ``target``: each scaled key as ``F8_E4M3`` followed by
+    its ``scale_weight``, the others as they are, then the marker."""
+    from mergelang.io.writer import OutputEntry
+
+    entries: list[OutputEntry] = []
+    for entry in target.entries:
+        if _is_scaled_entry(entry):
+            entries.append(OutputEntry(entry.key, "F8_E4M3", entry.shape))
+            entries.append(OutputEntry(_scale_name(entry.key), "F32", ()))
+        else:
+            entries.append(entry)
+    marker = _marker_key([e.key for e in target.entries])
+    entries.append(OutputEntry(marker, "F8_E4M3", (0,)))
+    return tuple(entries)
+
+
+def file_size(target: SinkTarget) -> int:
+    """The exact size in bytes of the file :func:`open_sink` writes for ``target``."""
+    from mergelang.io.writer import build_header
+
+    entries = stored_entries(target)
+    header, _ = build_header(entries, target.metadata, path=str(target.path))
+    return 8 + len(header) + sum(e.nbytes for e in entries)
+
+
 class ScaledFp8Sink:
     """A safetensors output whose float32 matrices are stored as scaled fp8 (see the module
     docstring); other keys pass straight to the file."""
@@ -203,22 +237,12 @@ class ScaledFp8Sink:
     def __init__(self, target: SinkTarget) -> None:
         from dataclasses import replace
 
-        from mergelang.io.writer import OutputEntry
         from mergelang.io.writer import open_sink as open_safetensors
 
-        self._scaled: dict[str, OutputEntry] = {
-            e.key: e for e in target.entries if e.dtype == "F32" and len(e.shape) >= 2
-        }
-        entries: list[OutputEntry] = []
-        for entry in target.entries:
-            if entry.key in self._scaled:
-                entries.append(OutputEntry(entry.key, "F8_E4M3", entry.shape))
-                entries.append(OutputEntry(_scale_name(entry.key), "F32", ()))
-            else:
-                entries.append(entry)
+        self._scaled = {e.key: e for e in target.entries if _is_scaled_entry(e)}
         self.marker = _marker_key([e.key for e in target.entries])
-        entries.append(OutputEntry(self.marker, "F8_E4M3", (0,)))
-        self.writer: SafetensorsWriter = open_safetensors(replace(target, entries=tuple(entries)))
+        stored = replace(target, entries=stored_entries(target))
+        self.writer: SafetensorsWriter = open_safetensors(stored)
         self._pending: dict[str, tuple[torch.Tensor, list[int]]] = {}
         self._lock = threading.Lock()
 

@@ -9,7 +9,8 @@ temporary name) and :meth:`Sink.publish` (the rename, nothing more);
 format's module opens its sinks with ``open_sink(target)`` (see
 :mod:`mergelang.io.file_formats`): a safetensors output streams to disk through
 :class:`~mergelang.io.writer.SafetensorsWriter` (header first, temporary file, rename), a
-``.ckpt`` output is :class:`~mergelang.io.ckpt.CkptSink`, held whole and saved at commit.
+``.ckpt`` output is :class:`~mergelang.io.ckpt.CkptSink`, held whole and saved at commit, a
+``.gguf`` output :class:`~mergelang.io.gguf_writer.GGUFSink`, streamed like safetensors.
 :class:`MemorySink` collects an in-memory result (``mergelang.evaluate``) in preallocated
 tensors.
 """

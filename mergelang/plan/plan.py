@@ -95,7 +95,13 @@ class FileOutput:
 
     @property
     def nbytes(self) -> int:
-        return sum(item.entry().nbytes for item in self.layout)
+        """Bytes of the file: exact where the format knows its size up front (GGUF, scaled
+        fp8), else the data bytes of its keys."""
+        from mergelang.io.sinks import SinkTarget
+
+        entries = tuple(item.entry() for item in self.layout)
+        exact = self.file_format.file_size(SinkTarget(self.path, entries, self.metadata))
+        return sum(e.nbytes for e in entries) if exact is None else exact
 
     @property
     def label(self) -> str:

@@ -3,20 +3,30 @@
 The text shows the inputs, then each output with the tree of steps it is made from (a step
 used twice is shown in full once, then referred to by its number), what happens to each
 step (fused into its consumer, read from or stored in the cache, evaluated on whole
-tensors), the passes, the bytes read and written and the estimated working memory.
+tensors), the passes, the bytes read and written and the estimated working memory. An
+output whose floating-point keys are stored in more than one precision (an fp8 save keeps
+norms and biases wide, a GGUF one keeps small tensors in ``F32``) has a ``precision:`` line
+giving each class of keys (:func:`key_class`) and what it is stored in. An output's bytes
+are the exact size of its file for GGUF and scaled fp8 outputs, else its keys' data.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mergelang.errors import printable
+from mergelang.io.dtypes import FLOAT_CODES
+from mergelang.io.save_choices import SCALED_FP8, SaveOptions
 from mergelang.plan.graph import LoadNode, MethodNode, Node
 from mergelang.plan.inputs import InputHandle
-from mergelang.plan.plan import FileOutput, Plan, step_numbers
+from mergelang.plan.plan import FileOutput, OutputPlan, Plan, step_numbers
 
-__all__ = ["human_bytes", "plan_json", "render_plan"]
+if TYPE_CHECKING:
+    from mergelang.io.writer import OutputEntry
+
+__all__ = ["human_bytes", "key_class", "key_precisions", "plan_json", "render_plan"]
 
 
 def human_bytes(count: float) -> str:
@@ -181,6 +191,9 @@ class _Renderer:
             )
             if isinstance(output, FileOutput):
                 lines += [f"    note: {note}" for note in output.notes]
+            precisions = key_precisions(output)
+            if _mixed(precisions):
+                lines.append(f"    precision: {_precision_text(precisions)}")
             if output.status == "up-to-date":
                 continue
             nodes = [output.node] + ([output.vae] if output.vae is not None else [])
@@ -240,6 +253,72 @@ def input_dtypes(handle: InputHandle) -> dict[str, int]:
     return dict(sorted(found.items(), key=lambda item: (-item[1], item[0])))
 
 
+_CLASSES = (
+    "weights of 2+ dimensions",
+    "embeddings",
+    "1-D and scalars (norms, biases)",
+    "integers and bools",
+)
+"""The classes of output keys whose precision a plan states, in the order it states them."""
+
+
+def key_class(key: str, dtype: str, shape: tuple[int, ...]) -> str:
+    """The class of one output key (see :data:`_CLASSES`): a floating-point key of two or
+    more dimensions is an embedding table when its name says ``embedding``."""
+    if dtype not in FLOAT_CODES:
+        return _CLASSES[3]
+    if len(shape) < 2:
+        return _CLASSES[2]
+    return _CLASSES[1] if "embedding" in key.lower() else _CLASSES[0]
+
+
+def _stored(entry: OutputEntry, options: SaveOptions) -> str:
+    """The precision a key of the layout is stored in: for a GGUF output its GGML type, for
+    a scaled fp8 one ``F8_E4M3 scaled`` for each scaled matrix, else its dtype."""
+    quant = options.file_format.quant
+    if quant is not None and entry.dtype == "F32":
+        from mergelang.io.gguf_format import stored_type
+
+        return stored_type(entry, quant)
+    if options.dtype == SCALED_FP8 and entry.dtype == "F32" and len(entry.shape) >= 2:
+        return "F8_E4M3 scaled"
+    return entry.dtype
+
+
+def key_precisions(output: OutputPlan) -> dict[str, dict[str, int]]:
+    """Each class of the output's keys (in :data:`_CLASSES` order) -> the precisions its keys
+    are stored in, each with its number of keys, most keys first."""
+    found: dict[str, dict[str, int]] = {}
+    for item in output.layout:
+        entry = item.entry()
+        counts = found.setdefault(key_class(entry.key, entry.dtype, entry.shape), {})
+        stored = _stored(entry, output.options)
+        counts[stored] = counts.get(stored, 0) + 1
+    return {
+        name: dict(sorted(found[name].items(), key=lambda kv: (-kv[1], kv[0])))
+        for name in _CLASSES
+        if name in found
+    }
+
+
+def _mixed(precisions: dict[str, dict[str, int]]) -> bool:
+    """Whether the floating-point keys are stored in more than one precision."""
+    floats = {p for name, counts in precisions.items() if name != _CLASSES[3] for p in counts}
+    return len(floats) > 1
+
+
+def _precision_text(precisions: dict[str, dict[str, int]]) -> str:
+    """``weights of 2+ dimensions: Q8_0 (40 keys), F16 (2 keys); 1-D ...: F32``."""
+    parts = []
+    for name, counts in precisions.items():
+        if len(counts) == 1:
+            parts.append(f"{name}: {next(iter(counts))}")
+        else:
+            shown = ", ".join(f"{p} ({n} key{'s' if n != 1 else ''})" for p, n in counts.items())
+            parts.append(f"{name}: {shown}")
+    return "; ".join(parts)
+
+
 def render_plan(plan: Plan) -> str:
     """The plan as text (see the module docstring). Paths and names that came from files or
     the recipe are shown with their control characters escaped
@@ -280,6 +359,7 @@ def plan_json(plan: Plan) -> dict[str, object]:
             "format": o.options.format,
             "keys": len(o.layout),
             "bytes": o.nbytes,
+            "precision": key_precisions(o),
             "key": o.key,
             "notes": list(o.notes) if isinstance(o, FileOutput) else [],
         }
