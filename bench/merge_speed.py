@@ -4,7 +4,8 @@ Generates full-size synthetic checkpoints (SD1.5 layout, fp16, 2.13 GB each at `
 SDXL layout with ``--sdxl``) in a temporary folder and times the same merge three ways, each in
 its own process: naive (every input loaded whole with ``safetensors.torch.load_file``, each key
 merged in float32, the whole dict saved: what the web-UI merge extensions do); reference (the
-minimal streaming loop by hand, one torch thread: memory-mapped ``SafetensorsReader`` inputs, a
+minimal streaming loop by hand, one torch thread: ``SafetensorsReader`` inputs read chunk by
+chunk with ``read_into`` (the fp16 keys it merges; the few keys it copies are read whole), a
 ``SafetensorsWriter`` output with its header laid out first, elementwise methods in chunks of
 2**18 elements through preallocated float32 buffers); mergelang (``python -m mergelang run
 RECIPE --quiet --cache-dir DIR``). Per run the parent records the wall time, the peak anonymous
@@ -46,7 +47,7 @@ import torch
 from process_stats import Run, run_process
 
 from mergelang.arch import checkpoint_layout, get_architecture, key_dtype
-from mergelang.io.dtypes import code_for_torch, is_float_code, item_size
+from mergelang.io.dtypes import code_for_torch, is_float_code, item_size, torch_dtype
 from mergelang.io.readers import SafetensorsReader
 from mergelang.io.writer import OutputEntry, SafetensorsWriter, build_header
 from mergelang.testing import make_checkpoint
@@ -213,6 +214,7 @@ def merge_chunks(
 ) -> None:
     """An elementwise method: chunks of each key through preallocated float32 buffers."""
     buffers = [torch.empty(CHUNK, dtype=torch.float32) for _ in readers]
+    raw: dict[str, list[torch.Tensor]] = {}
     out = torch.empty(CHUNK, dtype=torch.float32)
     spare = torch.empty(CHUNK, dtype=torch.float32)
     half = torch.empty(CHUNK, dtype=torch.float16)
@@ -220,11 +222,16 @@ def merge_chunks(
         if w is None:
             writer.write(key, readers[0].get(key))
             continue
-        flats = [reader.get(key).reshape(-1) for reader in readers]
-        total = flats[0].numel()
+        info = readers[0].info(key)
+        total = info.numel
+        if info.dtype not in raw:
+            raw[info.dtype] = [torch.empty(CHUNK, dtype=torch_dtype(info.dtype)) for _ in readers]
         for start in range(0, total, CHUNK):
             n = min(CHUNK, total - start)
-            x = [b[:n].copy_(f[start : start + n]) for b, f in zip(buffers, flats, strict=True)]
+            x = [
+                b[:n].copy_(reader.read_into(key, start, r[:n]))
+                for b, r, reader in zip(buffers, raw[info.dtype], readers, strict=True)
+            ]
             o = out[:n]
             if summing:  # (1 - w) * a + w * b
                 torch.mul(x[0], 1 - w, out=o)
