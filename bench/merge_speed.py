@@ -22,7 +22,7 @@ The merge (``--method``; keys with no block and integer keys are copied from ``a
   ``mergelang.methods.sparse.ties`` written out here.
 
 Usage: ``python bench/merge_speed.py [--scale 1.0] [--dir DIR] [--repeat 2] [--sdxl]
-[--method {weighted_sum,add_difference,ties}] [--keep]``.
+[--method {weighted_sum,add_difference,ties}] [--keep] [--no-naive]``.
 """
 
 from __future__ import annotations
@@ -323,7 +323,9 @@ def recipe_text(spec: dict[str, Any], names: list[str]) -> str:
     return f'{models}save {call} to "out-mergelang.safetensors" as fp16\n'
 
 
-def run_benchmark(root: Path, arch: str, method: str, scale: float, repeat: int) -> None:
+def run_benchmark(
+    root: Path, arch: str, method: str, scale: float, repeat: int, naive: bool = True
+) -> None:
     names = ["a", "b", "c"][: MODEL_COUNT[method]]
     start = time.perf_counter()
     inputs = [
@@ -359,7 +361,9 @@ def run_benchmark(root: Path, arch: str, method: str, scale: float, repeat: int)
     command += ["--cache-dir", str(root / "cache")]
     methods["mergelang"] = Method("mergelang", command, root / "out-mergelang.safetensors")
     need, available = len(inputs) * size * 1.1 + (1 << 30), available_memory()
-    if need > available:
+    if not naive:
+        methods["naive"].failed = "skipped"
+    elif need > available:
         methods["naive"].failed = "skipped"
         print(
             f"naive: skipped, needs ~{need / 1e9:.1f} GB of memory, {available / 1e9:.1f} GB free"
@@ -445,6 +449,9 @@ def main() -> None:
         help="the merge (default: weighted_sum for SD1, add_difference for SDXL)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the folder with the inputs")
+    parser.add_argument(
+        "--no-naive", action="store_true", help="leave out the naive whole-model merge"
+    )
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -457,7 +464,7 @@ def main() -> None:
     scale = choose_scale(arch, args.scale, parent, MODEL_COUNT[method])
     root = Path(tempfile.mkdtemp(prefix="mergelang-bench-", dir=parent))
     try:
-        run_benchmark(root, arch, method, scale, max(1, args.repeat))
+        run_benchmark(root, arch, method, scale, max(1, args.repeat), not args.no_naive)
     finally:
         if args.keep:
             print(f"kept {root}")
