@@ -5,6 +5,9 @@ and reads each tensor when it is asked for, with bounded reads (``pread``) throu
 descriptor into memory of its own: writing into a returned tensor changes neither the file
 nor what a later :meth:`~SafetensorsReader.get` returns, tensors stay valid after
 :meth:`~SafetensorsReader.close`, and any alignment of the tensor's bytes is fine.
+:meth:`~SafetensorsReader.read_into` reads a range of a key's elements into a buffer the
+caller owns: the executor reads every key that way, chunk by chunk, into buffers it reuses, so
+that its memory does not grow with the size of a key.
 
 Memory maps were used before, and are zero-copy; but a file truncated while a mapping of it
 is read kills the process with ``SIGBUS`` (no message, the partial output left behind), and
@@ -159,9 +162,44 @@ class SafetensorsReader:
         read_exactly(handle.fileno(), tensor, start, self.path, key)
         return tensor.view(info.shape)
 
+    def read_into(self, key: str, first: int, out: torch.Tensor) -> torch.Tensor:
+        """Elements ``first .. first + out.numel()`` of the flattened tensor ``key``, read
+        into ``out`` (a contiguous CPU tensor of the key's dtype, such as a reused chunk
+        buffer); returns ``out``.
+
+        A merge reads each key this way, a chunk at a time, so that the memory a run holds
+        is its chunk buffers whatever the size of the key: reading whole keys into memory of
+        their own cost one key per input per worker, and an allocator that keeps what it
+        freed. A short read is the same clean error as for :meth:`get`.
+        """
+        info = self.info(key)
+        handle = self._handle
+        if handle is None:
+            raise ValueError(f"{self.path}: the reader is closed")
+        try:
+            dtype = torch_dtype(info.dtype)
+        except TypeError as exc:
+            raise CheckpointError(
+                str(self.path), str(exc), code="unsupported-dtype", key=key
+            ) from None
+        count = out.numel()
+        if out.dtype != dtype or out.device.type != "cpu" or not out.is_contiguous():
+            raise ValueError(
+                f"read_into {key!r}: needs a contiguous CPU buffer of {dtype}, got {out.dtype} "
+                f"on {out.device}"
+            )
+        if first < 0 or first + count > info.numel:
+            raise ValueError(
+                f"read_into {key!r}: elements {first}..{first + count} are outside the "
+                f"key's {info.numel}"
+            )
+        start = self.header.data_offset + info.start + first * out.element_size()
+        read_exactly(handle.fileno(), out, start, self.path, key)
+        return out
+
     def close(self) -> None:
         """Close the file (unless it was given open); tensors already returned keep their
-        own mappings."""
+        own memory."""
         if self._handle is not None and self._owns_file:
             self._handle.close()
         self._handle = None

@@ -30,6 +30,7 @@ import torch
 from mergelang.errors import CheckpointError
 from mergelang.io.dtypes import torch_dtype
 from mergelang.io.fp8 import is_fp8_code, saturating_cast
+from mergelang.io.readers import SafetensorsReader
 from mergelang.io.save_options import OutputKey, generated_tensor
 from mergelang.plan.graph import KeySlot, LinearNode, LoadNode, MethodNode, Node
 from mergelang.plan.plan import CacheEntry
@@ -78,20 +79,25 @@ class KeyTask:
 
 
 class Arena:
-    """Chunk buffers of one worker, reused from chunk to chunk (per dtype)."""
+    """Chunk buffers of one worker, reused from chunk to chunk (per dtype, and on the
+    compute device or, for ``host=True``, on the CPU: the buffers file reads fill)."""
 
     def __init__(self, chunk: int, device: torch.device) -> None:
         self.chunk = chunk
         self.device = device
-        self._pools: dict[torch.dtype, list[torch.Tensor]] = {}
-        self._used: dict[torch.dtype, int] = {}
+        self._pools: dict[tuple[torch.dtype, bool], list[torch.Tensor]] = {}
+        self._used: dict[tuple[torch.dtype, bool], int] = {}
 
-    def take(self, count: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        pool = self._pools.setdefault(dtype, [])
-        used = self._used.get(dtype, 0)
+    def take(
+        self, count: int, dtype: torch.dtype = torch.float32, *, host: bool = False
+    ) -> torch.Tensor:
+        host = host and self.device.type != "cpu"
+        pool = self._pools.setdefault((dtype, host), [])
+        used = self._used.get((dtype, host), 0)
         if used == len(pool):
-            pool.append(torch.empty(self.chunk, dtype=dtype, device=self.device))
-        self._used[dtype] = used + 1
+            device = torch.device("cpu") if host else self.device
+            pool.append(torch.empty(self.chunk, dtype=dtype, device=device))
+        self._used[dtype, host] = used + 1
         return pool[used][:count]
 
     def reset(self) -> None:
@@ -203,7 +209,7 @@ class Evaluator:
         numel = task.numel
         step = numel if task.whole or numel == 0 else self.chunk
         try:
-            targets = [t for t in task.targets if not self._copied(t)]
+            targets = [t for t in task.targets if not self._copied(t, task.whole)]
             for lo in range(0, max(numel, 1) if targets else 0, max(step, 1)):
                 if cancel is not None and cancel.is_set():
                     return 0
@@ -216,15 +222,18 @@ class Evaluator:
             arena.reset()
         return task.nbytes
 
-    def _copied(self, target: Target) -> bool:
+    def _copied(self, target: Target, whole: bool) -> bool:
         """Write ``target`` at once if its value is a file's tensor, unchanged and already in
-        the output's dtype (a key passed through: most keys of a layer study); returns
-        whether it did. Such a key is one write of the mapped bytes, not a write per chunk."""
+        the output's dtype (a key passed through: most keys of a layer study), unless the
+        file is read in chunks (a chunked key of a safetensors input: the chunk loop then
+        copies it, each chunk read once for every output); returns whether it did."""
         node = target.node
         key = target.item.read_key
         while node is not None:
             source = self._source(node)
             if source is not None:
+                if not whole and isinstance(source.reader(), SafetensorsReader):
+                    return False
                 tensor = self._read(source, key)
                 if tensor.dtype != torch_dtype(target.item.dtype):
                     return False
@@ -273,7 +282,7 @@ class Evaluator:
         return False
 
     def forget_reads(self) -> None:
-        """Drop this thread's mapped input tensors (done after each key)."""
+        """Drop this thread's whole input tensors (done after each key)."""
         self._local.tensors = {}
 
     def _read(self, handle: InputHandle, key: str) -> torch.Tensor:
@@ -285,6 +294,24 @@ class Evaluator:
             found = handle.reader().get(handle.file_key(key))
             tensors[id(handle), key] = found
         return found
+
+    def _read_chunk(self, handle: InputHandle, key: str, chunk: Chunk) -> torch.Tensor:
+        """The input's elements of ``chunk`` in its own dtype. A safetensors input is read
+        straight into a chunk buffer (so a run holds no key whole); other readers (GGUF,
+        pickles, dequantised views) give the whole tensor, kept for the key's chunks."""
+        reader = handle.reader()
+        if chunk.whole or not isinstance(reader, SafetensorsReader):
+            tensor = self._read(handle, key)
+            return tensor if chunk.whole else tensor.reshape(-1)[chunk.lo : chunk.hi]
+        name = handle.file_key(key)
+        try:
+            dtype = torch_dtype(reader.info(name).dtype)
+        except TypeError as exc:
+            raise CheckpointError(
+                str(reader.path), str(exc), code="unsupported-dtype", key=name
+            ) from None
+        buffer = self._arena().take(chunk.hi - chunk.lo, dtype, host=True)
+        return reader.read_into(name, chunk.lo, buffer)
 
     def _source(self, node: Node) -> InputHandle | None:
         """The file ``node`` is read from (an input or a cache hit), or ``None``."""
@@ -337,8 +364,7 @@ class Evaluator:
         slot = node.keys[key]
         source = self._source(node)
         if source is not None:
-            result = self._read(source, key)
-            return result if chunk.whole else result.reshape(-1)[chunk.lo : chunk.hi]
+            return self._read_chunk(source, key, chunk)
         if slot.action == "pass":
             return chunk.memo[id(node.children[slot.source]), key]
         if slot.action == "channels":
