@@ -49,6 +49,7 @@ SIGNALS = {
     "SIGTERM": signal.SIGTERM,
     "SIGHUP": signal.SIGHUP,
     "SIGQUIT": signal.SIGQUIT,
+    "SIGUSR1": signal.SIGUSR1,
     "SIGKILL": signal.SIGKILL,
 }
 
@@ -124,6 +125,7 @@ def signalled(
         ("SIGTERM", 143, "terminated\n"),
         ("SIGHUP", 129, "terminated (SIGHUP)\n"),
         ("SIGQUIT", 131, "terminated (SIGQUIT)\n"),
+        ("SIGUSR1", 138, "terminated (SIGUSR1)\n"),
     ],
 )
 def test_sigint_sigterm_sighup_and_sigquit_end_the_run_and_leave_nothing(

@@ -6,8 +6,9 @@ import nothing heavy at module level (no torch), so ``check`` and ``fmt`` start 
 
 Exit status: 0 success, 1 recipe or runtime error, 2 command-line usage error, 130 interrupted
 (SIGINT, Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP: a closed terminal, a dropped
-ssh connection), 131 quit (SIGQUIT). While a verb runs, each of SIGTERM, SIGHUP and SIGQUIT
-raises :class:`Terminated`, a :class:`KeyboardInterrupt`, so a run cleans up (removes its
+ssh connection), 131 quit (SIGQUIT), 138 and 140 (SIGUSR1, SIGUSR2, whose default is to end the
+process). While a verb runs, each of SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 raises
+:class:`Terminated`, a :class:`KeyboardInterrupt`, so a run cleans up (removes its
 partial files) exactly as for Ctrl-C.
 """
 
@@ -55,7 +56,7 @@ class _UsageExit(Exception):
 
 
 class Terminated(KeyboardInterrupt):
-    """The process received SIGTERM, SIGHUP or SIGQUIT (exit status 128 + its number)."""
+    """The process received one of :data:`TERMINATING` (exit status 128 + its number)."""
 
     def __init__(self, signum: int = signal.SIGTERM) -> None:
         super().__init__(signum)
@@ -69,10 +70,13 @@ class Terminated(KeyboardInterrupt):
 
 
 TERMINATING: tuple[signal.Signals, ...] = tuple(
-    getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name)
+    getattr(signal, name)
+    for name in ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+    if hasattr(signal, name)
 )
 """The signals that end a verb as :class:`Terminated` (SIGQUIT would otherwise dump core and
-leave partial files; SIGHUP would leave them too)."""
+leave partial files; SIGHUP and the user signals, whose default is to end the process, would
+leave them too)."""
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:

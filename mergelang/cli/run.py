@@ -72,8 +72,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Nothing is printed on standard output: progress (on a terminal) and a summary "
             "of what was written go to standard error, and the exit status says whether the "
             "run succeeded (0), failed (1), was called wrongly (2), interrupted (130) or "
-            "terminated (143; 129 for SIGHUP, 131 for SIGQUIT); an interrupted run leaves no "
-            "partial file."
+            "terminated (143; 129 for SIGHUP, 131 for SIGQUIT, 138 for SIGUSR1); an interrupted "
+            "run leaves no partial file."
         ),
     )
     add_recipe_argument(parser)

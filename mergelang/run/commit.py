@@ -8,9 +8,9 @@ A run's commit has three steps (:func:`commit_all`):
 2. **Check.** The caller re-checks every input's identity (``input-changed``), then every
    target is checked again (a name another run took meanwhile, a folder now in the way).
 3. **Publish.** Only then are the files renamed into place, one after the other, with
-   SIGINT, SIGTERM, SIGHUP and SIGQUIT held (:func:`signals_held`): a signal arriving
-   meanwhile takes effect once every rename is done, so a run is never stopped between two
-   renames by a signal. The folders are ``fsync``-ed at the end.
+   SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 held (:func:`signals_held`): a
+   signal arriving meanwhile takes effect once every rename is done, so a run is never stopped
+   between two renames by a signal. The folders are ``fsync``-ed at the end.
 
 The renames of several files cannot be one atomic step. What is guaranteed, and what is not,
 is in ``docs/io.md`` ("The atomic-write policy"): in short, only ``SIGKILL``, a crash or a
@@ -44,7 +44,7 @@ __all__ = ["HELD_SIGNALS", "CacheStore", "cache_warning", "signals_held"]
 
 HELD_SIGNALS: tuple[signal.Signals, ...] = tuple(
     getattr(signal, name)
-    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
     if hasattr(signal, name)
 )
 """The signals held back while outputs are renamed into place."""
