@@ -13,6 +13,7 @@ block. Supporting another architecture is writing one data module that builds an
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from mergelang.arch.components import (
@@ -89,9 +90,10 @@ class Architecture:
 
     # -- parts
 
-    @property
+    @functools.cached_property
     def denoiser(self) -> Component:
-        """The U-Net or transformer: the part every checkpoint of this architecture has."""
+        """The U-Net or transformer: the part every checkpoint of this architecture has
+        (kept once found: detection and key roles ask for it per key)."""
         return next(c for c in self.components if c.role in DENOISER_ROLES)
 
     @property
