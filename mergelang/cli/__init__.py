@@ -27,7 +27,17 @@ from types import FrameType
 from mergelang._version import __version__
 from mergelang.errors import Diagnostic, MergelangError
 
-VERBS: tuple[str, ...] = ("check", "plan", "run", "fmt", "show", "methods", "convert", "page")
+VERBS: tuple[str, ...] = (
+    "check",
+    "plan",
+    "run",
+    "fmt",
+    "show",
+    "methods",
+    "convert",
+    "page",
+    "completion",
+)
 """Verb modules, in the order ``--help`` lists them."""
 
 
