@@ -24,7 +24,10 @@ import mergelang
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOK = ROOT / "hooks" / "fmt"
-UGLY = 'model   a="x.safetensors"\nmodel b = "y.safetensors"\nsave weighted_sum( a,b,alpha=0.5 ) to "o"\n'
+UGLY = (
+    'model   a="x.safetensors"\nmodel b = "y.safetensors"\n'
+    'save weighted_sum( a,b,alpha=0.5 ) to "o"\n'
+)
 HEAVY = ("torch", "safetensors", "numpy")
 
 
