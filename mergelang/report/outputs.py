@@ -184,7 +184,7 @@ def _save_weights(
     """The weight of the ``save`` in ``recipe`` that wrote ``path`` (by its bindings, then
     by file name), or ``None`` with the reason added to ``problems``."""
     try:
-        checked = check(parse(recipe), variables=dict(variables))
+        checked = check(parse(recipe), set=dict(variables))
     except MergelangError as exc:
         problems.append(f"{path.name}: its recipe no longer checks ({exc.diagnostics[0].message})")
         return None
