@@ -78,11 +78,13 @@ def plan(
     workers: int | None = None,
     hash_inputs: bool = False,
     nan: str = "error",
+    reporter: Reporter | None = None,
 ) -> Plan:
     """The :class:`~mergelang.plan.plan.Plan` of ``recipe``, reading headers only.
 
     ``hash_inputs=False`` (the default) uses only content hashes already cached, so planning
     never reads a whole file; cache decisions that need an unhashed input show as unknown.
+    With ``hash_inputs``, ``reporter`` is told the hashing as a ``hashing`` phase.
     """
     return _plan(
         recipe,
@@ -97,6 +99,7 @@ def plan(
         workers=workers,
         hash_inputs=hash_inputs,
         nan=nan,
+        reporter=reporter,
     )
 
 

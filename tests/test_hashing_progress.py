@@ -131,3 +131,27 @@ def test_the_bar_shows_the_hashing_phase_on_a_terminal(models: Path, tmp_path: P
         mergelang.run(recipe, cache_dir=tmp_path / "cache", reporter=reporter)
     total = sum((models / n).stat().st_size for n in ("a.safetensors", "b.safetensors"))
     assert recorder.calls == [("phase", "hashing", total, "")]
+
+
+def test_plan_with_hashing_reports_the_hashing_phase(models: Path, tmp_path: Path) -> None:
+    recipe = _recipe(models, str(tmp_path / "out.safetensors"))
+    recorder = Recorder()
+    made = mergelang.plan(recipe, cache_dir=tmp_path / "cache", hash_inputs=True, reporter=recorder)
+    made.close()
+    total = sum((models / n).stat().st_size for n in ("a.safetensors", "b.safetensors"))
+    hashing = _hashing_calls(recorder.calls)
+    assert hashing[0] == ("phase", "hashing", total, "")
+    assert sum(c[2] for c in hashing[1:]) == total
+
+
+def test_cli_plan_hash_with_stderr_not_a_terminal_prints_no_bar(
+    models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mergelang.cli import main
+
+    recipe = _recipe(models, str(tmp_path / "out.safetensors"))
+    code = main(["plan", "--hash", "--cache-dir", str(tmp_path / "cache"), str(recipe)])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "hashed" in captured.out
+    assert captured.err == ""
