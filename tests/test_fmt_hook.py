@@ -63,6 +63,10 @@ def test_the_hook_distribution_depends_on_lark_and_rich_only() -> None:
     assert 'dependencies = ["lark>=1.1.9,<2", "rich>=13"]' in text
     hooks = (ROOT / ".pre-commit-hooks.yaml").read_text()
     assert "entry: mergelang-fmt --write" in hooks
+    # Both distributions install the hook's command, so the repository's own hook works too.
+    script = 'mergelang-fmt = "mergelang.cli.fmt:hook_main"'
+    assert script in text
+    assert script in (ROOT / "pyproject.toml").read_text()
 
 
 def _copy_distribution(name: str, site: Path) -> None:
