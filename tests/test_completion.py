@@ -61,6 +61,10 @@ def test_recipes_folders_and_files(project: Path, capsys: pytest.CaptureFixture[
         "other.merge",
     ]
     assert complete(capsys, "zsh", "mergelang", "run", "--models-dir", "") == ["models/"]
+    # fmt takes several recipes: each word after the first completes as one too.
+    assert complete(capsys, "zsh", "mergelang", "fmt", "--write", "mix.merge", "o") == [
+        "other.merge"
+    ]
     assert complete(capsys, "zsh", "mergelang", "show", "models/") == [
         "models/anime/",
         "models/readme.txt",

@@ -215,10 +215,21 @@ class _VerbCompleter:
     def _note(self, action: argparse.Action, value: str) -> None:
         self.values.setdefault(action.dest, []).append(value)
 
-    def _positional(self, word: str) -> None:
+    def _positional_action(self) -> argparse.Action | None:
+        """The positional argument the next positional word is for (one taking several
+        words, like ``fmt``'s recipes, takes every word after its first too)."""
+        actions = self.positional_actions
         index = len(self.positionals)
-        if index < len(self.positional_actions):
-            self._note(self.positional_actions[index], word)
+        if index < len(actions):
+            return actions[index]
+        if actions and actions[-1].nargs in ("*", "+"):
+            return actions[-1]
+        return None
+
+    def _positional(self, word: str) -> None:
+        action = self._positional_action()
+        if action is not None:
+            self._note(action, word)
         self.positionals.append(word)
 
     def complete(self, current: str) -> list[str]:
@@ -232,10 +243,8 @@ class _VerbCompleter:
             return [f"{option}={v}" for v in self._value(action, value)]
         if current.startswith("-"):
             return _matching(_option_strings(self.parser), current)
-        index = len(self.positionals)
-        if index < len(self.positional_actions):
-            return self._value(self.positional_actions[index], current)
-        return []
+        action = self._positional_action()
+        return [] if action is None else self._value(action, current)
 
     def _value(self, action: argparse.Action, current: str) -> list[str]:
         if action.dest == "variables":
@@ -244,7 +253,7 @@ class _VerbCompleter:
             return _matching((str(c) for c in action.choices), current)
         if action.metavar == "DIR" or action.dest.endswith("_dir") or action.dest.endswith("dirs"):
             return _paths(current, lambda _: False)
-        if action.dest == "recipe":
+        if action.dest in ("recipe", "recipes"):
             return _paths(current, lambda name: name.endswith(".merge"))
         if action.type in (int, float):
             return []
