@@ -55,8 +55,8 @@ _mergelang() {
         [[ -z $c ]] && continue
         if [[ $c == */ || $c == *= ]]; then joined+=("$c"); else spaced+=("$c"); fi
     done
-    (( ${#spaced} )) && compadd -Q -- "${spaced[@]}"
-    (( ${#joined} )) && compadd -Q -S '' -- "${joined[@]}"
+    (( ${#spaced} )) && compadd -- "${spaced[@]}"
+    (( ${#joined} )) && compadd -S '' -- "${joined[@]}"
     return 0
 }
 compdef _mergelang mergelang
