@@ -171,22 +171,28 @@ def run(
 
         resolve_device(device)  # an absent GPU is reported before anything is read
     started = time.monotonic()
-    made = _plan(
-        recipe,
-        set=set,
-        models_dir=models_dir,
-        out_dir=out_dir,
-        cache_dir=cache_dir,
-        use_cache=use_cache,
-        force=force,
-        rebuild=rebuild,
-        device=device,
-        workers=workers,
-        hash_inputs=True,
-        nan=nan,
-        hash_during_run=not dry_run,
-        reporter=reporter,
-    )
+    try:
+        made = _plan(
+            recipe,
+            set=set,
+            models_dir=models_dir,
+            out_dir=out_dir,
+            cache_dir=cache_dir,
+            use_cache=use_cache,
+            force=force,
+            rebuild=rebuild,
+            device=device,
+            workers=workers,
+            hash_inputs=True,
+            nan=nan,
+            hash_during_run=not dry_run,
+            reporter=reporter,
+        )
+    except BaseException:
+        # Planning may hash inputs while reporting: the reporter hears the run ended.
+        if reporter is not None:
+            reporter.finish(False)
+        raise
     try:
         # torch is imported once the recipe, its inputs and outputs are known to be good.
         from mergelang.run.executor import OutputResult, RunResult, execute
