@@ -12,8 +12,10 @@ program can try many weight vectors on the same models without touching the disk
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,11 +78,13 @@ def plan(
     workers: int | None = None,
     hash_inputs: bool = False,
     nan: str = "error",
+    reporter: Reporter | None = None,
 ) -> Plan:
     """The :class:`~mergelang.plan.plan.Plan` of ``recipe``, reading headers only.
 
     ``hash_inputs=False`` (the default) uses only content hashes already cached, so planning
     never reads a whole file; cache decisions that need an unhashed input show as unknown.
+    With ``hash_inputs``, ``reporter`` is told the hashing as a ``hashing`` phase.
     """
     return _plan(
         recipe,
@@ -95,6 +99,7 @@ def plan(
         workers=workers,
         hash_inputs=hash_inputs,
         nan=nan,
+        reporter=reporter,
     )
 
 
@@ -113,6 +118,7 @@ def _plan(
     nan: str,
     rebuild: bool = False,
     hash_during_run: bool = False,
+    reporter: Reporter | None = None,
 ) -> Plan:
     from mergelang.io.locate import ModelLocator
     from mergelang.plan.planner import PlanOptions, build_plan
@@ -130,6 +136,7 @@ def _plan(
         workers=workers,
         nan=nan,
         hash_during_run=hash_during_run,
+        progress=reporter,
     )
     return build_plan(checked, locator, options, hash_inputs=hash_inputs)
 
@@ -163,21 +170,29 @@ def run(
         from mergelang.run.executor import resolve_device
 
         resolve_device(device)  # an absent GPU is reported before anything is read
-    made = _plan(
-        recipe,
-        set=set,
-        models_dir=models_dir,
-        out_dir=out_dir,
-        cache_dir=cache_dir,
-        use_cache=use_cache,
-        force=force,
-        rebuild=rebuild,
-        device=device,
-        workers=workers,
-        hash_inputs=True,
-        nan=nan,
-        hash_during_run=not dry_run,
-    )
+    started = time.monotonic()
+    try:
+        made = _plan(
+            recipe,
+            set=set,
+            models_dir=models_dir,
+            out_dir=out_dir,
+            cache_dir=cache_dir,
+            use_cache=use_cache,
+            force=force,
+            rebuild=rebuild,
+            device=device,
+            workers=workers,
+            hash_inputs=True,
+            nan=nan,
+            hash_during_run=not dry_run,
+            reporter=reporter,
+        )
+    except BaseException:
+        # Planning may hash inputs while reporting: the reporter hears the run ended.
+        if reporter is not None:
+            reporter.finish(False)
+        raise
     try:
         # torch is imported once the recipe, its inputs and outputs are known to be good.
         from mergelang.run.executor import OutputResult, RunResult, execute
@@ -198,7 +213,9 @@ def run(
         hits = tuple(e.node.label for e in made.cache if e.status == "hit")
         made.close()
         return RunResult(outputs, hits, (), made.bytes_read, 0, 0.0, made.warnings)
-    return execute(made, reporter=reporter, cancel=cancel)
+    result = execute(made, reporter=reporter, cancel=cancel)
+    # The run's time includes planning: reading headers and hashing inputs before the merge.
+    return dataclasses.replace(result, seconds=time.monotonic() - started)
 
 
 def evaluate(

@@ -305,7 +305,7 @@ def test_fmt_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_pre_commit_hook_definition() -> None:
     text = (TESTS.parent / ".pre-commit-hooks.yaml").read_text(encoding="utf-8")
     assert "- id: mergelang-fmt\n" in text
-    assert "  entry: mergelang fmt --write\n" in text
+    assert "  entry: mergelang-fmt --write\n" in text
     assert "  files: \\.merge$\n" in text
 
 

@@ -7,7 +7,19 @@ import pytest
 from mergelang._version import __version__
 from mergelang.cli import main
 
-VERBS = ["check", "plan", "run", "fmt", "show", "methods", "convert", "page", "render", "cache"]
+VERBS = [
+    "check",
+    "plan",
+    "run",
+    "fmt",
+    "show",
+    "methods",
+    "convert",
+    "page",
+    "render",
+    "cache",
+    "completion",
+]
 
 
 def test_help_lists_every_verb_in_order(capsys: pytest.CaptureFixture[str]) -> None:

@@ -330,9 +330,12 @@ def test_a_run_with_a_cached_step_on_new_inputs_hashes_them_first(
     new inputs before the merge, as before."""
     reporter = Totals()
     run(cached_recipe(tmp_path, models), tmp_path, reporter=reporter)
-    ((_, total, detail),) = reporter.phases
+    # The hashing is a phase of its own before the merge, with every byte of each input.
+    (hashing, hashed, _), (_, total, detail) = reporter.phases
+    assert hashing == "hashing"
+    assert hashed == sum(p.stat().st_size for p in models.glob("[ab].safetensors"))
     assert detail == "2 outputs"
-    assert reporter.done == [total]
+    assert reporter.done == [hashed, total]
 
 
 def test_a_copy_of_an_input_under_another_name_is_hashed_before_the_merge(
@@ -343,7 +346,8 @@ def test_a_copy_of_an_input_under_another_name_is_hashed_before_the_merge(
     shutil.copy2(models / "a.safetensors", models / "b.safetensors")
     reporter = Totals()
     result = run(recipe(tmp_path, models), tmp_path, reporter=reporter)
-    ((_, total, detail),) = reporter.phases
+    (hashing, _, _), (_, total, detail) = reporter.phases
+    assert hashing == "hashing"
     assert detail == "1 outputs"
     assert total == result.outputs[0].nbytes
     header = read_header(tmp_path / "out" / "ab.safetensors")

@@ -96,7 +96,10 @@ class BlockScheme:
     (``"25 values (26 with BASE first)"``), for error hints. ``follows_base`` lists blocks
     whose weight, when a value leaves them unset, is BASE's (a text encoder named as a block
     of its own still follows BASE unless set). ``slots`` gives each convention slot's target
-    when the recipe's convention says nothing about it.
+    when the recipe's convention says nothing about it. ``tolerated`` lists block names of
+    other schemes that recipes for these models write by convention (SD1's IN09..IN11 and
+    OUT09..OUT11 on SDXL): a weight there sets nothing and is a warning, where any other name
+    the scheme lacks is an error.
     """
 
     name: str
@@ -109,6 +112,7 @@ class BlockScheme:
     vector_hint: str = ""
     follows_base: frozenset[str] = frozenset()
     slots: Mapping[str, str | None] = field(default_factory=lambda: MappingProxyType({}))
+    tolerated: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if len(set(self.blocks)) != len(self.blocks):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from mergelang.arch.architecture import Architecture, register_architecture
 from mergelang.arch.components import Component, KeyRule
 from mergelang.arch.parts.clip import TextEncoderSpec
@@ -27,14 +29,18 @@ UNET = UNetConfig(
     head_channels=64,
 )
 
-SDXL_UNET_SCHEME = unet_block_scheme(
-    UNET,
-    name="sdxl_unet",
-    title="SDXL",
-    vector_doc="19 values are IN00..IN08, M00, OUT00..OUT08 and 20 put BASE first",
-    vector_hint="19 values (20 with BASE first)",
+SDXL_UNET_SCHEME = dataclasses.replace(
+    unet_block_scheme(
+        UNET,
+        name="sdxl_unet",
+        title="SDXL",
+        vector_doc="19 values are IN00..IN08, M00, OUT00..OUT08 and 20 put BASE first",
+        vector_hint="19 values (20 with BASE first)",
+    ),
+    tolerated=frozenset(("IN09", "IN10", "IN11", "OUT09", "OUT10", "OUT11")),
 )
-"""The 19 blocks of the SDXL U-Net: a subset of SD1's 25 names."""
+"""The 19 blocks of the SDXL U-Net: a subset of SD1's 25 names. SD1 weight maps are used on
+SDXL models by convention, so SD1's six extra names are a warning there, not an error."""
 
 SDXL_BLOCKS = SDXL_UNET_SCHEME.blocks
 """IN00..IN08, M00, OUT00..OUT08: the order of SuperMerger's 19/20-value SDXL vectors."""

@@ -6,6 +6,8 @@
 - :mod:`~mergelang.block_weights.elemental`: per-key entries (``"attn2" in OUT03: 0.2``).
 - :mod:`~mergelang.block_weights.weights`: :class:`BlockWeights` (a weight as written) and
   :class:`ResolvedWeights` (plain floats for one architecture's blocks).
+- :mod:`~mergelang.block_weights.written`: the block names a recipe wrote, with their places,
+  to report those a model's scheme lacks.
 - :mod:`~mergelang.block_weights.values`: numbers, their canonical text, :class:`WeightsError`.
 
 Nothing here imports torch: the recipe checker evaluates weights with it.
@@ -27,6 +29,7 @@ from mergelang.block_weights.names import (
 )
 from mergelang.block_weights.values import WeightsError, format_number
 from mergelang.block_weights.weights import BlockValues, BlockWeights, Reading, ResolvedWeights
+from mergelang.block_weights.written import WrittenBlock, blocks_not_in, name_runs
 
 __all__ = [
     "BASE",
@@ -40,10 +43,13 @@ __all__ = [
     "ResolvedWeights",
     "Vocabulary",
     "WeightsError",
+    "WrittenBlock",
     "block_range",
+    "blocks_not_in",
     "describe_blocks",
     "format_number",
     "is_block_name",
+    "name_runs",
     "selector_blocks",
     "suggest_block",
     "vocabulary",

@@ -40,6 +40,7 @@ from mergelang.block_weights.elemental import ElementalEntry, KeySelector
 from mergelang.block_weights.keys import MapKey, key_blocks, key_text, unknown_key_error
 from mergelang.block_weights.names import BASE, DEFAULT_KEY, vocabulary
 from mergelang.block_weights.values import WeightsError, check_value, format_number
+from mergelang.block_weights.written import WrittenBlock, merge_written
 
 __all__ = ["BlockValues", "BlockWeights", "Reading", "ResolvedWeights"]
 
@@ -155,11 +156,16 @@ class BlockWeights:
     origin: str = ""
     elemental: tuple[ElementalEntry, ...] = ()
     """Per-key overrides, applied after the block values in order (later ones win)."""
+    written: tuple[WrittenBlock, ...] = ()
+    """The block names the recipe wrote for this value, with their places (see
+    :mod:`mergelang.block_weights.written`); arithmetic keeps both operands'. They take no
+    part in equality."""
 
     def __post_init__(self) -> None:
         if not self.readings:
             raise WeightsError("block weights need a reading")
         object.__setattr__(self, "elemental", tuple(self.elemental))
+        object.__setattr__(self, "written", tuple(self.written))
 
     # -- constructors ---------------------------------------------------------------------
 
@@ -213,7 +219,12 @@ class BlockWeights:
         return cls(readings, origin=f"{count}-value vector")
 
     @classmethod
-    def from_map(cls, entries: Sequence[tuple[MapKey | KeySelector, float]]) -> BlockWeights:
+    def from_map(
+        cls,
+        entries: Sequence[tuple[MapKey | KeySelector, float]],
+        *,
+        written: Sequence[WrittenBlock] = (),
+    ) -> BlockWeights:
         """Entries ``(key, value)`` applied in order, later ones overriding earlier ones.
 
         A key is a block name, a group (``IN`` = every input block), ``BASE``, a
@@ -221,7 +232,8 @@ class BlockWeights:
         that no other entry set, wherever it is written, and may appear once. A
         :class:`KeySelector` key makes an elemental entry: those apply after every block
         entry, in their order. A malformed entry raises :class:`WeightsError` with ``index``
-        set to its position.
+        set to its position. ``written`` are the block names as the recipe wrote them, kept
+        for the checks against the model's architecture.
         """
         values: dict[str, float] = {}
         default: float | None = None
@@ -248,7 +260,12 @@ class BlockWeights:
                 continue
             for name in key_blocks(key, index):
                 values[name] = number
-        return cls((Reading(values, default),), origin="map", elemental=tuple(elemental))
+        return cls(
+            (Reading(values, default),),
+            origin="map",
+            elemental=tuple(elemental),
+            written=tuple(written),
+        )
 
     # -- queries --------------------------------------------------------------------------
 
@@ -348,7 +365,9 @@ class BlockWeights:
         readings = tuple(
             Reading({**r.values, BASE: number}, r.default, r.form, r.scheme) for r in self.readings
         )
-        return BlockWeights(readings, origin=self.origin, elemental=self.elemental)
+        return BlockWeights(
+            readings, origin=self.origin, elemental=self.elemental, written=self.written
+        )
 
     def resolve(self, scheme: BlockScheme, *, base: float | None = None) -> ResolvedWeights:
         """Plain floats for exactly the blocks of ``scheme`` (an architecture's scheme).
@@ -457,8 +476,10 @@ class BlockWeights:
         entries and the other varies by block (or has its own) is refused.
         """
         elemental = self._combine_elemental(other, symbol, reflected)
+        written = self.written
         if isinstance(other, BlockWeights):
             theirs, other_text = other.readings, _operand_text(other.origin)
+            written = merge_written(self.written, other.written)
         else:
             number = check_value(other, None, "operand")
             theirs, other_text = (Reading({}, number),), format_number(number)
@@ -475,7 +496,7 @@ class BlockWeights:
         mine_text = _operand_text(self.origin)
         left_text, right_text = (other_text, mine_text) if reflected else (mine_text, other_text)
         origin = _bounded(f"{left_text} {symbol} {right_text}")
-        return BlockWeights(tuple(kept), origin=origin, elemental=elemental)
+        return BlockWeights(tuple(kept), origin=origin, elemental=elemental, written=written)
 
     def _combine_elemental(
         self, other: BlockWeights | float, symbol: str, reflected: bool
@@ -575,6 +596,7 @@ class BlockWeights:
             readings,
             origin=_bounded(f"-{_operand_text(self.origin)}"),
             elemental=tuple(ElementalEntry(e.selector, -e.value) for e in self.elemental),
+            written=self.written,
         )
 
     # -- text -----------------------------------------------------------------------------

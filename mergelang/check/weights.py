@@ -15,6 +15,7 @@ from mergelang.block_weights import (
     KeySelector,
     MapKey,
     WeightsError,
+    WrittenBlock,
     block_range,
     selector_blocks,
     suggest_block,
@@ -168,13 +169,14 @@ class WeightsChecker:
 
     def weight_map(self, node: ast.WeightMap) -> Value:
         entries: list[tuple[MapKey | KeySelector, float]] = []
+        written: list[WrittenBlock] = []
         ok = True
         for entry in node.entries:
             key: MapKey | KeySelector | None
             if isinstance(entry.key, ast.KeyPattern):
-                key = self._key_pattern(entry.key, entry.span)
+                key = self._key_pattern(entry.key, entry.span, written)
             else:
-                key = self._map_key(entry.key)
+                key = self._map_key(entry.key, written)
             value = self.evaluator.eval(entry.value, "weights")
             if key is None:
                 ok = False
@@ -192,13 +194,15 @@ class WeightsChecker:
         if not ok:
             return INVALID
         try:
-            return WeightsValue(BlockWeights.from_map(entries), None)
+            return WeightsValue(BlockWeights.from_map(entries, written=written), None)
         except WeightsError as exc:
             span = node.entries[exc.index].key.span if exc.index is not None else node.span
             self.sink.error(exc.message, span, code="weights", hint=exc.hint)
             return INVALID
 
-    def _key_pattern(self, key: ast.KeyPattern, entry_span: Span) -> KeySelector | None:
+    def _key_pattern(
+        self, key: ast.KeyPattern, entry_span: Span, written: list[WrittenBlock]
+    ) -> KeySelector | None:
         """The selector of an elemental entry; errors at the pattern or the block at fault."""
         pattern = self.evaluator.render(key.pattern)
         ok = pattern is not None
@@ -223,7 +227,7 @@ class WeightsChecker:
                     )
                     ok = False
                     continue
-                name = self._map_key(item)
+                name = self._map_key(item, written)
                 if name is None:
                     ok = False
                 else:
@@ -238,14 +242,25 @@ class WeightsChecker:
             return None
         return KeySelector(pattern, key.negated, blocks, key.exclude, span=entry_span)
 
-    def _map_key(self, key: ast.Name | ast.BlockRange) -> MapKey | None:
+    def _map_key(
+        self, key: ast.Name | ast.BlockRange, written: list[WrittenBlock]
+    ) -> MapKey | None:
+        """The map key ``key`` names; each block name or group it writes goes to
+        ``written`` with its place (a loop variable's block at the variable)."""
         if isinstance(key, ast.BlockRange):
             blocks = self.block_range(key)
-            return None if blocks is None else (key.start, key.end)
+            if blocks is None:
+                return None
+            written += [
+                WrittenBlock(key.start, key.start_span),
+                WrittenBlock(key.end, key.end_span),
+            ]
+            return (key.start, key.end)
         name = key.name
         if name in self.scope.loop:
             bound = self.scope.loop[name]
             if isinstance(bound, BlockValue):
+                _note_written(bound.name, key.span, written)
                 return bound.name
             self.sink.error(
                 f"the loop variable '{name}' holds {describe(bound)}, not a block name",
@@ -254,6 +269,7 @@ class WeightsChecker:
             )
             return None
         if is_block_word(name):
+            _note_written(name, key.span, written)
             return name
         self._unknown_block(name, key.span)
         return None
@@ -289,6 +305,13 @@ class WeightsChecker:
             + vocabulary().blocks_text()
             + f"; also {', '.join(vocabulary().groups)}, BASE and default",
         )
+
+
+def _note_written(name: str, span: Span, written: list[WrittenBlock]) -> None:
+    """Keep a block name or group (not BASE or default, which every scheme has)."""
+    vocab = vocabulary()
+    if name in vocab.order or name in vocab.groups:
+        written.append(WrittenBlock(name, span))
 
 
 def _terms(model: ModelValue, span: Span) -> tuple[Term, ...]:

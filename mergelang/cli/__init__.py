@@ -39,6 +39,7 @@ VERBS: tuple[str, ...] = (
     "page",
     "render",
     "cache",
+    "completion",
 )
 """Verb modules, in the order ``--help`` lists them."""
 

@@ -133,3 +133,11 @@ def run_fmt(args: argparse.Namespace) -> int:
     if failed:
         return 1
     return 1 if args.check and changed else 0
+
+
+def hook_main() -> None:
+    """``mergelang-fmt ARGS``: ``mergelang fmt ARGS``, the pre-commit hook's command (also
+    installed by the light ``hooks/fmt`` distribution, which has no torch)."""
+    from mergelang.cli import main
+
+    sys.exit(main(["fmt", *sys.argv[1:]]))

@@ -80,12 +80,18 @@ def run_plan(args: argparse.Namespace) -> int:
     """:func:`mergelang.api.plan`, rendered as text or JSON."""
     from mergelang import api
     from mergelang.cli.console import print_diagnostics, stderr_console
+    from mergelang.cli.progress import LOG_SECONDS, RichReporter
     from mergelang.plan.text import plan_json, render_plan
 
     checked = check_recipe(args)
+    console = stderr_console()
     if checked.warnings and not args.quiet:
-        print_diagnostics(stderr_console(), checked.warnings)
-    plan = api.plan(checked, **api_arguments(args), hash_inputs=args.hash)
+        print_diagnostics(console, checked.warnings)
+    enabled = console.is_terminal and not args.quiet
+    log_every = None if console.is_terminal or args.quiet else LOG_SECONDS
+    with RichReporter(console, enabled, log_every) as reporter:
+        # --hash reads each new input whole: a bar with its bytes and rate.
+        plan = api.plan(checked, **api_arguments(args), hash_inputs=args.hash, reporter=reporter)
     if plan.warnings and not args.quiet:
         print_diagnostics(stderr_console(), plan.warnings)
     try:

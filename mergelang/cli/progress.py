@@ -1,10 +1,12 @@
 """The progress of ``mergelang run`` on stderr: a :class:`~mergelang.run.progress.Reporter` made of
 a rich progress bar.
 
-The bar shows the phase (``statistics``, ``merging``), bytes done of the phase's total, the
-rate, the time left and the key being worked on. Before the first phase, a spinner can say
-what the run is busy with (:meth:`RichReporter.waiting`: planning reads every input's header
-and hashes inputs it has not seen, which takes a while for large new files). All of it is
+The bar shows the phase (``hashing``, ``statistics``, ``merging``), bytes done of the phase's
+total, the rate, the time left and the key or file being worked on. Inputs new to the hash
+cache are hashed while the merge streams when every output is a plain safetensors file;
+otherwise (another format, a cached step, an existing output to compare) planning hashes
+them first, as the ``hashing`` phase. Before the first phase, a spinner can say what the run
+is busy with (:meth:`RichReporter.waiting`: planning reads every input's header). All of it is
 drawn only when enabled (stderr is a terminal and ``--quiet`` was not given); notes (cache
 hits) are printed above it then, and dropped otherwise, since the run's summary covers them.
 The outputs are listed once, by the summary.

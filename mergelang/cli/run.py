@@ -114,7 +114,7 @@ def run_recipe(args: argparse.Namespace) -> int:
     if args.dry_run:
         with RichReporter(console, enabled) as reporter:
             reporter.waiting(PLANNING)
-            plan = api.plan(checked, **api_arguments(args), hash_inputs=True)
+            plan = api.plan(checked, **api_arguments(args), hash_inputs=True, reporter=reporter)
             plan.close()
         if not args.quiet:
             print_diagnostics(console, plan.warnings)

@@ -38,7 +38,7 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import cast
+from typing import Protocol, cast
 
 from mergelang._version import __version__
 from mergelang.arch.prediction import PREDICT_KEY, PREDICT_KEY_METADATA, Prediction
@@ -69,6 +69,7 @@ __all__ = [
     "DATA_DIGEST",
     "OBJECTS",
     "OUTPUT_KEY",
+    "HashingProgress",
     "decide",
     "existing_metadata",
     "existing_output_key",
@@ -126,20 +127,48 @@ def _loads(plan: Plan) -> list[LoadNode]:
     return loads + [n for o in plan.outputs for _, n in o.components]
 
 
-def _input_hashes(plan: Plan, *, hash_inputs: bool) -> dict[str, FileHashes]:
+class HashingProgress(Protocol):
+    """Told how the hashing of inputs goes (a run's reporter follows this protocol)."""
+
+    def phase(self, name: str, total: int, detail: str = "") -> None: ...
+
+    def advance(self, done: int, detail: str = "") -> None: ...
+
+
+def _input_hashes(
+    plan: Plan, *, hash_inputs: bool, progress: HashingProgress | None = None
+) -> dict[str, FileHashes]:
     """The content hashes known of the inputs the outputs draw on (by handle identity):
-    from the hash cache, else (``hash_inputs``) computed now."""
+    from the hash cache, else (``hash_inputs``) computed now, as one ``hashing`` phase of
+    ``progress`` with the bytes of every file to read."""
     hashes: dict[str, FileHashes] = {}
     asked: set[str] = set()
+    to_hash: list[InputHandle] = []
     for node in _loads(plan):
         handle = node.handle
         file = handle.file
         if file is None or handle.identity in asked:
             continue
         asked.add(handle.identity)
-        known = file.hashes(plan.cache_dir, compute=hash_inputs)
+        known = file.hashes(plan.cache_dir, compute=False)
         if known is not None:
             hashes[handle.identity] = known
+        elif hash_inputs:
+            to_hash.append(handle)
+    if to_hash and progress is not None:
+        progress.phase("hashing", sum(h.file.size for h in to_hash if h.file is not None))
+    for handle in to_hash:
+        file = handle.file
+        assert file is not None
+        name = file.path.name
+
+        def advance(count: int, name: str = name) -> None:
+            if progress is not None:
+                progress.advance(count, name)
+
+        computed = file.hashes(plan.cache_dir, compute=True, progress=advance)
+        assert computed is not None  # computing always gives the hashes
+        hashes[handle.identity] = computed
     return hashes
 
 
@@ -374,6 +403,7 @@ def decide(
     use_cache: bool,
     hash_during_run: bool = False,
     rebuild: bool = False,
+    progress: HashingProgress | None = None,
 ) -> Plan:
     """``plan`` finished: its content hashes, the outputs' addresses, statuses and metadata,
     and the cache decisions; raises :class:`RecipeError` for outputs that cannot be
@@ -386,8 +416,8 @@ def decide(
 
     An existing file that this save made earlier (see :mod:`mergelang.plan.staleness`) is
     remade when it is not up to date, or always with ``rebuild``; any other existing file
-    needs ``force``."""
-    hashes = _input_hashes(plan, hash_inputs=hash_inputs and not hash_during_run)
+    needs ``force``. Inputs hashed here (not during the run) are reported to ``progress``."""
+    hashes = _input_hashes(plan, hash_inputs=hash_inputs and not hash_during_run, progress=progress)
     during: tuple[str, ...] = ()
     if hash_inputs and hash_during_run:
         unhashed = _unhashed(plan, hashes)
@@ -399,7 +429,7 @@ def decide(
                 hashes[handle.identity] = placeholder_hashes(handle.file.size)
             during = tuple(h.identity for h in unhashed)
         else:
-            hashes = _input_hashes(plan, hash_inputs=True)
+            hashes = _input_hashes(plan, hash_inputs=True, progress=progress)
     keys = _load_keys(plan, hashes)
     hashed = all(h.identity in hashes for h in plan.inputs if h.path is not None)
     to_hash = (0, 0, False)

@@ -20,6 +20,11 @@ With the architectures known, it checks the model expressions of every step and 
 - ``weights-architecture``: block weights that cannot be resolved for the architecture of the
   call's inputs, e.g. a 19-value SDXL vector given to a call on SD1 models (at the argument),
   or a weight in model arithmetic that sets no BASE (at the term).
+- ``block-not-in-model``: a block name or group written in a weight (a map entry, a range's
+  end, an elemental entry's block set) that the architecture's block scheme lacks, at the name
+  (``J24`` on SD3 Medium, ``D05`` on SDXL). It is a warning for the names the scheme
+  tolerates by convention (SD1's IN09..IN11 and OUT09..OUT11 on SDXL): the weight there sets
+  nothing. Names one place writes for several loop iterations are one diagnostic.
 - ``elemental-no-match`` (a warning): an elemental entry whose key pattern, within its
   blocks, matches no key the architecture merges (at the entry). Warnings do not stop the
   recipe: they are in :attr:`InputsReport.warnings`.
@@ -48,7 +53,14 @@ from mergelang.arch.prediction import (
     describe_prediction,
     prediction_of,
 )
-from mergelang.block_weights import BlockWeights, ElementalEntry, WeightsError
+from mergelang.block_weights import (
+    BlockWeights,
+    ElementalEntry,
+    WeightsError,
+    blocks_not_in,
+    name_runs,
+    vocabulary,
+)
 from mergelang.check.checked_recipe import (
     BoundArg,
     CheckedRecipe,
@@ -219,6 +231,8 @@ class _InputsChecker:
         self.vaes: dict[str, InputInfo] = {}
         self.memo: dict[str, dict[str, None]] = {}
         self.mixed_steps: dict[str, bool] = {}
+        self.not_in_model: dict[tuple[Span, str], dict[str, None]] = {}
+        """(place, architecture) -> the names written there that its scheme lacks."""
 
     def run(self) -> InputsReport:
         if self.resolved.for_run:
@@ -231,6 +245,7 @@ class _InputsChecker:
             if not self._mixed(save.model):
                 self._check_prediction(save)
             self._check_weights(save.model)
+        self._report_not_in_model()
         warnings = sorted(self.warnings, key=lambda d: (d.line or 0, d.column or 0))
         if self.problems:
             everything = [*self.problems, *self.checked.warnings, *warnings]
@@ -549,6 +564,7 @@ class _InputsChecker:
             base_param = spec.base_param_for(param.name)
             base = None if base_param is None else _as_number(_argument(call, base_param.name))
             self._elemental_matches(weights, arch, _span_of(bound, call.span))
+            self._written_blocks(weights, arch, _span_of(bound, call.span))
             try:
                 spec.resolve_weights(param.name, weights, arch.scheme, base=base)
             except WeightsError as exc:
@@ -566,6 +582,7 @@ class _InputsChecker:
         for term in expr.terms:
             fallback = term.span if term.span != ast.NO_SPAN else expr.span
             self._elemental_matches(term.weight, arch, fallback)
+            self._written_blocks(term.weight, arch, fallback)
             try:
                 term.weight.resolve(arch.scheme, base=None)
             except WeightsError as exc:
@@ -579,6 +596,36 @@ class _InputsChecker:
                     hint=hint,
                     same=arch.name,
                 )
+
+    def _written_blocks(self, weights: BlockWeights, arch: Architecture, fallback: Span) -> None:
+        """Note each block name ``weights`` was written with that ``arch`` lacks."""
+        for written in blocks_not_in(weights.written, arch.scheme):
+            span = written.span if written.span is not None else fallback
+            self.not_in_model.setdefault((span, arch.name), {})[written.name] = None
+
+    def _report_not_in_model(self) -> None:
+        vocab = vocabulary()
+        for (span, arch_name), found in self.not_in_model.items():
+            scheme = get_architecture(arch_name).scheme
+            names = vocab.sorted(list(found)) + tuple(n for n in found if n not in vocab.order)
+            tolerated = all(n in scheme.tolerated for n in names)
+            what = "block" if all(n in vocab.order for n in names) else "block or group"
+            verb = f"are not {what}s" if len(names) > 1 else f"is not a {what}"
+            effect = "; the weight there sets nothing" if tolerated else ""
+            groups = ", ".join(scheme.groups)
+            self._report(
+                f"{name_runs(names)} {verb} of {arch_name} models{effect}",
+                "block-not-in-model",
+                span,
+                hint=f"{scheme.title} models have the blocks {name_runs(scheme.blocks)}"
+                + (
+                    f" ({'groups' if len(scheme.groups) > 1 else 'group'} {groups})"
+                    if groups
+                    else ""
+                ),
+                same=f"{arch_name} {' '.join(names)}",
+                warning=tolerated,
+            )
 
     def _elemental_matches(self, weights: BlockWeights, arch: Architecture, fallback: Span) -> None:
         """Warn about each elemental entry that selects no key of ``arch``."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, cast
@@ -86,6 +86,8 @@ from mergelang.plan.step_order import steps_in_dependency_order
 if TYPE_CHECKING:
     import torch
 
+    from mergelang.plan.cache import HashingProgress
+
 __all__ = ["PlanOptions", "build_plan"]
 
 MemoryInput = Mapping[str, "torch.Tensor"]
@@ -122,6 +124,8 @@ class PlanOptions:
     hash_during_run: bool = False
     """Hash inputs new to the hash cache while the merge streams rather than before it,
     where that is possible (see :func:`mergelang.plan.cache.decide`): a run's choice."""
+    progress: HashingProgress | None = field(default=None, compare=False)
+    """Told the bytes of the inputs hashed while planning (a ``hashing`` phase)."""
 
 
 def build_plan(
@@ -147,6 +151,7 @@ def build_plan(
             use_cache=options.use_cache,
             hash_during_run=options.hash_during_run,
             rebuild=options.rebuild,
+            progress=options.progress,
         )
     except BaseException:
         inputs.close()
