@@ -26,10 +26,10 @@ import struct
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mergelang.errors import OutputError
+from mergelang.io.writer import StreamedFile
 
 if TYPE_CHECKING:
     import torch
@@ -187,7 +187,7 @@ def _encode(slot: TensorSlot, values: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(quantize(source, GGMLQuantizationType[slot.kind]))
 
 
-class GGUFSink:
+class GGUFSink(StreamedFile):
     """A GGUF output streamed to its partial file (see the module docstring)."""
 
     def __init__(self, target: SinkTarget, quant: str | None, architecture: str) -> None:
@@ -277,42 +277,7 @@ class GGUFSink:
         with self._lock:
             return [k for k, slot in self.layout.slots.items() if self._written[k] < slot.numel]
 
-    def commit(self) -> Path:
-        """Check every value was written, sync and move the file into place."""
-        self.prepare()
-        return self.publish()
-
-    def prepare(self) -> None:
-        """Check every value was written and sync: the file is complete on disk, still under
-        its temporary name (see :meth:`AtomicFile.prepare`)."""
-        if not self._file.is_open:
-            raise ValueError(f"{self.path}: the output is already committed or aborted")
-        missing = self.missing()
-        if missing:
-            self._file.abort()
-            shown = ", ".join(missing[:5]) + (
-                f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            )
-            raise OutputError(
-                str(self.path),
-                f"{len(missing)} keys were not completely written ({shown}); "
-                "the partial file was removed",
-                code="incomplete",
-            )
-        self._file.prepare()
-
-    def check(self) -> None:
-        """See :meth:`AtomicFile.check`."""
-        self._file.check()
-
-    def publish(self, *, sync_folder: bool = True) -> Path:
-        """Move the prepared file into place (see :meth:`AtomicFile.publish`)."""
-        return self._file.publish(sync_folder=sync_folder)
-
-    def release(self) -> None:
-        """Close the file's descriptor until the next write or the commit."""
-        self._file.release()
-
     def abort(self) -> None:
+        """Remove the temporary file and the pieces of blocks waiting for the rest."""
         self._partial.clear()
         self._file.abort()

@@ -143,8 +143,9 @@ class SafetensorsReader:
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return self.header.shapes()
 
-    def get(self, key: str) -> torch.Tensor:
-        """The tensor ``key``, read into memory of its own."""
+    def _open_key(self, key: str) -> tuple[TensorInfo, BufferedReader, torch.dtype]:
+        """``key``'s header entry, the open file and the key's torch dtype (errors naming
+        the file and the key)."""
         info = self.info(key)
         handle = self._handle
         if handle is None:
@@ -155,6 +156,11 @@ class SafetensorsReader:
             raise CheckpointError(
                 str(self.path), str(exc), code="unsupported-dtype", key=key
             ) from None
+        return info, handle, dtype
+
+    def get(self, key: str) -> torch.Tensor:
+        """The tensor ``key``, read into memory of its own."""
+        info, handle, dtype = self._open_key(key)
         if info.nbytes == 0:
             return torch.empty(info.shape, dtype=dtype)
         start = self.header.data_offset + info.start
@@ -172,16 +178,7 @@ class SafetensorsReader:
         their own cost one key per input per worker, and an allocator that keeps what it
         freed. A short read is the same clean error as for :meth:`get`.
         """
-        info = self.info(key)
-        handle = self._handle
-        if handle is None:
-            raise ValueError(f"{self.path}: the reader is closed")
-        try:
-            dtype = torch_dtype(info.dtype)
-        except TypeError as exc:
-            raise CheckpointError(
-                str(self.path), str(exc), code="unsupported-dtype", key=key
-            ) from None
+        info, handle, dtype = self._open_key(key)
         count = out.numel()
         if out.dtype != dtype or out.device.type != "cpu" or not out.is_contiguous():
             raise ValueError(

@@ -520,7 +520,65 @@ def _preallocate(fd: int, size: int) -> None:
     os.ftruncate(fd, size)
 
 
-class SafetensorsWriter:
+class StreamedFile:
+    """The commit half of a sink that streams its pieces into an :class:`AtomicFile`
+    (``_file``) at fixed offsets: :meth:`prepare` refuses a file with keys not completely
+    written (:meth:`missing`, each sink's own) and removes it, then syncs it; :meth:`publish`
+    moves it into place. The executor prepares every output before it publishes any."""
+
+    path: Path
+    _file: AtomicFile
+
+    def missing(self) -> list[str]:
+        raise NotImplementedError
+
+    def commit(self) -> Path:
+        """Check every byte was written, flush, fsync and move the file into place."""
+        self.prepare()
+        return self.publish()
+
+    def prepare(self) -> None:
+        """Check every byte was written, flush and fsync: the file is complete on disk,
+        still under its temporary name."""
+        if not self._file.is_open:
+            raise ValueError(f"{self.path}: the output is already committed or aborted")
+        missing = self.missing()
+        if missing:
+            self._file.abort()
+            shown = ", ".join(missing[:5])
+            if len(missing) > 5:
+                shown += f" and {len(missing) - 5} more"
+            raise OutputError(
+                str(self.path),
+                f"{len(missing)} keys were not completely written ({shown}); "
+                "the partial file was removed",
+                code="incomplete",
+            )
+        self._file.prepare()
+
+    def check(self) -> None:
+        """See :meth:`AtomicFile.check`."""
+        self._file.check()
+
+    def publish(self, *, sync_folder: bool = True) -> Path:
+        """Move the prepared file into place (see :meth:`AtomicFile.publish`)."""
+        return self._file.publish(sync_folder=sync_folder)
+
+    def abort(self) -> None:
+        """Remove the temporary file; safe to call more than once."""
+        self._file.abort()
+
+    def release(self) -> None:
+        """Close the file's descriptor until the next write or the commit (see
+        :meth:`AtomicFile.release`)."""
+        self._file.release()
+
+    @property
+    def committed(self) -> bool:
+        return self._file.committed
+
+
+class SafetensorsWriter(StreamedFile):
     """Stream tensors into a new ``.safetensors`` file whose layout is fixed up front.
 
     Write each key whole with :meth:`write` or in contiguous pieces of its flattened elements
@@ -698,51 +756,6 @@ class SafetensorsWriter:
             return [
                 e.key for e in self.entries if e.numel > 0 and self._done[e.key] != [(0, e.numel)]
             ]
-
-    def commit(self) -> Path:
-        """Check every byte was written, flush, fsync and move the file into place."""
-        self.prepare()
-        return self.publish()
-
-    def prepare(self) -> None:
-        """Check every byte was written, flush and fsync: the file is complete on disk,
-        still under its temporary name."""
-        if not self._file.is_open:
-            raise ValueError(f"{self.path}: the output is already committed or aborted")
-        missing = self.missing()
-        if missing:
-            self._file.abort()
-            shown = ", ".join(missing[:5])
-            if len(missing) > 5:
-                shown += f" and {len(missing) - 5} more"
-            raise OutputError(
-                str(self.path),
-                f"{len(missing)} keys were not completely written ({shown}); "
-                "the partial file was removed",
-                code="incomplete",
-            )
-        self._file.prepare()
-
-    def check(self) -> None:
-        """See :meth:`AtomicFile.check`."""
-        self._file.check()
-
-    def publish(self, *, sync_folder: bool = True) -> Path:
-        """Move the prepared file into place (see :meth:`AtomicFile.publish`)."""
-        return self._file.publish(sync_folder=sync_folder)
-
-    def abort(self) -> None:
-        """Remove the temporary file; safe to call more than once."""
-        self._file.abort()
-
-    def release(self) -> None:
-        """Close the file's descriptor until the next write or the commit (see
-        :meth:`AtomicFile.release`)."""
-        self._file.release()
-
-    @property
-    def committed(self) -> bool:
-        return self._file.committed
 
     def __enter__(self) -> SafetensorsWriter:
         return self
