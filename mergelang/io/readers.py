@@ -27,7 +27,7 @@ import ctypes
 import math
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from io import BufferedReader
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -38,6 +38,7 @@ import torch
 from mergelang.errors import CheckpointError
 from mergelang.io.dtypes import item_size, torch_dtype
 from mergelang.io.formats import sniff_format
+from mergelang.io.key_index import KeyIndex
 from mergelang.io.safetensors_header import (
     SafetensorsHeader,
     TensorInfo,
@@ -87,7 +88,7 @@ class CheckpointReader(Protocol):
     ) -> None: ...
 
 
-class SafetensorsReader:
+class SafetensorsReader(KeyIndex[TensorInfo]):
     """A ``.safetensors`` file, validated at open; tensors are read lazily, key by key.
 
     Given ``file`` and its validated ``header`` (an input opened and read once), the reader
@@ -119,26 +120,7 @@ class SafetensorsReader:
         self.header: SafetensorsHeader = header
         self._handle: BufferedReader | None = file
         self.metadata: Mapping[str, str] = MappingProxyType(self.header.metadata)
-
-    def keys(self) -> list[str]:
-        return list(self.header.tensors)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.header.tensors
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.header.tensors)
-
-    def __len__(self) -> int:
-        return len(self.header.tensors)
-
-    def info(self, key: str) -> TensorInfo:
-        try:
-            return self.header.tensors[key]
-        except KeyError:
-            raise CheckpointError(
-                str(self.path), "the checkpoint has no such key", code="missing-key", key=key
-            ) from None
+        self._index = self.header.tensors
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return self.header.shapes()
@@ -200,20 +182,6 @@ class SafetensorsReader:
         if self._handle is not None and self._owns_file:
             self._handle.close()
         self._handle = None
-
-    def __enter__(self) -> SafetensorsReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"SafetensorsReader({str(self.path)!r}, {len(self)} keys)"
 
 
 def open_checkpoint(path: str | os.PathLike[str]) -> CheckpointReader:
