@@ -36,6 +36,7 @@ little-endian hosts are supported, as the format is little-endian.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import ctypes
 import errno
@@ -520,7 +521,7 @@ def _preallocate(fd: int, size: int) -> None:
     os.ftruncate(fd, size)
 
 
-class StreamedFile:
+class StreamedFile(abc.ABC):
     """The commit half of a sink that streams its pieces into an :class:`AtomicFile`
     (``_file``) at fixed offsets: :meth:`prepare` refuses a file with keys not completely
     written (:meth:`missing`, each sink's own) and removes it, then syncs it; :meth:`publish`
@@ -529,8 +530,9 @@ class StreamedFile:
     path: Path
     _file: AtomicFile
 
+    @abc.abstractmethod
     def missing(self) -> list[str]:
-        raise NotImplementedError
+        """Keys not (completely) written yet, in the output's order."""
 
     def commit(self) -> Path:
         """Check every byte was written, flush, fsync and move the file into place."""
