@@ -93,7 +93,9 @@ def _variables(items: list[str]) -> dict[str, str]:
     return found
 
 
-def run_page(args: argparse.Namespace) -> int:
+def named_outputs(args: argparse.Namespace, doing: str) -> tuple[list[Path], list[str]]:
+    """The output files ``args.sources`` name (recipes' saves, files, folders) and the
+    problems found; none at all is a usage error saying there is nothing to ``doing``."""
     from mergelang.report.sources import output_paths
 
     outputs, problems = output_paths(
@@ -103,8 +105,13 @@ def run_page(args: argparse.Namespace) -> int:
     )
     if not outputs:
         raise UsageError(
-            "no outputs to show: " + ("; ".join(problems) if problems else "none were named")
+            f"no outputs to {doing}: " + ("; ".join(problems) if problems else "none were named")
         )
+    return list(outputs), list(problems)
+
+
+def run_page(args: argparse.Namespace) -> int:
+    outputs, problems = named_outputs(args, "show")
     write_page(
         outputs,
         problems,

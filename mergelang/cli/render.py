@@ -123,22 +123,13 @@ def _quiet_libraries() -> None:
 
 def run_render(args: argparse.Namespace) -> int:
     from mergelang.cli.console import stdout_console
-    from mergelang.cli.page import _variables, write_page
+    from mergelang.cli.page import named_outputs, write_page
     from mergelang.render import require_render_extra
     from mergelang.render.parameters import RenderParameters
-    from mergelang.report.sources import output_paths
 
     params = _parameters(args)
     assert isinstance(params, RenderParameters)
-    outputs, problems = output_paths(
-        [Path(s) for s in args.sources],
-        out_dir=None if args.out_dir is None else Path(args.out_dir),
-        variables=_variables(args.variables),
-    )
-    if not outputs:
-        raise UsageError(
-            "no outputs to render: " + ("; ".join(problems) if problems else "none were named")
-        )
+    outputs, problems = named_outputs(args, "render")
     reference = None if args.reference is None else Path(args.reference)
     _quiet_libraries()
     require_render_extra()
