@@ -18,6 +18,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import sys
@@ -315,31 +316,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.ckpt and args.bare:
             raise ValueError("--bare writes .safetensors files only")
-        if args.ckpt:
-            path = make_ckpt(
-                args.path,
-                args.arch,
-                scale=args.scale,
-                seed=args.seed,
-                dtype=args.dtype,
-                variant=args.variant,
-                ema=args.ema,
-                schedule=args.schedule,
-                omit_optional=args.omit_optional,
-            )
-        else:
-            path = make_checkpoint(
-                args.path,
-                args.arch,
-                scale=args.scale,
-                seed=args.seed,
-                dtype=args.dtype,
-                variant=args.variant,
-                ema=args.ema,
-                schedule=args.schedule,
-                omit_optional=args.omit_optional,
-                bare=args.bare,
-            )
+        write = make_ckpt if args.ckpt else functools.partial(make_checkpoint, bare=args.bare)
+        path = write(
+            args.path,
+            args.arch,
+            scale=args.scale,
+            seed=args.seed,
+            dtype=args.dtype,
+            variant=args.variant,
+            ema=args.ema,
+            schedule=args.schedule,
+            omit_optional=args.omit_optional,
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
