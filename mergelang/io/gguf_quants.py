@@ -49,6 +49,9 @@ K_TYPES = frozenset(BLOCK_BYTES)
 
 _GROUP_MAX_EPS = 1e-15
 
+_CHUNK_BLOCKS = 1024
+"""Blocks quantised at once on the CPU (256 Ki values, 1 MiB of float32 per working tensor)."""
+
 
 def _nearest(value: torch.Tensor) -> torch.Tensor:
     """ggml's ``nearest_int``: round half to even (kept in float32: integer tensors are many
@@ -58,11 +61,14 @@ def _nearest(value: torch.Tensor) -> torch.Tensor:
     return torch.round(value)
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The dot product of each row of ``a`` with the same row of ``b``."""
+def _dot(a: torch.Tensor, b: torch.Tensor, buffer: torch.Tensor | None = None) -> torch.Tensor:
+    """The dot product of each row of ``a`` with the same row of ``b`` (the products made in
+    ``buffer`` when given, a tensor of their shape, to spare an allocation)."""
     import torch
 
-    return torch.einsum("ij,ij->i", a, b)
+    if buffer is None:
+        return torch.mul(a, b).sum(-1)
+    return torch.mul(a, b, out=buffer).sum(-1)
 
 
 def _bytes(levels: torch.Tensor) -> torch.Tensor:
@@ -90,28 +96,32 @@ def _make_qx_quants(x: torch.Tensor, nmax: int) -> tuple[torch.Tensor, torch.Ten
     safe = torch.where(zero, torch.ones_like(peak), peak)
     weight = x * x
     cube = weight * x
+    level = torch.empty_like(x)
+    products = torch.empty_like(x)
 
-    def levels(top: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def levels(top: float) -> tuple[torch.Tensor, torch.Tensor]:
         iscale = torch.tensor(-top, dtype=torch.float32) / safe
-        level = _nearest(iscale.unsqueeze(-1) * x).clamp_(-nmax, nmax - 1)
-        sumlx = _dot(cube, level)
-        suml2 = _dot(weight * level, level)
-        return level, sumlx, suml2
+        torch.mul(x, iscale.unsqueeze(-1), out=level)
+        level.round_().clamp_(-nmax, nmax - 1)
+        sumlx = _dot(cube, level, products)
+        suml2 = _dot(torch.mul(weight, level, out=products), level, products)
+        return sumlx, suml2
 
-    level, sumlx, suml2 = levels(float(nmax))
+    sumlx, suml2 = levels(float(nmax))
     scale = torch.where(suml2 != 0, sumlx / torch.where(suml2 != 0, suml2, 1.0), 0.0)
     best = scale * sumlx
-    chosen = level + nmax
+    chosen = level.clone()
     for step in range(-9, 10):
         if step == 0:
             continue
         top = float(torch.tensor(nmax, dtype=torch.float32) + torch.tensor(0.1) * step)
-        level, sumlx, suml2 = levels(top)
+        sumlx, suml2 = levels(top)
         better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
-        chosen = torch.where(better.unsqueeze(-1), level + nmax, chosen)
+        torch.where(better.unsqueeze(-1), level, chosen, out=chosen)
         scale = torch.where(better, sumlx / torch.where(suml2 > 0, suml2, 1.0), scale)
         best = torch.where(better, scale * sumlx, best)
-    chosen = torch.where(zero.unsqueeze(-1), torch.zeros_like(chosen), chosen)
+    chosen.add_(nmax)
+    chosen.masked_fill_(zero.unsqueeze(-1), 0.0)
     return torch.where(zero, 0.0, scale), chosen
 
 
@@ -135,25 +145,42 @@ def _make_qkx2_quants(
     sum_w = weight.sum(-1)
     weighted = weight * x
     sum_x = weighted.sum(-1)
+    level = torch.empty_like(x)
+    products = torch.empty_like(x)
 
     def span() -> torch.Tensor:
         width = high - low
         return torch.where(width > 0, width, torch.ones_like(width))
 
+    def make_levels(iscale: torch.Tensor) -> None:
+        """``level`` = the nearest levels of ``iscale * (x - low)``, in place."""
+        torch.sub(x, low.unsqueeze(-1), out=level)
+        level.mul_(iscale.unsqueeze(-1)).round_().clamp_(0, nmax)
+
+    def absolute_error(scale: torch.Tensor, minimum: torch.Tensor) -> torch.Tensor:
+        """The weighted absolute error of ``level`` with ``scale`` and ``minimum``."""
+        torch.mul(level, scale.unsqueeze(-1), out=products)
+        products.add_(minimum.unsqueeze(-1)).sub_(x).abs_()
+        return products.mul_(weight).sum(-1).double()
+
     iscale = nmax / span()
     scale = 1.0 / iscale
-    chosen = _nearest(iscale.unsqueeze(-1) * (x - low.unsqueeze(-1))).clamp_(0, nmax)
-    diff = scale.unsqueeze(-1) * chosen + low.unsqueeze(-1) - x
-    best = (_dot(weight, diff.abs()) if mad else _dot(weight * diff, diff)).double()
+    make_levels(iscale)
+    if mad:
+        best = absolute_error(scale, low)
+    else:
+        torch.mul(level, scale.unsqueeze(-1), out=products)
+        products.add_(low.unsqueeze(-1)).sub_(x)
+        best = _dot(weight * products, products).double()
+    chosen = level.clone()
     sum_w64, sum_x64, sum_wx2 = sum_w.double(), sum_x.double(), _dot(weighted, x).double()
     for step in range(nstep + 1):
         top = float(torch.tensor(rmin) + torch.tensor(rdelta) * step + nmax)
-        iscale = top / span()
-        level = _nearest(iscale.unsqueeze(-1) * (x - low.unsqueeze(-1))).clamp_(0, nmax)
-        weighted_level = weight * level
-        sum_l = weighted_level.sum(-1)
-        sum_l2 = _dot(weighted_level, level)
-        sum_xl = _dot(weighted, level)
+        make_levels(top / span())
+        sum_xl = _dot(weighted, level, products)
+        torch.mul(weight, level, out=products)
+        sum_l = products.sum(-1)
+        sum_l2 = _dot(products, level, products)
         det = sum_w * sum_l2 - sum_l * sum_l
         safe_det = torch.where(det > 0, det, torch.ones_like(det))
         this_scale = (sum_w * sum_xl - sum_x * sum_l) / safe_det
@@ -167,8 +194,7 @@ def _make_qkx2_quants(
         # same as summing it value by value, without three more passes over the block.
         s, m = this_scale.double(), this_min.double()
         if mad:
-            diff = this_scale.unsqueeze(-1) * level + this_min.unsqueeze(-1) - x
-            error = _dot(weight, diff.abs()).double()
+            error = absolute_error(this_scale, this_min)
         else:
             error = (
                 s * s * sum_l2.double()
@@ -179,11 +205,11 @@ def _make_qkx2_quants(
                 + sum_wx2
             )
         better = (det > 0) & (error < best) & ~flat
-        chosen = torch.where(better.unsqueeze(-1), level, chosen)
+        torch.where(better.unsqueeze(-1), level, chosen, out=chosen)
         best = torch.where(better, error, best)
         scale = torch.where(better, this_scale, scale)
         low = torch.where(better, this_min, low)
-    chosen = torch.where(flat.unsqueeze(-1), torch.zeros_like(chosen), chosen)
+    chosen.masked_fill_(flat.unsqueeze(-1), 0.0)
     return torch.where(flat, 0.0, scale), -low, chosen
 
 
@@ -341,10 +367,20 @@ def quantise_k(values: torch.Tensor, kind: str) -> torch.Tensor:
     ``kind``: a ``uint8`` tensor of one row of :data:`BLOCK_BYTES` per block."""
     import torch
 
-    flat = values.detach().to(torch.float32).reshape(-1)
+    flat = values.detach().reshape(-1)
     if flat.numel() % QK_K:
         raise ValueError(f"{kind} quantises blocks of {QK_K} values, not {flat.numel()}")
-    return _QUANTISERS[kind](flat.reshape(-1, QK_K)).contiguous()
+    blocks = flat.reshape(-1, QK_K)
+    quantiser = _QUANTISERS[kind]
+    out = torch.empty(blocks.shape[0], BLOCK_BYTES[kind], dtype=torch.uint8, device=flat.device)
+    # A chunk of rows at a time: each candidate scale is several passes over the values, and
+    # a chunk's working set (a few tensors of its size) stays in the processor's cache
+    # rather than streaming through memory at every pass; peak memory stays bounded too.
+    rows = _CHUNK_BLOCKS if flat.device.type == "cpu" else blocks.shape[0]
+    for first in range(0, blocks.shape[0], rows):
+        chunk = blocks[first : first + rows].to(torch.float32)
+        out[first : first + rows] = quantiser(chunk)
+    return out
 
 
 def _scales_mins(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
