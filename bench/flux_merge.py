@@ -20,7 +20,16 @@ Jobs (``--job``):
   ``examples/flux-blocks.merge``) saved as bf16 (default scale 0.5: about 6 GB a file);
 - ``sd35``: three SD3.5 Large files in bf16, ``add_difference(a, b, c, alpha=0.5)`` as bf16;
 - ``fp8``: two Flux.1 dev files in ``float8_e4m3fn``, the per-block weighted sum saved as
-  fp8 (scale 1: about 11.9 GB a file).
+  fp8 (scale 1: about 11.9 GB a file);
+- ``gguf``: a Q8_0 GGUF Flux.1 dev (the bare diffusion model in ComfyUI-GGUF's key names,
+  written by mergelang's GGUF writer) and an fp8 (``float8_e4m3fn``) one, the per-block
+  weighted sum saved as Q8_0 GGUF (default scale 0.5). Its baseline is not the streaming
+  loop but **dequantise-all**: both whole models dequantised to float32 in memory, merged,
+  quantised with the ``gguf`` package and written with its ``GGUFWriter``. Where both float32
+  models would not fit in the memory available, the fp8 model is held whole as stored (one
+  byte a value) and each of its tensors dequantised when merged, which the output says. The
+  outputs are compared tensor by tensor (GGML type and SHA-256 of the bytes; for tensors
+  that differ, the largest difference of their dequantised values).
 
 Each run's wall time and peak anonymous memory (RssAnon, polled every 5 ms) are printed, and
 every output's tensors are compared (SHA-256 of each tensor's bytes) with the reference's.
@@ -75,7 +84,10 @@ JOBS = {
     "flux": Job("flux-dev", 2, "BF16", "bf16", "BF16", "weighted_sum", 0.5),
     "sd35": Job("sd35-large", 3, "BF16", "bf16", "BF16", "add_difference", 0.5),
     "fp8": Job("flux-dev", 2, "F8_E4M3", "fp8", "F8_E4M3", "weighted_sum", 1.0),
+    "gguf": Job("flux-dev", 2, "F8_E4M3", "q8_0", "Q8_0", "weighted_sum", 0.5),
 }
+GGUF_INPUT = "Q8_0"
+"""The GGML type of the ``gguf`` job's first input (its large tensors)."""
 
 
 def flux_block_value(block: str) -> float:
@@ -87,13 +99,23 @@ def flux_block_value(block: str) -> float:
     return {"IN": 0.0, "OUT": 0.2}.get(block, 0.0)
 
 
+def input_name(job: Job, index: int) -> str:
+    """The file name of the job's input ``index`` (the ``gguf`` job's first is a GGUF)."""
+    name = "abc"[index]
+    return f"{name}.gguf" if job.out_code == GGUF_INPUT and index == 0 else f"{name}.safetensors"
+
+
+def output_name(job: Job, side: str) -> str:
+    return f"out-{side}.gguf" if job.out_code == GGUF_INPUT else f"out-{side}.safetensors"
+
+
 def recipe_text(job: Job, names: list[str]) -> str:
-    models = "".join(f'model {name} = "{name}.safetensors"\n' for name in names)
+    models = "".join(f'model {name} = "{input_name(job, i)}"\n' for i, name in enumerate(names))
     if job.method == "weighted_sum":
         call = f"weighted_sum(a, b, alpha={FLUX_ALPHA})"
     else:
         call = "add_difference(a, b, c, alpha=0.5)"
-    return f'{models}save {call} to "out-mergelang.safetensors" as {job.save}\n'
+    return f'{models}save {call} to "{output_name(job, "mergelang")}" as {job.save}\n'
 
 
 # ---------------------------------------------------------------- inputs
@@ -115,25 +137,54 @@ def write_input(path: Path, job: Job, seed: int) -> None:
             writer.write(key, tensor.to(torch_dtype(codes[key])))
 
 
+def write_gguf_input(path: Path, job: Job, seed: int) -> None:
+    """A synthetic Q8_0 GGUF of the bare diffusion model (the values :func:`write_input`
+    makes), streamed a key at a time through mergelang's GGUF writer."""
+    from mergelang.io.gguf_format import open_sink
+    from mergelang.io.sinks import SinkTarget
+
+    layout = input_layout(job)
+    entries = tuple(OutputEntry(key, "F32", shape) for key, shape in layout.items())
+    metadata = {"modelspec.architecture": "flux-1-dev"}
+    sink = open_sink(SinkTarget(path, entries, metadata, overwrite=True), quant=GGUF_INPUT)
+    try:
+        for key, shape in layout.items():
+            tensor = synthetic_tensor(key, shape, seed=seed, dtype="BF16")
+            sink.write_part(key, 0, tensor.to(torch.float32).reshape(-1))
+        sink.commit()
+    except BaseException:
+        sink.abort()
+        raise
+
+
+def merge_weights(job: Job, keys: list[str], is_float: dict[str, bool]) -> dict[str, float | None]:
+    """The weight of each key in the job's merge (``None``: the first input's value kept)."""
+    arch = get_architecture(job.arch)
+    weights: dict[str, float | None] = {}
+    for key in keys:
+        block = arch.block_of(f"{arch.denoiser.prefix}{key}")
+        merged = block is not None and is_float[key]
+        if job.method == "weighted_sum":
+            weights[key] = flux_block_value(block) if merged and block else None
+        else:
+            weights[key] = 0.5 if merged else None
+    return weights
+
+
 # ---------------------------------------------------------------- the reference loop
 
 
 def reference_worker(spec: dict[str, Any]) -> None:
     torch.set_num_threads(1)
     job = Job(**spec["job"])
-    arch = get_architecture(job.arch)
     readers = [SafetensorsReader(path) for path in spec["inputs"]]
     first = readers[0]
     entries = []
-    weights: dict[str, float | None] = {}
+    keys = list(first)
+    weights = merge_weights(job, keys, {k: is_float_code(first.info(k).dtype) for k in keys})
     for key in first:
         code = first.info(key).dtype
-        block = arch.block_of(f"{arch.denoiser.prefix}{key}")
-        merged = block is not None and is_float_code(code)
-        if job.method == "weighted_sum":
-            weights[key] = flux_block_value(block) if merged and block else None
-        else:
-            weights[key] = 0.5 if merged else None
+        merged = weights[key] is not None
         stored = key_dtype(key, job.out_code) if merged else code
         entries.append(OutputEntry(key, stored, first.info(key).shape))
     inputs = {
@@ -172,7 +223,91 @@ def reference_worker(spec: dict[str, Any]) -> None:
                 writer.write_part(key, start, value)
 
 
+def dequantise_all_worker(spec: dict[str, Any]) -> None:
+    """The ``gguf`` job's baseline: both models dequantised whole to float32, merged,
+    quantised with the ``gguf`` package and written with its ``GGUFWriter``."""
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter
+    from gguf.quants import dequantize, quantize
+
+    from mergelang.io.gguf_format import stored_type
+
+    torch.set_num_threads(1)
+    job = Job(**spec["job"])
+    hold_stored = bool(spec["hold_stored"])
+    first: dict[str, torch.Tensor] = {}
+    for tensor in GGUFReader(spec["inputs"][0]).tensors:
+        shape = tuple(reversed([int(d) for d in tensor.shape]))
+        values = dequantize(np.asarray(tensor.data), tensor.tensor_type)
+        first[tensor.name] = torch.from_numpy(np.ascontiguousarray(values, np.float32)).reshape(
+            shape
+        )
+    second: dict[str, torch.Tensor] = {}
+    with SafetensorsReader(Path(spec["inputs"][1])) as reader:
+        for key in reader:
+            info = reader.info(key)
+            whole = torch.empty(math.prod(info.shape), dtype=torch_dtype(info.dtype))
+            stored = reader.read_into(key, 0, whole).reshape(info.shape)
+            second[key] = stored.clone() if hold_stored else stored.to(torch.float32)
+    keys = list(first)
+    weights = merge_weights(job, keys, dict.fromkeys(keys, True))
+    merged: dict[str, torch.Tensor] = {}
+    for key in keys:
+        w = weights[key]
+        a = first.pop(key)
+        merged[key] = a if w is None else (1 - w) * a + w * second.pop(key).to(torch.float32)
+    second.clear()
+    writer = GGUFWriter(spec["output"], "flux")
+    for key, result in merged.items():
+        kind = stored_type(OutputEntry(key, "F32", tuple(result.shape)), job.out_code)
+        array = result.numpy()
+        if kind == "F32":
+            writer.add_tensor(key, array)
+        elif kind == "F16":
+            writer.add_tensor(key, array.astype(np.float16))
+        else:
+            quant = GGMLQuantizationType[kind]
+            writer.add_tensor(key, quantize(array, quant), raw_dtype=quant)
+    merged.clear()
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 # ---------------------------------------------------------------- measuring
+
+
+def gguf_digests(path: Path) -> dict[str, str]:
+    """Each tensor's GGML type and the SHA-256 of its bytes, in a GGUF file."""
+    from gguf import GGUFReader
+
+    found = {}
+    for tensor in GGUFReader(str(path)).tensors:
+        digest = hashlib.sha256(bytes(tensor.data.tobytes())).hexdigest()
+        found[tensor.name] = f"{tensor.tensor_type.name}:{digest}"
+    return found
+
+
+def gguf_largest_difference(first: Path, second: Path, keys: list[str]) -> float:
+    """The largest difference of the dequantised values of ``keys`` in two GGUF files."""
+    import numpy as np
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    def values(path: Path) -> dict[str, Any]:
+        wanted = set(keys)
+        found = {}
+        for tensor in GGUFReader(str(path)).tensors:
+            if tensor.name in wanted:
+                found[tensor.name] = dequantize(np.asarray(tensor.data), tensor.tensor_type)
+        return found
+
+    mine, theirs = values(first), values(second)
+    return max(
+        (float(np.abs(mine[k].astype(np.float64) - theirs[k]).max()) for k in keys if k in mine),
+        default=0.0,
+    )
 
 
 def tensor_digests(path: Path) -> dict[str, str]:
@@ -202,8 +337,11 @@ def main() -> None:
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        _kind, spec = args.worker
-        reference_worker(json.loads(spec))
+        kind, spec = args.worker
+        if kind == "dequantise-all":
+            dequantise_all_worker(json.loads(spec))
+        else:
+            reference_worker(json.loads(spec))
         return
     base = JOBS[args.job]
     job = Job(**{**base.__dict__, "scale": args.scale if args.scale else base.scale})
@@ -222,19 +360,26 @@ def run_job(root: Path, job: Job, repeat: int, mecha: str | None) -> None:
     names = ["a", "b", "c"][: job.models]
     layout = input_layout(job)
     size = sum(math.prod(s) * item_size(key_dtype(k, job.dtype)) for k, s in layout.items())
-    need = (job.models + 1) * size * 1.05
+    gguf_job = job.out_code == GGUF_INPUT
+    # Q8_0 is 34 bytes a 32 values, a little over the fp8 inputs' one byte a value.
+    need = (job.models + (2 if gguf_job else 1)) * size * (34 / 32 if gguf_job else 1) * 1.05
     if need > shutil.disk_usage(root).free:
         sys.exit(f"needs {need / 1e9:.1f} GB in {root}: pass --dir or a smaller --scale")
     start = time.perf_counter()
     inputs = []
-    for seed, name in enumerate(names, start=1):
-        path = root / f"{name}.safetensors"
-        write_input(path, job, seed)
+    for seed in range(1, len(names) + 1):
+        path = root / input_name(job, seed - 1)
+        if path.suffix == ".gguf":
+            write_gguf_input(path, job, seed)
+        else:
+            write_input(path, job, seed)
         inputs.append(path)
     os.sync()
+    kinds = f"{GGUF_INPUT} GGUF + {job.dtype}" if gguf_job else job.dtype
+    sizes = " + ".join(f"{path.stat().st_size / 1e9:.2f}" for path in inputs)
     print(
-        f"inputs: {job.models} x {size / 1e9:.2f} GB ({job.arch}, {len(layout)} keys, "
-        f"{job.dtype}, scale {job.scale}) made in {time.perf_counter() - start:.0f} s"
+        f"inputs: {sizes} GB ({job.arch}, {len(layout)} keys, "
+        f"{kinds}, scale {job.scale}) made in {time.perf_counter() - start:.0f} s"
     )
     recipe = root / "merge.merge"
     recipe.write_text(recipe_text(job, names), encoding="utf-8")
@@ -243,17 +388,34 @@ def run_job(root: Path, job: Job, repeat: int, mecha: str | None) -> None:
     script = str(Path(__file__).resolve())
     spec: dict[str, Any] = {"job": job.__dict__, "inputs": [str(p) for p in inputs]}
     commands: dict[str, tuple[list[str], Path]] = {}
-    out = root / "out-reference.safetensors"
-    job_text = json.dumps({**spec, "output": str(out)})
+    if gguf_job:
+        values = sum(math.prod(shape) for shape in layout.values())
+        hold_stored = 2 * values * 4 > 0.85 * available_memory()
+        if hold_stored:
+            print(
+                f"dequantise-all: two float32 models ({2 * values * 4 / 1e9:.1f} GB) do not fit "
+                "in the memory available: the fp8 model is held as stored, dequantised a "
+                "tensor at a time"
+            )
+        out = root / output_name(job, "reference")
+        job_text = json.dumps({**spec, "output": str(out), "hold_stored": hold_stored})
+        worker_kind = "dequantise-all"
+    else:
+        out = root / output_name(job, "reference")
+        job_text = json.dumps({**spec, "output": str(out)})
+        worker_kind = "reference"
     commands["reference"] = (
-        [sys.executable, "-W", "ignore", script, "--worker", "reference", job_text],
+        [sys.executable, "-W", "ignore", script, "--worker", worker_kind, job_text],
         out,
     )
     ml = [sys.executable, "-m", "mergelang", "run", str(recipe), "--quiet"]
     commands["mergelang"] = (
         [*ml, "--cache-dir", str(root / "cache")],
-        root / "out-mergelang.safetensors",
+        root / output_name(job, "mergelang"),
     )
+    if gguf_job and mecha:
+        print("sd-mecha: not run on the gguf job (it reads no GGUF)")
+        mecha = None
     if mecha:
         out = root / "out-mecha.safetensors"
         mecha_spec = {**spec, "output": str(out), "mecha_alpha": 0.5}
@@ -274,10 +436,47 @@ def run_job(root: Path, job: Job, repeat: int, mecha: str | None) -> None:
         runs[name].append(r)
         print(f"  {name:<10} {r.wall:7.2f} s  anon {r.anon_mb:5.0f} MB  VmHWM {r.hwm_mb:6.0f} MB")
         if name not in digests and output.exists():
-            digests[name] = tensor_digests(output)
+            digests[name] = gguf_digests(output) if gguf_job else tensor_digests(output)
+            if gguf_job:
+                kept = output.with_name(f"first-{output.name}")
+                output.replace(kept)
         output.unlink(missing_ok=True)
         os.sync()
     report(runs, digests)
+    if gguf_job:
+        compare_gguf(root, digests)
+
+
+def available_memory() -> int:
+    """``MemAvailable`` of ``/proc/meminfo``, in bytes."""
+    for line in Path("/proc/meminfo").read_text(encoding="ascii").splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def compare_gguf(root: Path, digests: dict[str, dict[str, str]]) -> None:
+    """For the tensors whose bytes differ in the two GGUF outputs: the largest difference of
+    their dequantised values."""
+    expected, found = digests.get("reference"), digests.get("mergelang")
+    if expected is None or found is None:
+        return
+    differing = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
+    if not differing:
+        return
+    types = {
+        k: (expected.get(k, "-").split(":")[0], found.get(k, "-").split(":")[0]) for k in differing
+    }
+    print(
+        f"  differing keys, e.g. {differing[:3]}"
+        f" (types dequantise-all / mergelang: {types[differing[0]]})"
+    )
+    largest = gguf_largest_difference(
+        root / f"first-{output_name(JOBS['gguf'], 'mergelang')}",
+        root / f"first-{output_name(JOBS['gguf'], 'reference')}",
+        differing,
+    )
+    print(f"  largest difference of their dequantised values: {largest:.3g}")
 
 
 def report(runs: dict[str, list[Run]], digests: dict[str, dict[str, str]]) -> None:
