@@ -5,7 +5,11 @@ written here, following ggml's reference quantisers (``quantize_row_q6_K_ref``,
 ``quantize_row_q5_K_ref``, ``quantize_row_q4_K_ref`` and ``quantize_row_q2_K_ref`` in
 ``ggml-quants.c``), vectorised over blocks: every block of 256 values is quantised at once,
 and the searches for the best scale (``make_qx_quants`` for ``Q6_K``, ``make_qkx2_quants``
-for the others) loop over their candidate scales, not over blocks. The choices are ggml's (the
+for the others) loop over their candidate scales, not over blocks. On the CPU the blocks go
+through in chunks of :data:`_CHUNK_BLOCKS`, so that the few working tensors of a chunk, made
+once and overwritten in place by each candidate, stay in the processor's cache through the
+candidates' passes (and memory stays bounded whatever the tensor's size); the bytes are the
+same as quantising the whole tensor at once. The choices are ggml's (the
 candidate scales, the weights of the error, rounding half to even, saturation, float16
 super-scales). Two things differ in the last bits: float32 sums are added in torch's order,
 not ggml's sequential one, and the squared error of each candidate of ``make_qkx2_quants``
@@ -61,14 +65,11 @@ def _nearest(value: torch.Tensor) -> torch.Tensor:
     return torch.round(value)
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor, buffer: torch.Tensor | None = None) -> torch.Tensor:
-    """The dot product of each row of ``a`` with the same row of ``b`` (the products made in
-    ``buffer`` when given, a tensor of their shape, to spare an allocation)."""
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The dot product of each row of ``a`` with the same row of ``b``."""
     import torch
 
-    if buffer is None:
-        return torch.mul(a, b).sum(-1)
-    return torch.mul(a, b, out=buffer).sum(-1)
+    return torch.einsum("ij,ij->i", a, b)
 
 
 def _bytes(levels: torch.Tensor) -> torch.Tensor:
@@ -103,8 +104,8 @@ def _make_qx_quants(x: torch.Tensor, nmax: int) -> tuple[torch.Tensor, torch.Ten
         iscale = torch.tensor(-top, dtype=torch.float32) / safe
         torch.mul(x, iscale.unsqueeze(-1), out=level)
         level.round_().clamp_(-nmax, nmax - 1)
-        sumlx = _dot(cube, level, products)
-        suml2 = _dot(torch.mul(weight, level, out=products), level, products)
+        sumlx = _dot(cube, level)
+        suml2 = _dot(torch.mul(weight, level, out=products), level)
         return sumlx, suml2
 
     sumlx, suml2 = levels(float(nmax))
@@ -177,10 +178,10 @@ def _make_qkx2_quants(
     for step in range(nstep + 1):
         top = float(torch.tensor(rmin) + torch.tensor(rdelta) * step + nmax)
         make_levels(top / span())
-        sum_xl = _dot(weighted, level, products)
+        sum_xl = _dot(weighted, level)
         torch.mul(weight, level, out=products)
         sum_l = products.sum(-1)
-        sum_l2 = _dot(products, level, products)
+        sum_l2 = _dot(products, level)
         det = sum_w * sum_l2 - sum_l * sum_l
         safe_det = torch.where(det > 0, det, torch.ones_like(det))
         this_scale = (sum_w * sum_xl - sum_x * sum_l) / safe_det
