@@ -162,7 +162,7 @@ def _make_qkx2_quants(
         """The weighted absolute error of ``level`` with ``scale`` and ``minimum``."""
         torch.mul(level, scale.unsqueeze(-1), out=products)
         products.add_(minimum.unsqueeze(-1)).sub_(x).abs_()
-        return products.mul_(weight).sum(-1).double()
+        return _dot(weight, products).double()
 
     iscale = nmax / span()
     scale = 1.0 / iscale
