@@ -35,7 +35,7 @@ Each run's wall time and peak anonymous memory (RssAnon, polled every 5 ms) are 
 every output's tensors are compared (SHA-256 of each tensor's bytes) with the reference's.
 
 Usage: ``python bench/flux_merge.py --job flux [--scale 0.5] [--repeat 2] [--dir DIR]
-[--mecha /path/to/python] [--keep]``.
+[--mecha /path/to/python] [--keep] [--mergelang-first]``.
 """
 
 from __future__ import annotations
@@ -334,6 +334,9 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=None, help="where to put the temp folder")
     parser.add_argument("--mecha", default=None, help="python of an sd-mecha 1.1.8 environment")
     parser.add_argument("--keep", action="store_true", help="keep the generated inputs")
+    parser.add_argument(
+        "--mergelang-first", action="store_true", help="run mergelang first in each round"
+    )
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -348,7 +351,7 @@ def main() -> None:
     parent = args.dir if args.dir is not None else Path(tempfile.gettempdir())
     root = Path(tempfile.mkdtemp(prefix="mergelang-bench-", dir=parent))
     try:
-        run_job(root, job, max(1, args.repeat), args.mecha)
+        run_job(root, job, max(1, args.repeat), args.mecha, args.mergelang_first)
     finally:
         if args.keep:
             print(f"kept {root}")
@@ -356,7 +359,9 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def run_job(root: Path, job: Job, repeat: int, mecha: str | None) -> None:
+def run_job(
+    root: Path, job: Job, repeat: int, mecha: str | None, mergelang_first: bool = False
+) -> None:
     names = ["a", "b", "c"][: job.models]
     layout = input_layout(job)
     size = sum(math.prod(s) * item_size(key_dtype(k, job.dtype)) for k, s in layout.items())
@@ -423,7 +428,8 @@ def run_job(root: Path, job: Job, repeat: int, mecha: str | None) -> None:
         commands["sd-mecha"] = ([mecha, "-W", "ignore", worker, json.dumps(mecha_spec)], out)
     runs: dict[str, list[Run]] = {name: [] for name in commands}
     digests: dict[str, dict[str, str]] = {}
-    order = [name for _ in range(repeat) for name in commands]
+    sides = sorted(commands, key=lambda name: name != "mergelang") if mergelang_first else commands
+    order = [name for _ in range(repeat) for name in sides]
     for name in order:
         command, output = commands[name]
         finished = run_process(command)
