@@ -96,7 +96,9 @@ def _unet_spec(kind: str) -> UNetConfig:
     return {"sd1": SD1_UNET, "sd2": SD2_UNET, "sdxl": SDXL_UNET}[kind]
 
 
-def unet_config(shapes: Mapping[str, tuple[int, ...]], kind: str = "sd1") -> dict[str, Any]:
+def unet_config(
+    shapes: Mapping[str, tuple[int, ...]], kind: str = "sd1", *, where: str = "<checkpoint>"
+) -> dict[str, Any]:
     """diffusers' ``UNet2DConditionModel`` config of an SD1, SD2 or SDXL U-Net with these
     shapes (``kind``); the structure comes from mergelang's U-Net data of that architecture."""
     spec = _unet_spec(kind)
@@ -141,10 +143,11 @@ def unet_config(shapes: Mapping[str, tuple[int, ...]], kind: str = "sd1") -> dic
     if kind == "sdxl":
         config["transformer_layers_per_block"] = [max(1, d) for d in spec.transformer_depth]
         adm = shapes[UNET_PREFIX + "label_emb.0.0.weight"][1]
-        pooled = shapes[G_PREFIX + "text_projection"][1]
+        width = shapes[G_PREFIX + "token_embedding.weight"][1]
+        pooled = shapes.get(G_PREFIX + "text_projection", (width, width))[1]
         if (adm - pooled) <= 0 or (adm - pooled) % TIME_IDS:
             raise CheckpointError(
-                "<checkpoint>",
+                where,
                 f"label_emb takes {adm} values, which is not the pooled text ({pooled}) "
                 f"plus {TIME_IDS} equal size embeddings",
                 code="render-shape",
@@ -340,7 +343,7 @@ def _unet_and_vae(checkpoint: _Checkpoint, path: Path) -> tuple[Any, Any]:
 
     tensors = checkpoint.tensors
     shapes = {key: tuple(value.shape) for key, value in tensors.items()}
-    unet_cfg = unet_config(shapes, checkpoint.kind)
+    unet_cfg = unet_config(shapes, checkpoint.kind, where=str(path))
     scale = XL_VAE_SCALE if checkpoint.kind == "sdxl" else VAE_SCALE
     vae_cfg = vae_config(shapes, scale)
     unet = UNet2DConditionModel(**unet_cfg)
