@@ -1,11 +1,15 @@
-"""Render images from an SD1 checkpoint with diffusers, configured from the file itself.
+"""Render images from an SD1, SD2 or SDXL checkpoint with diffusers, configured from the file.
 
 Nothing is downloaded: the U-Net, VAE and text-encoder configs are built from mergelang's
-architecture data (:data:`mergelang.arch.sd1.UNET`, the VAE and CLIP specs) and the widths
-the file's own shapes show, so a full-size model and a synthetic one at a tiny width scale
-go through the same code. The LDM keys are converted with diffusers' single-file conversion
-functions (the ones ``from_single_file`` uses); the tokenizer is CLIP's, built from the table
-open_clip ships (:mod:`mergelang.render.tokenizer`).
+architecture data (the ``UNET`` of :mod:`mergelang.arch.sd1`, :mod:`~mergelang.arch.sd2` and
+:mod:`~mergelang.arch.sdxl`, the VAE and CLIP specs) and the widths the file's own shapes
+show, so a full-size model and a synthetic one at a tiny width scale go through the same
+code. The U-Net, VAE and CLIP-L keys are converted with diffusers' single-file conversion
+functions (the ones ``from_single_file`` uses), the OpenCLIP text encoders (SD2's ViT-H,
+SDXL's bigG) by :mod:`mergelang.render.open_clip`; the tokenizers are CLIP's, built from the
+table open_clip ships (:mod:`mergelang.render.tokenizer`). SD2 conditions on its text
+encoder's penultimate block (then the final norm); SDXL on both encoders' penultimate layers
+side by side, bigG's pooled output and the size ids, as diffusers' SDXL pipeline does.
 
 Two adjustments exist only for shrunken (synthetic) models and change nothing at full size:
 GroupNorm uses 32 groups or the largest count that divides the narrowest width, and a text
