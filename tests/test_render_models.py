@@ -29,7 +29,8 @@ XL_SCALE = 1 / 32
 """A width scale at which SDXL's label_emb input is the pooled width plus six equal parts."""
 
 
-def _open_clip(arch: str, prefix: str, scale: float) -> dict[str, torch.Tensor]:
+def _open_clip(arch: str, prefix: str, scale: float, gain: float = 1.0) -> dict[str, torch.Tensor]:
+    """The text encoder's tensors in float32, ``gain`` times the synthetic N(0, 0.02)."""
     return {
         k: v.float()
         for k, v in checkpoint_tensors(arch, scale=scale, seed=3)
@@ -227,3 +228,106 @@ def test_sdxl_without_the_pooled_head_is_refused_by_name(
     err = capsys.readouterr().err
     assert "xl.safetensors" in err and "OpenCLIP ViT-bigG/14 text encoder lacks" in err
     assert not any((tmp_path / "r").glob("*.png"))
+
+
+def _open_clip_forward(
+    tensors: dict[str, torch.Tensor], prefix: str, ids: torch.Tensor, layers: int, heads: int
+) -> list[torch.Tensor]:
+    """OpenCLIP's text transformer written out with torch's own modules (its attention is
+    ``nn.MultiheadAttention`` holding the fused ``in_proj_weight``): the hidden state after
+    the embeddings and after each block."""
+    functional = torch.nn.functional
+    x = tensors[prefix + "token_embedding.weight"][ids] + tensors[prefix + "positional_embedding"]
+    width = x.shape[-1]
+    mask = torch.full((ids.shape[1], ids.shape[1]), float("-inf")).triu(1)
+    states = [x]
+    for n in range(layers):
+        block = f"{prefix}transformer.resblocks.{n}."
+        attention = torch.nn.MultiheadAttention(width, heads, batch_first=True)
+        attention.load_state_dict(
+            {
+                "in_proj_weight": tensors[block + "attn.in_proj_weight"],
+                "in_proj_bias": tensors[block + "attn.in_proj_bias"],
+                "out_proj.weight": tensors[block + "attn.out_proj.weight"],
+                "out_proj.bias": tensors[block + "attn.out_proj.bias"],
+            }
+        )
+
+        def norm(name: str, value: torch.Tensor, block: str = block) -> torch.Tensor:
+            weight, bias = tensors[f"{block}{name}.weight"], tensors[f"{block}{name}.bias"]
+            return functional.layer_norm(value, (width,), weight, bias)
+
+        h = norm("ln_1", x)
+        x = x + attention(h, h, h, attn_mask=mask, need_weights=False)[0]
+        h = functional.linear(
+            norm("ln_2", x), tensors[block + "mlp.c_fc.weight"], tensors[block + "mlp.c_fc.bias"]
+        )
+        h = functional.gelu(h)
+        x = x + functional.linear(
+            h, tensors[block + "mlp.c_proj.weight"], tensors[block + "mlp.c_proj.bias"]
+        )
+        states.append(x)
+    return states
+
+
+@needs_render
+def test_converted_bigg_computes_what_open_clip_computes() -> None:
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from mergelang.arch.sdxl import OPEN_CLIP_BIGG
+    from mergelang.render.pipeline import open_clip_config
+
+    tensors = _open_clip("sdxl", G, XL_SCALE, gain=15)
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    config = open_clip_config(shapes, G, OPEN_CLIP_BIGG, 32)
+    model = CLIPTextModelWithProjection(CLIPTextConfig(**config)).eval()
+    state = open_clip_to_hf(tensors, G, layers=32, projection=True)
+    missing, unexpected = model.load_state_dict(
+        {k if k.startswith("text_") else "text_model." + k: v for k, v in state.items()},
+        strict=False,
+    )
+    assert [k for k in missing if "position_ids" not in k] == [] and unexpected == []
+    vocab = shapes[G + "token_embedding.weight"][0]
+    ids = torch.tensor([[49406 % vocab, 3, 17, 5, 49407 % vocab] + [0] * 72])
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True)
+        expected = _open_clip_forward(tensors, G, ids, 32, config["num_attention_heads"])
+    assert len(out.hidden_states) == 33
+    # the penultimate block's output, which SDXL conditions on
+    assert torch.allclose(out.hidden_states[-2], expected[-2], rtol=1e-5, atol=1e-7)
+    # the pooled output: the final norm at the end-of-text token, times text_projection
+    final = torch.nn.functional.layer_norm(
+        expected[-1],
+        (expected[-1].shape[-1],),
+        tensors[G + "ln_final.weight"],
+        tensors[G + "ln_final.bias"],
+    )
+    pooled = final[0, 4] @ tensors[G + "text_projection"]
+    assert torch.allclose(out.text_embeds[0], pooled, rtol=1e-5, atol=1e-7)
+
+
+@needs_render
+def test_converted_vit_h_is_sd2s_penultimate_block_then_the_final_norm() -> None:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from mergelang.arch.sd2 import OPEN_CLIP_H
+    from mergelang.render.pipeline import open_clip_config
+
+    tensors = _open_clip("sd2", H, 1 / 40, gain=15)
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    config = open_clip_config(shapes, H, OPEN_CLIP_H, 23)
+    model = CLIPTextModel(CLIPTextConfig(**config)).eval()
+    missing, unexpected = model.load_state_dict(
+        open_clip_to_hf(tensors, H, layers=23, projection=False), strict=False
+    )
+    assert [k for k in missing if "position_ids" not in k] == [] and unexpected == []
+    vocab = shapes[H + "token_embedding.weight"][0]
+    ids = torch.tensor([[49406 % vocab, 9, 49407 % vocab] + [0] * 74])
+    with torch.no_grad():
+        got = model(ids)[0]
+        states = _open_clip_forward(tensors, H, ids, 24, config["num_attention_heads"])
+    width = states[0].shape[-1]
+    expected = torch.nn.functional.layer_norm(
+        states[-2], (width,), tensors[H + "ln_final.weight"], tensors[H + "ln_final.bias"]
+    )
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-7)
