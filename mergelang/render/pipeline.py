@@ -96,6 +96,15 @@ G_PREFIX = "conditioner.embedders.1.model."
 H_PREFIX = "cond_stage_model.model."
 
 
+_NOT_DRAWN = {
+    "flux": ": Flux conditions on T5-XXL, whose tokenizer (a sentencepiece model) no "
+    "installed package ships",
+    "sd3": ": SD3's MMDiT is not drawn yet",
+    "sd35": ": SD3's MMDiT is not drawn yet",
+}
+"""Why an architecture mergelang knows is not rendered (by the first part of its name)."""
+
+
 def _unet_spec(kind: str) -> UNetConfig:
     return {"sd1": SD1_UNET, "sd2": SD2_UNET, "sdxl": SDXL_UNET}[kind]
 
@@ -255,10 +264,11 @@ def _tensors(path: Path) -> _Checkpoint:
 
     found = detect(read_safetensors_header(path).shapes(), path=str(path))
     if found.arch.name not in MODELS or found.variant != "normal":
+        why = _NOT_DRAWN.get(found.arch.name.split("-")[0], "")
         raise CheckpointError(
             str(path),
             "render draws SD1, SD2 and SDXL text-to-image models; this is "
-            f"{found.arch.name} ({found.variant})",
+            f"{found.arch.name} ({found.variant}){why}",
             code="render-architecture",
         )
     with safe_open(str(path), framework="pt") as handle:
