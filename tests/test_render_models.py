@@ -331,3 +331,14 @@ def test_converted_vit_h_is_sd2s_penultimate_block_then_the_final_norm() -> None
         states[-2], (width,), tensors[H + "ln_final.weight"], tensors[H + "ln_final.bias"]
     )
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-7)
+
+
+@needs_render
+def test_openclip_tokenizers_pad_with_token_zero() -> None:
+    from mergelang.render.tokenizer import clip_tokenizer
+
+    clip = clip_tokenizer()("a cat", padding="max_length", max_length=77).input_ids
+    open_clip = clip_tokenizer(pad_token="!")("a cat", padding="max_length", max_length=77)
+    assert clip[:6] == [49406, 320, 2368, 49407, 49407, 49407] and len(clip) == 77
+    assert open_clip.input_ids[:6] == [49406, 320, 2368, 49407, 0, 0]
+    assert open_clip.input_ids[4:] == [0] * 73
