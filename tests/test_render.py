@@ -170,12 +170,14 @@ def test_render_refuses_a_model_it_cannot_draw(
     from mergelang.testing import make_checkpoint
 
     monkeypatch.setenv("MERGELANG_CACHE", str(tmp_path / "cache"))
-    model = make_checkpoint(tmp_path / "xl.safetensors", "sdxl", seed=1)
+    model = make_checkpoint(tmp_path / "flux.safetensors", "flux-dev", seed=1)
     argv = ["render", str(model), "--prompt", "a cat", "--images", str(tmp_path / "r")]
     assert main([*argv, "--no-page"]) == 1
     err = capsys.readouterr().err
-    assert "xl.safetensors" in err and "render draws SD1 text-to-image models" in err
-    assert "sdxl" in err
+    assert (
+        "flux.safetensors" in err and "render draws SD1, SD2 and SDXL text-to-image models" in err
+    )
+    assert "flux-dev" in err and "T5-XXL, whose tokenizer" in err
     assert not any((tmp_path / "r").glob("*.png"))
 
 

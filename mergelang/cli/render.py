@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Render every output (and the reference model) once per seed with diffusers, "
             "with generation parameters in A1111's PNG-info text form, writing PNGs that "
             "carry A1111-style PNG info; then write the comparison page. Needs "
-            "`pip install 'mergelang[render]'`; downloads nothing. SD1 models."
+            "`pip install 'mergelang[render]'`; downloads nothing. SD1, SD2 and SDXL models."
         ),
     )
     parser.add_argument(
@@ -65,6 +65,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         choices=("fp32", "fp16", "bf16"),
         default=None,
         help="compute dtype (default: fp32 on CPU, fp16 on CUDA)",
+    )
+    parser.add_argument(
+        "--prediction",
+        choices=("auto", "eps", "v", "v_ztsnr"),
+        default="auto",
+        help="what the models predict (default auto: the file's v_pred/ztsnr markers or "
+        "modelspec.predict_key, else v for SD2 and eps for SD1 and SDXL)",
     )
     parser.add_argument(
         "-o", "--output", metavar="FILE", default="page.html", help="the page (default: page.html)"
@@ -145,6 +152,7 @@ def run_render(args: argparse.Namespace) -> int:
         images,
         device=args.device,
         dtype=dtype,
+        prediction=args.prediction,
         on_image=lambda path: console.print(f"rendered {path}", markup=False, highlight=False),
     )
     console.print(f"rendered {len(written)} images into {images}", markup=False)

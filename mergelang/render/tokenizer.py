@@ -69,8 +69,10 @@ def clip_vocabulary(path: Path) -> tuple[dict[str, int], list[str]]:
     return {token: index for index, token in enumerate(tokens)}, merges
 
 
-def clip_tokenizer() -> Any:
-    """transformers' ``CLIPTokenizer`` with CLIP's vocabulary, built locally."""
+def clip_tokenizer(pad_token: str = "<|endoftext|>") -> Any:
+    """transformers' ``CLIPTokenizer`` with CLIP's vocabulary, built locally. OpenAI's CLIP
+    (SD1, SDXL's first encoder) pads with ``<|endoftext|>``; OpenCLIP's encoders (SD2,
+    SDXL's second) pad with token 0, ``!``, as diffusers' own SD2 and SDXL tokenizers do."""
     from transformers import CLIPTokenizer
 
     vocab, merges = clip_vocabulary(bpe_path())
@@ -83,5 +85,5 @@ def clip_tokenizer() -> Any:
             str(vocab_file),
             str(merges_file),
             model_max_length=77,
-            pad_token="<|endoftext|>",
+            pad_token=pad_token,
         )

@@ -47,19 +47,22 @@ def render_models(
     *,
     device: str = "cpu",
     dtype: str = "fp32",
+    prediction: str = "auto",
     on_image: Callable[[Path], None] | None = None,
 ) -> list[Path]:
     """Every model rendered once per seed into ``folder``; the paths written, in order.
-    One model is loaded at a time."""
+    One model is loaded at a time; ``prediction`` is ``auto`` or what every model predicts
+    (see :func:`mergelang.render.pipeline.prediction_for`)."""
     from mergelang.render.pipeline import load_pipeline, render_images
-    from mergelang.render.tokenizer import clip_tokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = clip_tokenizer()
+    tokenizers: dict[str, Any] = {}
     written: list[Path] = []
     for model in models:
         autov2 = file_hashes(model).autov2
-        pipeline = load_pipeline(model, device=device, dtype=dtype, tokenizer=tokenizer)
+        pipeline = load_pipeline(
+            model, device=device, dtype=dtype, tokenizers=tokenizers, prediction=prediction
+        )
         for rendered in render_images(pipeline, params):
             path = folder / image_name(model, rendered.seed)
             text = infotext(params, seed=rendered.seed, model_hash=autov2, model=model.stem)
