@@ -121,29 +121,54 @@ def compute_hashes(
 
 
 def _digest(file: BufferedReader, progress: Progress | None = None) -> FileHashes:
-    fd = file.fileno()
-    if hasattr(os, "posix_fadvise"):
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    whole = hashlib.sha256()
-    legacy = hashlib.sha256()
-    buffer = bytearray(BLOCK_SIZE)
-    view = memoryview(buffer)
-    position = 0
-    while True:
-        count = _read_at(fd, buffer, position)
-        if not count:
-            break
-        chunk = view[:count]
-        whole.update(chunk)
-        low = max(LEGACY_OFFSET, position)
-        high = min(LEGACY_OFFSET + LEGACY_LENGTH, position + count)
-        if low < high:
-            legacy.update(chunk[low - position : high - position])
-        position += count
+    hasher = FileHasher(file)
+    while count := hasher.step():
         if progress is not None:
             progress(count)
-    return FileHashes.from_digests(whole.hexdigest(), legacy.hexdigest(), position)
+    return hasher.digests()
+
+
+class FileHasher:
+    """The hashes of one open file, computed a block at a time: :meth:`step` hashes the next
+    block and says how many bytes it read (0 at the end). Computed in steps, the work can
+    move from one thread to another between blocks (a run starts it in a thread of low
+    priority and finishes it in its main thread, see :mod:`mergelang.run.executor`); the
+    caller makes sure two threads never step one hasher at once."""
+
+    def __init__(self, file: BufferedReader) -> None:
+        self._fd = file.fileno()
+        if hasattr(os, "posix_fadvise"):
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        self._whole = hashlib.sha256()
+        self._legacy = hashlib.sha256()
+        self._buffer = bytearray(BLOCK_SIZE)
+        self.position = 0
+        self.done = False
+
+    def step(self) -> int:
+        if self.done:
+            return 0
+        count = _read_at(self._fd, self._buffer, self.position)
+        if not count:
+            self.done = True
+            return 0
+        chunk = memoryview(self._buffer)[:count]
+        self._whole.update(chunk)
+        low = max(LEGACY_OFFSET, self.position)
+        high = min(LEGACY_OFFSET + LEGACY_LENGTH, self.position + count)
+        if low < high:
+            self._legacy.update(chunk[low - self.position : high - self.position])
+        self.position += count
+        return count
+
+    def digests(self) -> FileHashes:
+        """The hashes, once :meth:`step` has returned 0 (the rest is hashed first if not)."""
+        while self.step():
+            pass
+        return FileHashes.from_digests(
+            self._whole.hexdigest(), self._legacy.hexdigest(), self.position
+        )
 
 
 def range_sha256(fd: int, start: int, end: int) -> str:
@@ -241,6 +266,35 @@ def known_hashes(
     except OSError:
         return None
     return _cached(load_cache(folder).get(_cache_key(where)), now)
+
+
+class CachedHasher:
+    """:class:`FileHasher` for a file whose hashes go into the hash cache when done: the
+    file's identity is taken before the first block and checked after the last, and the
+    entry is stored only if they agree (a file written to meanwhile is not cached)."""
+
+    def __init__(self, path: Path, file: BufferedReader, cache_dir: Path) -> None:
+        self._key = _cache_key(path)
+        self._file = file
+        self._folder = cache_dir
+        self._before = _fingerprint(os.fstat(file.fileno()))
+        self.hasher = FileHasher(file)
+
+    def step(self) -> int:
+        return self.hasher.step()
+
+    def finish(self) -> FileHashes:
+        hashes = self.hasher.digests()
+        with contextlib.suppress(OSError):
+            after = _fingerprint(os.fstat(self._file.fileno()))
+            if after == self._before:
+                entry: dict[str, object] = {
+                    **after,
+                    "sha256": hashes.sha256,
+                    "legacy": hashes.legacy,
+                }
+                _store(self._folder, self._key, entry)
+        return hashes
 
 
 def file_hashes(

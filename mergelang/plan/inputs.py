@@ -42,6 +42,7 @@ from mergelang.check.checked_recipe import CheckedRecipe, ModelSource
 from mergelang.errors import CheckpointError, Span
 from mergelang.io.formats import CheckpointFormat, sniff_format_of
 from mergelang.io.hashing import (
+    CachedHasher,
     FileHashes,
     FileIdentity,
     Progress,
@@ -217,6 +218,13 @@ class InputFile:
         if compute:
             return file_hashes(self.path, cache_dir=cache_dir, file=self.file, progress=progress)
         return known_hashes(self.path, cache_dir=cache_dir, file=self.file)
+
+    def hasher(self, cache_dir: Path) -> FileHashes | CachedHasher:
+        """The file's hashes from the hash cache, else a hasher of the open file that stores
+        them there when done (its work can be spread over the run, see
+        :class:`~mergelang.io.hashing.CachedHasher`)."""
+        known = known_hashes(self.path, cache_dir=cache_dir, file=self.file)
+        return known if known is not None else CachedHasher(self.path, self.file, cache_dir)
 
     def check_unchanged(self) -> None:
         """Raise :class:`CheckpointError` (``input-changed``) if the open file is no longer

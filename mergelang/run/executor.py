@@ -38,7 +38,6 @@ changed: what happened to each output is in the :class:`RunResult`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -55,7 +54,6 @@ from mergelang.arch.conventions import get_convention
 from mergelang.errors import Diagnostic, OutputError, UsageError
 from mergelang.io.file_formats import FILE_FORMATS
 from mergelang.io.fp8 import clamped_warning
-from mergelang.io.hashing import FileHashes
 from mergelang.io.partials import sweep
 from mergelang.io.save_options import OutputKey
 from mergelang.io.sinks import MemorySink, Sink, SinkTarget
@@ -73,6 +71,7 @@ from mergelang.plan.plan import CacheEntry, FileOutput, MemoryOutput, OutputPlan
 from mergelang.plan.protected_files import protected_files
 from mergelang.run.commit import CacheStore, cache_warning, signals_held
 from mergelang.run.compute import Chunk, Evaluator, KeyTask, Target
+from mergelang.run.input_hashing import InputHashing
 from mergelang.run.progress import NullReporter, Reporter
 
 __all__ = ["OutputResult", "RunResult", "execute", "resolve_device"]
@@ -146,7 +145,7 @@ class _Run:
         self.removed: list[tuple[Path, int]] = []
         self.made_meanwhile: set[int] = set()
         """``id()`` of the outputs another run made, the same, while this one ran."""
-        self.hashing = _Hashing(plan)
+        self.hashing = InputHashing(plan)
         self.protected = protected_files(plan, cache_hits=True)
         self.batches: list[list[OutputPlan | CacheEntry]] = []
         self.opened: list[tuple[Sink, OutputPlan | CacheEntry]] = []
@@ -329,14 +328,15 @@ class _Run:
                 if len(batches) > 1:
                     for sink, _ in opened:
                         _release(sink)
-            while not self.hashing.wait(0.1):
-                self.advance(0, "hashing")
-                if self.cancel.is_set():
-                    raise KeyboardInterrupt
-            self.advance(0, "hashing")
+            self.hashing.finish(self._hashed_block)
         except BaseException:
             self.hashing.stop()
             raise
+
+    def _hashed_block(self) -> None:
+        self.advance(0, "hashing")
+        if self.cancel.is_set():
+            raise KeyboardInterrupt
 
     def advance(self, merged: int, key: str) -> None:
         """Report ``merged`` bytes, and the bytes hashed meanwhile, on the one bar."""
@@ -485,73 +485,6 @@ class _Run:
             for sink, owner in self.sinks
             if isinstance(owner, CacheEntry) and isinstance(sink, CacheStore) and sink.stored
         )
-
-
-class _Hashing:
-    """The inputs a plan hashes during the run (:attr:`Plan.hashed_during_run`), hashed in
-    a thread of their own while the merge streams; the bytes hashed are counted for the
-    progress bar. Reading an input twice at once costs little: the second read of each
-    block comes from the page cache."""
-
-    def __init__(self, plan: Plan) -> None:
-        wanted = set(plan.hashed_during_run)
-        self.plan = plan
-        self.handles = [h for h in plan.inputs if h.identity in wanted and h.file is not None]
-        self.total = sum(h.file.size for h in self.handles if h.file is not None)
-        self._done = 0
-        self._reported = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._found: dict[str, FileHashes] = {}
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self.handles and self._thread is None:
-            with contextlib.suppress(OSError):  # where the hashes go, as a hash first made it
-                self.plan.cache_dir.mkdir(parents=True, exist_ok=True)
-            self._thread = threading.Thread(target=self._run, name="mergelang-hash", daemon=True)
-            self._thread.start()
-
-    def _count(self, count: int) -> None:
-        if self._stop.is_set():
-            raise KeyboardInterrupt
-        with self._lock:
-            self._done += count
-
-    def _run(self) -> None:
-        try:
-            for handle in self.handles:
-                assert handle.file is not None
-                found = handle.file.hashes(self.plan.cache_dir, compute=True, progress=self._count)
-                assert found is not None
-                self._found[handle.identity] = found
-        except BaseException as exc:  # re-raised in the main thread by result()
-            self._error = exc
-
-    def take_progress(self) -> int:
-        """The bytes hashed since the last call."""
-        with self._lock:
-            new, self._reported = self._done - self._reported, self._done
-        return new
-
-    def wait(self, seconds: float | None) -> bool:
-        """Whether the hashing is over (waiting up to ``seconds`` for it)."""
-        if self._thread is None:
-            return True
-        self._thread.join(seconds)
-        return not self._thread.is_alive()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def result(self) -> dict[str, FileHashes]:
-        self.wait(None)
-        if self._error is not None:
-            raise self._error
-        return self._found
 
 
 FD_RESERVE = 32
