@@ -268,3 +268,24 @@ def test_without_the_gguf_package_the_error_says_how_to_install_it(
     with pytest.raises(UsageError) as caught:
         require_gguf()
     assert caught.value.diagnostics[0].hint == "pip install 'mergelang[gguf]'"
+
+
+def test_a_gguf_with_names_longer_than_ggml_reads_is_a_warning_at_its_save(
+    tmp_path: Path, models: Path
+) -> None:
+    saves = (
+        'save weighted_sum(a, b, alpha=0.7) to "full.gguf" as q8_0\n'
+        'save weighted_sum(a, b, alpha=0.7) to "unet.gguf" as q8_0 with layout=bare\n'
+    )
+    recipe = write_recipe(tmp_path, declare(models, "a", "b") + saves)
+
+    found = [w for w in api.plan(recipe, cache_dir=tmp_path / "cache").warnings]
+
+    long = [w for w in found if w.code == "gguf-long-names"]
+    assert len(long) == 1  # the bare U-Net's names, without their prefix, all fit
+    warning = long[0]
+    assert warning.severity == "warning"
+    assert warning.span.line == 3 and warning.span.column == 1
+    longest = max((k for k in load(models / "a.safetensors") if len(k) > 63), key=len)
+    assert f"{longest!r}, is {len(longest)})" in warning.message
+    assert "full.gguf" in warning.message and "layout=bare" in (warning.hint or "")

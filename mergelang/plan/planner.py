@@ -73,6 +73,7 @@ from mergelang.plan.inputs import (
     ResolvedSource,
     resolve_inputs,
 )
+from mergelang.plan.output_checks import output_warnings
 from mergelang.plan.plan import (
     CUDA_CHUNK,
     DEFAULT_CHUNK,
@@ -244,7 +245,7 @@ class _Planner:
             workers=workers,
             device=self.options.device,
             nan=self.options.nan,
-            warnings=report.warnings,
+            warnings=(*report.warnings, *output_warnings(self.checked, outputs)),
             force=self.options.force,
         )
 
