@@ -12,8 +12,9 @@ import torch
 
 from mergelang.arch.layout import checkpoint_layout
 from mergelang.errors import UsageError
+from mergelang.render.configs import unet_config
 from mergelang.render.open_clip import open_clip_layers, open_clip_to_hf
-from mergelang.render.pipeline import prediction_for, unet_config
+from mergelang.render.pipeline import prediction_for
 from mergelang.report.pnginfo import parse_a1111, read_png_text
 from mergelang.testing import checkpoint_tensors
 
@@ -275,7 +276,7 @@ def test_converted_bigg_computes_what_open_clip_computes() -> None:
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     from mergelang.arch.sdxl import OPEN_CLIP_BIGG
-    from mergelang.render.pipeline import open_clip_config
+    from mergelang.render.configs import open_clip_config
 
     tensors = _open_clip("sdxl", G, XL_SCALE, gain=15)
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
@@ -311,7 +312,7 @@ def test_converted_vit_h_is_sd2s_penultimate_block_then_the_final_norm() -> None
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from mergelang.arch.sd2 import OPEN_CLIP_H
-    from mergelang.render.pipeline import open_clip_config
+    from mergelang.render.configs import open_clip_config
 
     tensors = _open_clip("sd2", H, 1 / 40, gain=15)
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}

@@ -2,6 +2,7 @@
 
 - :mod:`~mergelang.render.parameters`: A1111's PNG-info text form, read and written.
 - :mod:`~mergelang.render.tokenizer`: CLIP's tokenizer from the table open_clip ships.
+- :mod:`~mergelang.render.configs`: the U-Net, VAE and text-encoder configs from the file's shapes.
 - :mod:`~mergelang.render.pipeline`: a diffusers pipeline configured from the file itself.
 - :mod:`~mergelang.render.open_clip`: OpenCLIP text-encoder keys as transformers' CLIP.
 - :mod:`~mergelang.render.writer`: PNGs with A1111-style PNG info, one per model and seed.
