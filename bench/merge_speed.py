@@ -389,7 +389,8 @@ def run_benchmark(
             current.runs.append(result)
             r = result
             print(
-                f"  {name:<10} {r.wall:6.2f} s  anon {r.anon_mb:5.0f} MB  VmHWM {r.hwm_mb:5.0f} MB"
+                f"  {name:<10} {r.wall:6.2f} s  cpu {r.cpu:6.2f} s  anon {r.anon_mb:5.0f} MB"
+                f"  VmHWM {r.hwm_mb:5.0f} MB"
             )
             found = tensor_digests(current.output)
             if digests.setdefault(name, found) != found:

@@ -7,6 +7,7 @@ pages of memory-mapped inputs).
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import threading
 import time
@@ -17,11 +18,13 @@ POLL_S = 0.005
 
 @dataclass
 class Run:
-    """One run of a process: wall time (s), peak anonymous and peak resident memory (MB)."""
+    """One run of a process: wall time (s), peak anonymous and peak resident memory (MB), and
+    the CPU time it used (user + system, s; 0 where not measured)."""
 
     wall: float
     anon_mb: float
     hwm_mb: float
+    cpu: float = 0.0
 
 
 @dataclass
@@ -50,6 +53,7 @@ def run_process(command: list[str]) -> Finished:
     """Run ``command`` to its end, timing it and sampling its memory."""
     peak: dict[str, int] = {}
     done = threading.Event()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     poller = threading.Thread(target=_poll_memory, args=(process.pid, done, peak), daemon=True)
@@ -58,5 +62,7 @@ def run_process(command: list[str]) -> Finished:
     wall = time.perf_counter() - start
     done.set()
     poller.join()
-    run = Run(wall, peak.get("RssAnon", 0) / 1024, peak.get("VmHWM", 0) / 1024)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    run = Run(wall, peak.get("RssAnon", 0) / 1024, peak.get("VmHWM", 0) / 1024, cpu)
     return Finished(run, process.returncode, (out + err).decode(errors="replace"))

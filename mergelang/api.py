@@ -193,10 +193,16 @@ def run(
         if reporter is not None:
             reporter.finish(False)
         raise
+    from mergelang.run.input_hashing import InputHashing
+
+    # New inputs are hashed from now on, while torch is imported and the merge runs.
+    hashing = InputHashing(made)
+    hashing.start()
     try:
         # torch is imported once the recipe, its inputs and outputs are known to be good.
         from mergelang.run.executor import OutputResult, RunResult, execute
     except BaseException:
+        hashing.stop()
         made.close()
         raise
     if dry_run:
@@ -213,7 +219,7 @@ def run(
         hits = tuple(e.node.label for e in made.cache if e.status == "hit")
         made.close()
         return RunResult(outputs, hits, (), made.bytes_read, 0, 0.0, made.warnings)
-    result = execute(made, reporter=reporter, cancel=cancel)
+    result = execute(made, reporter=reporter, cancel=cancel, hashing=hashing)
     # The run's time includes planning: reading headers and hashing inputs before the merge.
     return dataclasses.replace(result, seconds=time.monotonic() - started)
 

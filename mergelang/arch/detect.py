@@ -246,12 +246,27 @@ def detect(shapes: Mapping[str, Sequence[int]], *, path: str | None = None) -> D
             "the file holds no model weights (only EMA, schedule or marker keys)",
             code="unknown-architecture",
         )
+    layout = (tuple(norm.items()), tuple(id(arch) for arch in known))
+    found = _DETECTED.get(layout)
+    if found is not None:
+        return found
     matches = [_score(arch, norm) for arch in known]
     best = max(matches, key=lambda m: m.score)
     if not best.acceptable:
         raise _partial(where, best, norm) or _unknown(where, best, known)
     variant, channels = _variant(best.arch, norm)
-    return Detected(best.arch, variant, tuple(_notes(best, norm, channels)), channels)
+    found = Detected(best.arch, variant, tuple(_notes(best, norm, channels)), channels)
+    if len(_DETECTED) >= _DETECTED_KEPT:
+        _DETECTED.pop(next(iter(_DETECTED)))
+    _DETECTED[layout] = found
+    return found
+
+
+_DETECTED: dict[tuple[object, ...], Detected] = {}
+"""What :func:`detect` found for the last few distinct layouts (key names, shapes and the
+architectures known), oldest first: a recipe's inputs are mostly files of one layout, and
+scoring every architecture against a few thousand keys takes tens of milliseconds a file."""
+_DETECTED_KEPT = 16
 
 
 def _partial(

@@ -35,11 +35,34 @@ from dataclasses import dataclass
 from io import BufferedReader
 from pathlib import Path
 
+from mergelang.io.file_digest import (
+    BLOCK_SIZE,
+    LEGACY_LENGTH,
+    LEGACY_OFFSET,
+    BlockDigest,
+    advise_sequential,
+    read_at,
+)
 from mergelang.io.safetensors_header import open_regular_file
 
-BLOCK_SIZE = 8 * 1024 * 1024
-LEGACY_OFFSET = 0x100000
-LEGACY_LENGTH = 0x10000
+__all__ = [
+    "BLOCK_SIZE",
+    "CACHE_FILE",
+    "LEGACY_LENGTH",
+    "LEGACY_OFFSET",
+    "CachedHasher",
+    "FileHasher",
+    "FileHashes",
+    "FileIdentity",
+    "Progress",
+    "compute_hashes",
+    "default_cache_dir",
+    "file_hashes",
+    "known_hashes",
+    "load_cache",
+    "range_sha256",
+]
+
 CACHE_FILE = "hashes.json"
 CACHE_FORMAT = 2
 """Version 2 keys entries on the whole :class:`FileIdentity`; version 1 entries (no device,
@@ -131,44 +154,37 @@ def _digest(file: BufferedReader, progress: Progress | None = None) -> FileHashe
 class FileHasher:
     """The hashes of one open file, computed a block at a time: :meth:`step` hashes the next
     block and says how many bytes it read (0 at the end). Computed in steps, the work can
-    move from one thread to another between blocks (a run starts it in a thread of low
-    priority and finishes it in its main thread, see :mod:`mergelang.run.executor`); the
-    caller makes sure two threads never step one hasher at once."""
+    move from one thread to another between blocks; the caller makes sure two threads never
+    step one hasher at once."""
 
     def __init__(self, file: BufferedReader) -> None:
         self._fd = file.fileno()
-        if hasattr(os, "posix_fadvise"):
-            with contextlib.suppress(OSError):
-                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        self._whole = hashlib.sha256()
-        self._legacy = hashlib.sha256()
+        advise_sequential(self._fd)
+        self._digest = BlockDigest()
         self._buffer = bytearray(BLOCK_SIZE)
-        self.position = 0
         self.done = False
+
+    @property
+    def position(self) -> int:
+        """The bytes hashed so far."""
+        return self._digest.position
 
     def step(self) -> int:
         if self.done:
             return 0
-        count = _read_at(self._fd, self._buffer, self.position)
+        count = read_at(self._fd, self._buffer, self.position)
         if not count:
             self.done = True
             return 0
-        chunk = memoryview(self._buffer)[:count]
-        self._whole.update(chunk)
-        low = max(LEGACY_OFFSET, self.position)
-        high = min(LEGACY_OFFSET + LEGACY_LENGTH, self.position + count)
-        if low < high:
-            self._legacy.update(chunk[low - self.position : high - self.position])
-        self.position += count
+        self._digest.update(memoryview(self._buffer)[:count])
         return count
 
     def digests(self) -> FileHashes:
         """The hashes, once :meth:`step` has returned 0 (the rest is hashed first if not)."""
         while self.step():
             pass
-        return FileHashes.from_digests(
-            self._whole.hexdigest(), self._legacy.hexdigest(), self.position
-        )
+        whole, legacy = self._digest.hexdigests()
+        return FileHashes.from_digests(whole, legacy, self.position)
 
 
 def range_sha256(fd: int, start: int, end: int) -> str:
@@ -179,21 +195,13 @@ def range_sha256(fd: int, start: int, end: int) -> str:
     view = memoryview(buffer)
     position = start
     while position < end:
-        count = _read_at(fd, buffer, position)
+        count = read_at(fd, buffer, position)
         if not count:
             raise OSError(f"the file ends at byte {position}, before byte {end}")
         count = min(count, end - position)
         digest.update(view[:count])
         position += count
     return digest.hexdigest()
-
-
-def _read_at(fd: int, buffer: bytearray, offset: int) -> int:
-    """Read into ``buffer`` from ``offset`` without moving the descriptor's position."""
-    if hasattr(os, "preadv"):
-        return os.preadv(fd, [buffer], offset)
-    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - platforms without preadv
-    return os.readv(fd, [buffer])  # pragma: no cover
 
 
 def _cache_key(path: Path) -> str:
@@ -269,24 +277,49 @@ def known_hashes(
 
 
 class CachedHasher:
-    """:class:`FileHasher` for a file whose hashes go into the hash cache when done: the
-    file's identity is taken before the first block and checked after the last, and the
-    entry is stored only if they agree (a file written to meanwhile is not cached)."""
+    """The hashes of one open file, to go into the hash cache when done: the file's identity
+    is taken before the first block and checked after the last, and the entry is stored only
+    if they agree (a file written to meanwhile is not cached). They are computed here
+    (:meth:`step`, :meth:`finish`) or elsewhere and handed to :meth:`store` (a run hashes in
+    a process of its own, see :mod:`mergelang.run.input_hashing`)."""
 
     def __init__(self, path: Path, file: BufferedReader, cache_dir: Path) -> None:
         self._key = _cache_key(path)
-        self._file = file
+        self.file = file
         self._folder = cache_dir
         self._before = _fingerprint(os.fstat(file.fileno()))
-        self.hasher = FileHasher(file)
+        self._hasher: FileHasher | None = None
+
+    @property
+    def size(self) -> int:
+        return self._before["size"]
+
+    @property
+    def position(self) -> int:
+        """The bytes hashed here so far."""
+        return 0 if self._hasher is None else self._hasher.position
 
     def step(self) -> int:
-        return self.hasher.step()
+        """Hash the next block here; the bytes read (0 at the end)."""
+        if self._hasher is None:
+            self._hasher = FileHasher(self.file)
+        return self._hasher.step()
+
+    def digests(self) -> FileHashes:
+        """The hashes, the rest of the file hashed here (not stored)."""
+        if self._hasher is None:
+            self._hasher = FileHasher(self.file)
+        return self._hasher.digests()
 
     def finish(self) -> FileHashes:
-        hashes = self.hasher.digests()
+        """The hashes, the rest of the file hashed here, stored in the cache."""
+        return self.store(self.digests())
+
+    def store(self, hashes: FileHashes) -> FileHashes:
+        """Put ``hashes`` (of this file, however computed) into the cache if the file is
+        unchanged since this hasher was made; returns them."""
         with contextlib.suppress(OSError):
-            after = _fingerprint(os.fstat(self._file.fileno()))
+            after = _fingerprint(os.fstat(self.file.fileno()))
             if after == self._before:
                 entry: dict[str, object] = {
                     **after,

@@ -608,6 +608,9 @@ class SafetensorsWriter(StreamedFile):
         self._total = self._data_offset + sum(e.nbytes for e in self.entries)
         self._done: dict[str, list[tuple[int, int]]] = {e.key: [] for e in self.entries}
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        """Held around each ``pwrite``: the kernel serialises writes to one file anyway (the
+        inode's lock), and a thread waiting here sleeps where one waiting in the kernel spins."""
         self._file = AtomicFile(path, overwrite=overwrite, protected=protected)
         self.path = self._file.path
         try:
@@ -706,7 +709,8 @@ class SafetensorsWriter(StreamedFile):
         size = item_size(entry.dtype)
         offset = self._data_offset + self._offsets[entry.key][0] + first * size
         try:
-            _pwrite_all(self._file.fd, _byte_view(data), offset)
+            with self._write_lock:
+                _pwrite_all(self._file.fd, _byte_view(data), offset)
         except OSError as exc:
             raise self._file.fail(exc, f"writing key {entry.key!r}") from None
 
