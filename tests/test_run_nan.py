@@ -134,3 +134,52 @@ def test_nan_keep_writes_an_overflowing_output_as_it_is(folder: Path) -> None:
         tensor = reader.get(KEY)
     assert tensor.dtype == torch.float16
     assert not bool(torch.isfinite(tensor).any())
+
+
+def _add_difference(folder: Path, alpha: str, bad: dict[str, float]) -> Path:
+    """``add_difference(a, b, c)`` with element 7 of KEY set to ``bad[name]`` in those models."""
+    for seed, name in enumerate(("b", "c"), start=2):
+        clean = folder / f"clean-{name}.safetensors"
+        if not clean.exists():
+            make_checkpoint(clean, "sd1", scale=0.125, seed=seed, dtype="F32")
+        if name in bad:
+            _with_values(clean, folder / f"{name}.safetensors", KEY, 7, bad[name])
+        else:
+            (folder / f"{name}.safetensors").write_bytes(clean.read_bytes())
+    (folder / "r.merge").write_text(
+        'model a = "a.safetensors"\nmodel b = "b.safetensors"\nmodel c = "c.safetensors"\n'
+        f'save add_difference(a, b, c, alpha={alpha}) to "out.safetensors" as fp32\n',
+        encoding="utf-8",
+    )
+    return folder / "r.merge"
+
+
+@pytest.mark.parametrize(
+    ("alpha", "bad", "named"),
+    [
+        ("0.5", {"c": math.nan}, "c"),
+        ("{IN04: 0, default: 1}", {"c": math.inf}, "c"),  # 0 * inf is NaN: still seen
+        ("0.5", {"b": math.inf, "c": math.inf}, "b"),  # inf - inf: the first input named
+        ("-2", {"b": -math.inf}, "b"),
+    ],
+)
+def test_an_input_seen_through_the_result_is_refused_by_name(
+    folder: Path, alpha: str, bad: dict[str, float], named: str
+) -> None:
+    recipe = _add_difference(folder, alpha, bad)
+    with pytest.raises(CheckpointError) as caught:
+        mergelang.run(recipe, cache_dir=folder / "cache", workers=1)
+    (diag,) = caught.value.diagnostics
+    assert (diag.code, diag.key) == ("non-finite", KEY)
+    assert diag.path is not None and diag.path.endswith(f"{named}.safetensors")
+    assert "(1 in the part being merged)" in diag.message
+    assert not (folder / "out.safetensors").exists()
+
+
+def test_a_result_that_overflows_from_finite_inputs_is_the_output_s_error(folder: Path) -> None:
+    recipe = _add_difference(folder, "1e300", {})  # inf once in float32
+    with pytest.raises(CheckpointError) as caught:
+        mergelang.run(recipe, cache_dir=folder / "cache", workers=1)
+    (diag,) = caught.value.diagnostics
+    assert diag.code == "non-finite-output"
+    assert diag.path == str(folder / "out.safetensors")

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
-@method("weighted_sum")
+@method("weighted_sum", propagates_nonfinite=True)
 def weighted_sum(
     a: ModelAKept,
     b: ModelBTaken,
@@ -53,7 +53,7 @@ def weighted_sum(
     return lerp(as_float32(a), as_float32(b), alpha, out)
 
 
-@method("add_difference")
+@method("add_difference", propagates_nonfinite=True)
 def add_difference(
     a: DiffTargetA,
     b: DiffSourceB,

@@ -182,6 +182,7 @@ def method(
     registry: MethodRegistry | None = None,
     params: Sequence[Param] | None = None,
     temporaries: int | None = None,
+    propagates_nonfinite: bool = False,
 ) -> Callable[[F], F]:
     """Register the decorated kernel as merge method ``name`` (in ``registry``, by default
     the global one) and return the kernel itself.
@@ -190,8 +191,10 @@ def method(
     :mod:`mergelang.methods.signature`); its docstring, formula first, becomes the method's
     ``doc``. ``elementwise`` methods take ``out=``; ``stats`` (a collector factory, see
     :class:`MethodSpec`) implies ``needs_stats`` and a ``stats=`` keyword; ``wants_key`` a
-    ``key=`` keyword. A kernel without a docstring, a signature that cannot be read as a
-    method, and a name registered twice raise :class:`RegistrationError`.
+    ``key=`` keyword; ``propagates_nonfinite`` that any NaN or infinity in an operand
+    reaches the result (see :class:`MethodSpec`). A kernel without a docstring, a signature
+    that cannot be read as a method, and a name registered twice raise
+    :class:`RegistrationError`.
 
     ``params`` (deprecated) lists the parameters instead, as :class:`Param` objects; the
     signature is then not read, and an elementwise kernel must accept ``out=None`` too.
@@ -239,6 +242,7 @@ def method(
                 if elementwise
                 else (DEFAULT_TEMPORARIES if temporaries is None else max(0, temporaries))
             ),
+            propagates_nonfinite=propagates_nonfinite and elementwise,
         )
         target.register(spec)
         return kernel

@@ -61,6 +61,11 @@ class MethodSpec:
     masks, filtered differences); ``plan``'s working-memory estimate counts them. Measured
     for each built-in method on a 4096 x 4096 key (see ``tests/test_many_outputs.py``);
     a plugin that does not say is taken to hold :data:`DEFAULT_TEMPORARIES`.
+    ``propagates_nonfinite``: a NaN or an infinity in any operand makes the result NaN or
+    infinite at that element, whatever the parameters (sums and products only, nothing that
+    selects, clamps or compares). The run then checks such a node's inputs through its
+    result: one sum per chunk instead of one per operand, the operands looked at only when
+    that sum is not finite (see :meth:`mergelang.run.compute.Evaluator.operands`).
     """
 
     name: str
@@ -73,6 +78,7 @@ class MethodSpec:
     wants_key: bool = False
     writes_out: bool = False
     temporaries: int = 0
+    propagates_nonfinite: bool = False
 
     @property
     def formula(self) -> str:

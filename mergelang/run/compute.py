@@ -369,22 +369,57 @@ class Evaluator:
             return chunk.memo[id(node.children[slot.source]), key]
         if slot.action == "channels":
             return self._channels(node, key, slot, chunk)
-        operands = self.operands(node, key, chunk)
+        through_result = self.check_finite and _propagates_nonfinite(node)
+        operands = self.operands(node, key, chunk, check=not through_result)
         out = None if chunk.whole else self._arena().take(chunk.hi - chunk.lo)
-        return self.formula(node, key, slot, operands, out)
+        result = self.formula(node, key, slot, operands, out)
+        if through_result:
+            self._check_through(node, key, chunk, operands, result)
+        return result
 
-    def operands(self, node: Node, key: str, chunk: Chunk) -> list[torch.Tensor]:
+    def operands(
+        self, node: Node, key: str, chunk: Chunk, *, check: bool = True
+    ) -> list[torch.Tensor]:
         """The float32 values of ``node``'s children at ``key``; values read from a file are
-        checked to be finite first (unless the run keeps non-finite values)."""
+        checked to be finite first (unless the run keeps non-finite values, or ``check`` is
+        false: a node whose result shows any non-finite operand is checked through its
+        result, :meth:`_check_through`)."""
         found = []
         for child in node.children:
             operand = self.as_float(self.value(child, key, chunk), chunk.whole)
             source = self._source(child)
-            if self.check_finite and source is not None and id(source) not in chunk.checked:
+            unchecked = source is not None and id(source) not in chunk.checked
+            if check and self.check_finite and unchecked:
+                assert source is not None
                 _check_finite(operand, source, key)
                 chunk.checked.add(id(source))
             found.append(operand)
         return found
+
+    def _check_through(
+        self,
+        node: Node,
+        key: str,
+        chunk: Chunk,
+        operands: list[torch.Tensor],
+        result: torch.Tensor,
+    ) -> None:
+        """The check of :meth:`operands` for a node that propagates non-finite values: a
+        finite sum of the result means every operand was finite; otherwise the operands
+        read from files are checked in order, as :meth:`operands` would have (an input's
+        error first; a result that is not finite from finite inputs is left to the output's
+        check, as for any method)."""
+        pending = []
+        for child, operand in zip(node.children, operands, strict=True):
+            source = self._source(child)
+            if source is not None and id(source) not in chunk.checked:
+                pending.append((operand, source))
+        if not pending:
+            return
+        if not math.isfinite(float(result.sum())):
+            for operand, source in pending:
+                _check_finite(operand, source, key)
+        chunk.checked.update(id(source) for _, source in pending)
 
     def as_float(self, tensor: torch.Tensor, whole: bool) -> torch.Tensor:
         """``tensor`` as float32 on the compute device (a chunk buffer unless ``whole``)."""
@@ -439,6 +474,14 @@ class Chunk:
     whole: bool
     memo: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
     checked: set[int] = field(default_factory=set)
+
+
+def _propagates_nonfinite(node: Node) -> bool:
+    """Whether a NaN or an infinity in any operand of ``node`` reaches its result (a linear
+    combination, or a method registered so: :attr:`MethodSpec.propagates_nonfinite`)."""
+    if isinstance(node, LinearNode):
+        return True
+    return isinstance(node, MethodNode) and node.spec.propagates_nonfinite
 
 
 def _check_finite(operand: torch.Tensor, source: InputHandle, key: str) -> None:
