@@ -177,10 +177,7 @@ class InputHashing:
         self.start()
         try:
             self._launch(usable_cores())
-            while any(reader.is_alive() for reader in self._readers):
-                alive = [reader for reader in self._readers if reader.is_alive()]
-                alive[0].join(REPORT_EVERY_S)
-                each_report()
+            _wait_reporting(self._readers, each_report)
             self._hash_here([j for j in self._jobs if j.hashes is None], each_report)
         except BaseException:
             self.stop()
@@ -213,14 +210,12 @@ class InputHashing:
                 errors.append(exc)
                 halt.set()
 
-        threads = [threading.Thread(target=work, daemon=True) for _ in range(len(jobs))]
-        threads = threads[: usable_cores()]
+        count = min(len(jobs), usable_cores())
+        threads = [threading.Thread(target=work, daemon=True) for _ in range(count)]
         for thread in threads:
             thread.start()
         try:
-            while any(thread.is_alive() for thread in threads):
-                threads[0].join(REPORT_EVERY_S)
-                each_report()
+            _wait_reporting(threads, each_report)
         finally:
             halt.set()
             for thread in threads:
@@ -243,6 +238,14 @@ class InputHashing:
     def result(self) -> dict[str, FileHashes]:
         """The hashes, by input identity, once :meth:`finish` returned."""
         return self._found
+
+
+def _wait_reporting(threads: list[threading.Thread], each_report: Callable[[], None]) -> None:
+    """Wait until every thread of ``threads`` (a list that may grow meanwhile) has ended,
+    calling ``each_report`` every :data:`REPORT_EVERY_S` seconds."""
+    while alive := [thread for thread in threads if thread.is_alive()]:
+        alive[0].join(REPORT_EVERY_S)
+        each_report()
 
 
 CHILD_SCRIPT = Path(file_digest.__file__)
