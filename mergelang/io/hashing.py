@@ -244,6 +244,19 @@ def _store(cache_dir: Path, key: str, entry: dict[str, object]) -> None:
         return
 
 
+def _store_if_unchanged(
+    cache_dir: Path,
+    key: str,
+    before: dict[str, int],
+    after: dict[str, int],
+    hashes: FileHashes,
+) -> None:
+    """Cache ``hashes`` under ``key`` if the file's fingerprint taken before the first block
+    equals the one taken after the last (a file written to meanwhile is not cached)."""
+    if after == before:
+        _store(cache_dir, key, {**after, "sha256": hashes.sha256, "legacy": hashes.legacy})
+
+
 def _cached(entry: object, fingerprint: dict[str, int]) -> FileHashes | None:
     if not isinstance(entry, dict):
         return None
@@ -320,13 +333,7 @@ class CachedHasher:
         unchanged since this hasher was made; returns them."""
         with contextlib.suppress(OSError):
             after = _fingerprint(os.fstat(self.file.fileno()))
-            if after == self._before:
-                entry: dict[str, object] = {
-                    **after,
-                    "sha256": hashes.sha256,
-                    "legacy": hashes.legacy,
-                }
-                _store(self._folder, self._key, entry)
+            _store_if_unchanged(self._folder, self._key, self._before, after, hashes)
         return hashes
 
 
@@ -357,11 +364,7 @@ def file_hashes(
     if hit is not None:
         return hit
     hashes = compute_hashes(where, file=file, progress=progress)
-    try:
+    with contextlib.suppress(OSError):
         after = _fingerprint(_stat(where, file))
-    except OSError:
-        return hashes
-    if after == before:
-        entry: dict[str, object] = {**after, "sha256": hashes.sha256, "legacy": hashes.legacy}
-        _store(folder, key, entry)
+        _store_if_unchanged(folder, key, before, after, hashes)
     return hashes
