@@ -219,7 +219,11 @@ def run(
         hits = tuple(e.node.label for e in made.cache if e.status == "hit")
         made.close()
         return RunResult(outputs, hits, (), made.bytes_read, 0, 0.0, made.warnings)
-    result = execute(made, reporter=reporter, cancel=cancel, hashing=hashing)
+    try:
+        result = execute(made, reporter=reporter, cancel=cancel, hashing=hashing)
+    except BaseException:
+        hashing.stop()  # also where the run failed before its merge began
+        raise
     # The run's time includes planning: reading headers and hashing inputs before the merge.
     return dataclasses.replace(result, seconds=time.monotonic() - started)
 

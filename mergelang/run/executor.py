@@ -329,18 +329,14 @@ class _Run:
         if self.hashing.total:
             detail += f", hashing {len(self.hashing.handles)} new inputs"
         self.reporter.phase("merging", total, detail)
-        self.hashing.start()
-        try:
-            for index, batch in enumerate(batches):
-                opened = self.opened if index == 0 else self.open_batch(batch)
-                self._merge(self.tasks(evaluator, opened), evaluator)
-                if len(batches) > 1:
-                    for sink, _ in opened:
-                        _release(sink)
-            self.hashing.finish(self._report_hashing)
-        except BaseException:
-            self.hashing.stop()
-            raise
+        self.hashing.start()  # (stopped by abort() if the run fails)
+        for index, batch in enumerate(batches):
+            opened = self.opened if index == 0 else self.open_batch(batch)
+            self._merge(self.tasks(evaluator, opened), evaluator)
+            if len(batches) > 1:
+                for sink, _ in opened:
+                    _release(sink)
+        self.hashing.finish(self._report_hashing)
 
     def _report_hashing(self) -> None:
         self.advance(0, "hashing")
